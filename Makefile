@@ -1,0 +1,20 @@
+# The two entry points the README promises; each does all its own set-up.
+.PHONY: setup demo test bench soak lint
+
+setup:
+	sh contrib/bootstrap.sh
+
+demo: setup
+	.venv/bin/python contrib/demo.py $(DEMO_ARGS)
+
+test: setup
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	.venv/bin/python bench/run.py $(BENCH_ARGS)
+
+soak: setup
+	.venv/bin/python -m locksmithd.testing.soak $(SOAK_ARGS)
+
+lint: setup
+	.venv/bin/pip install -q mypy && .venv/bin/mypy

@@ -1,0 +1,31 @@
+#!/bin/sh
+# Idempotent set-up for a fresh Debian bookworm machine, run as root:
+# Debian packages (etcd, dbus, systemd headers), then a virtualenv at .venv/
+# with locksmithd installed in editable mode plus its test extras.
+set -eu
+cd "$(dirname "$0")/.."
+
+need_pkgs=""
+for pkg in etcd-server etcd-client dbus libsystemd-dev pkg-config iproute2 python3-venv systemd; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs="$need_pkgs $pkg"
+done
+if [ -n "$need_pkgs" ]; then
+    echo "bootstrap: installing Debian packages:$need_pkgs"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $need_pkgs >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    echo "bootstrap: creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.locksmithd-installed
+if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "bootstrap: installing locksmithd into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+    touch "$stamp"
+fi

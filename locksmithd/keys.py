@@ -1,0 +1,37 @@
+"""etcd key layout, identical to locksmith's, with an optional tenant prefix."""
+
+from __future__ import annotations
+
+from urllib.parse import quote_plus, unquote_plus
+
+ROOT = "coreos.com/updateengine/rebootlock"
+
+
+def _group_root(group: str, key_prefix: str = "") -> str:
+    if group == "":
+        return f"{key_prefix}{ROOT}"
+    # Go's url.QueryEscape: unreserved -_.~ and alphanumerics kept, space as '+'.
+    return f"{key_prefix}{ROOT}/groups/{quote_plus(group, safe='')}"
+
+
+def semaphore_key(group: str = "", key_prefix: str = "") -> str:
+    """The semaphore document's key for ``group`` ("" is locksmith's default group)."""
+    return f"{_group_root(group, key_prefix)}/semaphore"
+
+
+def waiters_prefix(group: str = "", key_prefix: str = "") -> str:
+    """The prefix under which hosts queue for ``group``'s slots (one key per waiter)."""
+    return f"{_group_root(group, key_prefix)}/waiters/"
+
+
+def waiter_key(holder: str, group: str = "", key_prefix: str = "") -> str:
+    """The queue key of one waiter; the holder id is escaped like a group name."""
+    return f"{waiters_prefix(group, key_prefix)}{quote_plus(holder, safe='')}"
+
+
+def holder_from_waiter_key(key: str, group: str = "", key_prefix: str = "") -> str:
+    """Inverse of :func:`waiter_key`; raises ValueError for a key outside the prefix."""
+    prefix = waiters_prefix(group, key_prefix)
+    if not key.startswith(prefix):
+        raise ValueError(f"{key!r} is not a waiter key under {prefix!r}")
+    return unquote_plus(key[len(prefix):])
