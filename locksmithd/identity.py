@@ -1,0 +1,61 @@
+"""This host's identity: the semaphore holder id (machine-id or an override) and boot id."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from .errors import IdentityError
+
+DEFAULT_MACHINE_ID_PATH = "/etc/machine-id"
+DEFAULT_BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+MAX_HOLDER_ID_LENGTH = 256
+_READ_LIMIT = 4096
+
+
+def validate_holder_id(value: str, source: str, key: str) -> str:
+    """Return ``value`` if it is usable as a semaphore holder id, else raise IdentityError.
+
+    A holder id is non-empty, at most 256 characters, and has no whitespace or
+    control/format characters (it appears in logs, JSON and etcd keys).
+    ``source`` and ``key`` name where the value came from, for the error.
+    """
+    if value == "":
+        raise IdentityError(source, key, value, "holder id is empty")
+    if len(value) > MAX_HOLDER_ID_LENGTH:
+        raise IdentityError(source, key, value, f"holder id is longer than {MAX_HOLDER_ID_LENGTH} characters")
+    for char in value:
+        if char.isspace() or unicodedata.category(char).startswith("C"):
+            raise IdentityError(source, key, value, f"holder id contains whitespace or control character {char!r}")
+    return value
+
+
+def read_machine_id(path: str = DEFAULT_MACHINE_ID_PATH) -> str:
+    """Return the machine id stored at ``path``, without its trailing newline.
+
+    Raises IdentityError (source ``path``, key "machine-id") if the file is
+    missing, unreadable, empty, still "uninitialized" (systemd's first-boot
+    placeholder) or not a valid holder id. Never returns an empty string.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read(_READ_LIMIT)
+    except OSError as exc:
+        raise IdentityError(path, "machine-id", "", f"cannot read the machine id ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise IdentityError(path, "machine-id", "", "the machine id is not UTF-8 text") from exc
+    machine_id = text.strip()
+    if machine_id == "":
+        raise IdentityError(path, "machine-id", "", "the machine id file is empty")
+    if machine_id == "uninitialized":
+        raise IdentityError(path, "machine-id", machine_id, "the machine id is not initialized yet")
+    return validate_holder_id(machine_id, path, "machine-id")
+
+
+def read_boot_id(path: str = DEFAULT_BOOT_ID_PATH) -> str | None:
+    """Return the kernel's boot id (changes on every boot), or None if it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read(_READ_LIMIT).strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text or None
