@@ -12,6 +12,7 @@
     ├── StoreError                      kind "store"            exit 7
     │   ├── StoreUnavailable            kind "unavailable"      exit 7
     │   ├── AmbiguousWrite              kind "ambiguous-write"  exit 7
+    │   ├── LeaseLost                   kind "lease-lost"       exit 7
     │   ├── StoreDenied                 kind "denied"           exit 9
     │   └── WriteConflict               kind "conflict"         exit 10
     ├── BusError                        kind "bus"              exit 11
@@ -164,6 +165,12 @@ class AmbiguousWrite(StoreError):
     """
 
     kind = "ambiguous-write"
+
+
+class LeaseLost(StoreError):
+    """The lease a queue key was bound to expired or was revoked."""
+
+    kind = "lease-lost"
 
 
 class StoreDenied(StoreError):

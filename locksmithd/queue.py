@@ -1,0 +1,286 @@
+"""Fair, watch-driven acquisition of reboot slots (one hub per group per process).
+
+A host that wants a slot puts a waiter key bound to the process's lease
+(a crashed host drops out when the lease expires), and one watch on the
+group keeps a GroupView current. When the view says a local waiter is at the
+head and a slot is free, that waiter alone tries one transaction: write the
+semaphore guarded by its revision and delete its waiter key. Nobody polls;
+a periodic re-read with jitter is only a safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+from .errors import AmbiguousWrite, LeaseLost, StoreError
+from .etcd_store import EtcdStore, WatchEvent, prefix_end
+from .keys import holder_from_waiter_key, semaphore_key, waiter_key, waiters_prefix
+from .queue_view import GroupView
+
+log = logging.getLogger("locksmithd.queue")
+
+
+class LeaseSession:
+    """One lease per process, kept alive by one task, shared by all its waiters."""
+
+    def __init__(self, store: EtcdStore, ttl_s: int = 10) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self.lease_id: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.on_lost: Callable[[], None] = lambda: None
+
+    async def ensure(self) -> int:
+        """The current lease id, granting a new lease (and starting keep-alives) if needed."""
+        if self.lease_id is None:
+            self.lease_id = await asyncio.to_thread(self.store.grant_lease, self.ttl_s)
+            if self._task is None or self._task.done():
+                self._task = asyncio.create_task(self._keep_alive(), name="lease keep-alive")
+        return self.lease_id
+
+    def invalidate(self) -> None:
+        self.lease_id = None
+
+    async def close(self) -> None:
+        """Stop keep-alives and revoke the lease (its waiter keys go with it); best effort."""
+        if self._task is not None:
+            self._task.cancel()
+        lease_id, self.lease_id = self.lease_id, None
+        if lease_id is not None:
+            try:
+                await asyncio.to_thread(self.store.revoke_lease, lease_id)
+            except StoreError as error:
+                log.info("could not revoke lease %x (it expires by itself): %s", lease_id, error.one_line())
+
+    async def _keep_alive(self) -> None:
+        period_s = max(self.ttl_s / 3.0, 0.5)
+        while True:
+            await asyncio.sleep(period_s)
+            lease_id = self.lease_id
+            if lease_id is None:
+                continue
+            try:
+                remaining = await asyncio.to_thread(self.store.keep_alive, lease_id)
+            except StoreError as error:
+                log.warning("lease keep-alive failed: %s", error.one_line())
+                continue
+            if remaining <= 0 and self.lease_id == lease_id:
+                log.warning("lease %x expired; waiting hosts will queue again", lease_id)
+                self.lease_id = None
+                self.on_lost()
+
+
+class GroupQueue:
+    """Waits in one group's FIFO queue on behalf of local holders (usually one).
+
+    ``acquire`` returns True once the holder has a slot, False when the
+    deadline passes first (its waiter key is then removed). Safety rests on
+    the guarded transaction alone: the view only decides who may try.
+    """
+
+    def __init__(self, store: EtcdStore, group: str = "", key_prefix: str = "", *,
+                 session: LeaseSession | None = None, recheck_interval_s: float = 300.0,
+                 retry_max_s: float = 30.0, rng: random.Random | None = None) -> None:
+        self.store = store
+        self.group = group
+        self.key_prefix = key_prefix
+        self.semaphore_key = semaphore_key(group, key_prefix)
+        self.prefix = waiters_prefix(group, key_prefix)
+        self.session = session or LeaseSession(store)
+        self.session.on_lost = self._lease_lost
+        self.view = GroupView(self.semaphore_key)
+        self.recheck_interval_s = recheck_interval_s
+        self.retry_max_s = retry_max_s
+        self._rng = rng or random.Random()
+        self._local: dict[str, asyncio.Event] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watch: Any = None
+        self._synced = False
+        self._reported_corruption: str | None = None
+
+    async def acquire(self, holder: str, info: Mapping[str, Any] | None = None,
+                      deadline: datetime | None = None) -> bool:
+        """Queue ``holder`` and return True once it holds a slot, False at ``deadline``.
+
+        Raises StoreDenied on permission errors; other store failures are
+        retried with backoff until the deadline.
+        """
+        self._loop = asyncio.get_running_loop()
+        wake = self._local.setdefault(holder, asyncio.Event())
+        enqueued = False
+        failures = 0
+        try:
+            while True:
+                try:
+                    if not self._synced or holder not in self.view.waiters and not self.view.semaphore.holds(holder):
+                        await self._enqueue_and_sync(holder)
+                        enqueued = True
+                    if self.view.semaphore.holds(holder):
+                        await self._leave(holder)
+                        return True
+                    if self.view.may_attempt(holder) and await self._attempt(holder, info):
+                        return True
+                    self._report_corruption()
+                    failures = 0
+                except LeaseLost:
+                    self.session.invalidate()
+                    self._synced = False
+                    continue
+                except StoreError as error:
+                    if error.kind == "denied":
+                        raise
+                    failures += 1
+                    pause = min(self.retry_max_s, 0.25 * 2 ** min(failures, 8)) * (0.5 + self._rng.random() / 2)
+                    log.warning("waiting for a slot: %s; retrying in %.1fs", error.one_line(), pause)
+                    self._synced = False
+                    if not await self._sleep_until(wake, deadline, pause):
+                        return False
+                    continue
+                if not await self._sleep_until(wake, deadline, self._recheck_pause(), resync_on_timeout=True):
+                    return False
+        finally:
+            self._local.pop(holder, None)
+            if enqueued and not self.view.semaphore.holds(holder):
+                await self._leave(holder)
+            if not self._local:
+                self._stop_watch()
+
+    async def close(self) -> None:
+        """Stop watching and revoke the session lease."""
+        self._stop_watch()
+        await self.session.close()
+
+    async def _attempt(self, holder: str, info: Mapping[str, Any] | None) -> bool:
+        new = self.view.semaphore.lock(holder, info)
+        try:
+            won = await asyncio.to_thread(self.store.swap_and_dequeue, self.semaphore_key, new.encode(),
+                                          self.view.semaphore_revision, waiter_key(holder, self.group, self.key_prefix))
+        except AmbiguousWrite:
+            log.warning("slot request for %s: reply lost; reading back", holder)
+            self._synced = False
+            return False
+        if won:  # apply our own write now; the watch event will agree
+            self.view.semaphore = new
+            self.view.remove_waiter(holder)
+        return bool(won)
+
+    async def _enqueue_and_sync(self, holder: str) -> None:
+        lease_id = await self.session.ensure()
+        since = json.dumps({"since": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}).encode()
+        revision, stored, entries = await asyncio.to_thread(
+            self.store.enqueue_and_read, waiter_key(holder, self.group, self.key_prefix), since, lease_id,
+            self.semaphore_key, self.prefix)
+        if not self._synced:
+            self._rebuild(revision, stored, entries)
+            self._start_watch(revision + 1)
+            self._synced = True
+        else:
+            for entry in entries:
+                if holder_from_waiter_key(entry.key, self.group, self.key_prefix) == holder:
+                    self.view.add_waiter(holder, entry.create_revision)
+
+    def _rebuild(self, revision: int, stored: Any, entries: list[Any]) -> None:
+        view = GroupView(self.semaphore_key, revision=revision)
+        view.set_semaphore(stored.value if stored else None, stored.mod_revision if stored else 0)
+        for entry in entries:
+            view.add_waiter(holder_from_waiter_key(entry.key, self.group, self.key_prefix), entry.create_revision)
+        self.view = view
+
+    def _start_watch(self, start_revision: int) -> None:
+        self._stop_watch()
+        loop = self._loop
+        assert loop is not None
+
+        def on_events(events: list[WatchEvent], revision: int) -> None:
+            loop.call_soon_threadsafe(self._apply, events, revision)
+
+        def on_broken(error: BaseException) -> None:
+            loop.call_soon_threadsafe(self._watch_broken, error)
+
+        self._watch = self.store.watch_range(self.semaphore_key, prefix_end(self.prefix), start_revision,
+                                             on_events, on_broken)
+
+    def _stop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    def _apply(self, events: list[WatchEvent], revision: int) -> None:
+        for event in events:
+            entry = event.entry
+            if entry.key == self.semaphore_key:
+                self.view.set_semaphore(entry.value if event.kind == "put" else None, entry.mod_revision)
+            elif entry.key.startswith(self.prefix):
+                holder = holder_from_waiter_key(entry.key, self.group, self.key_prefix)
+                if event.kind == "put":
+                    self.view.add_waiter(holder, entry.create_revision)
+                else:
+                    self.view.remove_waiter(holder)
+        self.view.revision = max(self.view.revision, revision)
+        self._wake_head()
+
+    def _wake_head(self) -> None:
+        """Wake only the local waiter that may act now (head of queue, or newly a holder)."""
+        head = self.view.head()
+        if head in self._local and self.view.semaphore.available > 0:
+            self._local[head].set()
+        for holder, event in self._local.items():
+            if self.view.semaphore.holds(holder) or holder not in self.view.waiters:
+                event.set()
+
+    def _watch_broken(self, error: BaseException) -> None:
+        message = error.one_line() if hasattr(error, "one_line") else repr(error)
+        log.warning("group watch broke (%s); re-reading", message)
+        self._watch = None
+        self._synced = False
+        for event in self._local.values():
+            event.set()
+
+    def _lease_lost(self) -> None:
+        self._synced = False
+        for event in self._local.values():
+            event.set()
+
+    def _report_corruption(self) -> None:
+        corrupt = self.view.corrupt
+        text = corrupt.one_line() if corrupt else None
+        if text and text != self._reported_corruption:
+            log.error("not taking a slot: %s", text)
+        self._reported_corruption = text
+
+    def _recheck_pause(self) -> float:
+        return self.recheck_interval_s * (0.8 + 0.4 * self._rng.random())
+
+    async def _sleep_until(self, wake: asyncio.Event, deadline: datetime | None, pause_s: float,
+                           resync_on_timeout: bool = False) -> bool:
+        """Wait for ``wake`` or ``pause_s``; False if ``deadline`` passed meanwhile.
+
+        With ``resync_on_timeout`` a quiet period ends in a fresh read (the
+        safety net against a silently stalled watch).
+        """
+        if deadline is not None:
+            left = (deadline - datetime.now(deadline.tzinfo)).total_seconds()
+            if left <= 0:
+                return False
+            pause_s = min(pause_s, left)
+        try:
+            await asyncio.wait_for(wake.wait(), timeout=pause_s)
+        except asyncio.TimeoutError:
+            if resync_on_timeout:
+                self._synced = False
+        wake.clear()
+        if deadline is not None and datetime.now(deadline.tzinfo) >= deadline:
+            return False
+        return True
+
+    async def _leave(self, holder: str) -> None:
+        try:
+            await asyncio.to_thread(self.store.delete, waiter_key(holder, self.group, self.key_prefix))
+        except StoreError as error:
+            log.info("could not remove queue key of %s (its lease will): %s", holder, error.one_line())
+        self.view.remove_waiter(holder)
