@@ -1,0 +1,50 @@
+"""Logging to journald when its socket exists, else stderr; sd_notify when NOTIFY_SOCKET is set."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+
+
+def setup_logging(debug: bool, journal_socket: str = JOURNAL_SOCKET, use_journal: bool | None = None) -> None:
+    """Route the ``locksmithd`` loggers to journald if reachable, otherwise to stderr."""
+    level = logging.DEBUG if debug else logging.INFO
+    handler: logging.Handler
+    if use_journal is None:
+        use_journal = os.path.exists(journal_socket) and not sys.stderr.isatty()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("locksmithd[%(process)d]: %(levelname)s %(message)s"))
+    if use_journal:
+        try:
+            from systemd.journal import JournalHandler
+
+            handler = JournalHandler(SYSLOG_IDENTIFIER="locksmithd")
+            handler.setFormatter(logging.Formatter("%(message)s"))
+        except ImportError:
+            pass
+    root = logging.getLogger("locksmithd")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+class Notifier:
+    """sd_notify(3) when systemd gave us NOTIFY_SOCKET; a no-op otherwise."""
+
+    def __init__(self, notify_socket: str | None) -> None:
+        self._enabled = bool(notify_socket)
+
+    def send(self, **fields: str) -> None:
+        """Send e.g. READY="1", STATUS="waiting-for-lock"; failures are ignored."""
+        if not self._enabled:
+            return
+        message = "\n".join(f"{k}={v}" for k, v in fields.items())
+        try:
+            from systemd import daemon
+
+            daemon.notify(message)
+        except (ImportError, OSError):
+            pass

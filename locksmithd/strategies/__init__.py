@@ -1,0 +1,34 @@
+"""Reboot strategies behind one interface, chosen by label in one place."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import ConfigError
+from .base import RebootStrategy
+
+if TYPE_CHECKING:
+    from ..settings import DaemonSettings
+
+LABELS = ("etcd-lock", "reboot", "off")
+
+
+def make_strategy(settings: DaemonSettings, holder_info: Callable[[], dict[str, Any]] = dict) -> RebootStrategy:
+    """Build the strategy named by ``settings.strategy``; ConfigError for an unknown label."""
+    label = settings.strategy
+    if label == "off":
+        from .off import OffStrategy
+
+        return OffStrategy()
+    if label == "reboot":
+        from .reboot import ImmediateRebootStrategy
+
+        return ImmediateRebootStrategy()
+    if label == "etcd-lock":
+        from ..etcd_store import EtcdStore
+        from .etcd_lock import EtcdLockStrategy
+
+        return EtcdLockStrategy(EtcdStore(settings.etcd), settings.machine_id, settings.group,
+                                settings.etcd.key_prefix, holder_info=holder_info,
+                                recheck_interval_s=settings.recheck_interval_s, retry_max_s=settings.retry_max_s)
+    raise ConfigError("settings", "REBOOT_STRATEGY", label, f"unsupported strategy; use one of {', '.join(LABELS)}")
