@@ -65,6 +65,7 @@ class Daemon:
         self.rng = rng or random.Random()
         self.machine = StateMachine(self._changed)
         self.reboot_accepted = False
+        self.stopped_in: State | None = None
         self._after_release = State.WAITING_FOR_WINDOW
         self._pause_after_release_s = 0.0
         self._handlers: dict[State, Callable[[], Awaitable[State]]] = {
@@ -93,7 +94,7 @@ class Daemon:
             raise
 
     async def _stop_cleanly(self) -> None:
-        state = self.machine.state
+        state = self.stopped_in = self.machine.state
         if state in MAY_HOLD_UNUSED_SLOT and not self.reboot_accepted:
             log.info("stopping in %s: giving back any slot taken in this boot", state.value)
             try:

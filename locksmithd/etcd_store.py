@@ -155,14 +155,38 @@ class EtcdStore:
 
         return self._call(f"enqueue {waiter_key}", op)
 
-    def swap_and_dequeue(self, semaphore_key: str, value: bytes, mod_revision: int, waiter_key: str) -> bool:
-        """Write the semaphore if still at ``mod_revision`` and delete ``waiter_key`` in the same transaction."""
-        def op(client: Any) -> bool:
-            ok, _ = client.transaction(
-                compare=[client.transactions.mod(semaphore_key) == mod_revision],
-                success=[client.transactions.put(semaphore_key, value), client.transactions.delete(waiter_key)],
+    def enqueue(self, waiter_key: str, value: bytes, lease_id: int) -> Entry:
+        """Put ``waiter_key`` on ``lease_id`` and return it as stored (its create revision is its place).
+
+        One request whatever the queue length. A re-put keeps the key's create
+        revision, so a retried put (after a lost reply) keeps its place.
+        """
+        def op(client: Any) -> Entry:
+            tx = client.transactions
+            request = etcdrpc.TxnRequest(success=client._ops_to_requests([
+                tx.put(waiter_key, value, lease=lease_id), tx.get(waiter_key)]))
+            response = client.kvstub.Txn(request, client.timeout, credentials=client.call_credentials,
+                                         metadata=client.metadata)
+            kv = response.responses[1].response_range.kvs[0]
+            return _entry(kv.key, kv.value, kv)
+
+        return self._call(f"enqueue {waiter_key}", op)
+
+    def swap_and_dequeue(self, semaphore_key: str, value: bytes, mod_revision: int, waiter_key: str) -> int:
+        """Write the semaphore if still at ``mod_revision`` and delete ``waiter_key`` in the same transaction.
+
+        Returns the revision of the write (the document's new mod revision), or
+        0 when the compare failed and nothing was written.
+        """
+        def op(client: Any) -> int:
+            tx = client.transactions
+            request = etcdrpc.TxnRequest(
+                compare=[(tx.mod(semaphore_key) == mod_revision).build_message()],
+                success=client._ops_to_requests([tx.put(semaphore_key, value), tx.delete(waiter_key)]),
                 failure=[])
-            return bool(ok)
+            response = client.kvstub.Txn(request, client.timeout, credentials=client.call_credentials,
+                                         metadata=client.metadata)
+            return int(response.header.revision) if response.succeeded else 0
 
         return self._call(f"swap {semaphore_key}", op, write=True)
 
@@ -232,6 +256,10 @@ class EtcdStore:
         client = etcd3.MultiEndpointEtcd3Client(
             endpoints=[ep], timeout=self.settings.request_timeout_s,
             user=self.settings.username, password=self.settings.password, failover=False)
+        if not endpoint.secure and client.call_credentials is not None:
+            # gRPC refuses call credentials on an insecure channel; the auth token
+            # then travels in the request metadata, which python3-etcd3 also sets.
+            client.call_credentials = None
         with self._lock:
             self._clients[endpoint] = client
         return client

@@ -76,6 +76,7 @@ class SimulatedHost:
         self.reboot_times: list[float] = []
         self.auto_restart = True
         self._rebooting: asyncio.Task[None] | None = None
+        self._spawned: list[asyncio.subprocess.Process] = []
         self.state_file = workdir / "coordinator.conf"
         self.boot_id_file = workdir / "boot_id"
         self.conf_file = workdir / "update.conf"
@@ -86,9 +87,12 @@ class SimulatedHost:
         """Start the bus, the services and the first boot's locksmithd."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf_file.write_text("# simulated host: no update.conf settings\n")
-        self.bus = await asyncio.to_thread(PrivateBus().start)
+        bus = PrivateBus()
+        self.bus = bus  # set before starting, so stop() finds it even if start is cancelled
+        await asyncio.shield(asyncio.to_thread(bus.start))
         status = UpdateStatus(0, 0.0, NEED_REBOOT if needs_reboot else IDLE, "", 0)
-        self.services = await SimulatedServices.start(self.bus.address, status=status, on_reboot=self._on_reboot)
+        self.services = await asyncio.shield(
+            SimulatedServices.start(bus.address, status=status, on_reboot=self._on_reboot))
         await self.boot()
 
     async def boot(self) -> None:
@@ -108,6 +112,7 @@ class SimulatedHost:
             sys.executable, "-m", "locksmithd.daemon_main", "--conf", str(self.conf_file),
             env=self.environment(), stdout=handle, stderr=handle, stdin=asyncio.subprocess.DEVNULL)
         handle.close()
+        self._spawned.append(self.process)
         self._event("started")
 
     def environment(self) -> dict[str, str]:
@@ -143,6 +148,11 @@ class SimulatedHost:
             self._rebooting.cancel()
             await asyncio.gather(self._rebooting, return_exceptions=True)
         await self.stop_daemon()
+        for process in self._spawned:  # anything a cancelled reboot may have left running
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+        self._spawned.clear()
         if self.services is not None:
             await self.services.close()
             self.services = None
@@ -212,7 +222,7 @@ class SimulatedHost:
         self.services.update_engine.set_operation(IDLE)  # the new version is now booted
         await asyncio.sleep(self.reboot_delay_s)
         if self.auto_restart:
-            await self.boot()
+            await asyncio.shield(self.boot())  # never leave a half-spawned daemon behind
 
     def _event(self, what: str) -> None:
         event = HostEvent(time.monotonic(), self.name, what)
@@ -250,11 +260,8 @@ class SemaphoreMonitor:
         self._start_watch(revision + 1 if revision else 1)
 
     def _start_watch(self, start_revision: int) -> None:
-        from ..etcd_store import prefix_end
-
         self._watch = self.store.watch_range(self.key, self.key + "\0", start_revision,
                                              self._on_events, self._on_broken)
-        _ = prefix_end
 
     def _on_events(self, events: list[Any], revision: int) -> None:
         for event in events:

@@ -1,0 +1,270 @@
+"""The daemon's state machine with in-process fakes: windows, refusals, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from locksmithd.daemon import Daemon
+from locksmithd.errors import RebootRefused, StoreUnavailable
+from locksmithd.machine import ALLOWED, State, StateMachine, TransitionError, published_state
+from locksmithd.window import RebootWindow
+
+T0 = datetime(2026, 11, 19, 4, 0, tzinfo=timezone.utc)  # a Thursday, 04:00
+
+
+class FakeClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+        await asyncio.sleep(0)
+
+
+class FakeStrategy:
+    label = "etcd-lock"
+    enabled = True
+    uses_lock = True
+
+    def __init__(self, clock: FakeClock, acquire_takes_s: float = 0.0, fail_acquire: int = 0) -> None:
+        self.clock = clock
+        self.acquire_takes_s = acquire_takes_s
+        self.fail_acquire = fail_acquire
+        self.holding = False
+        self.log: list[str] = []
+        self.held_before_boot = False
+
+    async def release_after_boot(self) -> bool:
+        self.log.append("release-after-boot")
+        released, self.held_before_boot = self.held_before_boot, False
+        return released
+
+    async def acquire(self, deadline: datetime | None) -> bool:
+        if self.fail_acquire:
+            self.fail_acquire -= 1
+            raise StoreUnavailable("etcd down")
+        self.clock.now += timedelta(seconds=self.acquire_takes_s)
+        self.holding = True
+        self.log.append("acquire")
+        return True
+
+    async def release(self) -> None:
+        self.holding = False
+        self.log.append("release")
+
+    async def close(self) -> None:
+        pass
+
+
+class FakeRebooter:
+    def __init__(self, refuse: int = 0, ttys: list[str] | None = None) -> None:
+        self.refuse = refuse
+        self.ttys = ttys or []
+        self.reboots = 0
+
+    async def reboot(self) -> None:
+        if self.refuse:
+            self.refuse -= 1
+            raise RebootRefused("logind refused to reboot: test")
+        self.reboots += 1
+
+    async def tty_sessions(self) -> list[str]:
+        return list(self.ttys)
+
+
+class Publisher:
+    def __init__(self) -> None:
+        self.states: list[str] = []
+
+    def write(self, strategy: str, state: str, detail: str = "") -> None:
+        self.states.append(detail)
+
+
+def make(strategy: FakeStrategy, rebooter: FakeRebooter, clock: FakeClock, window: RebootWindow | None = None,
+         login_delay_s: float = 0.0, warned: list | None = None) -> tuple[Daemon, asyncio.Event, Publisher]:
+    needed = asyncio.Event()
+    publisher = Publisher()
+    daemon = Daemon(strategy, rebooter, window=window, publisher=publisher, reboot_needed=needed,
+                    login_delay_s=login_delay_s, retry_max_s=1.0, now=clock, sleep=clock.sleep,
+                    warn_users=lambda ttys, delay: (warned if warned is not None else []).append((ttys, delay)))
+    return daemon, needed, publisher
+
+
+async def run_until(daemon: Daemon, condition, steps: int = 2000) -> asyncio.Task[None]:
+    task = asyncio.create_task(daemon.run())
+    for _ in range(steps):
+        await asyncio.sleep(0)
+        if condition():
+            return task
+    task.cancel()
+    raise AssertionError(f"condition not reached; daemon in {daemon.state}")
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_transitions_are_checked() -> None:
+    """A handler cannot jump from idle straight to rebooting."""
+    machine = StateMachine()
+    machine.move(State.IDLE)
+    with pytest.raises(TransitionError):
+        machine.move(State.REBOOTING)
+    assert all(State.STOPPED in targets for state, targets in ALLOWED.items() if state != State.STOPPED)
+
+
+def test_published_states_follow_the_coordinator_convention() -> None:
+    """The state file uses starting/running/reboot-planned/rebooting."""
+    assert published_state(State.STARTING) == "starting"
+    assert published_state(State.IDLE) == "running"
+    assert published_state(State.WAITING_FOR_LOCK) == "reboot-planned"
+    assert published_state(State.REBOOTING) == "rebooting"
+
+
+def test_happy_path_releases_after_boot_then_reboots_once() -> None:
+    """Release-after-boot runs first; a reboot need leads to acquire then one reboot."""
+    async def scenario() -> None:
+        clock = FakeClock(T0)
+        strategy, rebooter = FakeStrategy(clock), FakeRebooter()
+        strategy.held_before_boot = True
+        daemon, needed, publisher = make(strategy, rebooter, clock)
+        needed.set()
+        task = await run_until(daemon, lambda: rebooter.reboots == 1)
+        assert strategy.log == ["release-after-boot", "acquire"]
+        assert daemon.state == State.REBOOTING
+        await stop(task)
+        assert strategy.holding, "a slot whose reboot was accepted is kept for after boot"
+        assert publisher.states[-1] == "stopped"
+
+    asyncio.run(scenario())
+
+
+def test_waits_for_window_before_queueing() -> None:
+    """Outside the window the daemon neither queues nor reboots; it does once the window opens."""
+    async def scenario() -> None:
+        clock = FakeClock(T0)
+        window = RebootWindow.parse("Thu 06:00", "1h")
+        strategy, rebooter = FakeStrategy(clock), FakeRebooter()
+        daemon, needed, _ = make(strategy, rebooter, clock, window)
+        needed.set()
+        task = await run_until(daemon, lambda: rebooter.reboots == 1)
+        assert clock.now >= T0.replace(hour=6)
+        assert window.contains(clock.now)
+        await stop(task)
+
+    asyncio.run(scenario())
+
+
+def test_window_closing_while_acquiring_releases_the_slot() -> None:
+    """If the window closed while waiting for the lock, the slot is released and no reboot happens then."""
+    async def scenario() -> None:
+        clock = FakeClock(T0)
+        window = RebootWindow.parse("Thu 04:00", "30m")
+        strategy = FakeStrategy(clock, acquire_takes_s=45 * 60)
+        rebooter = FakeRebooter()
+        daemon, needed, publisher = make(strategy, rebooter, clock, window)
+        needed.set()
+        task = await run_until(daemon, lambda: "release" in strategy.log)
+        assert rebooter.reboots == 0
+        assert not strategy.holding
+        strategy.acquire_takes_s = 0
+        for _ in range(200_000):
+            await asyncio.sleep(0)
+            if rebooter.reboots:
+                break
+        assert rebooter.reboots == 1
+        assert window.contains(clock.now), "rebooted outside the window"
+        assert clock.now - T0 >= timedelta(days=6), "should wait for next week's window"
+        await stop(task)
+
+    asyncio.run(scenario())
+
+
+def test_refused_reboot_releases_and_retries() -> None:
+    """logind refusing the reboot makes the daemon give the slot back and try again later."""
+    async def scenario() -> None:
+        clock = FakeClock(T0)
+        strategy, rebooter = FakeStrategy(clock), FakeRebooter(refuse=2)
+        daemon, needed, _ = make(strategy, rebooter, clock)
+        needed.set()
+        task = await run_until(daemon, lambda: rebooter.reboots == 1)
+        assert strategy.log.count("release") == 2
+        assert strategy.log.count("acquire") == 3
+        await stop(task)
+
+    asyncio.run(scenario())
+
+
+def test_users_are_warned_and_delay_respected() -> None:
+    """With logged-in ttys the daemon warns them and waits the login delay before rebooting."""
+    async def scenario() -> None:
+        clock = FakeClock(T0)
+        warned: list = []
+        strategy, rebooter = FakeStrategy(clock), FakeRebooter(ttys=["pts/1"])
+        daemon, needed, _ = make(strategy, rebooter, clock, login_delay_s=300, warned=warned)
+        needed.set()
+        task = await run_until(daemon, lambda: rebooter.reboots == 1)
+        assert warned == [(["pts/1"], 300)]
+        assert clock.now - T0 >= timedelta(seconds=300)
+        await stop(task)
+
+    asyncio.run(scenario())
+
+
+def test_login_delay_running_past_window_end_releases() -> None:
+    """A login delay that outlasts the window ends in a release, not a reboot outside it."""
+    async def scenario() -> None:
+        clock = FakeClock(T0)
+        window = RebootWindow.parse("04:00", "2m")
+        strategy, rebooter = FakeStrategy(clock), FakeRebooter(ttys=["tty1"])
+        daemon, needed, _ = make(strategy, rebooter, clock, window, login_delay_s=300)
+        needed.set()
+        task = await run_until(daemon, lambda: "release" in strategy.log)
+        assert rebooter.reboots == 0
+        await stop(task)
+
+    asyncio.run(scenario())
+
+
+def test_sigterm_while_holding_gives_the_slot_back() -> None:
+    """Cancelling the daemon after it acquired but before rebooting releases the slot."""
+    async def scenario() -> None:
+        clock = FakeClock(T0)
+        strategy, rebooter = FakeStrategy(clock), FakeRebooter(ttys=["tty1"])
+        real_sleep = asyncio.sleep
+
+        async def slow_sleep(seconds: float) -> None:
+            await real_sleep(3600)
+
+        daemon, needed, _ = make(strategy, rebooter, clock, login_delay_s=300)
+        daemon.sleep = slow_sleep
+        needed.set()
+        task = await run_until(daemon, lambda: daemon.state == State.WARNING_USERS)
+        assert strategy.holding
+        await stop(task)
+        assert not strategy.holding
+        assert daemon.state == State.STOPPED
+
+    asyncio.run(scenario())
+
+
+def test_store_errors_while_queueing_are_retried() -> None:
+    """etcd being unavailable while queueing leads to backoff and a later success."""
+    async def scenario() -> None:
+        clock = FakeClock(T0)
+        strategy, rebooter = FakeStrategy(clock, fail_acquire=3), FakeRebooter()
+        daemon, needed, _ = make(strategy, rebooter, clock)
+        needed.set()
+        task = await run_until(daemon, lambda: rebooter.reboots == 1)
+        assert strategy.log.count("acquire") == 1
+        await stop(task)
+
+    asyncio.run(scenario())
