@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar
 import click
 
 from . import __version__
+from .journal import quiet_grpc
 from .errors import ConfigError, ExitCode, LocksmithError, UsageError
 from .etcd_settings import DEFAULT_ENDPOINT, EtcdSettings, parse_endpoints, validate_tls_and_auth
 
@@ -263,6 +264,7 @@ def _group_name(group: str) -> str:
 
 def main() -> None:
     """Console entry point."""
+    quiet_grpc()
     cli(prog_name="locksmithctl")
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .journal import quiet_grpc
 from .errors import BusError, ExitCode, LocksmithError
 
 log = logging.getLogger("locksmithd")
@@ -172,6 +173,7 @@ def _holder_info(settings: Any) -> dict[str, str]:
 
 def main() -> None:
     """Console entry point."""
+    quiet_grpc()
     cli(prog_name="locksmithd")
 
 

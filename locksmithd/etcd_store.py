@@ -302,7 +302,7 @@ class EtcdStore:
                         raise StoreError(f"etcd at {endpoint.url} failed {what}: {code.name} {exc.details()}") from exc
                     failures.append(f"{endpoint.url} ({code.name.lower()}: {_short(exc.details())})")
                 except _NOT_ANSWERED as exc:
-                    failures.append(f"{endpoint.url} ({type(exc).__name__})")
+                    failures.append(f"{endpoint.url} ({_why(exc)})")
                 except ValueError as exc:
                     if "failed node" not in str(exc):  # python3-etcd3's word for a down endpoint
                         raise
@@ -382,6 +382,14 @@ class RangeWatch:
 def _entry(key: bytes, value: bytes, meta: Any) -> Entry:
     return Entry(key.decode("utf-8", errors="surrogateescape"), bytes(value), int(meta.create_revision),
                  int(meta.mod_revision), int(getattr(meta, "lease_id", getattr(meta, "lease", 0))))
+
+
+def _why(exc: BaseException) -> str:
+    """python3-etcd3 replaces gRPC errors by bare exceptions; recover the gRPC detail if chained."""
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, grpc.RpcError):
+        return f"{cause.code().name.lower()}: {_short(cause.details())}"
+    return type(exc).__name__
 
 
 def _short(text: str | None, limit: int = 120) -> str:

@@ -48,3 +48,13 @@ class Notifier:
             daemon.notify(message)
         except (ImportError, OSError):
             pass
+
+
+def quiet_grpc() -> None:
+    """Keep gRPC's C core from printing to stderr (errors reach us as exceptions).
+
+    Called by the entry points before grpc is imported; ``--debug`` or an
+    explicit GRPC_VERBOSITY in the environment keeps its output.
+    """
+    if "--debug" not in sys.argv[1:]:
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
