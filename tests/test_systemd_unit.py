@@ -1,0 +1,52 @@
+"""The shipped systemd unit: it verifies, and its contract with the daemon holds."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from locksmithd.errors import ExitCode
+
+UNIT = Path(__file__).resolve().parent.parent / "systemd" / "locksmithd.service"
+
+
+def load_unit() -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(strict=False, delimiters=("=",))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(UNIT.read_text())
+    return parser
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    """`systemd-analyze verify` accepts the unit with ExecStart pointing at this venv's daemon."""
+    daemon = Path(sys.executable).with_name("locksmithd")
+    unit = tmp_path / "locksmithd.service"
+    unit.write_text(UNIT.read_text().replace("/usr/local/bin/locksmithd", str(daemon)))
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    problems = [line for line in (result.stdout + result.stderr).splitlines()
+                if "locksmithd.service" in line and "update-engine.service" not in line]
+    assert result.returncode == 0 or not problems, result.stdout + result.stderr
+    assert problems == [], problems
+
+
+def test_unit_contract() -> None:
+    """Ordering, environment files, restart policy, memory budget and sandbox as the daemon needs them."""
+    raw = UNIT.read_text()
+    unit = load_unit()
+    assert "update-engine.service" in unit.get("Unit", "After")
+    for path in ("/usr/share/coreos/update.conf", "/etc/coreos/update.conf",
+                 "/usr/share/flatcar/update.conf", "/etc/flatcar/update.conf"):
+        assert f"EnvironmentFile=-{path}" in raw
+    assert unit.get("Service", "Restart") == "on-failure"
+    prevented = {int(code) for code in unit.get("Service", "RestartPreventExitStatus").split()}
+    assert {ExitCode.CONFIG, ExitCode.IDENTITY, ExitCode.ALREADY_RUNNING} <= prevented
+    assert unit.get("Service", "MemoryMax")
+    assert "AF_UNIX" in unit.get("Service", "RestrictAddressFamilies")  # D-Bus to logind
+    assert "DeviceAllow=char-pts rw" in raw  # reboot notices on pseudo terminals
+    assert "ReadWritePaths=/run/update-engine" in raw
