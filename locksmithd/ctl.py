@@ -218,8 +218,8 @@ def reboot(obj: CtlContext) -> None:
     """Take this machine's slot and reboot through logind; release the slot if logind refuses."""
     import asyncio
 
+    from .bus.connection import connect, disconnect
     from .bus.logind import LogindClient
-    from .bus.connection import connect
     from .holder_info import describe_holder
 
     holder = obj.default_id(None)
@@ -231,7 +231,7 @@ def reboot(obj: CtlContext) -> None:
         try:
             await LogindClient(bus).reboot()
         finally:
-            bus.disconnect()
+            await disconnect(bus)
 
     try:
         asyncio.run(ask_logind())
