@@ -48,7 +48,7 @@ class Daemon:
 
     def __init__(self, strategy: RebootStrategy, rebooter: Rebooter, *, window: RebootWindow | None,
                  publisher: StatePublisher, reboot_needed: asyncio.Event, login_delay_s: float = 300.0,
-                 retry_max_s: float = 60.0, warn_users: Callable[[list[str], float], None] = lambda t, d: None,
+                 retry_max_s: float = 60.0, warn_users: Callable[[list[str], float], object] = lambda t, d: None,
                  notify: Callable[[str], None] = lambda status: None, now: Callable[[], datetime] = local_now,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, rng: random.Random | None = None) -> None:
         self.strategy = strategy
@@ -218,4 +218,4 @@ class Daemon:
 
     def _backoff_s(self, attempt: int) -> float:
         base = min(self.retry_max_s, 0.5 * 2 ** min(attempt, 10))
-        return base * (0.5 + self.rng.random() / 2)
+        return float(base * (0.5 + self.rng.random() / 2))

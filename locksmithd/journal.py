@@ -43,9 +43,9 @@ class Notifier:
             return
         message = "\n".join(f"{k}={v}" for k, v in fields.items())
         try:
-            from systemd import daemon
+            from systemd.daemon import notify
 
-            daemon.notify(message)
+            notify(message)
         except (ImportError, OSError):
             pass
 
