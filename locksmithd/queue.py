@@ -33,18 +33,22 @@ class LeaseSession:
         self.ttl_s = ttl_s
         self.lease_id: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self._granting = asyncio.Lock()  # concurrent waiters must share one lease, not grant one each
         self.on_lost: Callable[[], None] = lambda: None
 
     async def ensure(self) -> int:
         """The current lease id, granting a new lease (and starting keep-alives) if needed."""
-        if self.lease_id is None:
-            self.lease_id = await asyncio.to_thread(self.store.grant_lease, self.ttl_s)
-            if self._task is None or self._task.done():
-                self._task = asyncio.create_task(self._keep_alive(), name="lease keep-alive")
-        return self.lease_id
+        async with self._granting:
+            if self.lease_id is None:
+                self.lease_id = await asyncio.to_thread(self.store.grant_lease, self.ttl_s)
+                if self._task is None or self._task.done():
+                    self._task = asyncio.create_task(self._keep_alive(), name="lease keep-alive")
+            return self.lease_id
 
-    def invalidate(self) -> None:
-        self.lease_id = None
+    def invalidate(self, lease_id: int | None = None) -> None:
+        """Forget the lease (only if it is still ``lease_id``: a newer one granted meanwhile stays)."""
+        if lease_id is None or self.lease_id == lease_id:
+            self.lease_id = None
 
     async def close(self) -> None:
         """Stop keep-alives and revoke the lease (its waiter keys go with it); best effort."""
@@ -112,7 +116,7 @@ class GroupQueue:
         """
         self._loop = asyncio.get_running_loop()
         wake = self._local.setdefault(holder, asyncio.Event())
-        enqueued = False
+        enqueued = acquired = False
         failures = 0
         try:
             while True:
@@ -122,13 +126,16 @@ class GroupQueue:
                         enqueued = True
                     if self.view.semaphore.holds(holder):
                         await self._leave(holder)
+                        acquired = True
                         return True
                     if self.view.may_attempt(holder) and await self._attempt(holder, info):
+                        acquired = True  # the winning transaction deleted the waiter key
                         return True
                     self._report_corruption()
                     failures = 0
-                except LeaseLost:
-                    self.session.invalidate()
+                    if not self._synced:  # a reply was lost or the watch broke: read back now, not at recheck
+                        continue
+                except LeaseLost:  # _enqueue_and_sync has dropped the dead lease
                     self._synced = False
                     continue
                 except StoreError as error:
@@ -145,7 +152,7 @@ class GroupQueue:
                     return False
         finally:
             self._local.pop(holder, None)
-            if enqueued and not self.view.semaphore.holds(holder):
+            if enqueued and not acquired:
                 await self._leave(holder)
             if not self._local:
                 self._stop_watch()
@@ -158,23 +165,44 @@ class GroupQueue:
     async def _attempt(self, holder: str, info: Mapping[str, Any] | None) -> bool:
         new = self.view.semaphore.lock(holder, info)
         try:
-            won = await asyncio.to_thread(self.store.swap_and_dequeue, self.semaphore_key, new.encode(),
-                                          self.view.semaphore_revision, waiter_key(holder, self.group, self.key_prefix))
+            revision = await asyncio.to_thread(self.store.swap_and_dequeue, self.semaphore_key, new.encode(),
+                                               self.view.semaphore_revision,
+                                               waiter_key(holder, self.group, self.key_prefix))
         except AmbiguousWrite:
             log.warning("slot request for %s: reply lost; reading back", holder)
             self._synced = False
             return False
-        if won:  # apply our own write now; the watch event will agree
-            self.view.semaphore = new
-            self.view.remove_waiter(holder)
-        return bool(won)
+        if not revision:
+            return False
+        self.view.remove_waiter(holder)
+        # Apply our own write now unless the watch already delivered it or later
+        # changes: document and revision must always match, since the next
+        # attempt is guarded by that revision and writes that document.
+        if revision > self.view.semaphore_revision:
+            self.view.semaphore, self.view.semaphore_revision, self.view.corrupt = new, revision, None
+        return True
 
     async def _enqueue_and_sync(self, holder: str) -> None:
+        """Put the waiter key; the first waiter of a process also reads the group and starts the watch.
+
+        Later waiters only put their key (O(1)): the running watch keeps the
+        view current, so re-reading the whole queue per waiter would make
+        queueing N hosts cost O(N^2).
+        """
         lease_id = await self.session.ensure()
         since = json.dumps({"since": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}).encode()
-        revision, stored, entries = await asyncio.to_thread(
-            self.store.enqueue_and_read, waiter_key(holder, self.group, self.key_prefix), since, lease_id,
-            self.semaphore_key, self.prefix)
+        key = waiter_key(holder, self.group, self.key_prefix)
+        try:
+            if self._synced:
+                entry = await asyncio.to_thread(self.store.enqueue, key, since, lease_id)
+                if self._synced:  # else a resync is under way and its snapshot holds the key
+                    self.view.add_waiter(holder, entry.create_revision)
+                return
+            revision, stored, entries = await asyncio.to_thread(
+                self.store.enqueue_and_read, key, since, lease_id, self.semaphore_key, self.prefix)
+        except LeaseLost:
+            self.session.invalidate(lease_id)
+            raise
         if not self._synced:
             self._rebuild(revision, stored, entries)
             self._start_watch(revision + 1)
@@ -206,11 +234,15 @@ class GroupQueue:
                                              on_events, on_broken)
 
     def _stop_watch(self) -> None:
+        # Without the watch the view goes stale: the next acquire must read afresh
+        # (a stale view could still show this host holding a slot it gave back).
+        self._synced = False
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
 
     def _apply(self, events: list[WatchEvent], revision: int) -> None:
+        removed: list[str] = []
         for event in events:
             entry = event.entry
             if entry.key == self.semaphore_key:
@@ -221,16 +253,22 @@ class GroupQueue:
                     self.view.add_waiter(holder, entry.create_revision)
                 else:
                     self.view.remove_waiter(holder)
+                    removed.append(holder)
         self.view.revision = max(self.view.revision, revision)
-        self._wake_head()
+        self._wake_head(removed)
 
-    def _wake_head(self) -> None:
-        """Wake only the local waiter that may act now (head of queue, or newly a holder)."""
+    def _wake_head(self, removed: list[str]) -> None:
+        """Wake only local waiters that may act now: the head, new holders, those whose key went.
+
+        Costs O(holders + removed keys), not O(local waiters): a process may
+        wait on behalf of many hosts (tests, benchmarks).
+        """
         head = self.view.head()
         if head in self._local and self.view.semaphore.available > 0:
             self._local[head].set()
-        for holder, event in self._local.items():
-            if self.view.semaphore.holds(holder) or holder not in self.view.waiters:
+        for holder in (*self.view.semaphore.holders, *removed):
+            event = self._local.get(holder)
+            if event is not None:
                 event.set()
 
     def _watch_broken(self, error: BaseException) -> None:

@@ -46,8 +46,9 @@ class GroupView:
         if holder in self.waiters and self.waiters[holder] == create_revision:
             return
         self.waiters.pop(holder, None)
+        newest = next(reversed(self.waiters.values()), 0)  # the dict is kept oldest first
         self.waiters[holder] = create_revision
-        if len(self.waiters) > 1 and create_revision < max(self.waiters.values()):
+        if create_revision < newest:  # rare: an older key seen late; arrivals usually come in order
             self.waiters = dict(sorted(self.waiters.items(), key=lambda item: item[1]))
 
     def remove_waiter(self, holder: str) -> None:

@@ -1,0 +1,38 @@
+"""A KeyValueStore proxy that counts its calls, to split etcd's request totals by who made them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from locksmithd.store import Versioned
+
+
+class CountingStore:
+    """Delegates read/create/swap to ``store``; ``reads`` and ``writes`` count the calls made.
+
+    Each call is one etcd request (a Range or a Txn): the CAS path issues no others.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.reads = 0
+        self.writes = 0
+
+    @property
+    def calls(self) -> int:
+        return self.reads + self.writes
+
+    def reset(self) -> None:
+        self.reads = self.writes = 0
+
+    def read(self, key: str) -> Versioned | None:
+        self.reads += 1
+        return self.store.read(key)  # type: ignore[no-any-return]
+
+    def create(self, key: str, value: bytes) -> bool:
+        self.writes += 1
+        return bool(self.store.create(key, value))
+
+    def swap(self, key: str, value: bytes, mod_revision: int) -> bool:
+        self.writes += 1
+        return bool(self.store.swap(key, value, mod_revision))
