@@ -67,7 +67,7 @@ def cli(debug: bool | None, conf_paths: tuple[str, ...], **flags: str | None) ->
         sys.exit(int(error.exit_code))
     from .journal import setup_logging
 
-    setup_logging(settings.debug)
+    setup_logging(settings.debug, os.environ.get("JOURNAL_STREAM"))
     for source, key in settings.unknown_keys:
         log.warning("ignoring unknown setting %s from %s", key, source)
     try:

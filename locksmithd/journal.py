@@ -9,12 +9,16 @@ import sys
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 
-def setup_logging(debug: bool, journal_socket: str = JOURNAL_SOCKET, use_journal: bool | None = None) -> None:
-    """Route the ``locksmithd`` loggers to journald if reachable, otherwise to stderr."""
+def setup_logging(debug: bool, journal_stream: str | None = None, journal_socket: str = JOURNAL_SOCKET) -> None:
+    """Route the ``locksmithd`` loggers to journald when systemd gave us the journal, else to stderr.
+
+    ``journal_stream`` is systemd's JOURNAL_STREAM (set when our stderr is the
+    journal); a daemon started by hand or by tests keeps logging to stderr even
+    on a host that runs journald.
+    """
     level = logging.DEBUG if debug else logging.INFO
     handler: logging.Handler
-    if use_journal is None:
-        use_journal = os.path.exists(journal_socket) and not sys.stderr.isatty()
+    use_journal = bool(journal_stream) and os.path.exists(journal_socket)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("locksmithd[%(process)d]: %(levelname)s %(message)s"))
     if use_journal:
