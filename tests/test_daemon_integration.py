@@ -369,3 +369,22 @@ def test_daemon_runs_without_journal_or_notify_socket(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "strategy is 'off'" in result.stderr
     assert time.monotonic() - started < 20
+
+
+def test_sigterm_while_warning_users_releases_slot(tmp_path: Path, etcd_node: EtcdCluster, key_prefix: str) -> None:
+    """SIGTERM during the login delay (slot held, reboot not yet asked) gives the slot back."""
+    async def scenario() -> None:
+        host = await start_host(tmp_path, etcd_node, "h-term-holding", key_prefix, login_delay="5m")
+        try:
+            host.logind.add_session("3", "bob", "pts/999")
+            await wait_for(lambda: host.daemon_state().get("DAEMON_STATE") == "idle", 15, "daemon idle")
+            host.need_reboot()
+            await wait_for(lambda: host.daemon_state().get("DAEMON_STATE") == "warning-users", 15, "warning users")
+            assert await asyncio.to_thread(holders, etcd_node, key_prefix) == ["h-term-holding"]
+            assert await host.stop_daemon() == 0
+            assert await asyncio.to_thread(holders, etcd_node, key_prefix) == []
+            assert host.logind.reboots == []
+        finally:
+            await host.stop()
+
+    run(scenario)
