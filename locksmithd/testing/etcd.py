@@ -19,11 +19,14 @@ from types import TracebackType
 from typing import IO, Any, Protocol
 
 from .certs import Pki, make_pki
+from .etcd_metrics import grpc_requests_total, parse_prometheus
 from .ports import LOOPBACK, free_port
+
+__all__ = ["EtcdAuth", "EtcdCluster", "EtcdLaunchError", "EtcdMember", "EtcdctlError", "TlsConfig",
+           "enable_auth", "grpc_requests_total", "parse_prometheus"]
 
 ETCD_BIN = "/usr/bin/etcd"
 ETCDCTL_BIN = "/usr/bin/etcdctl"
-DOCKER_IMAGE = "quay.io/coreos/etcd:v3.4.23"
 # (heartbeat, election) in ms. A lone member cannot hold a spurious election,
 # so it gets short timers for a fast start; a cluster gets etcd's defaults,
 # which survive CPU starvation on a loaded 2-core box.
@@ -429,34 +432,6 @@ def enable_auth(cluster: EtcdCluster, root_password: str, user: str, password: s
     return cluster.auth
 
 
-def parse_prometheus(text: str) -> dict[str, float]:
-    """Parse Prometheus text exposition into ``{"name{labels}": value}``; comments skipped."""
-    series: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        end = line.rfind("}") + 1 if "{" in line else line.find(" ")
-        key, rest = line[:end], line[end:].split()
-        if rest:
-            series[key] = float(rest[0])
-    return series
-
-
-def grpc_requests_total(metrics: dict[str, float], service: str | None = None) -> float:
-    """Sum ``grpc_server_started_total`` over methods (optionally one gRPC ``service``).
-
-    "started" counts every RPC when it arrives, unary calls and stream opens
-    alike, including ones that later fail or hang; "handled" would miss calls
-    still in flight. /health checks do not go through gRPC and are not counted.
-    """
-    total = 0.0
-    for key, value in metrics.items():
-        if key.startswith("grpc_server_started_total") and (
-                service is None or f'grpc_service="{service}"' in key):
-            total += value
-    return total
-
-
 def _is_leader(member: EtcdMember) -> bool:
     if not member.is_running or member.is_paused:
         return False
@@ -475,68 +450,9 @@ def _spawn(args: list[str], log: IO[bytes], spec: _Spec) -> _Process:
     if Path(spec.etcd_bin).exists():
         return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 env=_clean_env(), start_new_session=True)
-    return _DockerProcess(args[1:], log, spec)
+    from .etcd_docker import DockerProcess  # only where the etcd binary is missing
 
-
-class _DockerProcess:
-    """Fallback when the etcd binary is missing: the same member in a host-network container."""
-
-    def __init__(self, args: list[str], log: IO[bytes], spec: _Spec) -> None:
-        try:
-            import docker  # type: ignore[import-untyped,import-not-found,unused-ignore]
-
-            client = docker.from_env()
-            client.ping()
-        except Exception as exc:  # ImportError or any engine error
-            raise EtcdLaunchError(
-                f"{spec.etcd_bin} is missing and no Docker engine answers ({exc!r}); "
-                "install Debian package etcd-server") from exc
-        mounts = {p: {"bind": p, "mode": "rw"} for p in _mount_dirs(args, spec)}
-        self._log = log
-        self._container: Any = client.containers.run(
-            DOCKER_IMAGE, ["/usr/local/bin/etcd", *args], detach=True, network_mode="host",
-            volumes=mounts, labels={"locksmithd-test": spec.token})
-        self._container.reload()
-        self._pid = int(self._container.attrs["State"]["Pid"])
-        self._code: int | None = None
-
-    @property
-    def pid(self) -> int:
-        return self._pid
-
-    def poll(self) -> int | None:
-        if self._code is None:
-            self._container.reload()
-            if self._container.status in ("exited", "dead"):
-                self._finish(int(self._container.attrs["State"]["ExitCode"]))
-        return self._code
-
-    def send_signal(self, sig: int, /) -> None:
-        if self.poll() is None:
-            self._container.kill(signal=int(sig))
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
-        while self.poll() is None:
-            if time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired("docker etcd", timeout or 0)
-            time.sleep(0.1)
-        assert self._code is not None
-        return self._code
-
-    def _finish(self, code: int) -> None:
-        self._log.write(self._container.logs())
-        self._log.flush()
-        self._container.remove(force=True)
-        self._code = code
-
-
-def _mount_dirs(args: list[str], spec: _Spec) -> set[str]:
-    data_dir = Path(args[args.index("--data-dir") + 1])
-    dirs = {str(data_dir.parent)}
-    if spec.tls and spec.tls.pki:
-        dirs.add(str(spec.tls.pki.directory))
-    return dirs
+    return DockerProcess(args[1:], log, spec)
 
 
 _live: set[EtcdCluster] = set()  # started and not yet stopped
