@@ -200,12 +200,16 @@ class Daemon:
     async def _until_done(self, what: str, action: Callable[[], Awaitable[bool] | Awaitable[None]]) -> bool:
         """Retry ``action`` with capped, jittered backoff until it succeeds (never gives up)."""
         attempt = 0
+        reported: str | None = None
         while True:
             try:
                 return bool(await action())
             except CorruptDocument as error:
                 attempt = max(attempt, 6)  # an operator must act: retry slowly
-                log.error("cannot %s: %s", what, error.one_line())
+                # Say it once per distinct fault: it stays until an operator repairs the document.
+                text = error.one_line()
+                log.log(logging.DEBUG if text == reported else logging.ERROR, "cannot %s: %s", what, text)
+                reported = text
             except StoreError as error:
                 log.warning("cannot %s yet: %s", what, error.one_line())
             attempt += 1

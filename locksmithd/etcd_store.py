@@ -34,7 +34,10 @@ _GRPC_OPTIONS = {
     "grpc.initial_reconnect_backoff_ms": 200,
     "grpc.max_reconnect_backoff_ms": 2_000,
 }
-_UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+# UNKNOWN is how etcd reports "context deadline exceeded" from a member that lost
+# its leader: try another member (and treat a write as ambiguous, read back).
+_UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
+                grpc.StatusCode.UNKNOWN}
 _NOT_ANSWERED = (etcd3.exceptions.ConnectionFailedError, etcd3.exceptions.ConnectionTimeoutError,
                  etcd3.exceptions.InternalServerError, etcd3.exceptions.NoServerAvailableError)
 
