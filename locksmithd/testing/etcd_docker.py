@@ -5,7 +5,6 @@ Used only when the etcd binary is missing; nothing requires Docker where etcd is
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from pathlib import Path
