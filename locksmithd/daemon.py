@@ -12,6 +12,7 @@ import random
 from datetime import datetime
 from typing import Awaitable, Callable, Protocol
 
+from .backoff import jittered_backoff_s
 from .errors import CorruptDocument, LocksmithError, RebootRefused, StoreError
 from .machine import MAY_HOLD_UNUSED_SLOT, State, StateMachine, published_state
 from .strategies.base import RebootStrategy
@@ -221,5 +222,4 @@ class Daemon:
         await self.sleep(pause)
 
     def _backoff_s(self, attempt: int) -> float:
-        base = min(self.retry_max_s, 0.5 * 2 ** min(attempt, 10))
-        return float(base * (0.5 + self.rng.random() / 2))
+        return jittered_backoff_s(attempt, 0.5, self.retry_max_s, self.rng)

@@ -47,10 +47,6 @@ class EtcdSettings:
     key_prefix: str = ""
     request_timeout_s: float = 5.0
 
-    @property
-    def uses_tls(self) -> bool:
-        return self.cafile is not None or any(ep.secure for ep in self.endpoints)
-
     def describe_endpoints(self) -> str:
         return ",".join(ep.url for ep in self.endpoints)
 

@@ -306,10 +306,6 @@ class EtcdStore:
                     failures.append(f"{endpoint.url} ({code.name.lower()}: {_short(exc.details())})")
                 except _NOT_ANSWERED as exc:
                     failures.append(f"{endpoint.url} ({_why(exc)})")
-                except ValueError as exc:
-                    if "failed node" not in str(exc):  # python3-etcd3's word for a down endpoint
-                        raise
-                    failures.append(f"{endpoint.url} ({exc})")
                 self._forget(endpoint)
                 if write:
                     raise AmbiguousWrite(f"{what}: no reply from {endpoint.url}; the write may or may not have landed")
@@ -376,7 +372,7 @@ class RangeWatch:
                 # so a partitioned member cannot leave us watching a frozen view.
                 metadata = tuple(client.metadata or ()) + (("hasleader", "true"),)
                 return stub.Watch(self._requests(), credentials=client.call_credentials, metadata=metadata)
-            except (grpc.RpcError, ValueError, StoreDenied, *_NOT_ANSWERED) as exc:
+            except (grpc.RpcError, StoreDenied, *_NOT_ANSWERED) as exc:
                 failures.append(f"{endpoint.url} ({type(exc).__name__})")
                 self._store._forget(endpoint)
         raise StoreUnavailable(f"no etcd endpoint accepted a watch; tried {', '.join(failures)}")

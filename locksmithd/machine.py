@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Callable
 
 
 class State(enum.Enum):
@@ -53,7 +54,7 @@ class TransitionError(RuntimeError):
 class StateMachine:
     """Holds the current state and refuses transitions not in ``ALLOWED``."""
 
-    def __init__(self, on_change: "callable[[State, State], None] | None" = None) -> None:  # type: ignore[valid-type]
+    def __init__(self, on_change: Callable[[State, State], None] | None = None) -> None:
         self.state = State.STARTING
         self._on_change = on_change
 

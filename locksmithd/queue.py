@@ -17,6 +17,7 @@ import random
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
+from .backoff import jittered_backoff_s
 from .errors import AmbiguousWrite, LeaseLost, StoreError
 from .etcd_store import EtcdStore, WatchEvent, prefix_end
 from .keys import holder_from_waiter_key, semaphore_key, waiter_key, waiters_prefix
@@ -142,7 +143,7 @@ class GroupQueue:
                     if error.kind == "denied":
                         raise
                     failures += 1
-                    pause = min(self.retry_max_s, 0.25 * 2 ** min(failures, 8)) * (0.5 + self._rng.random() / 2)
+                    pause = jittered_backoff_s(failures, 0.25, self.retry_max_s, self._rng, max_doublings=8)
                     log.warning("waiting for a slot: %s; retrying in %.1fs", error.one_line(), pause)
                     self._synced = False
                     if not await self._sleep_until(wake, deadline, pause):
@@ -275,11 +276,10 @@ class GroupQueue:
         message = error.one_line() if hasattr(error, "one_line") else repr(error)
         log.warning("group watch broke (%s); re-reading", message)
         self._watch = None
-        self._synced = False
-        for event in self._local.values():
-            event.set()
+        self._lease_lost()
 
     def _lease_lost(self) -> None:
+        """The view can no longer be trusted: every local waiter re-reads."""
         self._synced = False
         for event in self._local.values():
             event.set()

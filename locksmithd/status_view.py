@@ -40,9 +40,8 @@ def collect_status(client: SemaphoreClient, group: str, key_prefix: str) -> Stat
     read_prefix = getattr(client.store, "read_prefix", None)
     if read_prefix is not None:
         prefix = waiters_prefix(group, key_prefix)
-        queued = [e for e in read_prefix(prefix)]
         position = 0
-        for entry in queued:
+        for entry in read_prefix(prefix):
             holder = holder_from_waiter_key(entry.key, group, key_prefix)
             if semaphore.holds(holder):
                 continue

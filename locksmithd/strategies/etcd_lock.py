@@ -33,12 +33,9 @@ class EtcdLockStrategy:
         self._holder_info = holder_info
 
     async def release_after_boot(self) -> bool:
-        snapshot = await asyncio.to_thread(self.semaphore.read)
-        if not snapshot.semaphore.holds(self.holder):
-            return False
         try:
             await asyncio.to_thread(self.semaphore.unlock, self.holder)
-        except NotHolder:  # someone (an operator) released it meanwhile
+        except NotHolder:  # nothing held from before (or an operator released it)
             return False
         return True
 
