@@ -51,22 +51,45 @@ def _holding(fleet: FaultyFleet) -> Callable[[SimulatedHost], bool]:
     return lambda h: h.name in fleet.holders() and fleet.reboots(h) == 0 and fleet.alive(h)
 
 
-class LeaderKill(Fault):
+class _OnAcquireFault(Fault):
+    """A fault that strikes while a slot is held or, with ``on_acquire``, at the instant a queued host
+    sends the write that takes its slot (its kind then gains the suffix ``-on-acquire``)."""
+
+    def __init__(self, rng: random.Random, on_acquire: bool, on_acquire_kind: str) -> None:
+        super().__init__(rng)
+        self.on_acquire = on_acquire
+        if on_acquire:
+            self.kind = on_acquire_kind
+            self.queues_late = True
+
+    def prepare(self, fleet: FaultyFleet) -> None:
+        if self.on_acquire:
+            self.target = fleet.claim(self.rng)
+
+    async def _trip_on_acquire(self, fleet: FaultyFleet, action: Callable[[], None]) -> str | None:
+        """Run ``action`` as a queued host's acquire write passes its proxy; the host's name, or None if skipped."""
+        async with fleet.pick(_waiting(fleet), "a queued host", self.targets()) as host:
+            if host is None:
+                fleet.skip(self.kind, "no queued host before the end")
+                return None
+            tripped = fleet.arm_tripwire(host, holds=True, action=action)
+            fired = await fleet.until(tripped.is_set, "the tripwire")
+            fleet.reconnect(host)
+            if not fired:
+                fleet.skip(self.kind, f"{host.name} wrote nothing before the end")
+                return None
+            return host.name
+
+
+class LeaderKill(_OnAcquireFault):
     """SIGKILL the etcd leader while a slot is held, or (``on_acquire``) at the instant a queued host
     sends the write that takes its slot; restart it after ``down_s``."""
 
     kind = "leader-kill"
 
     def __init__(self, rng: random.Random, down_s: float, on_acquire: bool = False) -> None:
-        super().__init__(rng)
-        self.down_s, self.on_acquire = down_s, on_acquire
-        if on_acquire:
-            self.kind = "leader-kill-on-acquire"
-            self.queues_late = True
-
-    def prepare(self, fleet: FaultyFleet) -> None:
-        if self.on_acquire:
-            self.target = fleet.claim(self.rng)
+        super().__init__(rng, on_acquire, "leader-kill-on-acquire")
+        self.down_s = down_s
 
     async def run(self, fleet: FaultyFleet) -> None:
         if not await fleet.until(lambda: bool(fleet.holders()), "a holder"):
@@ -77,37 +100,25 @@ class LeaderKill(Fault):
             if self.on_acquire:
                 pid = leader.pid
                 assert pid is not None
-                async with fleet.pick(_waiting(fleet), "a queued host", self.targets()) as host:
-                    if host is None:
-                        return fleet.skip(self.kind, "no queued host before the end")
-                    tripped = fleet.arm_tripwire(host, holds=True, action=lambda: os.kill(pid, signal.SIGKILL))
-                    fired = await fleet.until(tripped.is_set, "the tripwire")
-                    fleet.reconnect(host)
-                    if not fired:
-                        return fleet.skip(self.kind, f"{host.name} wrote nothing before the end")
-                    when = f"as {host.name} took a slot"
+                name = await self._trip_on_acquire(fleet, lambda: os.kill(pid, signal.SIGKILL))
+                if name is None:
+                    return
+                when = f"as {name} took a slot"
             await asyncio.to_thread(leader.kill)
             fleet.record(self.kind, f"killed leader {leader.name} for {self.down_s:.1f}s, {when}")
             await asyncio.sleep(self.down_s)
             await asyncio.to_thread(leader.restart, 60)
 
 
-class MemberPause(Fault):
+class MemberPause(_OnAcquireFault):
     """SIGSTOP a member (the leader or a follower) for ``pause_s``: while a slot is held, or (``on_acquire``)
     at the instant a queued host sends the write that takes its slot."""
 
     kind = "member-pause"
 
     def __init__(self, rng: random.Random, pause_s: float, leader: bool, on_acquire: bool = False) -> None:
-        super().__init__(rng)
-        self.pause_s, self.leader, self.on_acquire = pause_s, leader, on_acquire
-        if on_acquire:
-            self.kind = "member-pause-on-acquire"
-            self.queues_late = True
-
-    def prepare(self, fleet: FaultyFleet) -> None:
-        if self.on_acquire:
-            self.target = fleet.claim(self.rng)
+        super().__init__(rng, on_acquire, "member-pause-on-acquire")
+        self.pause_s, self.leader = pause_s, leader
 
     async def run(self, fleet: FaultyFleet) -> None:
         if not await fleet.until(lambda: bool(fleet.holders()), "a holder"):
@@ -118,15 +129,10 @@ class MemberPause(Fault):
             role = "leader" if member is leader else "follower"
             try:
                 if self.on_acquire:
-                    async with fleet.pick(_waiting(fleet), "a queued host", self.targets()) as host:
-                        if host is None:
-                            return fleet.skip(self.kind, "no queued host before the end")
-                        tripped = fleet.arm_tripwire(host, holds=True, action=member.pause)
-                        if not await fleet.until(tripped.is_set, "the tripwire"):
-                            fleet.reconnect(host)
-                            return fleet.skip(self.kind, f"{host.name} wrote nothing before the end")
-                        fleet.reconnect(host)
-                        role += f" as {host.name} took a slot"
+                    name = await self._trip_on_acquire(fleet, member.pause)
+                    if name is None:
+                        return
+                    role += f" as {name} took a slot"
                 else:
                     member.pause()
                 fleet.record(self.kind, f"paused {role} {member.name} for {self.pause_s:.1f}s")
