@@ -17,7 +17,7 @@ bench: setup
 	.venv/bin/python bench/run.py $(BENCH_ARGS)
 
 soak: setup
-	.venv/bin/python -m locksmithd.testing.soak $(SOAK_ARGS)
+	.venv/bin/python -m harness.soak $(SOAK_ARGS)
 
 lint: setup
 	.venv/bin/pip install -q mypy && .venv/bin/mypy

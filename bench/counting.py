@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from locksmithd.store import Versioned
+from locksmithd.etcd.store import Versioned
 
 
 class CountingStore:

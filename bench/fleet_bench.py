@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from locksmithd.etcd_settings import EtcdSettings, parse_endpoints
-from locksmithd.etcd_store import EtcdStore
-from locksmithd.keys import waiter_key
-from locksmithd.lock import SemaphoreClient
-from locksmithd.testing.etcd import EtcdMember
-from locksmithd.testing.fleet import HostOptions, SemaphoreMonitor, SimulatedHost
+from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.client import EtcdStore
+from locksmithd.etcd.keys import waiter_key
+from locksmithd.etcd.lock import SemaphoreClient
+from harness.etcd import EtcdMember
+from harness.fleet import HostOptions, SemaphoreMonitor, SimulatedHost
 
 from .stats import Doc, pair_handoffs, requests_by_method, slot_events, summary_ms
 

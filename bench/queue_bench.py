@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from locksmithd.etcd_settings import EtcdSettings, parse_endpoints
-from locksmithd.etcd_store import EtcdStore, WatchEvent, prefix_end
-from locksmithd.keys import holder_from_waiter_key, semaphore_key, waiters_prefix
-from locksmithd.lock import SemaphoreClient
-from locksmithd.testing.etcd import EtcdMember
+from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.client import EtcdStore, WatchEvent, prefix_end
+from locksmithd.etcd.keys import holder_from_waiter_key, semaphore_key, waiters_prefix
+from locksmithd.etcd.lock import SemaphoreClient
+from harness.etcd import EtcdMember
 
 from .counting import CountingStore
 from .stats import Doc, max_overtakes, pair_handoffs, requests_by_method, slot_events, summary_ms

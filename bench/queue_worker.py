@@ -22,10 +22,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from locksmithd.etcd_settings import EtcdSettings, parse_endpoints  # noqa: E402
-from locksmithd.etcd_store import EtcdStore  # noqa: E402
-from locksmithd.lock import SemaphoreClient  # noqa: E402
-from locksmithd.queue import GroupQueue, LeaseSession  # noqa: E402
+from locksmithd.etcd.settings import EtcdSettings, parse_endpoints  # noqa: E402
+from locksmithd.etcd.client import EtcdStore  # noqa: E402
+from locksmithd.etcd.lock import SemaphoreClient  # noqa: E402
+from locksmithd.etcd.queue import GroupQueue, LeaseSession  # noqa: E402
 from bench.counting import CountingStore  # noqa: E402
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.fleet_bench import measure_idle_daemon, run_rollout, start_idle_daemon, time_status  # noqa: E402
 from bench.queue_bench import QueueRun, run_queue  # noqa: E402
-from locksmithd.testing.etcd import ETCD_BIN, EtcdCluster, EtcdMember  # noqa: E402
+from harness.etcd import ETCD_BIN, EtcdCluster, EtcdMember  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 HOLD_S = {1: 0.0, 5: 0.025}  # max=5: hold long enough that slots, not the single CAS document, are scarce

@@ -15,13 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
+# The harness lives beside the package in the checkout, not in the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from locksmithd.errors import LocksmithError
-from locksmithd.etcd_settings import EtcdSettings, parse_endpoints
-from locksmithd.etcd_store import EtcdStore
-from locksmithd.lock import SemaphoreClient
-from locksmithd.status_view import collect_status
-from locksmithd.testing.etcd import EtcdCluster, EtcdLaunchError
-from locksmithd.testing.fleet import HostEvent, HostOptions, SemaphoreMonitor, SimulatedHost
+from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.client import EtcdStore
+from locksmithd.etcd.lock import SemaphoreClient
+from locksmithd.ctl.status_view import collect_status
+from harness.etcd import EtcdCluster, EtcdLaunchError
+from harness.fleet import HostEvent, HostOptions, SemaphoreMonitor, SimulatedHost
 
 from demo_display import FleetView, HostView, LiveDisplay, PlainDisplay, semaphore_line
 
@@ -79,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _ctl_command() -> list[str]:
     beside = Path(sys.executable).parent / "locksmithctl"
-    return [str(beside)] if beside.exists() else [sys.executable, "-m", "locksmithd.ctl"]
+    return [str(beside)] if beside.exists() else [sys.executable, "-m", "locksmithd.ctl.main"]
 
 
 async def locksmithctl(endpoints: list[str], group: str, *args: str) -> tuple[int, str]:

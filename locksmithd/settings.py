@@ -7,11 +7,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, NoReturn
 
-from .duration import parse_duration
-from .errors import ConfigError
-from .etcd_settings import EtcdSettings, check_readable_file, parse_endpoints, validate_tls_and_auth
-from .identity import DEFAULT_BOOT_ID_PATH, DEFAULT_MACHINE_ID_PATH, read_machine_id, validate_holder_id
-from .window import RebootWindow, parse_window_length, parse_window_start
+from locksmithd.core.duration import parse_duration
+from locksmithd.errors import ConfigError
+from locksmithd.etcd.settings import EtcdSettings, check_readable_file, parse_endpoints, validate_tls_and_auth
+from locksmithd.host.identity import DEFAULT_BOOT_ID_PATH, DEFAULT_MACHINE_ID_PATH, read_machine_id, validate_holder_id
+from locksmithd.core.window import RebootWindow, parse_window_length, parse_window_start
 
 DEFAULT_CONF_PATHS: tuple[str, ...] = (
     "/usr/share/coreos/update.conf",

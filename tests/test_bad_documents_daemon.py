@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from locksmithd.errors import ExitCode
-from locksmithd.keys import semaphore_key
-from locksmithd.testing.etcd import EtcdCluster
-from locksmithd.testing.faults import make_store
-from locksmithd.testing.fleet import HostOptions, SimulatedHost, wait_for
-from locksmithd.testing.services import MALFORMED_STATUS_BODIES
+from locksmithd.etcd.keys import semaphore_key
+from harness.etcd import EtcdCluster
+from harness.faults import make_store
+from harness.fleet import HostOptions, SimulatedHost, wait_for
+from harness.services import MALFORMED_STATUS_BODIES
 
 CTL = str(Path(sys.executable).with_name("locksmithctl"))
 

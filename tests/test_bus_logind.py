@@ -9,8 +9,8 @@ import pytest
 
 from locksmithd.bus import LogindClient, connect, disconnect
 from locksmithd.errors import BusError, RebootRefused
-from locksmithd.testing.bus import PrivateBus
-from locksmithd.testing.services import SimulatedServices
+from harness.bus import PrivateBus
+from harness.services import SimulatedServices
 from tests.fixtures.dbus_fixtures import wait_until
 
 

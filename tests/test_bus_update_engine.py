@@ -18,9 +18,9 @@ from locksmithd.bus import update_engine as update1
 from locksmithd.bus.connection import call, error_of
 from locksmithd.bus.need_reboot import send_need_reboot_sync
 from locksmithd.errors import BusError
-from locksmithd.testing.bus import PrivateBus
-from locksmithd.testing.services import MALFORMED_STATUS_BODIES, SimulatedServices
-from locksmithd.update_status import NEED_REBOOT, UpdateStatus
+from harness.bus import PrivateBus
+from harness.services import MALFORMED_STATUS_BODIES, SimulatedServices
+from locksmithd.core.update_status import NEED_REBOOT, UpdateStatus
 from tests.fixtures.dbus_fixtures import StatusRecorder
 
 DOWNLOADING = UpdateStatus(1700000000, 0.25, "UPDATE_STATUS_DOWNLOADING", "3510.2.0", 123)

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from locksmithd.errors import ExitCode
-from locksmithd.testing.bus import PrivateBus
-from locksmithd.testing.etcd import EtcdCluster
-from locksmithd.testing.services import SimulatedServices
+from harness.bus import PrivateBus
+from harness.etcd import EtcdCluster
+from harness.services import SimulatedServices
 
 CTL = str(Path(sys.executable).with_name("locksmithctl"))
 

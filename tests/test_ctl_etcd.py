@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from locksmithd.errors import CorruptDocument, ExitCode, SemaphoreFull, StoreDenied
-from locksmithd.etcd_settings import EtcdSettings, parse_endpoints
-from locksmithd.etcd_store import EtcdStore
-from locksmithd.keys import semaphore_key
-from locksmithd.lock import SemaphoreClient
-from locksmithd.testing.etcd import EtcdCluster, enable_auth
+from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.client import EtcdStore
+from locksmithd.etcd.keys import semaphore_key
+from locksmithd.etcd.lock import SemaphoreClient
+from harness.etcd import EtcdCluster, enable_auth
 
 CTL = str(Path(sys.executable).with_name("locksmithctl"))
 

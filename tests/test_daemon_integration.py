@@ -14,8 +14,8 @@ from typing import Any, Awaitable, Callable
 import pytest
 
 from locksmithd.errors import ExitCode
-from locksmithd.testing.etcd import EtcdCluster
-from locksmithd.testing.fleet import HostOptions, SemaphoreMonitor, SimulatedHost, wait_for
+from harness.etcd import EtcdCluster
+from harness.fleet import HostOptions, SemaphoreMonitor, SimulatedHost, wait_for
 
 CTL = str(Path(sys.executable).with_name("locksmithctl"))
 
@@ -99,7 +99,7 @@ def test_locksmithctl_send_need_reboot(tmp_path: Path, etcd_node: EtcdCluster, k
 
 def test_malformed_signals_do_not_reboot(tmp_path: Path, etcd_node: EtcdCluster, key_prefix: str) -> None:
     """Malformed StatusUpdate signals are logged and ignored; the daemon keeps running."""
-    from locksmithd.testing.services import MALFORMED_STATUS_BODIES
+    from harness.services import MALFORMED_STATUS_BODIES
 
     async def scenario() -> None:
         host = await start_host(tmp_path, etcd_node, "h-malformed", key_prefix)
@@ -262,7 +262,7 @@ def test_second_coordinator_on_host_fails_clearly(tmp_path: Path, etcd_node: Etc
         try:
             await wait_for(lambda: host.daemon_state().get("DAEMON_STATE") == "idle", 15, "daemon idle")
             second = await asyncio.to_thread(
-                subprocess.run, [sys.executable, "-m", "locksmithd.daemon_main", "--conf", str(host.conf_file)],
+                subprocess.run, [sys.executable, "-m", "locksmithd.daemon.main", "--conf", str(host.conf_file)],
                 env=host.environment(), capture_output=True, text=True, timeout=30)
             assert second.returncode == ExitCode.ALREADY_RUNNING
             assert "already-running" in second.stderr
@@ -351,7 +351,7 @@ def test_invalid_config_exits_with_config_code(tmp_path: Path) -> None:
     """A bad setting stops start-up with one line naming source, key and value, exit 3."""
     env = {"PATH": os.environ["PATH"], "LOCKSMITHD_MACHINE_ID": "m", "REBOOT_STRATEGY": "sometimes",
            "LOCKSMITHD_STATE_FILE": str(tmp_path / "c.conf")}
-    result = subprocess.run([sys.executable, "-m", "locksmithd.daemon_main", "--conf", "/dev/null"],
+    result = subprocess.run([sys.executable, "-m", "locksmithd.daemon.main", "--conf", "/dev/null"],
                             env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == ExitCode.CONFIG
     lines = result.stderr.strip().splitlines()
@@ -364,7 +364,7 @@ def test_daemon_runs_without_journal_or_notify_socket(tmp_path: Path) -> None:
     env = {"PATH": os.environ["PATH"], "LOCKSMITHD_MACHINE_ID": "m", "REBOOT_STRATEGY": "off",
            "LOCKSMITHD_STATE_FILE": str(tmp_path / "c.conf")}
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "locksmithd.daemon_main", "--conf", "/dev/null"],
+    result = subprocess.run([sys.executable, "-m", "locksmithd.daemon.main", "--conf", "/dev/null"],
                             env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
     assert "strategy is 'off'" in result.stderr

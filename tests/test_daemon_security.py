@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from locksmithd.testing.etcd import EtcdCluster
-from locksmithd.testing.fleet import HostOptions, SimulatedHost, wait_for
-from locksmithd.update_status import NEED_REBOOT
+from harness.etcd import EtcdCluster
+from harness.fleet import HostOptions, SimulatedHost, wait_for
+from locksmithd.core.update_status import NEED_REBOOT
 
 
 def rebooted_and_released(host: SimulatedHost) -> bool:

@@ -7,10 +7,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from locksmithd.daemon import Daemon
+from locksmithd.daemon.run import Daemon
 from locksmithd.errors import RebootRefused, StoreUnavailable
-from locksmithd.machine import ALLOWED, State, StateMachine, TransitionError, published_state
-from locksmithd.window import RebootWindow
+from locksmithd.core.states import ALLOWED, State, StateMachine, TransitionError, published_state
+from locksmithd.core.window import RebootWindow
 
 T0 = datetime(2026, 11, 19, 4, 0, tzinfo=timezone.utc)  # a Thursday, 04:00
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from locksmithd.duration import format_duration, parse_duration
+from locksmithd.core.duration import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from locksmithd.keys import semaphore_key
-from locksmithd.testing.etcd import EtcdCluster
-from locksmithd.testing.faults import (
+from locksmithd.etcd.keys import semaphore_key
+from harness.etcd import EtcdCluster
+from harness.faults import (
     SCENARIOS,
     RobustMonitor,
     RunConfig,

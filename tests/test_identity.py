@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from locksmithd.errors import ExitCode, IdentityError
-from locksmithd.identity import read_boot_id, read_machine_id, validate_holder_id
+from locksmithd.host.identity import read_boot_id, read_machine_id, validate_holder_id
 
 MACHINE_ID = "3f2b8c1e9a4d4e6f8b7c6d5e4f3a2b1c"
 

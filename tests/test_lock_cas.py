@@ -7,9 +7,9 @@ import threading
 import pytest
 
 from locksmithd.errors import AmbiguousWrite, CorruptDocument, NotHolder, SemaphoreFull, WriteConflict
-from locksmithd.lock import SemaphoreClient
-from locksmithd.semaphore import decode
-from locksmithd.store import MemoryStore, Versioned
+from locksmithd.etcd.lock import SemaphoreClient
+from locksmithd.core.semaphore import decode
+from locksmithd.etcd.store import MemoryStore, Versioned
 
 
 class LosingStore(MemoryStore):

@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 
 from locksmithd.errors import AmbiguousWrite
-from locksmithd.etcd_settings import EtcdSettings, parse_endpoints
-from locksmithd.etcd_store import EtcdStore
-from locksmithd.keys import waiter_key, waiters_prefix
-from locksmithd.lock import SemaphoreClient
-from locksmithd.queue import GroupQueue, LeaseSession
-from locksmithd.semaphore import decode
-from locksmithd.testing.etcd import EtcdCluster
-from locksmithd.testing.fleet import SemaphoreMonitor
+from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.client import EtcdStore
+from locksmithd.etcd.keys import waiter_key, waiters_prefix
+from locksmithd.etcd.lock import SemaphoreClient
+from locksmithd.etcd.queue import GroupQueue, LeaseSession
+from locksmithd.core.semaphore import decode
+from harness.etcd import EtcdCluster
+from harness.fleet import SemaphoreMonitor
 
 LOCKSMITHCTL = str(Path(sys.executable).parent / "locksmithctl")
 
@@ -125,10 +125,10 @@ class TestOrder:
 
 CRASHING_WAITER = """
 import asyncio, sys
-from locksmithd.etcd_settings import EtcdSettings, parse_endpoints
-from locksmithd.etcd_store import EtcdStore
-from locksmithd.queue import GroupQueue, LeaseSession
-from locksmithd.semaphore import decode
+from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.client import EtcdStore
+from locksmithd.etcd.queue import GroupQueue, LeaseSession
+from locksmithd.core.semaphore import decode
 store = EtcdStore(EtcdSettings(endpoints=parse_endpoints(sys.argv[1], "t", "k"), key_prefix=sys.argv[2]))
 queue = GroupQueue(store, "", sys.argv[2], session=LeaseSession(store, ttl_s=2))
 asyncio.run(queue.acquire("crashed"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from locksmithd.queue_view import GroupView
-from locksmithd.semaphore import Semaphore, initial_semaphore
+from locksmithd.core.queue_view import GroupView
+from locksmithd.core.semaphore import Semaphore, initial_semaphore
 
 KEY = "coreos.com/updateengine/rebootlock/semaphore"
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from locksmithd.errors import CorruptDocument, InvalidMax, NotHolder, SemaphoreFull
-from locksmithd.semaphore import MAX_DOCUMENT_BYTES, Semaphore, decode, initial_semaphore
+from locksmithd.core.semaphore import MAX_DOCUMENT_BYTES, Semaphore, decode, initial_semaphore
 
 
 def test_initial_value_matches_locksmith() -> None:

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from locksmithd.errors import ConfigError, ExitCode, IdentityError
-from locksmithd.etcd_settings import Endpoint
+from locksmithd.etcd.settings import Endpoint
 from locksmithd.settings import (
     DEFAULT_CONF_PATHS,
     DaemonSettings,
     load_settings,
     parse_conf_text,
 )
-from locksmithd.window import RebootWindow
+from locksmithd.core.window import RebootWindow
 
 MACHINE_ID = "0123456789abcdef0123456789abcdef"
 LAYERS = ("usr-coreos", "etc-coreos", "usr-flatcar", "etc-flatcar", "locksmithd")

@@ -12,7 +12,7 @@ import etcd3
 import grpc
 import pytest
 
-from locksmithd.testing.etcd import (
+from harness.etcd import (
     EtcdCluster,
     EtcdLaunchError,
     grpc_requests_total,

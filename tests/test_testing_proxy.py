@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 import etcd3
 import pytest
 
-from locksmithd.testing.etcd import EtcdCluster, EtcdMember
-from locksmithd.testing.proxy import FaultProxy, Mode
+from harness.etcd import EtcdCluster, EtcdMember
+from harness.proxy import FaultProxy, Mode
 
 MakeProxy = Callable[[str | EtcdMember], FaultProxy]
 

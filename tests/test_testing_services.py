@@ -14,14 +14,14 @@ from locksmithd.bus import logind as login1
 from locksmithd.bus import update_engine as update1
 from locksmithd.bus.connection import call, error_of
 from locksmithd.errors import BusError
-from locksmithd.testing.bus import PrivateBus
-from locksmithd.testing.services import (
+from harness.bus import PrivateBus
+from harness.services import (
     FakeLogind,
     FakeUpdateEngine,
     SimulatedServices,
     session_path,
 )
-from locksmithd.update_status import NEED_REBOOT, UpdateStatus
+from locksmithd.core.update_status import NEED_REBOOT, UpdateStatus
 
 
 async def _name_owner(address: str, name: str) -> str | None:

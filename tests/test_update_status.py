@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from locksmithd.errors import BusError
-from locksmithd.update_status import (
+from locksmithd.core.update_status import (
     NEED_REBOOT,
     MalformedSignal,
     UpdateStatus,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from locksmithd.window import RebootWindow
+from locksmithd.core.window import RebootWindow
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -19,7 +19,7 @@ from locksmithd.bus.connection import (
 )
 from locksmithd.bus.update_engine import INTERFACE, PATH, STATUS_SIGNAL
 from locksmithd.errors import BusError
-from locksmithd.update_status import NEED_REBOOT, STATUS_SIGNATURE, UpdateStatus
+from locksmithd.core.update_status import NEED_REBOOT, STATUS_SIGNATURE, UpdateStatus
 
 NEED_REBOOT_STATUS = UpdateStatus(
     last_checked_time=0, progress=0.0, current_operation=NEED_REBOOT, new_version="", new_size=0

@@ -22,7 +22,7 @@ from locksmithd.bus.connection import (
     remove_match,
 )
 from locksmithd.errors import BusError
-from locksmithd.update_status import MalformedSignal, UpdateStatus, parse_status_body
+from locksmithd.core.update_status import MalformedSignal, UpdateStatus, parse_status_body
 
 log = logging.getLogger("locksmithd.bus")
 

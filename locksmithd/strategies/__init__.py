@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import ConfigError
-from .base import RebootStrategy
+from locksmithd.errors import ConfigError
+from locksmithd.strategies.base import RebootStrategy
 
 if TYPE_CHECKING:
-    from ..settings import DaemonSettings
+    from locksmithd.settings import DaemonSettings
 
 LABELS = ("etcd-lock", "reboot", "off")
 
@@ -17,16 +17,16 @@ def make_strategy(settings: DaemonSettings, holder_info: Callable[[], dict[str, 
     """Build the strategy named by ``settings.strategy``; ConfigError for an unknown label."""
     label = settings.strategy
     if label == "off":
-        from .off import OffStrategy
+        from locksmithd.strategies.off import OffStrategy
 
         return OffStrategy()
     if label == "reboot":
-        from .reboot import ImmediateRebootStrategy
+        from locksmithd.strategies.reboot import ImmediateRebootStrategy
 
         return ImmediateRebootStrategy()
     if label == "etcd-lock":
-        from ..etcd_store import EtcdStore
-        from .etcd_lock import EtcdLockStrategy
+        from locksmithd.etcd.client import EtcdStore
+        from locksmithd.strategies.etcd_lock import EtcdLockStrategy
 
         return EtcdLockStrategy(EtcdStore(settings.etcd), settings.machine_id, settings.group,
                                 settings.etcd.key_prefix, holder_info=holder_info,

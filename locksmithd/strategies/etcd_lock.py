@@ -7,10 +7,10 @@ import logging
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
-from ..errors import NotHolder
-from ..etcd_store import EtcdStore
-from ..lock import SemaphoreClient
-from ..queue import GroupQueue, LeaseSession
+from locksmithd.errors import NotHolder
+from locksmithd.etcd.client import EtcdStore
+from locksmithd.etcd.lock import SemaphoreClient
+from locksmithd.etcd.queue import GroupQueue, LeaseSession
 
 log = logging.getLogger("locksmithd.strategy")
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..etcd_settings import EtcdSettings, parse_endpoints
-from ..keys import semaphore_key
-from ..update_status import NEED_REBOOT, UpdateStatus
-from .bus import PrivateBus
-from .services import SimulatedServices
+from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.keys import semaphore_key
+from locksmithd.core.update_status import NEED_REBOOT, UpdateStatus
+from harness.bus import PrivateBus
+from harness.services import SimulatedServices
 
 log = logging.getLogger("locksmithd.testing.fleet")
 IDLE = "UPDATE_STATUS_IDLE"
@@ -109,7 +109,7 @@ class SimulatedHost:
         handle.write(f"--- start (boot {self.boots}) at {time.time():.3f}\n".encode())
         handle.flush()
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "locksmithd.daemon_main", "--conf", str(self.conf_file),
+            sys.executable, "-m", "locksmithd.daemon.main", "--conf", str(self.conf_file),
             env=self.environment(), stdout=handle, stderr=handle, stdin=asyncio.subprocess.DEVNULL)
         handle.close()
         self._spawned.append(self.process)
@@ -186,7 +186,7 @@ class SimulatedHost:
 
     def daemon_state(self) -> dict[str, str]:
         """The daemon's coordinator state file, parsed ({} if not written yet)."""
-        from ..statefile import read_state_file
+        from locksmithd.host.statefile import read_state_file
 
         try:
             return read_state_file(str(self.state_file))
@@ -239,7 +239,7 @@ class SemaphoreMonitor:
     """
 
     def __init__(self, endpoints: list[str], group: str = "", key_prefix: str = "") -> None:
-        from ..etcd_store import EtcdStore
+        from locksmithd.etcd.client import EtcdStore
 
         self.store = EtcdStore(EtcdSettings(endpoints=parse_endpoints(endpoints, "monitor", "endpoints"),
                                             request_timeout_s=3.0))

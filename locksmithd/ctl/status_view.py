@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .keys import holder_from_waiter_key, waiters_prefix
-from .lock import SemaphoreClient
+from locksmithd.etcd.keys import holder_from_waiter_key, waiters_prefix
+from locksmithd.etcd.lock import SemaphoreClient
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Protocol
 
-from .certs import Pki, make_pki
-from .etcd_metrics import grpc_requests_total, parse_prometheus
-from .ports import LOOPBACK, free_port
+from harness.certs import Pki, make_pki
+from harness.etcd_metrics import grpc_requests_total, parse_prometheus
+from harness.ports import LOOPBACK, free_port
 
 __all__ = ["EtcdAuth", "EtcdCluster", "EtcdLaunchError", "EtcdMember", "EtcdctlError", "TlsConfig",
            "enable_auth", "grpc_requests_total", "parse_prometheus"]
@@ -450,7 +450,7 @@ def _spawn(args: list[str], log: IO[bytes], spec: _Spec) -> _Process:
     if Path(spec.etcd_bin).exists():
         return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 env=_clean_env(), start_new_session=True)
-    from .etcd_docker import DockerProcess  # only where the etcd binary is missing
+    from harness.etcd_docker import DockerProcess  # only where the etcd binary is missing
 
     return DockerProcess(args[1:], log, spec)
 

@@ -19,12 +19,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .etcd import EtcdCluster
-from .faults import SCENARIOS, RunConfig, RunResult, random_faults, run_faults
+from harness.etcd import EtcdCluster
+from harness.faults import SCENARIOS, RunConfig, RunResult, random_faults, run_faults
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m locksmithd.testing.soak", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m harness.soak", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20, help="number of randomized runs [20]")
     parser.add_argument("--seed", type=int, default=None, help="master seed; each run's seed derives from it")

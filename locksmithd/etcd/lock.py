@@ -14,10 +14,10 @@ from typing import Any, Callable, Mapping
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from .errors import AmbiguousWrite, NotHolder, WriteConflict
-from .keys import semaphore_key
-from .semaphore import Semaphore, decode, initial_semaphore
-from .store import KeyValueStore, Versioned
+from locksmithd.errors import AmbiguousWrite, NotHolder, WriteConflict
+from locksmithd.etcd.keys import semaphore_key
+from locksmithd.core.semaphore import Semaphore, decode, initial_semaphore
+from locksmithd.etcd.store import KeyValueStore, Versioned
 
 log = logging.getLogger("locksmithd.lock")
 

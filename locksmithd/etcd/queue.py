@@ -17,11 +17,11 @@ import random
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from .backoff import jittered_backoff_s
-from .errors import AmbiguousWrite, LeaseLost, StoreError
-from .etcd_store import EtcdStore, WatchEvent, prefix_end
-from .keys import holder_from_waiter_key, semaphore_key, waiter_key, waiters_prefix
-from .queue_view import GroupView
+from locksmithd.core.backoff import jittered_backoff_s
+from locksmithd.errors import AmbiguousWrite, LeaseLost, StoreError
+from locksmithd.etcd.client import EtcdStore, WatchEvent, prefix_end
+from locksmithd.etcd.keys import holder_from_waiter_key, semaphore_key, waiter_key, waiters_prefix
+from locksmithd.core.queue_view import GroupView
 
 log = logging.getLogger("locksmithd.queue")
 

@@ -17,9 +17,9 @@ import etcd3
 import grpc
 from etcd3 import etcdrpc
 
-from .errors import AmbiguousWrite, LeaseLost, StoreDenied, StoreError, StoreUnavailable
-from .etcd_settings import Endpoint, EtcdSettings
-from .store import Versioned
+from locksmithd.errors import AmbiguousWrite, LeaseLost, StoreDenied, StoreError, StoreUnavailable
+from locksmithd.etcd.settings import Endpoint, EtcdSettings
+from locksmithd.etcd.store import Versioned
 
 log = logging.getLogger("locksmithd.etcd")
 T = TypeVar("T")

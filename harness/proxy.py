@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
-from .ports import LOOPBACK
+from harness.ports import LOOPBACK
 
 _CHUNK = 65536
 _POLL_S = 0.1

@@ -12,11 +12,11 @@ import random
 from datetime import datetime
 from typing import Awaitable, Callable, Protocol
 
-from .backoff import jittered_backoff_s
-from .errors import CorruptDocument, LocksmithError, RebootRefused, StoreError
-from .machine import MAY_HOLD_UNUSED_SLOT, State, StateMachine, published_state
-from .strategies.base import RebootStrategy
-from .window import RebootWindow
+from locksmithd.core.backoff import jittered_backoff_s
+from locksmithd.errors import CorruptDocument, LocksmithError, RebootRefused, StoreError
+from locksmithd.core.states import MAY_HOLD_UNUSED_SLOT, State, StateMachine, published_state
+from locksmithd.strategies.base import RebootStrategy
+from locksmithd.core.window import RebootWindow
 
 log = logging.getLogger("locksmithd.daemon")
 

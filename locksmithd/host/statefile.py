@@ -6,7 +6,7 @@ import fcntl
 import os
 import shlex
 
-from .errors import AlreadyRunning, LocksmithError
+from locksmithd.errors import AlreadyRunning, LocksmithError
 
 DEFAULT_PATH = "/run/update-engine/coordinator.conf"
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import CorruptDocument
-from .semaphore import Semaphore, decode, initial_semaphore
+from locksmithd.errors import CorruptDocument
+from locksmithd.core.semaphore import Semaphore, decode, initial_semaphore
 
 
 @dataclass

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar
 
 import click
 
-from . import __version__
-from .journal import quiet_grpc
-from .errors import ConfigError, ExitCode, LocksmithError, UsageError
-from .etcd_settings import DEFAULT_ENDPOINT, EtcdSettings, parse_endpoints, validate_tls_and_auth
+from locksmithd import __version__
+from locksmithd.host.journal import quiet_grpc
+from locksmithd.errors import ConfigError, ExitCode, LocksmithError, UsageError
+from locksmithd.etcd.settings import DEFAULT_ENDPOINT, EtcdSettings, parse_endpoints, validate_tls_and_auth
 
 if TYPE_CHECKING:  # the etcd client (grpc) is imported only by commands that need it
-    from .lock import SemaphoreClient
+    from locksmithd.etcd.lock import SemaphoreClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,13 +35,13 @@ class CtlContext:
     bus_address: str | None
 
     def semaphore(self) -> SemaphoreClient:
-        from .etcd_store import EtcdStore
-        from .lock import SemaphoreClient
+        from locksmithd.etcd.client import EtcdStore
+        from locksmithd.etcd.lock import SemaphoreClient
 
         return SemaphoreClient(EtcdStore(self.etcd), self.group, self.etcd.key_prefix)
 
     def default_id(self, given: str | None) -> str:
-        from .identity import read_machine_id, validate_holder_id
+        from locksmithd.host.identity import read_machine_id, validate_holder_id
 
         if given is not None:
             return validate_holder_id(given, "command line", "ID")
@@ -126,7 +126,7 @@ def status(obj: CtlContext, as_json: bool, raw: bool) -> None:
         stored = client.read_raw()
         click.echo("(absent)" if stored is None else stored.value.decode("utf-8", errors="backslashreplace"))
         return
-    from .status_view import collect_status, render_json, render_text
+    from locksmithd.ctl.status_view import collect_status, render_json, render_text
 
     report = collect_status(client, obj.group, obj.etcd.key_prefix)
     click.echo(render_json(report) if as_json else render_text(report))
@@ -138,7 +138,7 @@ def status(obj: CtlContext, as_json: bool, raw: bool) -> None:
 @_handled
 def lock(obj: CtlContext, holder_id: str | None) -> None:
     """Take a slot for ID (default: this machine's id)."""
-    from .holder_info import describe_holder
+    from locksmithd.core.holder_info import describe_holder
 
     holder = obj.default_id(holder_id)
     client = obj.semaphore()
@@ -186,7 +186,7 @@ def set_max(obj: CtlContext, new_max: str) -> None:
 @_handled
 def reset(obj: CtlContext, new_max: int, yes: bool) -> None:
     """Replace the semaphore document (even a corrupt one) by an empty one; holders are dropped."""
-    from .errors import Aborted
+    from locksmithd.errors import Aborted
 
     client = obj.semaphore()
     stored = client.read_raw()
@@ -206,7 +206,7 @@ def reset(obj: CtlContext, new_max: int, yes: bool) -> None:
 @_handled
 def send_need_reboot(obj: CtlContext) -> None:
     """Emit update_engine's 'reboot needed' signal on the system bus."""
-    from .bus.need_reboot import send_need_reboot_sync
+    from locksmithd.bus.need_reboot import send_need_reboot_sync
 
     send_need_reboot_sync(obj.bus_address)
 
@@ -218,9 +218,9 @@ def reboot(obj: CtlContext) -> None:
     """Take this machine's slot and reboot through logind; release the slot if logind refuses."""
     import asyncio
 
-    from .bus.connection import connect, disconnect
-    from .bus.logind import LogindClient
-    from .holder_info import describe_holder
+    from locksmithd.bus.connection import connect, disconnect
+    from locksmithd.bus.logind import LogindClient
+    from locksmithd.core.holder_info import describe_holder
 
     holder = obj.default_id(None)
     client = obj.semaphore()

@@ -21,7 +21,7 @@ from locksmithd.bus import logind as login1
 from locksmithd.bus import update_engine as update1
 from locksmithd.bus.connection import connect, disconnect
 from locksmithd.errors import BusError
-from locksmithd.update_status import IDLE, NEED_REBOOT, UpdateStatus
+from locksmithd.core.update_status import IDLE, NEED_REBOOT, UpdateStatus
 
 log = logging.getLogger("locksmithd.testing")
 

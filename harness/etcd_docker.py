@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .etcd import EtcdLaunchError
+from harness.etcd import EtcdLaunchError
 
 if TYPE_CHECKING:
-    from .etcd import _Spec
+    from harness.etcd import _Spec
 
 DOCKER_IMAGE = "quay.io/coreos/etcd:v3.4.23"
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .journal import quiet_grpc
-from .errors import BusError, ExitCode, LocksmithError
+from locksmithd import __version__
+from locksmithd.host.journal import quiet_grpc
+from locksmithd.errors import BusError, ExitCode, LocksmithError
 
 log = logging.getLogger("locksmithd")
 
@@ -54,7 +54,7 @@ def _flag_options(func: Any) -> Any:
 @click.version_option(__version__, "--version", prog_name="locksmithd")
 def cli(debug: bool | None, conf_paths: tuple[str, ...], **flags: str | None) -> None:
     """Coordinate this host's reboots after updates (etcd semaphore, update_engine, logind)."""
-    from .settings import DEFAULT_CONF_PATHS, load_settings
+    from locksmithd.settings import DEFAULT_CONF_PATHS, load_settings
 
     given = {FLAG_KEYS[name]: value for name, value in flags.items() if value is not None}
     if debug:
@@ -65,7 +65,7 @@ def cli(debug: bool | None, conf_paths: tuple[str, ...], **flags: str | None) ->
     except LocksmithError as error:
         click.echo(f"locksmithd: {error.one_line()}", err=True)
         sys.exit(int(error.exit_code))
-    from .journal import setup_logging
+    from locksmithd.host.journal import setup_logging
 
     setup_logging(settings.debug, os.environ.get("JOURNAL_STREAM"))
     for source, key in settings.unknown_keys:
@@ -79,9 +79,9 @@ def cli(debug: bool | None, conf_paths: tuple[str, ...], **flags: str | None) ->
 
 
 async def _run(settings: Any, notify_socket: str | None) -> ExitCode:
-    from .journal import Notifier
-    from .statefile import CoordinatorFile
-    from .strategies import make_strategy
+    from locksmithd.host.journal import Notifier
+    from locksmithd.host.statefile import CoordinatorFile
+    from locksmithd.strategies import make_strategy
 
     coordinator = CoordinatorFile(settings.state_file)
     coordinator.acquire()
@@ -102,11 +102,11 @@ async def _run(settings: Any, notify_socket: str | None) -> ExitCode:
 
 
 async def _serve(settings: Any, strategy: Any, coordinator: Any, notifier: Any) -> ExitCode:
-    from .bus.connection import connect, disconnect
-    from .bus.logind import LogindClient
-    from .bus.update_engine import UpdateEngineWatcher
-    from .daemon import Daemon
-    from .wall import reboot_notice, write_to_terminals
+    from locksmithd.bus.connection import connect, disconnect
+    from locksmithd.bus.logind import LogindClient
+    from locksmithd.bus.update_engine import UpdateEngineWatcher
+    from locksmithd.daemon.run import Daemon
+    from locksmithd.host.wall import reboot_notice, write_to_terminals
 
     bus = await _connect_with_retry(connect, settings.bus_address, settings.retry_max_s)
     reboot_needed = asyncio.Event()
@@ -165,8 +165,8 @@ async def _connect_with_retry(connect: Any, address: str | None, retry_max_s: fl
 
 
 def _holder_info(settings: Any) -> dict[str, str]:
-    from .holder_info import describe_holder
-    from .identity import read_boot_id
+    from locksmithd.core.holder_info import describe_holder
+    from locksmithd.host.identity import read_boot_id
 
     return describe_holder(source="locksmithd", boot_id=read_boot_id(settings.boot_id_path))
 

@@ -8,10 +8,10 @@ import threading
 import time
 from typing import Any
 
-from ..errors import StoreError
-from ..etcd_settings import EtcdSettings, parse_endpoints
-from ..etcd_store import EtcdStore
-from .fleet import SemaphoreMonitor
+from locksmithd.errors import StoreError
+from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.client import EtcdStore
+from harness.fleet import SemaphoreMonitor
 
 
 def make_store(urls: list[str], timeout_s: float = 1.0) -> EtcdStore:

@@ -8,10 +8,10 @@ import random
 import signal
 from typing import Callable
 
-from ..update_status import NEED_REBOOT
-from .fault_fleet import FaultyFleet
-from .fleet import SimulatedHost
-from .services import SimulatedServices
+from locksmithd.core.update_status import NEED_REBOOT
+from harness.fault_fleet import FaultyFleet
+from harness.fleet import SimulatedHost
+from harness.services import SimulatedServices
 
 
 def _services(host: SimulatedHost) -> SimulatedServices:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from .errors import IdentityError
+from locksmithd.errors import IdentityError
 
 DEFAULT_MACHINE_ID_PATH = "/etc/machine-id"
 DEFAULT_BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import StoreError
-from ..keys import waiters_prefix
-from .etcd import EtcdCluster
-from .fault_checker import RobustMonitor, judge_history, make_store, replay_history
-from .fault_fleet import FaultyFleet, RunConfig
-from .fault_kinds import (
+from locksmithd.errors import StoreError
+from locksmithd.etcd.keys import waiters_prefix
+from harness.etcd import EtcdCluster
+from harness.fault_checker import RobustMonitor, judge_history, make_store, replay_history
+from harness.fault_fleet import FaultyFleet, RunConfig
+from harness.fault_kinds import (
     CutOff,
     Fault,
     KillDaemon,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from .errors import CorruptDocument, InvalidMax, NotHolder, SemaphoreFull
+from locksmithd.errors import CorruptDocument, InvalidMax, NotHolder, SemaphoreFull
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
 MAX_SLOTS = 1_000_000

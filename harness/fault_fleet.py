@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
-from ..errors import StoreError
-from ..keys import semaphore_key
-from ..lock import SemaphoreClient
-from .etcd import EtcdCluster
-from .fault_checker import RobustMonitor, make_store
-from .fleet import HostOptions, SimulatedHost
-from .proxy import FaultProxy
+from locksmithd.errors import StoreError
+from locksmithd.etcd.keys import semaphore_key
+from locksmithd.etcd.lock import SemaphoreClient
+from harness.etcd import EtcdCluster
+from harness.fault_checker import RobustMonitor, make_store
+from harness.fleet import HostOptions, SimulatedHost
+from harness.proxy import FaultProxy
 
 FAKE_TTY = "locksmithd-fault-test-tty"  # no such device: the notice is logged, never written
 WRITE_MARK = b'"holders"'  # only a semaphore write carries the document in its request

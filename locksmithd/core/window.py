@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .duration import format_duration, parse_duration
+from locksmithd.core.duration import format_duration, parse_duration
 
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from locksmithd.errors import ConfigError
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 

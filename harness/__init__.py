@@ -1,0 +1,1 @@
+"""Test harness (not installed): etcd launcher, fault proxy, simulated hosts, soak."""

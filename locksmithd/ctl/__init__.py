@@ -1,0 +1,1 @@
+"""locksmithctl: the command-line tool and its views."""

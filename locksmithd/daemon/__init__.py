@@ -1,0 +1,1 @@
+"""The locksmithd daemon: state handlers (run) and the composition root (main)."""

@@ -1,0 +1,1 @@
+"""The local-host edge: identity, coordinator state file, terminals, journal."""
