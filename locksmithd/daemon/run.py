@@ -12,7 +12,7 @@ import random
 from datetime import datetime
 from typing import Awaitable, Callable, Protocol
 
-from locksmithd.core.backoff import jittered_backoff_s
+from locksmithd.core.backoff import Backoff
 from locksmithd.errors import CorruptDocument, LocksmithError, RebootRefused, StoreError
 from locksmithd.core.states import MAY_HOLD_UNUSED_SLOT, State, StateMachine, published_state
 from locksmithd.strategies.base import RebootStrategy
@@ -222,4 +222,5 @@ class Daemon:
         await self.sleep(pause)
 
     def _backoff_s(self, attempt: int) -> float:
-        return jittered_backoff_s(attempt, 0.5, self.retry_max_s, self.rng)
+        backoff = Backoff(0.5, self.retry_max_s, self.rng, attempt=attempt)
+        return backoff.next_delay_s()

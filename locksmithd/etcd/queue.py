@@ -17,7 +17,7 @@ import random
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from locksmithd.core.backoff import jittered_backoff_s
+from locksmithd.core.backoff import Backoff
 from locksmithd.errors import AmbiguousWrite, LeaseLost, StoreError
 from locksmithd.etcd.client import EtcdStore, WatchEvent, prefix_end
 from locksmithd.etcd.keys import holder_from_waiter_key, semaphore_key, waiter_key, waiters_prefix
@@ -118,7 +118,7 @@ class GroupQueue:
         self._loop = asyncio.get_running_loop()
         wake = self._local.setdefault(holder, asyncio.Event())
         enqueued = acquired = False
-        failures = 0
+        backoff = Backoff(0.25, self.retry_max_s, self._rng)
         try:
             while True:
                 try:
@@ -133,7 +133,7 @@ class GroupQueue:
                         acquired = True  # the winning transaction deleted the waiter key
                         return True
                     self._report_corruption()
-                    failures = 0
+                    backoff.reset()
                     if not self._synced:  # a reply was lost or the watch broke: read back now, not at recheck
                         continue
                 except LeaseLost:  # _enqueue_and_sync has dropped the dead lease
@@ -142,8 +142,7 @@ class GroupQueue:
                 except StoreError as error:
                     if error.kind == "denied":
                         raise
-                    failures += 1
-                    pause = jittered_backoff_s(failures, 0.25, self.retry_max_s, self._rng, max_doublings=8)
+                    pause = backoff.next_delay_s()
                     log.warning("waiting for a slot: %s; retrying in %.1fs", error.one_line(), pause)
                     self._synced = False
                     if not await self._sleep_until(wake, deadline, pause):
