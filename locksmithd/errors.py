@@ -2,13 +2,15 @@
 
     LocksmithError                      kind "error"            exit 1
     ├── UsageError                      kind "usage"            exit 2
+    │   └── InvalidName                 kind "invalid-name"     exit 2
     ├── ConfigError                     kind "config"           exit 3
     │   └── IdentityError               kind "identity"         exit 4
     ├── SemaphoreError                  kind "semaphore"        exit 1
     │   ├── SemaphoreFull               kind "full"             exit 5
     │   ├── NotHolder                   kind "not-holder"       exit 6
     │   ├── InvalidMax                  kind "invalid-max"      exit 2
-    │   └── CorruptDocument             kind "corrupt"          exit 8
+    │   ├── CorruptDocument             kind "corrupt"          exit 8
+    │   └── DocumentTooLarge            kind "too-large"        exit 14
     ├── StoreError                      kind "store"            exit 7
     │   ├── StoreUnavailable            kind "unavailable"      exit 7
     │   ├── AmbiguousWrite              kind "ambiguous-write"  exit 7
@@ -16,18 +18,23 @@
     │   ├── StoreDenied                 kind "denied"           exit 9
     │   └── WriteConflict               kind "conflict"         exit 10
     ├── BusError                        kind "bus"              exit 11
-    │   └── RebootRefused               kind "reboot-refused"   exit 11
+    │   ├── RebootRefused               kind "reboot-refused"   exit 11
+    │   └── MalformedSignal             kind "malformed-signal" exit 11
     ├── AlreadyRunning                  kind "already-running"  exit 12
     └── Aborted                         kind "aborted"          exit 13
 
 Adapters map dependency exceptions into this tree (``raise X(...) from exc``);
-entry points turn an error into ``exit_code`` and one line on stderr. Nothing
-below the entry points calls ``sys.exit``.
+entry points turn an error into ``exit_code`` and one line on stderr
+(``one_line`` escapes control characters, so text from etcd or D-Bus cannot
+forge lines or terminal sequences). Nothing below the entry points calls
+``sys.exit``.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
+
+from locksmithd.core.names import printable, shown_value
 
 
 class ExitCode(IntEnum):
@@ -47,6 +54,7 @@ class ExitCode(IntEnum):
     BUS = 11
     ALREADY_RUNNING = 12
     ABORTED = 13
+    DOCUMENT_TOO_LARGE = 14
 
 
 class LocksmithError(Exception):
@@ -65,8 +73,7 @@ class LocksmithError(Exception):
 
     def one_line(self) -> str:
         """The message as one line, prefixed by the kind, for stderr and logs."""
-        flat = " ".join(self.message.split())
-        return f"{self.kind}: {flat}"
+        return f"{self.kind}: {printable(self.message)}"
 
 
 class UsageError(LocksmithError):
@@ -74,6 +81,12 @@ class UsageError(LocksmithError):
 
     kind = "usage"
     exit_code = ExitCode.USAGE
+
+
+class InvalidName(UsageError):
+    """A holder id or group name breaks the one naming rule (``core/names.py``)."""
+
+    kind = "invalid-name"
 
 
 class ConfigError(LocksmithError):
@@ -87,7 +100,7 @@ class ConfigError(LocksmithError):
         self.key = key
         self.value = value
         self.problem = problem
-        super().__init__(f"{source}: {key}={value!r}: {problem}")
+        super().__init__(f"{printable(source)}: {printable(key)}={shown_value(value)}: {problem}")
 
 
 class IdentityError(ConfigError):
@@ -145,6 +158,16 @@ class CorruptDocument(SemaphoreError):
         )
 
 
+class DocumentTooLarge(SemaphoreError):
+    """A write would make the semaphore document larger than readers accept (1 MiB).
+
+    Raised before anything is written, so the stored document stays as it was.
+    """
+
+    kind = "too-large"
+    exit_code = ExitCode.DOCUMENT_TOO_LARGE
+
+
 class StoreError(LocksmithError):
     """The key-value store (etcd) could not complete a request."""
 
@@ -198,6 +221,12 @@ class RebootRefused(BusError):
     """logind refused or failed the reboot request."""
 
     kind = "reboot-refused"
+
+
+class MalformedSignal(BusError):
+    """An update_engine status body does not have the ``xdssx`` shape."""
+
+    kind = "malformed-signal"
 
 
 class AlreadyRunning(LocksmithError):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from locksmithd.errors import ExitCode, IdentityError
+from locksmithd.core.names import shown_value
 from locksmithd.host.identity import read_boot_id, read_machine_id, validate_holder_id
 
 MACHINE_ID = "3f2b8c1e9a4d4e6f8b7c6d5e4f3a2b1c"
@@ -84,7 +85,7 @@ class TestHolderId:
         message = str(info.value)
         assert problem in message
         assert message.startswith("environment: LOCKSMITHD_MACHINE_ID=")
-        assert repr(value) in message
+        assert shown_value(value) in message
         assert "\n" not in message
 
 

@@ -21,8 +21,8 @@ from locksmithd.bus.connection import (
     error_of,
     remove_match,
 )
-from locksmithd.errors import BusError
-from locksmithd.core.update_status import MalformedSignal, UpdateStatus, parse_status_body
+from locksmithd.core.update_status import UpdateStatus, parse_status_body
+from locksmithd.errors import BusError, MalformedSignal
 
 log = logging.getLogger("locksmithd.bus")
 

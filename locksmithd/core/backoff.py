@@ -45,4 +45,4 @@ class Backoff:
     @property
     def at_cap(self) -> bool:
         """True when delays no longer grow."""
-        return self.base_s * 2 ** min(self.attempt, self.max_doublings) >= self.cap_s
+        return bool(self.base_s * 2 ** min(self.attempt, self.max_doublings) >= self.cap_s)

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from locksmithd.errors import CorruptDocument, InvalidMax, NotHolder, SemaphoreFull
+from locksmithd.core.names import name_problem, printable, shown_value
+from locksmithd.errors import CorruptDocument, DocumentTooLarge, InvalidMax, InvalidName, NotHolder, SemaphoreFull
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
 MAX_SLOTS = 1_000_000
-MAX_HOLDER_ID_CHARS = 256
 _KNOWN_FIELDS = ("semaphore", "max", "holders", "holder_info")
 
 
@@ -59,15 +59,17 @@ class Semaphore:
 
         Idempotent: an id that already holds keeps its single slot and its
         original info. Raises SemaphoreFull when no slot is free and
-        ValueError for an empty id.
+        InvalidName for an id that breaks the naming rule.
         """
-        _check_holder_id(holder)
+        problem = name_problem(holder)
+        if problem is not None:
+            raise InvalidName(f"{problem}: {shown_value(holder)}")
         if holder in self.holders:
             return self
         if self.available <= 0:
             raise SemaphoreFull(
                 f"semaphore is full: {len(self.holders)} of max {self.max} slots held "
-                f"by {', '.join(self.holders) or 'nobody'}"
+                f"by {printable(', '.join(self.holders), 200) or 'nobody'}"
             )
         holders = tuple(sorted((*self.holders, holder)))
         new_info = dict(self.holder_info)
@@ -106,8 +108,19 @@ class Semaphore:
         return document
 
     def encode(self) -> bytes:
-        """Compact JSON bytes, as stored in etcd."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=False).encode()
+        """Compact JSON bytes, as stored in etcd.
+
+        Raises DocumentTooLarge when the result would exceed the 1 MiB that
+        ``decode`` accepts: no writer may store a document its readers refuse.
+        """
+        raw = json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=False).encode()
+        if len(raw) > MAX_DOCUMENT_BYTES:
+            raise DocumentTooLarge(
+                f"the semaphore document would be {len(raw)} bytes, over the {MAX_DOCUMENT_BYTES}-byte "
+                f"limit; nothing was written (make room: release holders with 'locksmithctl unlock ID', "
+                f"or remove large unknown fields)"
+            )
+        return raw
 
 
 def initial_semaphore() -> Semaphore:
@@ -177,13 +190,12 @@ def _holder_list(document: Mapping[str, Any], key: str | None) -> list[str]:
     if not isinstance(holders, list):
         raise CorruptDocument(f"field 'holders' is a {type(holders).__name__}, not a list", key)
     seen: set[str] = set()
-    for holder in holders:
-        if not isinstance(holder, str):
-            raise CorruptDocument(f"holder {holder!r} is not a string", key)
-        if not holder.strip():
-            raise CorruptDocument("a holder id is empty", key)
+    for index, holder in enumerate(holders):
+        problem = name_problem(holder)
+        if problem is not None:
+            raise CorruptDocument(f"holders[{index}] {shown_value(holder)}: {problem}", key)
         if holder in seen:
-            raise CorruptDocument(f"holder {holder!r} appears more than once", key)
+            raise CorruptDocument(f"holder {shown_value(holder)} appears more than once", key)
         seen.add(holder)
     return list(holders)
 
@@ -195,10 +207,3 @@ def _holder_info(document: Mapping[str, Any], key: str | None) -> dict[str, Mapp
     if not isinstance(info, dict) or not all(isinstance(v, dict) for v in info.values()):
         raise CorruptDocument("field 'holder_info' is not an object of objects", key)
     return info
-
-
-def _check_holder_id(holder: str) -> None:
-    if not isinstance(holder, str) or not holder.strip():
-        raise ValueError("holder id must be a non-empty string")
-    if len(holder) > MAX_HOLDER_ID_CHARS:
-        raise ValueError(f"holder id is longer than {MAX_HOLDER_ID_CHARS} characters")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from locksmithd.errors import BusError
+from locksmithd.errors import MalformedSignal
 
 STATUS_SIGNATURE = "xdssx"
 """D-Bus signature of ``GetStatus`` replies and ``StatusUpdate`` signals."""
@@ -17,12 +17,6 @@ IDLE = "UPDATE_STATUS_IDLE"
 """The operation update_engine reports when it has nothing to do."""
 
 _FIELDS = ("last_checked_time", "progress", "current_operation", "new_version", "new_size")
-
-
-class MalformedSignal(BusError):
-    """An update_engine status body does not have the ``xdssx`` shape."""
-
-    kind = "malformed-signal"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,21 @@ from urllib.parse import urlsplit
 from locksmithd.errors import ConfigError
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
+DEFAULT_REQUEST_TIMEOUT_S = 5.0
+MIN_REQUEST_TIMEOUT_S = 0.1
+MAX_REQUEST_TIMEOUT_S = 300.0
+
+
+def request_timeout_problem(seconds: float) -> str | None:
+    """Why ``seconds`` is not a usable per-request etcd timeout, or None when it is.
+
+    The one bound shared by locksmithd and locksmithctl: a finite number from
+    0.1 s to 5 minutes (NaN, infinity and absurd values would make every
+    request look like an unavailable etcd).
+    """
+    if not MIN_REQUEST_TIMEOUT_S <= seconds <= MAX_REQUEST_TIMEOUT_S:  # also False for NaN
+        return f"must be between {MIN_REQUEST_TIMEOUT_S:g}s and {MAX_REQUEST_TIMEOUT_S:g}s"
+    return None
 
 
 @dataclass(frozen=True)
@@ -45,7 +60,7 @@ class EtcdSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     key_prefix: str = ""
-    request_timeout_s: float = 5.0
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
 
     def describe_endpoints(self) -> str:
         return ",".join(ep.url for ep in self.endpoints)

@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import unicodedata
-
+from locksmithd.core.names import name_problem
 from locksmithd.errors import IdentityError
 
 DEFAULT_MACHINE_ID_PATH = "/etc/machine-id"
 DEFAULT_BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
-MAX_HOLDER_ID_LENGTH = 256
 _READ_LIMIT = 4096
 
 
 def validate_holder_id(value: str, source: str, key: str) -> str:
     """Return ``value`` if it is usable as a semaphore holder id, else raise IdentityError.
 
-    A holder id is non-empty, at most 256 characters, and has no whitespace or
-    control/format characters (it appears in logs, JSON and etcd keys).
-    ``source`` and ``key`` name where the value came from, for the error.
+    The rule is ``core.names.name_problem``'s (non-empty, at most 256
+    characters, valid UTF-8, no whitespace or control characters). ``source``
+    and ``key`` name where the value came from, for the error.
     """
-    if value == "":
-        raise IdentityError(source, key, value, "holder id is empty")
-    if len(value) > MAX_HOLDER_ID_LENGTH:
-        raise IdentityError(source, key, value, f"holder id is longer than {MAX_HOLDER_ID_LENGTH} characters")
-    for char in value:
-        if char.isspace() or unicodedata.category(char).startswith("C"):
-            raise IdentityError(source, key, value, f"holder id contains whitespace or control character {char!r}")
+    problem = name_problem(value)
+    if problem is not None:
+        raise IdentityError(source, key, value, problem)
     return value
 
 
