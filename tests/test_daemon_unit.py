@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from locksmithd.daemon.run import Daemon
-from locksmithd.errors import RebootRefused, StoreUnavailable
+from locksmithd.errors import RebootRefused, StoreDenied, StoreUnavailable
 from locksmithd.core.states import ALLOWED, State, StateMachine, TransitionError, published_state
 from locksmithd.core.window import RebootWindow
 
@@ -266,5 +268,62 @@ def test_store_errors_while_queueing_are_retried() -> None:
         task = await run_until(daemon, lambda: rebooter.reboots == 1)
         assert strategy.log.count("acquire") == 1
         await stop(task)
+
+    asyncio.run(scenario())
+
+
+class DeniedStrategy(FakeStrategy):
+    """Every acquisition is refused by etcd (a role without permission)."""
+
+    async def acquire(self, deadline: datetime | None) -> bool:
+        self.log.append("acquire")
+        raise StoreDenied("etcd at http://127.0.0.1:2379 refused read: permission denied")
+
+
+def test_denied_backs_off_to_the_maximum_and_says_it_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A denied etcd request is an operator-must-act fault: pauses at the retry maximum, one error line."""
+    async def scenario() -> None:
+        clock = FakeClock(T0)
+        pauses: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            pauses.append(seconds)
+            await clock.sleep(seconds)
+
+        strategy = DeniedStrategy(clock)
+        needed = asyncio.Event()
+        daemon = Daemon(strategy, FakeRebooter(), window=None, publisher=Publisher(), reboot_needed=needed,
+                        login_delay_s=0, retry_max_s=60.0, now=clock, sleep=sleep, rng=random.Random(7))
+        needed.set()
+        task = await run_until(daemon, lambda: len(pauses) >= 50, steps=100_000)
+        await stop(task)
+        assert all(30.0 <= pause <= 60.0 for pause in pauses), pauses
+        assert strategy.log.count("acquire") >= 50
+
+    with caplog.at_level(logging.DEBUG, logger="locksmithd"):
+        asyncio.run(scenario())
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and "denied" in r.getMessage()]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+
+
+def test_backoff_grows_then_resets_after_success() -> None:
+    """Transient etcd errors pause longer each time (with jitter), up to the cap."""
+    async def scenario() -> None:
+        clock = FakeClock(T0)
+        pauses: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            pauses.append(seconds)
+            await clock.sleep(seconds)
+
+        strategy, rebooter = FakeStrategy(clock, fail_acquire=8), FakeRebooter()
+        needed = asyncio.Event()
+        daemon = Daemon(strategy, rebooter, window=None, publisher=Publisher(), reboot_needed=needed,
+                        login_delay_s=0, retry_max_s=10.0, now=clock, sleep=sleep, rng=random.Random(3))
+        needed.set()
+        task = await run_until(daemon, lambda: rebooter.reboots == 1, steps=100_000)
+        await stop(task)
+        assert len(pauses) == 8
+        assert pauses[0] <= 0.5 and pauses[-1] >= 5.0 and max(pauses) <= 10.0, pauses
 
     asyncio.run(scenario())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import Callable
 
 
@@ -45,6 +46,22 @@ _PUBLISHED = {
 
 # States in which a slot taken in this boot may be held and not yet used.
 MAY_HOLD_UNUSED_SLOT = frozenset({State.WAITING_FOR_LOCK, State.HOLDING, State.WARNING_USERS})
+
+# States that retry a failing action and so own a backoff.
+RETRYING_STATES = frozenset({State.RELEASING_AFTER_BOOT, State.WAITING_FOR_LOCK, State.REBOOTING, State.RELEASING})
+
+
+@dataclass(frozen=True)
+class Step:
+    """A transition: the next state and the data it needs.
+
+    ``pause_s`` is how long the next state waits before acting (after an
+    error, or after a refused reboot the slot is given back first and the
+    pause is spent without it).
+    """
+
+    state: State
+    pause_s: float = 0.0
 
 
 class TransitionError(RuntimeError):

@@ -145,7 +145,6 @@ async def _serve(settings: Any, strategy: Any, coordinator: Any, notifier: Any) 
     except asyncio.CancelledError:
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
-        log.info("stopped (was %s)", daemon.stopped_in.value if daemon.stopped_in else daemon.state.value)
     finally:
         lost.cancel()
         await watcher.stop()

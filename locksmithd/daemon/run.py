@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Awaitable, Callable, Protocol
 
 from locksmithd.core.backoff import Backoff
-from locksmithd.errors import CorruptDocument, LocksmithError, RebootRefused, StoreError
-from locksmithd.core.states import MAY_HOLD_UNUSED_SLOT, State, StateMachine, published_state
+from locksmithd.core.states import MAY_HOLD_UNUSED_SLOT, RETRYING_STATES, State, StateMachine, Step, published_state
+from locksmithd.errors import CorruptDocument, LocksmithError, RebootRefused, StoreDenied, StoreError
 from locksmithd.strategies.base import RebootStrategy
 from locksmithd.core.window import RebootWindow
 
@@ -45,11 +45,16 @@ class Daemon:
     called with the ttys and the delay before a reboot. The daemon never
     reboots outside ``window``: it checks before queueing, after acquiring
     and after warning users, and releases the slot when the window closed.
+
+    Each handler takes the Step that led to its state and returns the next
+    Step, carrying what the next state needs (such as a pause before trying
+    again), so a transition reads in one place. Each state that retries owns
+    one Backoff (reset when it succeeds).
     """
 
     def __init__(self, strategy: RebootStrategy, rebooter: Rebooter, *, window: RebootWindow | None,
-                 publisher: StatePublisher, reboot_needed: asyncio.Event, login_delay_s: float = 300.0,
-                 retry_max_s: float = 60.0, warn_users: Callable[[list[str], float], object] = lambda t, d: None,
+                 publisher: StatePublisher, reboot_needed: asyncio.Event, login_delay_s: float,
+                 retry_max_s: float, warn_users: Callable[[list[str], float], object] = lambda t, d: None,
                  notify: Callable[[str], None] = lambda status: None, now: Callable[[], datetime] = local_now,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, rng: random.Random | None = None) -> None:
         self.strategy = strategy
@@ -58,18 +63,15 @@ class Daemon:
         self.publisher = publisher
         self.reboot_needed = reboot_needed
         self.login_delay_s = login_delay_s
-        self.retry_max_s = retry_max_s
         self.warn_users = warn_users
         self.notify = notify
         self.now = now
         self.sleep = sleep
-        self.rng = rng or random.Random()
+        rng = rng or random.Random()
         self.machine = StateMachine(self._changed)
-        self.reboot_accepted = False
-        self.stopped_in: State | None = None
-        self._after_release = State.WAITING_FOR_WINDOW
-        self._pause_after_release_s = 0.0
-        self._handlers: dict[State, Callable[[], Awaitable[State]]] = {
+        self._backoff = {state: Backoff(0.5, retry_max_s, rng) for state in RETRYING_STATES}
+        self._reported: dict[State, str] = {}
+        self._handlers: dict[State, Callable[[Step], Awaitable[Step]]] = {
             State.STARTING: self._starting,
             State.RELEASING_AFTER_BOOT: self._releasing_after_boot,
             State.IDLE: self._idle,
@@ -87,16 +89,18 @@ class Daemon:
 
     async def run(self) -> None:
         """Run until cancelled (SIGTERM); on the way out give back an unused slot."""
+        step = Step(State.STARTING)
         try:
             while True:
-                self.machine.move(await self._handlers[self.machine.state]())
+                step = await self._handlers[step.state](step)
+                self.machine.move(step.state)
         except asyncio.CancelledError:
             await self._stop_cleanly()
             raise
 
     async def _stop_cleanly(self) -> None:
-        state = self.stopped_in = self.machine.state
-        if state in MAY_HOLD_UNUSED_SLOT and not self.reboot_accepted:
+        state = self.machine.state
+        if state in MAY_HOLD_UNUSED_SLOT:
             log.info("stopping in %s: giving back any slot taken in this boot", state.value)
             try:
                 await asyncio.wait_for(self.strategy.release(), timeout=15)
@@ -104,6 +108,7 @@ class Daemon:
                 log.error("could not release the slot while stopping (released after next start): %s", error)
         elif state == State.REBOOTING:
             log.info("stopping while rebooting: the slot is kept and released after boot")
+        log.info("stopped (was %s)", state.value)
         self.machine.move(State.STOPPED)
 
     def _changed(self, previous: State, current: State) -> None:
@@ -114,50 +119,54 @@ class Daemon:
             log.warning("%s", error.one_line())
         self.notify(current.value)
 
-    # -- handlers: each returns the next state ------------------------------
+    # -- handlers: each takes the step that led here and returns the next ----
 
-    async def _starting(self) -> State:
-        return State.RELEASING_AFTER_BOOT if self.strategy.uses_lock else State.IDLE
+    async def _starting(self, step: Step) -> Step:
+        return Step(State.RELEASING_AFTER_BOOT if self.strategy.uses_lock else State.IDLE)
 
-    async def _releasing_after_boot(self) -> State:
-        released = await self._until_done("release the slot held before boot", self.strategy.release_after_boot)
+    async def _releasing_after_boot(self, step: Step) -> Step:
+        released = await self._until_done(State.RELEASING_AFTER_BOOT, "release the slot held before boot",
+                                          self.strategy.release_after_boot)
         if released:
             log.info("released the reboot slot held from before this boot")
-        return State.IDLE
+        return Step(State.IDLE)
 
-    async def _idle(self) -> State:
+    async def _idle(self, step: Step) -> Step:
         await self.reboot_needed.wait()
         log.info("a reboot is needed")
-        return State.WAITING_FOR_WINDOW
+        return Step(State.WAITING_FOR_WINDOW)
 
-    async def _waiting_for_window(self) -> State:
+    async def _waiting_for_window(self, step: Step) -> Step:
+        if step.pause_s:
+            await self.sleep(step.pause_s)
         if self.window is None:
-            return State.WAITING_FOR_LOCK
+            return Step(State.WAITING_FOR_LOCK)
         now = self.now()
         if self.window.contains(now):
-            return State.WAITING_FOR_LOCK
+            return Step(State.WAITING_FOR_LOCK)
         wait_s = self.window.seconds_until_open(now)
         log.info("outside the reboot window %s; next opening in %.0fs", self.window, wait_s)
         await self.sleep(min(wait_s, 60.0) + 0.05)  # wake at least each minute: clocks jump
-        return State.WAITING_FOR_WINDOW
+        return Step(State.WAITING_FOR_WINDOW)
 
-    async def _waiting_for_lock(self) -> State:
+    async def _waiting_for_lock(self, step: Step) -> Step:
         deadline = self.window.closes_at(self.now()) if self.window else None
         try:
             acquired = await self.strategy.acquire(deadline)
         except StoreError as error:
-            await self._pause(f"cannot queue for a slot: {error.one_line()}")
-            return State.WAITING_FOR_WINDOW
+            pause_s = self._failed(State.WAITING_FOR_LOCK, "cannot queue for a slot", error)
+            return Step(State.WAITING_FOR_WINDOW, pause_s=pause_s)
+        self._succeeded(State.WAITING_FOR_LOCK)
         if not acquired:
             log.info("the reboot window closed while waiting for a slot")
-            return State.WAITING_FOR_WINDOW
+            return Step(State.WAITING_FOR_WINDOW)
         log.info("acquired a reboot slot")
-        return State.HOLDING
+        return Step(State.HOLDING)
 
-    async def _holding(self) -> State:
-        return self._release_if_window_closed() or State.WARNING_USERS
+    async def _holding(self, step: Step) -> Step:
+        return self._release_if_window_closed() or Step(State.WARNING_USERS)
 
-    async def _warning_users(self) -> State:
+    async def _warning_users(self, step: Step) -> Step:
         try:
             ttys = await self.rebooter.tty_sessions()
         except LocksmithError as error:
@@ -168,59 +177,66 @@ class Daemon:
             self.warn_users(ttys, self.login_delay_s)
             if self.login_delay_s > 0:
                 await self.sleep(self.login_delay_s)
-        return self._release_if_window_closed() or State.REBOOTING
+        return self._release_if_window_closed() or Step(State.REBOOTING)
 
-    async def _rebooting(self) -> State:
+    async def _rebooting(self, step: Step) -> Step:
         log.info("asking logind to reboot")
         try:
             await self.rebooter.reboot()
         except RebootRefused as error:
-            log.error("reboot failed, giving the slot back and trying later: %s", error.one_line())
-            self._pause_after_release_s = self._backoff_s(3)
-            return State.RELEASING
-        self.reboot_accepted = True
+            pause_s = self._failed(State.REBOOTING, "reboot failed, giving the slot back and trying later", error)
+            return Step(State.RELEASING, pause_s=pause_s)
+        self._succeeded(State.REBOOTING)
         log.info("reboot accepted by logind; waiting to be stopped")
         await asyncio.Event().wait()  # systemd stops us as part of the reboot
         raise AssertionError("unreachable")
 
-    async def _releasing(self) -> State:
-        await self._until_done("release the reboot slot", self.strategy.release)
-        if self._pause_after_release_s:
-            pause, self._pause_after_release_s = self._pause_after_release_s, 0.0
-            await self.sleep(pause)
-        return State.WAITING_FOR_WINDOW
+    async def _releasing(self, step: Step) -> Step:
+        await self._until_done(State.RELEASING, "release the reboot slot", self.strategy.release)
+        # The pause (after a refused reboot) is spent without the slot, before queueing again.
+        return Step(State.WAITING_FOR_WINDOW, pause_s=step.pause_s)
 
     # -- helpers -------------------------------------------------------------
 
-    def _release_if_window_closed(self) -> State | None:
+    def _release_if_window_closed(self) -> Step | None:
         if self.window is not None and not self.window.contains(self.now()):
             log.info("the reboot window %s closed; releasing the slot", self.window)
-            return State.RELEASING
+            return Step(State.RELEASING)
         return None
 
-    async def _until_done(self, what: str, action: Callable[[], Awaitable[bool] | Awaitable[None]]) -> bool:
-        """Retry ``action`` with capped, jittered backoff until it succeeds (never gives up)."""
-        attempt = 0
-        reported: str | None = None
+    async def _until_done(self, state: State, what: str,
+                          action: Callable[[], Awaitable[bool] | Awaitable[None]]) -> bool:
+        """Retry ``action`` with ``state``'s backoff until it succeeds (never gives up)."""
         while True:
             try:
-                return bool(await action())
-            except CorruptDocument as error:
-                attempt = max(attempt, 6)  # an operator must act: retry slowly
-                # Say it once per distinct fault: it stays until an operator repairs the document.
-                text = error.one_line()
-                log.log(logging.DEBUG if text == reported else logging.ERROR, "cannot %s: %s", what, text)
-                reported = text
-            except StoreError as error:
-                log.warning("cannot %s yet: %s", what, error.one_line())
-            attempt += 1
-            await self.sleep(self._backoff_s(attempt))
+                done = bool(await action())
+            except (CorruptDocument, StoreError) as error:
+                await self.sleep(self._failed(state, f"cannot {what}", error))
+                continue
+            self._succeeded(state)
+            return done
 
-    async def _pause(self, why: str) -> None:
-        pause = self._backoff_s(2)
-        log.warning("%s; retrying in %.1fs", why, pause)
-        await self.sleep(pause)
+    def _failed(self, state: State, what: str, error: LocksmithError) -> float:
+        """Count a failure of ``state``; log it and return how long to pause.
 
-    def _backoff_s(self, attempt: int) -> float:
-        backoff = Backoff(0.5, self.retry_max_s, self.rng, attempt=attempt)
-        return backoff.next_delay_s()
+        Faults only an operator can mend (a corrupt document, a denied
+        request) back off straight to the maximum and are logged at error
+        level once per distinct message; others grow the pause step by step
+        and are logged as warnings.
+        """
+        backoff = self._backoff[state]
+        text = error.one_line()
+        must_act = isinstance(error, (CorruptDocument, StoreDenied))
+        if must_act:
+            backoff.give_up_gently()
+        pause_s = backoff.next_delay_s()
+        if must_act and self._reported.get(state) == text:
+            log.debug("%s: %s; retrying in %.1fs", what, text, pause_s)
+        else:
+            log.log(logging.ERROR if must_act else logging.WARNING, "%s: %s; retrying in %.1fs", what, text, pause_s)
+        self._reported[state] = text
+        return pause_s
+
+    def _succeeded(self, state: State) -> None:
+        self._backoff[state].reset()
+        self._reported.pop(state, None)
