@@ -115,6 +115,33 @@ async def call(
     return reply
 
 
+async def call_if_present(
+    bus: MessageBus,
+    *,
+    destination: str,
+    path: str,
+    interface: str,
+    member: str,
+    signature: str = "",
+    body: Sequence[object] = (),
+    timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+) -> Message | None:
+    """Call a method of a service that may not be running: its absence is no answer.
+
+    Returns the (non-error) reply, or ``None`` when nobody owns
+    ``destination`` (``SERVICE_ABSENT_ERRORS``). Raises ``BusError`` naming
+    the method for any other error reply, a timeout or a broken connection.
+    """
+    reply = await call(bus, destination=destination, path=path, interface=interface, member=member,
+                       signature=signature, body=body, timeout_s=timeout_s)
+    if (error := error_of(reply)) is not None:
+        name, text = error
+        if name in SERVICE_ABSENT_ERRORS:
+            return None
+        raise BusError(f"{interface}.{member} on {destination} failed: {name}: {text}")
+    return reply
+
+
 def error_of(reply: Message) -> tuple[str, str] | None:
     """``(error name, error text)`` of an ERROR reply, ``None`` for a normal reply."""
     if reply.message_type != MessageType.ERROR:

@@ -10,8 +10,8 @@ from dbus_fast.aio import MessageBus
 
 from locksmithd.bus.connection import (
     DEFAULT_CALL_TIMEOUT_S,
-    SERVICE_ABSENT_ERRORS,
     call,
+    call_if_present,
     error_of,
 )
 from locksmithd.errors import BusError, RebootRefused
@@ -65,7 +65,7 @@ class LogindClient:
         that ends between listing and reading its TTY is skipped. Raises
         ``BusError`` when ``ListSessions`` fails otherwise or is malformed.
         """
-        reply = await call(
+        reply = await call_if_present(
             self._bus,
             destination=SERVICE,
             path=PATH,
@@ -73,12 +73,9 @@ class LogindClient:
             member="ListSessions",
             timeout_s=self._call_timeout_s,
         )
-        if (error := error_of(reply)) is not None:
-            name, text = error
-            if name in SERVICE_ABSENT_ERRORS:
-                log.warning("logind (%s) is not on the bus; no sessions to notify", SERVICE)
-                return []
-            raise BusError(f"{INTERFACE}.ListSessions failed: {name}: {text}")
+        if reply is None:
+            log.warning("logind (%s) is not on the bus; no sessions to notify", SERVICE)
+            return []
         if reply.signature != SESSIONS_SIGNATURE:
             raise BusError(
                 f"{INTERFACE}.ListSessions returned {reply.signature!r}, "

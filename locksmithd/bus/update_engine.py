@@ -15,10 +15,8 @@ from locksmithd.bus.connection import (
     DBUS_PATH,
     DBUS_SERVICE,
     DEFAULT_CALL_TIMEOUT_S,
-    SERVICE_ABSENT_ERRORS,
     add_match,
-    call,
-    error_of,
+    call_if_present,
     remove_match,
 )
 from locksmithd.core.update_status import UpdateStatus, parse_status_body
@@ -106,7 +104,7 @@ class UpdateEngineWatcher:
         """
         if self._bus is None:
             raise BusError("update_engine watcher is not started")
-        reply = await call(
+        reply = await call_if_present(
             self._bus,
             destination=SERVICE,
             path=PATH,
@@ -114,11 +112,8 @@ class UpdateEngineWatcher:
             member="GetStatus",
             timeout_s=self._call_timeout_s,
         )
-        if (error := error_of(reply)) is not None:
-            name, text = error
-            if name in SERVICE_ABSENT_ERRORS:
-                return None
-            raise BusError(f"{INTERFACE}.GetStatus failed: {name}: {text}")
+        if reply is None:
+            return None
         return parse_status_body(reply.signature, reply.body)
 
     def _handle_message(self, msg: Message) -> None:
