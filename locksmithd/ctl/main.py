@@ -138,7 +138,7 @@ def status(obj: CtlContext, as_json: bool, raw: bool) -> None:
 @_handled
 def lock(obj: CtlContext, holder_id: str | None) -> None:
     """Take a slot for ID (default: this machine's id)."""
-    from locksmithd.core.holder_info import describe_holder
+    from locksmithd.host.holder_info import describe_holder
 
     holder = obj.default_id(holder_id)
     client = obj.semaphore()
@@ -220,7 +220,7 @@ def reboot(obj: CtlContext) -> None:
 
     from locksmithd.bus.connection import connect, disconnect
     from locksmithd.bus.logind import LogindClient
-    from locksmithd.core.holder_info import describe_holder
+    from locksmithd.host.holder_info import describe_holder
 
     holder = obj.default_id(None)
     client = obj.semaphore()

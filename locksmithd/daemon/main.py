@@ -164,7 +164,7 @@ async def _connect_with_retry(connect: Any, address: str | None, retry_max_s: fl
 
 
 def _holder_info(settings: Any) -> dict[str, str]:
-    from locksmithd.core.holder_info import describe_holder
+    from locksmithd.host.holder_info import describe_holder
     from locksmithd.host.identity import read_boot_id
 
     return describe_holder(source="locksmithd", boot_id=read_boot_id(settings.boot_id_path))
