@@ -10,6 +10,7 @@
     │   ├── NotHolder                   kind "not-holder"       exit 6
     │   ├── InvalidMax                  kind "invalid-max"      exit 2
     │   ├── CorruptDocument             kind "corrupt"          exit 8
+    │   ├── GroupHalted                 kind "halted"           exit 15
     │   └── DocumentTooLarge            kind "too-large"        exit 14
     ├── StoreError                      kind "store"            exit 7
     │   ├── StoreUnavailable            kind "unavailable"      exit 7
@@ -55,6 +56,7 @@ class ExitCode(IntEnum):
     ALREADY_RUNNING = 12
     ABORTED = 13
     DOCUMENT_TOO_LARGE = 14
+    HALTED = 15
 
 
 class LocksmithError(Exception):
@@ -138,24 +140,31 @@ class InvalidMax(SemaphoreError):
 
 
 class CorruptDocument(SemaphoreError):
-    """The stored semaphore document does not decode or is inconsistent.
+    """A stored document (semaphore, holder record, halt record) does not decode or is inconsistent.
 
-    It is never overwritten by normal commands; ``repair_hint`` tells the
-    operator how to fix it.
+    It is never overwritten by normal commands and stops acquisitions (fail
+    safe); the message names the key and the fault and says how to repair it.
     """
 
     kind = "corrupt"
     exit_code = ExitCode.CORRUPT_DOCUMENT
 
-    def __init__(self, problem: str, key: str | None = None) -> None:
+    def __init__(self, problem: str, key: str | None = None, *, what: str = "semaphore document",
+                 repair: str = "repair with 'locksmithctl reset --max N --yes'") -> None:
         self.problem = problem
         self.key = key
         where = f" at {key}" if key else ""
         super().__init__(
-            f"semaphore document{where} is corrupt: {problem}; it was left unchanged "
-            "(inspect with 'locksmithctl status --raw', repair with "
-            "'locksmithctl reset --max N --yes')"
+            f"{what}{where} is corrupt: {problem}; it was left unchanged "
+            f"(inspect with 'locksmithctl status --raw', {repair})"
         )
+
+
+class GroupHalted(SemaphoreError):
+    """The group is halted (a failed health check or an operator): nobody takes a slot until resume."""
+
+    kind = "halted"
+    exit_code = ExitCode.HALTED
 
 
 class DocumentTooLarge(SemaphoreError):

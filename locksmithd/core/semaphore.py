@@ -15,16 +15,17 @@ such as Go locksmith ignore it. Unknown top-level fields are kept on write.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from locksmithd.core.holder_record import HolderRecord
 from locksmithd.core.names import name_problem, printable, shown_value
 from locksmithd.errors import CorruptDocument, DocumentTooLarge, InvalidMax, InvalidName, NotHolder, SemaphoreFull
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
 MAX_SLOTS = 1_000_000
-_KNOWN_FIELDS = ("semaphore", "max", "holders", "holder_info")
+_KNOWN_FIELDS = ("semaphore", "max", "holders", "holder_info", "history_seq")
 
 
 @dataclass(frozen=True)
@@ -32,14 +33,17 @@ class Semaphore:
     """An immutable counting semaphore; operations return a new value.
 
     ``holders`` is sorted and unique. ``holder_info`` maps a holder id to a
-    small dict of facts about its acquisition; entries for ids that are not
-    holders are dropped on construction.
+    small dict of facts about its acquisition (its HolderRecord); entries for
+    ids that are not holders are dropped on construction. ``history_seq``
+    numbers the group's history events (each write that records events
+    advances it, so two writers can never fill the same history slot).
     """
 
     max: int = 1
     holders: tuple[str, ...] = ()
     holder_info: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, compare=False)
     extra_fields: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    history_seq: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
         info = {h: dict(v) for h, v in self.holder_info.items() if h in self.holders}
@@ -75,14 +79,14 @@ class Semaphore:
         new_info = dict(self.holder_info)
         if info:
             new_info[holder] = dict(info)
-        return Semaphore(self.max, holders, new_info, self.extra_fields)
+        return replace(self, holders=holders, holder_info=new_info)
 
     def unlock(self, holder: str) -> Semaphore:
         """Return the value without ``holder``; raise NotHolder if it holds no slot."""
         if holder not in self.holders:
             raise NotHolder(f"{holder!r} is not a holder of the semaphore")
         holders = tuple(h for h in self.holders if h != holder)
-        return Semaphore(self.max, holders, self.holder_info, self.extra_fields)
+        return replace(self, holders=holders)
 
     def set_max(self, new_max: int) -> Semaphore:
         """Return the value with a new maximum.
@@ -95,12 +99,31 @@ class Semaphore:
             raise InvalidMax(f"max must be a whole number, got {new_max!r}")
         if new_max < 0 or new_max > MAX_SLOTS:
             raise InvalidMax(f"max must be between 0 and {MAX_SLOTS}, got {new_max}")
-        return Semaphore(new_max, self.holders, self.holder_info, self.extra_fields)
+        return replace(self, max=new_max)
+
+    def record(self, holder: str) -> HolderRecord | None:
+        """The holder record of ``holder`` (None if it holds no slot or has no record)."""
+        info = self.holder_info.get(holder)
+        return None if info is None else HolderRecord.from_info(info)
+
+    def with_record(self, holder: str, record: HolderRecord) -> Semaphore:
+        """The value with ``holder``'s record replaced; NotHolder if it holds no slot."""
+        if holder not in self.holders:
+            raise NotHolder(f"{shown_value(holder)} is not a holder of the semaphore")
+        return replace(self, holder_info={**self.holder_info, holder: record.to_info()})
+
+    def with_events(self, count: int) -> tuple[Semaphore, int]:
+        """Reserve ``count`` history sequence numbers; returns the value and the first number."""
+        return replace(self, history_seq=self.history_seq + count), self.history_seq
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready document, locksmith's fields first."""
         document: dict[str, Any] = dict(self.extra_fields)
         document.update(semaphore=self.available, max=self.max, holders=list(self.holders))
+        if self.history_seq:
+            document["history_seq"] = self.history_seq
+        else:
+            document.pop("history_seq", None)
         if self.holder_info:
             document["holder_info"] = {h: dict(v) for h, v in sorted(self.holder_info.items())}
         else:
@@ -133,7 +156,8 @@ def decode(raw: bytes, key: str | None = None) -> Semaphore:
 
     Raises CorruptDocument (naming ``key`` and the fault) for: a document over
     1 MiB, non-UTF-8 bytes, invalid JSON, a non-object, missing or mistyped
-    fields, ``max < 0``, empty or duplicate holder ids, and
+    fields, ``max < 0``, holder ids that break the naming rule, duplicate
+    holders, a holder record with a mistyped field, and
     ``semaphore != max - len(holders)``. Nothing is repaired silently.
     """
     document = _parse_json_object(raw, key)
@@ -151,8 +175,11 @@ def decode(raw: bytes, key: str | None = None) -> Semaphore:
             key,
         )
     info = _holder_info(document, key)
+    history_seq = document.get("history_seq", 0)
+    if isinstance(history_seq, bool) or not isinstance(history_seq, int) or history_seq < 0:
+        raise CorruptDocument(f"field 'history_seq' is {shown_value(history_seq)}, not a whole number >= 0", key)
     extra = {k: v for k, v in document.items() if k not in _KNOWN_FIELDS}
-    return Semaphore(max_slots, tuple(sorted(holders)), info, extra)
+    return Semaphore(max_slots, tuple(sorted(holders)), info, extra, history_seq)
 
 
 def _parse_json_object(raw: bytes, key: str | None) -> dict[str, Any]:
@@ -206,4 +233,9 @@ def _holder_info(document: Mapping[str, Any], key: str | None) -> dict[str, Mapp
         return {}
     if not isinstance(info, dict) or not all(isinstance(v, dict) for v in info.values()):
         raise CorruptDocument("field 'holder_info' is not an object of objects", key)
+    for holder, entry in info.items():
+        try:
+            HolderRecord.from_info(entry)
+        except ValueError as exc:
+            raise CorruptDocument(f"holder record of {shown_value(holder)}: {exc}", key) from None
     return info
