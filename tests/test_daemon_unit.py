@@ -6,10 +6,12 @@ import asyncio
 import logging
 import random
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
-from locksmithd.daemon.run import Daemon
+from locksmithd.core.holder_record import AfterBoot
+from locksmithd.daemon.run import Daemon, HealthResult
 from locksmithd.errors import RebootRefused, StoreDenied, StoreUnavailable
 from locksmithd.core.states import ALLOWED, State, StateMachine, TransitionError, published_state
 from locksmithd.core.window import RebootWindow
@@ -42,10 +44,9 @@ class FakeStrategy:
         self.log: list[str] = []
         self.held_before_boot = False
 
-    async def release_after_boot(self) -> bool:
+    async def held_from_before(self) -> AfterBoot:
         self.log.append("release-after-boot")
-        released, self.held_before_boot = self.held_before_boot, False
-        return released
+        return AfterBoot.UNKNOWN_BOOT if self.held_before_boot else AfterBoot.NOT_HOLDING
 
     async def acquire(self, deadline: datetime | None) -> bool:
         if self.fail_acquire:
@@ -57,8 +58,28 @@ class FakeStrategy:
         return True
 
     async def release(self) -> None:
+        if self.held_before_boot:
+            self.held_before_boot = False
+            return
         self.holding = False
         self.log.append("release")
+
+    async def rebooting(self) -> None:
+        self.log.append("rebooting")
+
+    async def booted(self) -> datetime:
+        self.log.append("booted")
+        return self.clock.now
+
+    async def note_health(self, detail: str) -> None:
+        pass
+
+    async def release_healthy(self, detail: str) -> None:
+        self.holding = False
+        self.log.append("release-healthy")
+
+    async def halt_unhealthy(self, reason: str) -> None:
+        self.log.append(f"halt: {reason}")
 
     async def close(self) -> None:
         pass
@@ -140,7 +161,7 @@ def test_happy_path_releases_after_boot_then_reboots_once() -> None:
         daemon, needed, publisher = make(strategy, rebooter, clock)
         needed.set()
         task = await run_until(daemon, lambda: rebooter.reboots == 1)
-        assert strategy.log == ["release-after-boot", "acquire"]
+        assert strategy.log == ["release-after-boot", "acquire", "rebooting"]
         assert daemon.state == State.REBOOTING
         await stop(task)
         assert strategy.holding, "a slot whose reboot was accepted is kept for after boot"
@@ -325,5 +346,98 @@ def test_backoff_grows_then_resets_after_success() -> None:
         await stop(task)
         assert len(pauses) == 8
         assert pauses[0] <= 0.5 and pauses[-1] >= 5.0 and max(pauses) <= 10.0, pauses
+
+    asyncio.run(scenario())
+
+
+class FakeGate:
+    """Health checks whose outcomes the test scripts, one per call."""
+
+    timeout_s = 900.0
+
+    def __init__(self, outcomes: list[HealthResult]) -> None:
+        self.outcomes = outcomes
+        self.calls: list[tuple[datetime, datetime]] = []
+
+    async def wait_until_healthy(self, booted_at: datetime, give_up_at: datetime, progress: Any) -> HealthResult:
+        self.calls.append((booted_at, give_up_at))
+        progress(f"round {len(self.calls)}")
+        return self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
+
+
+class AfterRebootStrategy(FakeStrategy):
+    """Holds a slot taken before a reboot (or in the same boot, with ``same_boot``)."""
+
+    def __init__(self, clock: FakeClock, found: AfterBoot) -> None:
+        super().__init__(clock)
+        self.found = found
+        self.holding = True
+
+    async def held_from_before(self) -> AfterBoot:
+        self.log.append(f"found {self.found.value}")
+        return self.found if self.holding else AfterBoot.NOT_HOLDING
+
+    async def release(self) -> None:
+        self.holding = False
+        self.log.append("release")
+
+
+def run_after_boot(found: AfterBoot, gate: FakeGate, until: Any) -> tuple[AfterRebootStrategy, Daemon]:
+    async def scenario() -> tuple[AfterRebootStrategy, Daemon]:
+        clock = FakeClock(T0)
+        strategy = AfterRebootStrategy(clock, found)
+        daemon = Daemon(strategy, FakeRebooter(), window=None, publisher=Publisher(), reboot_needed=asyncio.Event(),
+                        login_delay_s=0, retry_max_s=1.0, health=gate, now=clock, sleep=clock.sleep)
+        task = await run_until(daemon, lambda: until(strategy, daemon), steps=10_000)
+        await stop(task)
+        return strategy, daemon
+
+    return asyncio.run(scenario())
+
+
+def test_after_a_reboot_the_slot_is_released_only_once_healthy() -> None:
+    """A new boot goes through checking-health; passing checks release the slot."""
+    gate = FakeGate([HealthResult(True, "all 3 checks passed")])
+    strategy, daemon = run_after_boot(AfterBoot.NEW_BOOT, gate, lambda s, d: d.state == State.IDLE)
+    assert strategy.log == ["found new-boot", "booted", "release-healthy"]
+    assert gate.calls == [(T0, T0 + timedelta(seconds=900))]
+
+
+def test_failed_checks_keep_the_slot_halt_the_group_then_release_when_healthy() -> None:
+    """Checks failing by the timeout halt the group with the reason; the host keeps checking and releases later."""
+    gate = FakeGate([HealthResult(False, "check 10-disk exited 1"), HealthResult(False, "check 10-disk exited 1"),
+                     HealthResult(True, "ok")])
+    strategy, daemon = run_after_boot(AfterBoot.NEW_BOOT, gate, lambda s, d: "release-healthy" in s.log)
+    assert strategy.log[:3] == ["found new-boot", "booted", "halt: check 10-disk exited 1"]
+    assert strategy.log[-1] == "release-healthy" and strategy.log.count("halt: check 10-disk exited 1") == 1
+
+
+def test_same_boot_is_not_a_reboot_and_never_counts_as_healthy() -> None:
+    """A slot taken in this boot (the daemon crashed before rebooting) is given back without health checks."""
+    gate = FakeGate([HealthResult(True, "ok")])
+    strategy, _ = run_after_boot(AfterBoot.SAME_BOOT, gate, lambda s, d: d.state == State.IDLE)
+    assert strategy.log == ["found same-boot", "release"] and gate.calls == []
+
+
+def test_stopping_while_checking_health_keeps_the_slot() -> None:
+    """SIGTERM during health checks keeps the slot: the next start picks up the checks."""
+    async def scenario() -> None:
+        clock = FakeClock(T0)
+        strategy = AfterRebootStrategy(clock, AfterBoot.NEW_BOOT)
+        started = asyncio.Event()
+
+        class SlowGate(FakeGate):
+            async def wait_until_healthy(self, booted_at: datetime, give_up_at: datetime, progress: Any) -> HealthResult:
+                started.set()
+                await asyncio.sleep(3600)
+                raise AssertionError("unreachable")
+
+        daemon = Daemon(strategy, FakeRebooter(), window=None, publisher=Publisher(), reboot_needed=asyncio.Event(),
+                        login_delay_s=0, retry_max_s=1.0, health=SlowGate([]), now=clock, sleep=clock.sleep)
+        task = asyncio.create_task(daemon.run())
+        await asyncio.wait_for(started.wait(), 5)
+        assert daemon.state == State.CHECKING_HEALTH
+        await stop(task)
+        assert strategy.holding and "release" not in strategy.log
 
     asyncio.run(scenario())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
@@ -141,3 +142,21 @@ def view_holders(holders: tuple[str, ...], records: Mapping[str, HolderRecord], 
             overdue=record.overdue_by(now) if record else None,
         ))
     return views
+
+
+class AfterBoot(enum.Enum):
+    """What a starting daemon finds of the slot it may hold from before."""
+
+    NOT_HOLDING = "not-holding"
+    NEW_BOOT = "new-boot"  # rebooted since the slot was taken: release only once healthy
+    SAME_BOOT = "same-boot"  # crashed before rebooting: not a reboot, release as locksmith does
+    UNKNOWN_BOOT = "unknown-boot"  # no boot id recorded (locksmith, locksmithctl): release as locksmith does
+
+
+def after_boot(holds: bool, record: HolderRecord | None, current_boot_id: str | None) -> AfterBoot:
+    """Classify the slot found at start-up by comparing the recorded boot id with this boot's."""
+    if not holds:
+        return AfterBoot.NOT_HOLDING
+    if record is None or record.boot_id is None or current_boot_id is None:
+        return AfterBoot.UNKNOWN_BOOT
+    return AfterBoot.SAME_BOOT if record.boot_id == current_boot_id else AfterBoot.NEW_BOOT

@@ -12,6 +12,8 @@ class State(enum.Enum):
 
     STARTING = "starting"
     RELEASING_AFTER_BOOT = "releasing-after-boot"
+    CHECKING_HEALTH = "checking-health"
+    UNHEALTHY = "unhealthy"
     IDLE = "idle"
     WAITING_FOR_WINDOW = "waiting-for-window"
     WAITING_FOR_LOCK = "waiting-for-lock"
@@ -24,7 +26,9 @@ class State(enum.Enum):
 
 ALLOWED: dict[State, frozenset[State]] = {
     State.STARTING: frozenset({State.RELEASING_AFTER_BOOT, State.IDLE, State.STOPPED}),
-    State.RELEASING_AFTER_BOOT: frozenset({State.IDLE, State.STOPPED}),
+    State.RELEASING_AFTER_BOOT: frozenset({State.IDLE, State.CHECKING_HEALTH, State.STOPPED}),
+    State.CHECKING_HEALTH: frozenset({State.IDLE, State.UNHEALTHY, State.STOPPED}),
+    State.UNHEALTHY: frozenset({State.IDLE, State.STOPPED}),
     State.IDLE: frozenset({State.WAITING_FOR_WINDOW, State.STOPPED}),
     State.WAITING_FOR_WINDOW: frozenset({State.WAITING_FOR_LOCK, State.STOPPED}),
     State.WAITING_FOR_LOCK: frozenset({State.HOLDING, State.WAITING_FOR_WINDOW, State.STOPPED}),
@@ -39,6 +43,8 @@ ALLOWED: dict[State, frozenset[State]] = {
 _PUBLISHED = {
     State.STARTING: "starting",
     State.RELEASING_AFTER_BOOT: "starting",
+    State.CHECKING_HEALTH: "starting",
+    State.UNHEALTHY: "running",
     State.IDLE: "running",
     State.REBOOTING: "rebooting",
     State.STOPPED: "running",
@@ -48,7 +54,8 @@ _PUBLISHED = {
 MAY_HOLD_UNUSED_SLOT = frozenset({State.WAITING_FOR_LOCK, State.HOLDING, State.WARNING_USERS})
 
 # States that retry a failing action and so own a backoff.
-RETRYING_STATES = frozenset({State.RELEASING_AFTER_BOOT, State.WAITING_FOR_LOCK, State.REBOOTING, State.RELEASING})
+RETRYING_STATES = frozenset({State.RELEASING_AFTER_BOOT, State.CHECKING_HEALTH, State.UNHEALTHY,
+                             State.WAITING_FOR_LOCK, State.REBOOTING, State.RELEASING})
 
 
 @dataclass(frozen=True)
@@ -57,11 +64,13 @@ class Step:
 
     ``pause_s`` is how long the next state waits before acting (after an
     error, or after a refused reboot the slot is given back first and the
-    pause is spent without it).
+    pause is spent without it). ``detail`` says why (e.g. the failed health
+    check that made the host unhealthy).
     """
 
     state: State
     pause_s: float = 0.0
+    detail: str = ""
 
 
 class TransitionError(RuntimeError):

@@ -9,16 +9,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from datetime import datetime
-from typing import Awaitable, Callable, Protocol
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Awaitable, Callable, Protocol, TypeVar
 
 from locksmithd.core.backoff import Backoff
+from locksmithd.core.holder_record import AfterBoot
 from locksmithd.core.states import MAY_HOLD_UNUSED_SLOT, RETRYING_STATES, State, StateMachine, Step, published_state
 from locksmithd.errors import CorruptDocument, LocksmithError, RebootRefused, StoreDenied, StoreError
 from locksmithd.strategies.base import RebootStrategy
 from locksmithd.core.window import RebootWindow
 
 log = logging.getLogger("locksmithd.daemon")
+T = TypeVar("T")
+UNHEALTHY_RECHECK_S = 60.0
+BEST_EFFORT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    """The outcome of health checks: passed, or not with a summary naming the failed checks."""
+
+    passed: bool
+    summary: str
+
+
+class HealthGate(Protocol):
+    """What the daemon needs of the health checks (``daemon/health.py``)."""
+
+    timeout_s: float
+
+    async def wait_until_healthy(self, booted_at: datetime, give_up_at: datetime,
+                                 progress: Callable[[str], None]) -> HealthResult:
+        """Check until every check passes (True) or ``give_up_at`` passes (False, naming the failures)."""
 
 
 class Rebooter(Protocol):
@@ -54,6 +77,7 @@ class Daemon:
 
     def __init__(self, strategy: RebootStrategy, rebooter: Rebooter, *, window: RebootWindow | None,
                  publisher: StatePublisher, reboot_needed: asyncio.Event, login_delay_s: float,
+                 health: HealthGate | None = None,
                  retry_max_s: float, warn_users: Callable[[list[str], float], object] = lambda t, d: None,
                  notify: Callable[[str], None] = lambda status: None, now: Callable[[], datetime] = local_now,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, rng: random.Random | None = None) -> None:
@@ -63,6 +87,7 @@ class Daemon:
         self.publisher = publisher
         self.reboot_needed = reboot_needed
         self.login_delay_s = login_delay_s
+        self.health = health
         self.warn_users = warn_users
         self.notify = notify
         self.now = now
@@ -71,9 +96,13 @@ class Daemon:
         self.machine = StateMachine(self._changed)
         self._backoff = {state: Backoff(0.5, retry_max_s, rng) for state in RETRYING_STATES}
         self._reported: dict[State, str] = {}
+        self._health_detail = ""
+        self._background: set[asyncio.Future[None]] = set()
         self._handlers: dict[State, Callable[[Step], Awaitable[Step]]] = {
             State.STARTING: self._starting,
             State.RELEASING_AFTER_BOOT: self._releasing_after_boot,
+            State.CHECKING_HEALTH: self._checking_health,
+            State.UNHEALTHY: self._unhealthy,
             State.IDLE: self._idle,
             State.WAITING_FOR_WINDOW: self._waiting_for_window,
             State.WAITING_FOR_LOCK: self._waiting_for_lock,
@@ -125,11 +154,54 @@ class Daemon:
         return Step(State.RELEASING_AFTER_BOOT if self.strategy.uses_lock else State.IDLE)
 
     async def _releasing_after_boot(self, step: Step) -> Step:
-        released = await self._until_done(State.RELEASING_AFTER_BOOT, "release the slot held before boot",
-                                          self.strategy.release_after_boot)
-        if released:
-            log.info("released the reboot slot held from before this boot")
+        found = await self._until_done(State.RELEASING_AFTER_BOOT, "look up the slot held before boot",
+                                       self.strategy.held_from_before)
+        if found is AfterBoot.NOT_HOLDING:
+            return Step(State.IDLE)
+        if found is AfterBoot.NEW_BOOT and self.health is not None:
+            log.info("holding the slot taken before this reboot: releasing it once the host is healthy")
+            return Step(State.CHECKING_HEALTH)
+        if found is AfterBoot.SAME_BOOT:
+            log.info("holding a slot taken in this boot (stopped before rebooting): giving it back")
+        await self._until_done(State.RELEASING_AFTER_BOOT, "release the slot held before boot", self.strategy.release)
+        log.info("released the reboot slot held from before this boot")
         return Step(State.IDLE)
+
+    async def _checking_health(self, step: Step) -> Step:
+        assert self.health is not None
+        booted_at = await self._until_done(State.CHECKING_HEALTH, "record the boot", self.strategy.booted)
+        give_up_at = booted_at + timedelta(seconds=self.health.timeout_s)
+        result = await self.health.wait_until_healthy(booted_at, give_up_at, self._health_progress)
+        if result.passed:
+            return await self._release_healthy(State.CHECKING_HEALTH, result)
+        log.error("health checks failed: %s; keeping the slot and halting the group", result.summary)
+        await self._until_done(State.CHECKING_HEALTH, "halt the group",
+                               lambda: self.strategy.halt_unhealthy(result.summary))
+        return Step(State.UNHEALTHY, detail=result.summary)
+
+    async def _unhealthy(self, step: Step) -> Step:
+        """Keep the slot (the group is halted) and keep checking: once healthy, release."""
+        assert self.health is not None
+        booted_at = await self._until_done(State.UNHEALTHY, "record the boot", self.strategy.booted)
+        result = await self.health.wait_until_healthy(
+            booted_at, self.now() + timedelta(seconds=UNHEALTHY_RECHECK_S), self._health_progress)
+        if result.passed:
+            log.info("the host is healthy now; the group stays halted until an operator resumes it")
+            return await self._release_healthy(State.UNHEALTHY, result)
+        return Step(State.UNHEALTHY, detail=result.summary)
+
+    async def _release_healthy(self, state: State, result: HealthResult) -> Step:
+        log.info("health checks passed (%s); releasing the slot", result.summary)
+        await self._until_done(state, "release the slot", lambda: self.strategy.release_healthy(result.summary))
+        return Step(State.IDLE)
+
+    def _health_progress(self, detail: str) -> None:
+        if detail == self._health_detail:
+            return
+        self._health_detail = detail
+        log.info("%s: %s", self.machine.state.value, detail)
+        self.notify(f"{self.machine.state.value}: {detail}")
+        self._best_effort("show health progress", self.strategy.note_health(detail))
 
     async def _idle(self, step: Step) -> Step:
         await self.reboot_needed.wait()
@@ -180,6 +252,7 @@ class Daemon:
         return self._release_if_window_closed() or Step(State.REBOOTING)
 
     async def _rebooting(self, step: Step) -> Step:
+        await self._await_best_effort("record the reboot request", self.strategy.rebooting())
         log.info("asking logind to reboot")
         try:
             await self.rebooter.reboot()
@@ -204,17 +277,29 @@ class Daemon:
             return Step(State.RELEASING)
         return None
 
-    async def _until_done(self, state: State, what: str,
-                          action: Callable[[], Awaitable[bool] | Awaitable[None]]) -> bool:
+    async def _until_done(self, state: State, what: str, action: Callable[[], Awaitable[T]]) -> T:
         """Retry ``action`` with ``state``'s backoff until it succeeds (never gives up)."""
         while True:
             try:
-                done = bool(await action())
+                result = await action()
             except (CorruptDocument, StoreError) as error:
                 await self.sleep(self._failed(state, f"cannot {what}", error))
                 continue
             self._succeeded(state)
-            return done
+            return result
+
+    def _best_effort(self, what: str, action: Awaitable[None]) -> None:
+        """Run ``action`` in the background; a failure is logged, never retried or raised."""
+        task = asyncio.ensure_future(self._await_best_effort(what, action))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _await_best_effort(self, what: str, action: Awaitable[None]) -> None:
+        try:
+            await asyncio.wait_for(action, BEST_EFFORT_TIMEOUT_S)
+        except (LocksmithError, asyncio.TimeoutError) as error:
+            text = error.one_line() if isinstance(error, LocksmithError) else "timed out"
+            log.warning("could not %s: %s", what, text)
 
     def _failed(self, state: State, what: str, error: LocksmithError) -> float:
         """Count a failure of ``state``; log it and return how long to pause.

@@ -35,3 +35,28 @@ def holder_from_waiter_key(key: str, group: str = "", key_prefix: str = "") -> s
     if not key.startswith(prefix):
         raise ValueError(f"{key!r} is not a waiter key under {prefix!r}")
     return unquote_plus(key[len(prefix):])
+
+
+def halt_key(group: str = "", key_prefix: str = "") -> str:
+    """The key of ``group``'s halt record; while it exists nobody in the group takes a slot."""
+    return f"{_group_root(group, key_prefix)}/halt"
+
+
+def alive_prefix(group: str = "", key_prefix: str = "") -> str:
+    """The prefix of holders' liveness keys (one per running holder daemon, bound to its lease)."""
+    return f"{_group_root(group, key_prefix)}/alive/"
+
+
+def alive_key(holder: str, group: str = "", key_prefix: str = "") -> str:
+    """The liveness key of one holder; the holder id is escaped like a group name."""
+    return f"{alive_prefix(group, key_prefix)}{quote_plus(holder, safe='')}"
+
+
+def history_prefix(group: str = "", key_prefix: str = "") -> str:
+    """The prefix of the group's history ring (``history/<slot>``)."""
+    return f"{_group_root(group, key_prefix)}/history/"
+
+
+def history_key(slot: int, group: str = "", key_prefix: str = "") -> str:
+    """The key of one history ring slot, zero-padded so keys sort by slot."""
+    return f"{history_prefix(group, key_prefix)}{slot:06d}"

@@ -5,27 +5,74 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
+from locksmithd.core.holder_record import AfterBoot
+
 
 class RebootStrategy(Protocol):
-    """How a host gets permission to reboot and gives it back.
+    """How a host gets permission to reboot, proves it came back healthy, and gives it back.
 
-    ``enabled`` False means the daemon has nothing to do (strategy ``off``).
-    All methods raise StoreError subclasses when the coordination backend
-    cannot answer; the daemon retries them with backoff.
+    ``enabled`` False means the daemon has nothing to do (strategy ``off``);
+    ``uses_lock`` False means there is no slot (strategy ``reboot``), so the
+    slot methods are never called. All methods raise StoreError subclasses
+    when the coordination backend cannot answer, and CorruptDocument for a
+    document they must not touch; the daemon retries them with backoff.
     """
 
     label: str
     enabled: bool
     uses_lock: bool
 
-    async def release_after_boot(self) -> bool:
-        """Give back a slot this host held from before; True if one was released."""
+    async def held_from_before(self) -> AfterBoot:
+        """Whether this host holds a slot from before, and whether it has rebooted since."""
 
     async def acquire(self, deadline: datetime | None) -> bool:
         """Wait for permission; True once granted, False if ``deadline`` passed first."""
 
+    async def rebooting(self) -> None:
+        """Record that the reboot is being requested (best effort: the caller ignores failures)."""
+
+    async def booted(self) -> datetime:
+        """Record that the host is back after the reboot (once); return when it was first seen back."""
+
+    async def note_health(self, detail: str) -> None:
+        """Show health-check progress in the holder record (best effort)."""
+
+    async def release_healthy(self, detail: str) -> None:
+        """Give the slot back after the health checks passed; idempotent."""
+
+    async def halt_unhealthy(self, reason: str) -> None:
+        """Keep the slot and halt the group, naming the failed check; idempotent."""
+
     async def release(self) -> None:
-        """Give back permission taken in this boot and not used; idempotent."""
+        """Give back a slot taken in this boot and not used (or held from before); idempotent."""
 
     async def close(self) -> None:
         """Free connections and leave any queue; never raises."""
+
+
+class WithoutSlot:
+    """The slot methods of strategies that take no slot (``off``, ``reboot``): nothing to hold or give back."""
+
+    async def held_from_before(self) -> AfterBoot:
+        return AfterBoot.NOT_HOLDING
+
+    async def rebooting(self) -> None:
+        return None
+
+    async def booted(self) -> datetime:
+        raise RuntimeError(f"{type(self).__name__} holds no slot and never checks health")
+
+    async def note_health(self, detail: str) -> None:
+        return None
+
+    async def release_healthy(self, detail: str) -> None:
+        return None
+
+    async def halt_unhealthy(self, reason: str) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

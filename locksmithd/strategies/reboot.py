@@ -4,22 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from locksmithd.strategies.base import WithoutSlot
 
-class ImmediateRebootStrategy:
+
+class ImmediateRebootStrategy(WithoutSlot):
     """Permission is always granted at once; nothing to release."""
 
     label = "reboot"
     enabled = True
     uses_lock = False
 
-    async def release_after_boot(self) -> bool:
-        return False
-
     async def acquire(self, deadline: datetime | None) -> bool:
         return True
-
-    async def release(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
