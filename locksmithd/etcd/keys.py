@@ -35,3 +35,14 @@ def holder_from_waiter_key(key: str, group: str = "", key_prefix: str = "") -> s
     if not key.startswith(prefix):
         raise ValueError(f"{key!r} is not a waiter key under {prefix!r}")
     return unquote_plus(key[len(prefix):])
+
+
+def prefix_end(prefix: str) -> str:
+    """The exclusive end of the key range that starts with ``prefix`` (etcd's range_end)."""
+    raw = bytearray(prefix.encode())
+    while raw and raw[-1] == 0xFF:
+        raw.pop()
+    if not raw:
+        return "\0"
+    raw[-1] += 1
+    return raw.decode("utf-8", errors="surrogateescape")

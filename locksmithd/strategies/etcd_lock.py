@@ -16,20 +16,24 @@ log = logging.getLogger("locksmithd.strategy")
 
 
 class EtcdLockStrategy:
-    """Queue fairly for a slot (GroupQueue) and release it through the CAS path."""
+    """Queue fairly for a slot (GroupQueue) and release it through the CAS path.
+
+    ``retry_max_s`` (the daemon's LOCKSMITHD_RETRY_MAX) has no default here:
+    the settings module owns it.
+    """
 
     label = "etcd-lock"
     enabled = True
     uses_lock = True
 
     def __init__(self, store: EtcdStore, holder: str, group: str = "", key_prefix: str = "", *,
-                 holder_info: Callable[[], Mapping[str, Any]] = dict, recheck_interval_s: float = 300.0,
-                 retry_max_s: float = 60.0, lease_ttl_s: int = 10) -> None:
+                 retry_max_s: float, holder_info: Callable[[], Mapping[str, Any]] = dict,
+                 recheck_interval_s: float = 300.0, lease_ttl_s: int = 10) -> None:
         self.store = store
         self.holder = holder
-        self.semaphore = SemaphoreClient(store, group, key_prefix)
         self.queue = GroupQueue(store, group, key_prefix, session=LeaseSession(store, lease_ttl_s),
                                 recheck_interval_s=recheck_interval_s, retry_max_s=retry_max_s)
+        self.semaphore: SemaphoreClient = self.queue.semaphore  # the same guarded write for both ways
         self._holder_info = holder_info
 
     async def release_after_boot(self) -> bool:
