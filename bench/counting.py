@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from locksmithd.etcd.store import Versioned
 
 
 class CountingStore:
-    """Delegates read/create/swap to ``store``; ``reads`` and ``writes`` count the calls made.
+    """Delegates read/swap to ``store``; ``reads`` and ``writes`` count the calls made.
 
     Each call is one etcd request (a Range or a Txn): the CAS path issues no others.
     """
@@ -29,10 +29,6 @@ class CountingStore:
         self.reads += 1
         return self.store.read(key)  # type: ignore[no-any-return]
 
-    def create(self, key: str, value: bytes) -> bool:
+    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = ()) -> int:
         self.writes += 1
-        return bool(self.store.create(key, value))
-
-    def swap(self, key: str, value: bytes, mod_revision: int) -> bool:
-        self.writes += 1
-        return bool(self.store.swap(key, value, mod_revision))
+        return int(self.store.swap(key, value, expected_mod_revision, delete=delete))

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
-from locksmithd.etcd.client import EtcdStore, WatchEvent, prefix_end
+from locksmithd.etcd.client import EtcdStore
+from locksmithd.etcd.keys import prefix_end
+from locksmithd.etcd.watch import WatchEvent
 from locksmithd.etcd.keys import holder_from_waiter_key, semaphore_key, waiters_prefix
 from locksmithd.etcd.lock import SemaphoreClient
 from harness.etcd import EtcdMember

@@ -33,7 +33,8 @@ async def serve(spec: dict[str, Any]) -> None:
     settings = EtcdSettings(endpoints=parse_endpoints(spec["endpoint"], "bench", "endpoint"),
                             key_prefix=spec["key_prefix"], request_timeout_s=10.0)
     store = EtcdStore(settings)
-    queue = GroupQueue(store, spec["group"], spec["key_prefix"], session=LeaseSession(store, spec["lease_ttl_s"]))
+    queue = GroupQueue(store, spec["group"], spec["key_prefix"], session=LeaseSession(store, spec["lease_ttl_s"]),
+                       retry_max_s=30.0)
     release_store = CountingStore(store)
     client = SemaphoreClient(release_store, spec["group"], spec["key_prefix"])
     hold_s = spec["hold_s"]

@@ -3,50 +3,44 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import pytest
 
 from locksmithd.errors import AmbiguousWrite, CorruptDocument, NotHolder, SemaphoreFull, WriteConflict
 from locksmithd.etcd.lock import SemaphoreClient
 from locksmithd.core.semaphore import decode
-from locksmithd.etcd.store import MemoryStore, Versioned
+from locksmithd.etcd.store import ABSENT, MemoryStore, Versioned
 
 
 class LosingStore(MemoryStore):
-    """Every swap/create commits, but the first ``lose`` replies are 'lost'."""
+    """Every swap commits, but the first ``lose`` replies are 'lost'."""
 
     def __init__(self, lose: int) -> None:
         super().__init__()
         self.lose = lose
 
-    def swap(self, key: str, value: bytes, mod_revision: int) -> bool:
-        ok = super().swap(key, value, mod_revision)
+    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = ()) -> int:
+        revision = super().swap(key, value, expected_mod_revision, delete=delete)
         if self.lose > 0:
             self.lose -= 1
             raise AmbiguousWrite("reply lost")
-        return ok
-
-    def create(self, key: str, value: bytes) -> bool:
-        ok = super().create(key, value)
-        if self.lose > 0:
-            self.lose -= 1
-            raise AmbiguousWrite("reply lost")
-        return ok
+        return revision
 
 
 class InterleavingStore(MemoryStore):
-    """Before each of the first ``n`` swaps another writer sneaks in a change."""
+    """Before each of the first ``n`` swaps of an existing document another writer sneaks in a change."""
 
     def __init__(self, n: int, intruder: "callable") -> None:
         super().__init__()
         self.n = n
         self.intruder = intruder
 
-    def swap(self, key: str, value: bytes, mod_revision: int) -> bool:
-        if self.n > 0:
+    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = ()) -> int:
+        if self.n > 0 and expected_mod_revision != ABSENT:
             self.n -= 1
             self.intruder(self)
-        return super().swap(key, value, mod_revision)
+        return super().swap(key, value, expected_mod_revision, delete=delete)
 
 
 def test_lock_creates_initial_document() -> None:

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from harness.etcd import EtcdCluster
 from harness.fleet import SemaphoreMonitor
 
 LOCKSMITHCTL = str(Path(sys.executable).parent / "locksmithctl")
+RETRY_MAX_S = 30.0  # the daemon passes LOCKSMITHD_RETRY_MAX; tests pick their own
 
 
 def make_store(node: EtcdCluster, key_prefix: str) -> EtcdStore:
@@ -77,8 +78,8 @@ class TestOrder:
         """Hosts in different processes (stores) and sharing one process are served first come, first served."""
         store = make_store(etcd_node, key_prefix)
         client = fresh_semaphore(store, key_prefix, 1, "blocker")
-        shared = GroupQueue(make_store(etcd_node, key_prefix), "", key_prefix)
-        own = {h: GroupQueue(make_store(etcd_node, key_prefix), "", key_prefix) for h in ("h0", "h2", "h4")}
+        shared = GroupQueue(make_store(etcd_node, key_prefix), "", key_prefix, retry_max_s=RETRY_MAX_S)
+        own = {h: GroupQueue(make_store(etcd_node, key_prefix), "", key_prefix, retry_max_s=RETRY_MAX_S) for h in ("h0", "h2", "h4")}
         queues = {"h0": own["h0"], "h1": shared, "h2": own["h2"], "h3": shared, "h4": own["h4"]}
         served: list[str] = []
 
@@ -106,7 +107,7 @@ class TestOrder:
         """Many hosts queueing at once through one GroupQueue put their keys on one lease."""
         store = make_store(etcd_node, key_prefix)
         fresh_semaphore(store, key_prefix, 1, "blocker")
-        queue = GroupQueue(store, "", key_prefix)
+        queue = GroupQueue(store, "", key_prefix, retry_max_s=RETRY_MAX_S)
 
         async def scenario() -> set[int]:
             tasks = [asyncio.create_task(queue.acquire(f"h{i}")) for i in range(20)]
@@ -130,7 +131,7 @@ from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.queue import GroupQueue, LeaseSession
 from locksmithd.core.semaphore import decode
 store = EtcdStore(EtcdSettings(endpoints=parse_endpoints(sys.argv[1], "t", "k"), key_prefix=sys.argv[2]))
-queue = GroupQueue(store, "", sys.argv[2], session=LeaseSession(store, ttl_s=2))
+queue = GroupQueue(store, "", sys.argv[2], session=LeaseSession(store, ttl_s=2), retry_max_s=30.0)
 asyncio.run(queue.acquire("crashed"))
 """
 
@@ -142,7 +143,7 @@ class TestDeparture:
         client = fresh_semaphore(store, key_prefix, 1, "blocker")
         crashing = subprocess.Popen([sys.executable, "-c", CRASHING_WAITER, etcd_node.client_urls[0], key_prefix],
                                     stdin=subprocess.DEVNULL)
-        queue = GroupQueue(make_store(etcd_node, key_prefix), "", key_prefix)
+        queue = GroupQueue(make_store(etcd_node, key_prefix), "", key_prefix, retry_max_s=RETRY_MAX_S)
 
         async def scenario() -> bool:
             await wait_until(lambda: queued(store, key_prefix) == ["crashed"], "the doomed waiter to queue")
@@ -170,7 +171,7 @@ class TestDeparture:
         """acquire returns False at the deadline and leaves the queue."""
         store = make_store(etcd_node, key_prefix)
         fresh_semaphore(store, key_prefix, 1, "blocker")
-        queue = GroupQueue(store, "", key_prefix)
+        queue = GroupQueue(store, "", key_prefix, retry_max_s=RETRY_MAX_S)
 
         async def scenario() -> bool:
             deadline = datetime.now(timezone.utc) + timedelta(seconds=0.5)
@@ -188,8 +189,8 @@ class TestDeparture:
         store = make_store(etcd_node, key_prefix)
         client = fresh_semaphore(store, key_prefix, 2, "a")
         session = LeaseSession(store)
-        queue = GroupQueue(store, "", key_prefix, session=session)
-        other = GroupQueue(make_store(etcd_node, key_prefix), "", key_prefix)
+        queue = GroupQueue(store, "", key_prefix, session=session, retry_max_s=RETRY_MAX_S)
+        other = GroupQueue(make_store(etcd_node, key_prefix), "", key_prefix, retry_max_s=RETRY_MAX_S)
 
         async def scenario() -> tuple[bool, bool]:
             lease = await session.ensure()
@@ -211,7 +212,7 @@ class TestDeparture:
         trusting the view it had when its watch stopped."""
         store = make_store(etcd_node, key_prefix)
         client = fresh_semaphore(store, key_prefix, 1)
-        queue = GroupQueue(store, "", key_prefix)
+        queue = GroupQueue(store, "", key_prefix, retry_max_s=RETRY_MAX_S)
 
         async def scenario() -> tuple[bool, bool]:
             first = await queue.acquire("a")
@@ -227,8 +228,9 @@ class TestDeparture:
 
 
 class SlowReplyStore(EtcdStore):
-    """Delays the reply of the first winning swap_and_dequeue until the winner has been released
-    and the watch has delivered that release (the reply of a slot race can lose to the watch)."""
+    """Delays the reply of the first winning slot request (a guarded write that also deletes a
+    waiter key) until the winner has been released and the watch has delivered that release
+    (the reply of a slot race can lose to the watch)."""
 
     def __init__(self, settings: EtcdSettings, release: Callable[[str], object]) -> None:
         super().__init__(settings)
@@ -236,11 +238,11 @@ class SlowReplyStore(EtcdStore):
         self.queue: GroupQueue | None = None
         self.delayed = False
 
-    def swap_and_dequeue(self, semaphore_key: str, value: bytes, mod_revision: int, waiter_key: str) -> int:
-        revision = super().swap_and_dequeue(semaphore_key, value, mod_revision, waiter_key)
-        if revision and not self.delayed:
+    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = ()) -> int:
+        revision = super().swap(key, value, expected_mod_revision, delete=delete)
+        if revision and delete and not self.delayed:
             self.delayed = True
-            self.release(waiter_key.rsplit("/", 1)[-1])
+            self.release(delete[0].rsplit("/", 1)[-1])
             deadline = time.monotonic() + 10
             assert self.queue is not None
             while self.queue.view.semaphore_revision <= revision and time.monotonic() < deadline:
@@ -249,19 +251,20 @@ class SlowReplyStore(EtcdStore):
 
 
 class LostReplyStore(EtcdStore):
-    """The first swap_and_dequeue reports a lost reply; ``lands`` says whether the write happened."""
+    """The first slot request (guarded write with a waiter-key delete) reports a lost reply;
+    ``lands`` says whether the write happened."""
 
     def __init__(self, settings: EtcdSettings, lands: bool) -> None:
         super().__init__(settings)
         self.lands = lands
         self.lost = 0
 
-    def swap_and_dequeue(self, semaphore_key: str, value: bytes, mod_revision: int, waiter_key: str) -> int:
-        if self.lost:
-            return super().swap_and_dequeue(semaphore_key, value, mod_revision, waiter_key)
+    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = ()) -> int:
+        if self.lost or not delete:
+            return super().swap(key, value, expected_mod_revision, delete=delete)
         self.lost += 1
         if self.lands:
-            super().swap_and_dequeue(semaphore_key, value, mod_revision, waiter_key)
+            super().swap(key, value, expected_mod_revision, delete=delete)
         raise AmbiguousWrite("reply lost (test)")
 
 
@@ -275,7 +278,7 @@ class TestLostReply:
         client = fresh_semaphore(store, key_prefix, 1, "blocker")
         endpoints = parse_endpoints(etcd_node.client_urls[0], "test", "endpoint")
         lossy = LostReplyStore(EtcdSettings(endpoints=endpoints, key_prefix=key_prefix), lands)
-        queue = GroupQueue(lossy, "", key_prefix, recheck_interval_s=300)
+        queue = GroupQueue(lossy, "", key_prefix, recheck_interval_s=300, retry_max_s=RETRY_MAX_S)
 
         async def scenario() -> bool:
             (waiting,) = await start_in_order(store, key_prefix, [("a", lambda: queue.acquire("a"))])
@@ -303,7 +306,7 @@ class TestSafety:
         client = fresh_semaphore(store, key_prefix, 1, "blocker")
         endpoints = parse_endpoints(etcd_node.client_urls[0], "test", "endpoint")
         slow = SlowReplyStore(EtcdSettings(endpoints=endpoints, key_prefix=key_prefix), client.unlock)
-        queue = GroupQueue(slow, "", key_prefix)
+        queue = GroupQueue(slow, "", key_prefix, retry_max_s=RETRY_MAX_S)
         slow.queue = queue
 
         async def scenario() -> None:
@@ -328,7 +331,7 @@ class TestSafety:
         client = fresh_semaphore(store, key_prefix, 3)
         monitor = SemaphoreMonitor(etcd_node.client_urls[:1], key_prefix=key_prefix)
         monitor.start()
-        queues = [GroupQueue(make_store(etcd_node, key_prefix), "", key_prefix) for _ in range(3)]
+        queues = [GroupQueue(make_store(etcd_node, key_prefix), "", key_prefix, retry_max_s=RETRY_MAX_S) for _ in range(3)]
         releasers = [SemaphoreClient(q.store, "", key_prefix) for q in queues]
         served: list[str] = []
 
@@ -366,8 +369,8 @@ class TestGroups:
         store = make_store(etcd_node, key_prefix)
         fresh_semaphore(store, key_prefix, 1, "blocker", group="alpha")
         beta = fresh_semaphore(store, key_prefix, 1, group="beta")
-        alpha_queue = GroupQueue(make_store(etcd_node, key_prefix), "alpha", key_prefix)
-        beta_queue = GroupQueue(make_store(etcd_node, key_prefix), "beta", key_prefix)
+        alpha_queue = GroupQueue(make_store(etcd_node, key_prefix), "alpha", key_prefix, retry_max_s=RETRY_MAX_S)
+        beta_queue = GroupQueue(make_store(etcd_node, key_prefix), "beta", key_prefix, retry_max_s=RETRY_MAX_S)
 
         async def scenario() -> bool:
             stuck = asyncio.create_task(alpha_queue.acquire("a1"))
@@ -391,7 +394,7 @@ class TestStatus:
         """`locksmithctl status` lists waiters with position and since; --json has them under "waiting"."""
         store = make_store(etcd_node, key_prefix)
         fresh_semaphore(store, key_prefix, 1, "holder-x")
-        queue = GroupQueue(store, "", key_prefix)
+        queue = GroupQueue(store, "", key_prefix, retry_max_s=RETRY_MAX_S)
         base = [LOCKSMITHCTL, "--endpoint", etcd_node.client_urls[0], "--etcd-key-prefix", key_prefix, "status"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKSMITHCTL_")}
 

@@ -1,25 +1,43 @@
 """etcd v3 adapter: the KeyValueStore and queue operations over python3-etcd3.
 
-The only module that talks to etcd. It fails over between endpoints (an
-unreachable one is skipped), maps every dependency exception into
-``locksmithd.errors`` and treats a failed write as *ambiguous*: the caller
-reads back instead of writing again.
+The only module that sends requests to etcd (the watch stream, ``watch.py``,
+opens through it). It fails over between endpoints (an unreachable one is
+skipped), maps every dependency exception into ``locksmithd.errors`` through
+the table in ``grpc_errors.py``, and treats a failed write as *ambiguous*:
+the caller reads back instead of writing again.
+
+Workarounds for python3-etcd3 0.13, kept here:
+- one failed call marks an endpoint dead for 300 s (``time_retry``): we
+  create one single-endpoint client per endpoint with ``time_retry=0`` and
+  fail over ourselves;
+- gRPC refuses call credentials on a plain-http channel: the auth token then
+  travels only in the request metadata (which python3-etcd3 also sets);
+- tokens expire (and die with the member that issued them): on "invalid auth
+  token" the client is rebuilt, which authenticates again, and the call is
+  retried once;
+- its wrapped calls replace a gRPC error by a bare exception: the gRPC error
+  is recovered from the exception's context and classified like any other;
+- its watcher is not used at all (see ``watch.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import etcd3
 import grpc
 from etcd3 import etcdrpc
 
 from locksmithd.errors import AmbiguousWrite, LeaseLost, StoreDenied, StoreError, StoreUnavailable
+from locksmithd.etcd.grpc_errors import Action, classify
+from locksmithd.etcd.keys import prefix_end
 from locksmithd.etcd.settings import Endpoint, EtcdSettings
-from locksmithd.etcd.store import Versioned
+from locksmithd.etcd.store import StoredKey, Versioned
+from locksmithd.etcd.watch import RangeWatch, WatchEvent
+
+__all__ = ["EtcdStore", "RangeWatch", "StoredKey", "WatchEvent", "prefix_end"]
 
 log = logging.getLogger("locksmithd.etcd")
 T = TypeVar("T")
@@ -34,42 +52,6 @@ _GRPC_OPTIONS = {
     "grpc.initial_reconnect_backoff_ms": 200,
     "grpc.max_reconnect_backoff_ms": 2_000,
 }
-# UNKNOWN is how etcd reports "context deadline exceeded" from a member that lost
-# its leader: try another member (and treat a write as ambiguous, read back).
-_UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
-                grpc.StatusCode.UNKNOWN}
-_NOT_ANSWERED = (etcd3.exceptions.ConnectionFailedError, etcd3.exceptions.ConnectionTimeoutError,
-                 etcd3.exceptions.InternalServerError, etcd3.exceptions.NoServerAvailableError)
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One key under a prefix with the revisions the queue orders by."""
-
-    key: str
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    lease: int
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    """A change seen by a watch: ``kind`` is "put" or "delete"."""
-
-    kind: str
-    entry: Entry
-
-
-def prefix_end(prefix: str) -> str:
-    """The exclusive end of the key range that starts with ``prefix``."""
-    raw = bytearray(prefix.encode())
-    while raw and raw[-1] == 0xFF:
-        raw.pop()
-    if not raw:
-        return "\0"
-    raw[-1] += 1
-    return raw.decode("utf-8", errors="surrogateescape")
 
 
 class EtcdStore:
@@ -96,21 +78,13 @@ class EtcdStore:
 
         return self._call(f"read {key}", op)
 
-    def create(self, key: str, value: bytes) -> bool:
-        def op(client: Any) -> bool:
-            ok, _ = client.transaction(
-                compare=[client.transactions.create(key) == 0],
-                success=[client.transactions.put(key, value)], failure=[])
-            return bool(ok)
-
-        return self._call(f"create {key}", op, write=True)
-
-    def swap(self, key: str, value: bytes, mod_revision: int) -> bool:
-        def op(client: Any) -> bool:
-            ok, _ = client.transaction(
-                compare=[client.transactions.mod(key) == mod_revision],
-                success=[client.transactions.put(key, value)], failure=[])
-            return bool(ok)
+    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = ()) -> int:
+        """The guarded write of the KeyValueStore protocol (0 for ``expected_mod_revision``: key absent)."""
+        def op(client: Any) -> int:
+            tx = client.transactions
+            response = _txn(client, [tx.put(key, value), *(tx.delete(other) for other in delete)],
+                            guard=tx.mod(key) == expected_mod_revision)
+            return int(response.header.revision) if response.succeeded else 0
 
         return self._call(f"swap {key}", op, write=True)
 
@@ -124,16 +98,16 @@ class EtcdStore:
         """Delete ``key``; True if it existed. Deleting twice is harmless."""
         return bool(self._call(f"delete {key}", lambda c: c.delete(key), write=True))
 
-    def read_prefix(self, prefix: str) -> list[Entry]:
+    def read_prefix(self, prefix: str) -> list[StoredKey]:
         """All keys under ``prefix``, oldest first (by create revision)."""
-        def op(client: Any) -> list[Entry]:
-            items = client.get_prefix(prefix, sort_order="ascend", sort_target="create")
-            return [_entry(meta.key, value, meta) for value, meta in items]
+        def op(client: Any) -> list[StoredKey]:
+            response = _txn(client, [client.transactions.get(prefix, prefix_end(prefix))])
+            return _by_creation(response.responses[0].response_range.kvs)
 
         return self._call(f"read {prefix}*", op)
 
     def enqueue_and_read(self, waiter_key: str, value: bytes, lease_id: int,
-                         semaphore_key: str, waiters_prefix: str) -> tuple[int, Versioned | None, list[Entry]]:
+                         semaphore_key: str, waiters_prefix: str) -> tuple[int, Versioned | None, list[StoredKey]]:
         """Put ``waiter_key`` on ``lease_id`` and read the semaphore and queue, atomically.
 
         Returns (revision of the snapshot, semaphore or None, waiters oldest
@@ -141,57 +115,28 @@ class EtcdStore:
         a watch started at revision + 1 misses nothing. A put is idempotent, so
         a lost reply is retried rather than reported ambiguous.
         """
-        def op(client: Any) -> tuple[int, Versioned | None, list[Entry]]:
+        def op(client: Any) -> tuple[int, Versioned | None, list[StoredKey]]:
             tx = client.transactions
-            request = etcdrpc.TxnRequest(success=client._ops_to_requests([
-                tx.put(waiter_key, value, lease=lease_id),
-                tx.get(semaphore_key),
-                tx.get(waiters_prefix, prefix_end(waiters_prefix)),
-            ]))
-            response = client.kvstub.Txn(request, client.timeout, credentials=client.call_credentials,
-                                         metadata=client.metadata)
+            response = _txn(client, [tx.put(waiter_key, value, lease=lease_id), tx.get(semaphore_key),
+                                     tx.get(waiters_prefix, prefix_end(waiters_prefix))])
             sem_kvs = response.responses[1].response_range.kvs
             semaphore = Versioned(sem_kvs[0].value, sem_kvs[0].mod_revision) if sem_kvs else None
-            waiters = sorted((_entry(kv.key, kv.value, kv) for kv in response.responses[2].response_range.kvs),
-                             key=lambda e: e.create_revision)
-            return response.header.revision, semaphore, waiters
+            return response.header.revision, semaphore, _by_creation(response.responses[2].response_range.kvs)
 
         return self._call(f"enqueue {waiter_key}", op)
 
-    def enqueue(self, waiter_key: str, value: bytes, lease_id: int) -> Entry:
+    def enqueue(self, waiter_key: str, value: bytes, lease_id: int) -> StoredKey:
         """Put ``waiter_key`` on ``lease_id`` and return it as stored (its create revision is its place).
 
         One request whatever the queue length. A re-put keeps the key's create
         revision, so a retried put (after a lost reply) keeps its place.
         """
-        def op(client: Any) -> Entry:
+        def op(client: Any) -> StoredKey:
             tx = client.transactions
-            request = etcdrpc.TxnRequest(success=client._ops_to_requests([
-                tx.put(waiter_key, value, lease=lease_id), tx.get(waiter_key)]))
-            response = client.kvstub.Txn(request, client.timeout, credentials=client.call_credentials,
-                                         metadata=client.metadata)
-            kv = response.responses[1].response_range.kvs[0]
-            return _entry(kv.key, kv.value, kv)
+            response = _txn(client, [tx.put(waiter_key, value, lease=lease_id), tx.get(waiter_key)])
+            return StoredKey.from_kv(response.responses[1].response_range.kvs[0])
 
         return self._call(f"enqueue {waiter_key}", op)
-
-    def swap_and_dequeue(self, semaphore_key: str, value: bytes, mod_revision: int, waiter_key: str) -> int:
-        """Write the semaphore if still at ``mod_revision`` and delete ``waiter_key`` in the same transaction.
-
-        Returns the revision of the write (the document's new mod revision), or
-        0 when the compare failed and nothing was written.
-        """
-        def op(client: Any) -> int:
-            tx = client.transactions
-            request = etcdrpc.TxnRequest(
-                compare=[(tx.mod(semaphore_key) == mod_revision).build_message()],
-                success=client._ops_to_requests([tx.put(semaphore_key, value), tx.delete(waiter_key)]),
-                failure=[])
-            response = client.kvstub.Txn(request, client.timeout, credentials=client.call_credentials,
-                                         metadata=client.metadata)
-            return int(response.header.revision) if response.succeeded else 0
-
-        return self._call(f"swap {semaphore_key}", op, write=True)
 
     def grant_lease(self, ttl_s: int) -> int:
         """A new lease of ``ttl_s`` seconds; returns its id."""
@@ -218,7 +163,7 @@ class EtcdStore:
 
     def watch_range(self, start_key: str, end_key: str, start_revision: int,
                     on_events: Callable[[list[WatchEvent], int], None],
-                    on_broken: Callable[[BaseException], None]) -> "RangeWatch":
+                    on_broken: Callable[[BaseException], None]) -> RangeWatch:
         """Watch keys in [start_key, end_key) from ``start_revision`` in a background thread.
 
         ``on_events(events, revision)`` runs for each response (events may be
@@ -226,7 +171,7 @@ class EtcdStore:
         down, leader lost, compaction), ``on_broken`` runs once and the watch
         ends: the caller re-reads and starts a new one, so nothing is missed.
         """
-        watch = RangeWatch(self, start_key, end_key, start_revision, on_events, on_broken)
+        watch = RangeWatch(self._open_stream, start_key, end_key, start_revision, on_events, on_broken)
         watch.start()
         return watch
 
@@ -245,7 +190,7 @@ class EtcdStore:
         s = self.settings
         try:
             return etcd3.MultiEndpointEtcd3Client.get_secure_creds(s.cafile, s.keyfile, s.certfile)
-        except OSError as exc:
+        except OSError as exc:  # checked at start-up; gone or changed since
             raise StoreError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from exc
 
     def _client_for(self, endpoint: Endpoint) -> Any:
@@ -253,7 +198,9 @@ class EtcdStore:
             client = self._clients.get(endpoint)
         if client is not None:
             return client
-        ep = etcd3.Endpoint(endpoint.host, endpoint.port, secure=endpoint.secure,
+        # The host goes in brackets when it is an IPv6 literal: python3-etcd3 builds
+        # the gRPC target as "host:port".
+        ep = etcd3.Endpoint(endpoint.url_host, endpoint.port, secure=endpoint.secure,
                             creds=self._credentials if endpoint.secure else None,
                             time_retry=0, opts=list(_GRPC_OPTIONS.items()))
         client = etcd3.MultiEndpointEtcd3Client(
@@ -286,109 +233,72 @@ class EtcdStore:
         """Run ``op`` on the first endpoint that answers; map failures into StoreError."""
         failures: list[str] = []
         for index, endpoint in self._endpoint_order():
-            for _ in range(2):  # a second go only after re-authenticating
+            reauthenticated = False
+            while True:
                 try:
                     result = op(self._client_for(endpoint))
                     self._preferred = index
                     return result
-                except grpc.RpcError as exc:
-                    code = exc.code()
-                    if code == grpc.StatusCode.UNAUTHENTICATED and "token" in (exc.details() or ""):
-                        self._forget(endpoint)  # token expired: authenticate again
+                except (grpc.RpcError, etcd3.exceptions.Etcd3Exception) as exc:
+                    outcome, code, details = _classify(exc)
+                    if outcome is Action.REAUTHENTICATE and not reauthenticated:
+                        self._forget(endpoint)  # a new client authenticates again
+                        reauthenticated = True
                         continue
-                    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED) or (
-                            code == grpc.StatusCode.INVALID_ARGUMENT and "authentication" in (exc.details() or "")):
-                        raise StoreDenied(f"etcd at {endpoint.url} refused {what}: {exc.details()}") from exc
-                    if code == grpc.StatusCode.NOT_FOUND and "lease" in (exc.details() or ""):
-                        raise LeaseLost(f"etcd at {endpoint.url}: {what}: {exc.details()}") from exc
-                    if code not in _UNREACHABLE:
-                        raise StoreError(f"etcd at {endpoint.url} failed {what}: {code.name} {exc.details()}") from exc
-                    failures.append(f"{endpoint.url} ({code.name.lower()}: {_short(exc.details())})")
-                except _NOT_ANSWERED as exc:
-                    failures.append(f"{endpoint.url} ({_why(exc)})")
+                    if outcome is not Action.TRY_NEXT:
+                        raise self._error(outcome, endpoint, what, code, details) from exc
+                    failures.append(f"{endpoint.url} ({code.lower()}: {_short(details)})")
                 self._forget(endpoint)
                 if write:
                     raise AmbiguousWrite(f"{what}: no reply from {endpoint.url}; the write may or may not have landed")
                 break
         raise StoreUnavailable(f"no etcd endpoint answered {what}; tried {', '.join(failures)}")
 
-
-class RangeWatch:
-    """A watch stream on one key range, run in a daemon thread; see EtcdStore.watch_range."""
-
-    def __init__(self, store: EtcdStore, start_key: str, end_key: str, start_revision: int,
-                 on_events: Callable[[list[WatchEvent], int], None],
-                 on_broken: Callable[[BaseException], None]) -> None:
-        self._store = store
-        self._request = etcdrpc.WatchRequest(create_request=etcdrpc.WatchCreateRequest(
-            key=start_key.encode(), range_end=end_key.encode(), start_revision=start_revision,
-            progress_notify=True))
-        self._on_events = on_events
-        self._on_broken = on_broken
-        self._stream: Any = None
-        self._cancelled = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"watch {start_key}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def cancel(self) -> None:
-        """Stop the watch; ``on_broken`` is not called for a cancelled watch."""
-        self._cancelled.set()
-        stream = self._stream
-        if stream is not None:
-            stream.cancel()
-
-    def _run(self) -> None:
-        try:
-            self._stream = self._open()
-            if self._cancelled.is_set():
-                self._stream.cancel()
-            for response in self._stream:
-                if response.compact_revision:
-                    raise StoreError(f"watch fell behind compaction at revision {response.compact_revision}")
-                if response.canceled:
-                    raise StoreUnavailable(f"etcd cancelled the watch: {response.cancel_reason or 'no reason'}")
-                events = [WatchEvent("delete" if ev.type == 1 else "put", _entry(ev.kv.key, ev.kv.value, ev.kv))
-                          for ev in response.events]
-                self._on_events(events, response.header.revision)
-            raise StoreUnavailable("watch stream ended")
-        except BaseException as exc:  # reported to the owner, who restarts the watch
-            if not self._cancelled.is_set():
-                self._on_broken(exc)
-
-    def _requests(self) -> Iterator[Any]:
-        # Keep the sending side open until cancelled: a half-closed stream may end.
-        yield self._request
-        self._cancelled.wait()
-
-    def _open(self) -> Any:
+    def _open_stream(self, start: Callable[[Any], T]) -> T:
+        """Run ``start(client)`` (opening a stream) on the first endpoint that accepts it."""
         failures: list[str] = []
-        for index, endpoint in self._store._endpoint_order():
+        for _, endpoint in self._endpoint_order():
             try:
-                client = self._store._client_for(endpoint)
-                stub = etcdrpc.WatchStub(client.channel)
-                # "hasleader" makes etcd end the stream when its member loses the leader,
-                # so a partitioned member cannot leave us watching a frozen view.
-                metadata = tuple(client.metadata or ()) + (("hasleader", "true"),)
-                return stub.Watch(self._requests(), credentials=client.call_credentials, metadata=metadata)
-            except (grpc.RpcError, StoreDenied, *_NOT_ANSWERED) as exc:
-                failures.append(f"{endpoint.url} ({type(exc).__name__})")
-                self._store._forget(endpoint)
+                return start(self._client_for(endpoint))
+            except (grpc.RpcError, etcd3.exceptions.Etcd3Exception) as exc:
+                failures.append(f"{endpoint.url} ({_classify(exc)[1].lower()})")
+                self._forget(endpoint)
         raise StoreUnavailable(f"no etcd endpoint accepted a watch; tried {', '.join(failures)}")
 
+    def _error(self, outcome: Action | type[StoreError], endpoint: Endpoint, what: str, code: str,
+               details: str) -> StoreError:
+        """Our error for a classified gRPC failure (a second "re-authenticate" is a refusal)."""
+        if outcome is StoreDenied or outcome is Action.REAUTHENTICATE:
+            hint = "" if self.settings.username else "; no etcd username and password were given"
+            return StoreDenied(f"etcd at {endpoint.url} refused {what}: {details}{hint}")
+        if outcome is LeaseLost:
+            return LeaseLost(f"etcd at {endpoint.url}: {what}: {details}")
+        return StoreError(f"etcd at {endpoint.url} failed {what}: {code} {details}")
 
-def _entry(key: bytes, value: bytes, meta: Any) -> Entry:
-    return Entry(key.decode("utf-8", errors="surrogateescape"), bytes(value), int(meta.create_revision),
-                 int(meta.mod_revision), int(getattr(meta, "lease_id", getattr(meta, "lease", 0))))
+def _txn(client: Any, ops: Sequence[Any], guard: Any = None) -> Any:
+    """One etcd transaction: ``ops`` (python3-etcd3 Put/Get/Delete), all only if ``guard`` holds.
+
+    The one place that sends a raw Txn. Raw, not ``client.transaction``,
+    because the caller needs the response header's revision and ranges with
+    create revisions and leases, which python3-etcd3's wrapper drops. Raises
+    grpc.RpcError, which ``EtcdStore._call`` classifies.
+    """
+    request = etcdrpc.TxnRequest(compare=[guard.build_message()] if guard is not None else [],
+                                 success=client._ops_to_requests(list(ops)), failure=[])
+    return client.kvstub.Txn(request, client.timeout, credentials=client.call_credentials, metadata=client.metadata)
 
 
-def _why(exc: BaseException) -> str:
-    """python3-etcd3 replaces gRPC errors by bare exceptions; recover the gRPC detail if chained."""
-    cause = exc.__cause__ or exc.__context__
+def _classify(exc: BaseException) -> tuple[Action | type[StoreError], str, str]:
+    """(outcome, status code name, details) of a gRPC error, or of the one python3-etcd3 replaced."""
+    cause = exc if isinstance(exc, grpc.RpcError) else exc.__cause__ or exc.__context__
     if isinstance(cause, grpc.RpcError):
-        return f"{cause.code().name.lower()}: {_short(cause.details())}"
-    return type(exc).__name__
+        code, details = cause.code().name, cause.details() or ""
+        return classify(code, details), code, details
+    return Action.TRY_NEXT, type(exc).__name__, ""  # e.g. NoServerAvailableError: nothing answered
+
+
+def _by_creation(kvs: Any) -> list[StoredKey]:
+    return sorted((StoredKey.from_kv(kv) for kv in kvs), key=lambda entry: entry.create_revision)
 
 
 def _short(text: str | None, limit: int = 120) -> str:

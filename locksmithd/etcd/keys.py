@@ -37,6 +37,17 @@ def holder_from_waiter_key(key: str, group: str = "", key_prefix: str = "") -> s
     return unquote_plus(key[len(prefix):])
 
 
+def prefix_end(prefix: str) -> str:
+    """The exclusive end of the key range that starts with ``prefix`` (etcd's range_end)."""
+    raw = bytearray(prefix.encode())
+    while raw and raw[-1] == 0xFF:
+        raw.pop()
+    if not raw:
+        return "\0"
+    raw[-1] += 1
+    return raw.decode("utf-8", errors="surrogateescape")
+
+
 def halt_key(group: str = "", key_prefix: str = "") -> str:
     """The key of ``group``'s halt record; while it exists nobody in the group takes a slot."""
     return f"{_group_root(group, key_prefix)}/halt"

@@ -1,8 +1,13 @@
 """The one compare-and-swap path for the semaphore document.
 
-Every write reads the value and its ``mod_revision``, applies a pure
-function, and writes guarded by that revision. A lost race is retried here
-and only here (with jitter); an ambiguous write is resolved by reading back.
+Every write of the document, by locksmithctl, the daemon's release and the
+queue's acquisition alike, goes through ``SemaphoreClient.write``: encode
+(refusing a document over the size limit before anything is sent), then
+write guarded by the ``mod_revision`` the new value was computed from.
+``update`` reads, applies a pure change and writes, retrying lost races here
+with jitter; the queue (``queue.py``) makes single attempts from its watched
+view instead and deletes its waiter key in the same guarded write. An
+ambiguous write is resolved by reading back.
 """
 
 from __future__ import annotations
@@ -10,14 +15,14 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from locksmithd.errors import AmbiguousWrite, NotHolder, WriteConflict
 from locksmithd.etcd.keys import semaphore_key
 from locksmithd.core.semaphore import Semaphore, decode, initial_semaphore
-from locksmithd.etcd.store import KeyValueStore, Versioned
+from locksmithd.etcd.store import ABSENT, KeyValueStore, Versioned
 
 log = logging.getLogger("locksmithd.lock")
 
@@ -28,10 +33,10 @@ class _LostRace(Exception):
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A decoded semaphore and the revision it was read at (None: key absent)."""
+    """A decoded semaphore and the revision it was read at (ABSENT, 0: no document stored)."""
 
     semaphore: Semaphore
-    mod_revision: int | None
+    mod_revision: int
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,9 @@ class SemaphoreClient:
 
     All methods raise StoreError subclasses when the store cannot answer,
     CorruptDocument when the stored document is invalid (it is never
-    overwritten), and WriteConflict after ``max_attempts`` lost races.
+    overwritten), DocumentTooLarge when the new document would exceed the
+    size limit (nothing is written, never retried), and WriteConflict after
+    ``max_attempts`` lost races.
     """
 
     def __init__(
@@ -94,18 +101,24 @@ class SemaphoreClient:
         since, WriteConflict is raised and nothing is written.
         """
         fresh = initial_semaphore().set_max(new_max)
-        payload = fresh.encode()
         try:
-            if expected is None:
-                written = self.store.create(self.key, payload)
-            else:
-                written = self.store.swap(self.key, payload, expected.mod_revision)
+            written = bool(self.write(fresh, expected.mod_revision if expected else ABSENT))
         except AmbiguousWrite:
             back = self.store.read(self.key)
-            written = back is not None and back.value == payload
+            written = back is not None and back.value == fresh.encode()
         if not written:
             raise WriteConflict(f"{self.key} changed since it was read; nothing was reset, look again")
         return fresh
+
+    def write(self, new: Semaphore, expected_mod_revision: int, *, delete: Sequence[str] = ()) -> int:
+        """The one guarded write: store ``new`` (and delete ``delete``) if the document is still at
+        ``expected_mod_revision`` (ABSENT: only if there is none).
+
+        Returns the document's new mod revision, or 0 on a lost race (nothing
+        changed). Raises DocumentTooLarge before sending anything, and
+        AmbiguousWrite when the outcome is unknown (the caller reads back).
+        """
+        return self.store.swap(self.key, new.encode(), expected_mod_revision, delete=delete)
 
     def update(self, change: Change) -> Semaphore:
         """Apply ``change`` with compare-and-swap, retrying lost races with jitter.
@@ -143,19 +156,15 @@ class SemaphoreClient:
             if state["ambiguous"]:  # our earlier unlock landed before another write
                 return snapshot.semaphore
             raise
-        if new == snapshot.semaphore and snapshot.mod_revision is not None:
+        if new == snapshot.semaphore and snapshot.mod_revision != ABSENT:
             return new
-        payload = new.encode()
         try:
-            if snapshot.mod_revision is None:
-                written = self.store.create(self.key, payload)
-            else:
-                written = self.store.swap(self.key, payload, snapshot.mod_revision)
+            written = self.write(new, snapshot.mod_revision)
         except AmbiguousWrite:
             state["ambiguous"] = True
             log.warning("%s: write outcome unknown, reading back %s", change.name, self.key)
             back = self.store.read(self.key)
-            if back is not None and back.value == payload:
+            if back is not None and back.value == new.encode():
                 return new
             raise _LostRace() from None
         if not written:
@@ -164,7 +173,7 @@ class SemaphoreClient:
 
     def _snapshot(self, stored: Versioned | None) -> Snapshot:
         if stored is None:
-            return Snapshot(initial_semaphore(), None)
+            return Snapshot(initial_semaphore(), ABSENT)
         return Snapshot(decode(stored.value, self.key), stored.mod_revision)
 
     def _log_retry(self, change: Change) -> Callable[[RetryCallState], None]:

@@ -3,9 +3,11 @@
 A host that wants a slot puts a waiter key bound to the process's lease
 (a crashed host drops out when the lease expires), and one watch on the
 group keeps a GroupView current. When the view says a local waiter is at the
-head and a slot is free, that waiter alone tries one transaction: write the
-semaphore guarded by its revision and delete its waiter key. Nobody polls;
-a periodic re-read with jitter is only a safety net.
+head and a slot is free, that waiter alone tries the one guarded write of
+``lock.py`` once: write the semaphore guarded by the revision the view holds,
+deleting its waiter key in the same transaction. A lost race needs no retry
+loop here: the watch delivers the newer document and the view decides again.
+Nobody polls; a periodic re-read with jitter is only a safety net.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from typing import Any, Callable, Mapping
 
 from locksmithd.core.backoff import Backoff
 from locksmithd.errors import AmbiguousWrite, LeaseLost, StoreError
-from locksmithd.etcd.client import EtcdStore, WatchEvent, prefix_end
-from locksmithd.etcd.keys import holder_from_waiter_key, semaphore_key, waiter_key, waiters_prefix
+from locksmithd.etcd.client import EtcdStore
+from locksmithd.etcd.keys import holder_from_waiter_key, prefix_end, waiter_key, waiters_prefix
+from locksmithd.etcd.lock import SemaphoreClient
+from locksmithd.etcd.store import ABSENT, StoredKey, Versioned
+from locksmithd.etcd.watch import WatchEvent
 from locksmithd.core.queue_view import GroupView
 
 log = logging.getLogger("locksmithd.queue")
@@ -85,16 +90,19 @@ class GroupQueue:
 
     ``acquire`` returns True once the holder has a slot, False when the
     deadline passes first (its waiter key is then removed). Safety rests on
-    the guarded transaction alone: the view only decides who may try.
+    the guarded write alone: the view only decides who may try.
+    ``retry_max_s`` caps the pause after a store failure; the caller passes
+    the daemon's setting (the settings module owns its default).
     """
 
-    def __init__(self, store: EtcdStore, group: str = "", key_prefix: str = "", *,
+    def __init__(self, store: EtcdStore, group: str = "", key_prefix: str = "", *, retry_max_s: float,
                  session: LeaseSession | None = None, recheck_interval_s: float = 300.0,
-                 retry_max_s: float = 30.0, rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None) -> None:
         self.store = store
         self.group = group
         self.key_prefix = key_prefix
-        self.semaphore_key = semaphore_key(group, key_prefix)
+        self.semaphore = SemaphoreClient(store, group, key_prefix)
+        self.semaphore_key = self.semaphore.key
         self.prefix = waiters_prefix(group, key_prefix)
         self.session = session or LeaseSession(store)
         self.session.on_lost = self._lease_lost
@@ -112,8 +120,9 @@ class GroupQueue:
                       deadline: datetime | None = None) -> bool:
         """Queue ``holder`` and return True once it holds a slot, False at ``deadline``.
 
-        Raises StoreDenied on permission errors; other store failures are
-        retried with backoff until the deadline.
+        Raises StoreDenied on permission errors and DocumentTooLarge when
+        taking the slot would make the document too large (nothing written);
+        other store failures are retried with backoff until the deadline.
         """
         self._loop = asyncio.get_running_loop()
         wake = self._local.setdefault(holder, asyncio.Event())
@@ -165,9 +174,8 @@ class GroupQueue:
     async def _attempt(self, holder: str, info: Mapping[str, Any] | None) -> bool:
         new = self.view.semaphore.lock(holder, info)
         try:
-            revision = await asyncio.to_thread(self.store.swap_and_dequeue, self.semaphore_key, new.encode(),
-                                               self.view.semaphore_revision,
-                                               waiter_key(holder, self.group, self.key_prefix))
+            revision = await asyncio.to_thread(self.semaphore.write, new, self.view.semaphore_revision,
+                                               delete=(waiter_key(holder, self.group, self.key_prefix),))
         except AmbiguousWrite:
             log.warning("slot request for %s: reply lost; reading back", holder)
             self._synced = False
@@ -212,9 +220,9 @@ class GroupQueue:
                 if holder_from_waiter_key(entry.key, self.group, self.key_prefix) == holder:
                     self.view.add_waiter(holder, entry.create_revision)
 
-    def _rebuild(self, revision: int, stored: Any, entries: list[Any]) -> None:
+    def _rebuild(self, revision: int, stored: Versioned | None, entries: list[StoredKey]) -> None:
         view = GroupView(self.semaphore_key, revision=revision)
-        view.set_semaphore(stored.value if stored else None, stored.mod_revision if stored else 0)
+        view.set_semaphore(stored.value if stored else None, stored.mod_revision if stored else ABSENT)
         for entry in entries:
             view.add_waiter(holder_from_waiter_key(entry.key, self.group, self.key_prefix), entry.create_revision)
         self.view = view

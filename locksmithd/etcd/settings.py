@@ -35,9 +35,13 @@ class Endpoint:
     port: int
 
     @property
+    def url_host(self) -> str:
+        """The host as written in a URL or gRPC target: an IPv6 literal in brackets."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        return f"{self.scheme}://{self.url_host}:{self.port}"
 
     @property
     def secure(self) -> bool:

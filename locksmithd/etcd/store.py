@@ -1,39 +1,59 @@
-"""The small key-value interface the semaphore needs, and an in-memory version.
+"""The small key-value interface the semaphore needs, its records, and an in-memory version.
 
-The etcd adapter (``etcd_store``) implements the same protocol for real; the
-in-memory store exists for fast unit tests of the core only.
+The etcd adapter (``etcd/client.py``) implements the same protocol for real;
+the in-memory store exists for fast unit tests of the core only.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, Sequence
+
+ABSENT = 0
+"""The mod revision of a key that does not exist (what etcd compares a missing key's to)."""
 
 
 @dataclass(frozen=True)
 class Versioned:
-    """A stored value and the store revision that last modified it."""
+    """A stored value and the store revision that last modified it (never ABSENT)."""
 
     value: bytes
     mod_revision: int
 
 
-class KeyValueStore(Protocol):
-    """Three operations, all atomic, all raising StoreError subclasses on failure.
+@dataclass(frozen=True)
+class StoredKey:
+    """One stored key with the revisions the queue orders by and the lease it is bound to (0: none)."""
 
-    ``create`` and ``swap`` raise AmbiguousWrite when the request may or may
-    not have been applied; callers resolve that by reading back.
-    """
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    lease: int
+
+    @staticmethod
+    def from_kv(kv: Any) -> StoredKey:
+        """From etcd's KeyValue message (watch events, ranges inside transactions)."""
+        return StoredKey(bytes(kv.key).decode("utf-8", errors="surrogateescape"), bytes(kv.value),
+                         int(kv.create_revision), int(kv.mod_revision), int(kv.lease))
+
+
+class KeyValueStore(Protocol):
+    """Two operations, both atomic, both raising StoreError subclasses on failure."""
 
     def read(self, key: str) -> Versioned | None:
         """The current value of ``key``, or None when it does not exist."""
 
-    def create(self, key: str, value: bytes) -> bool:
-        """Create ``key`` only if absent; False when it already exists."""
+    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = ()) -> int:
+        """Write ``value`` and delete the keys in ``delete``, all only if ``key`` is still at
+        ``expected_mod_revision`` (ABSENT: only if ``key`` does not exist).
 
-    def swap(self, key: str, value: bytes, mod_revision: int) -> bool:
-        """Write ``value`` only if ``key`` is still at ``mod_revision``; False on a lost race."""
+        Returns the revision of the write (``key``'s new mod revision), or 0
+        when the guard failed and nothing changed. Raises AmbiguousWrite when
+        the request may or may not have been applied; callers resolve that by
+        reading back, never by writing again blindly.
+        """
 
 
 class MemoryStore:
@@ -48,26 +68,19 @@ class MemoryStore:
         with self._lock:
             return self._data.get(key)
 
-    def create(self, key: str, value: bytes) -> bool:
-        with self._lock:
-            if key in self._data:
-                return False
-            self._put(key, value)
-            return True
-
-    def swap(self, key: str, value: bytes, mod_revision: int) -> bool:
+    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = ()) -> int:
         with self._lock:
             current = self._data.get(key)
-            if current is None or current.mod_revision != mod_revision:
-                return False
-            self._put(key, value)
-            return True
+            if (current.mod_revision if current else ABSENT) != expected_mod_revision:
+                return 0
+            self._revision += 1
+            self._data[key] = Versioned(value, self._revision)
+            for other in delete:
+                self._data.pop(other, None)
+            return self._revision
 
     def put(self, key: str, value: bytes) -> None:
         """Unconditional write, for tests that plant documents."""
         with self._lock:
-            self._put(key, value)
-
-    def _put(self, key: str, value: bytes) -> None:
-        self._revision += 1
-        self._data[key] = Versioned(value, self._revision)
+            self._revision += 1
+            self._data[key] = Versioned(value, self._revision)

@@ -22,20 +22,25 @@ from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import halt_key
 from locksmithd.etcd.lock import Change, SemaphoreClient
 from locksmithd.etcd.queue import GroupQueue, LeaseSession
+from locksmithd.etcd.store import ABSENT
 
 log = logging.getLogger("locksmithd.strategy")
 
 
 class EtcdLockStrategy:
-    """Queue fairly for a slot (GroupQueue) and release it through the CAS path."""
+    """Queue fairly for a slot (GroupQueue) and release it through the CAS path.
+
+    ``retry_max_s`` (the daemon's LOCKSMITHD_RETRY_MAX) has no default here:
+    the settings module owns it.
+    """
 
     label = "etcd-lock"
     enabled = True
     uses_lock = True
 
     def __init__(self, store: EtcdStore, holder: str, group: str = "", key_prefix: str = "", *,
-                 holder_info: Callable[[], Mapping[str, Any]] = dict, recheck_interval_s: float = 300.0,
-                 retry_max_s: float = 60.0, lease_ttl_s: int = 10, boot_id: str | None = None,
+                 retry_max_s: float, holder_info: Callable[[], Mapping[str, Any]] = dict,
+                 recheck_interval_s: float = 300.0, lease_ttl_s: int = 10, boot_id: str | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.store = store
         self.holder = holder
@@ -43,9 +48,9 @@ class EtcdLockStrategy:
         self.boot_id = boot_id
         self.now = now
         self.halt_key = halt_key(group, key_prefix)
-        self.semaphore = SemaphoreClient(store, group, key_prefix)
         self.queue = GroupQueue(store, group, key_prefix, session=LeaseSession(store, lease_ttl_s),
                                 recheck_interval_s=recheck_interval_s, retry_max_s=retry_max_s)
+        self.semaphore: SemaphoreClient = self.queue.semaphore  # the same guarded write for both ways
         self._holder_info = holder_info
 
     async def held_from_before(self) -> AfterBoot:
@@ -76,7 +81,7 @@ class EtcdLockStrategy:
 
     async def halt_unhealthy(self, reason: str) -> None:
         halt = Halt(reason=f"{self.holder}: {reason}", by=self.holder, since=self.now(), group=self.group)
-        created = await asyncio.to_thread(self.store.create, self.halt_key, halt.encode())
+        created = await asyncio.to_thread(self.store.swap, self.halt_key, halt.encode(), ABSENT)
         if not created:
             log.info("the group is already halted; leaving the halt record as it is")
         await self._update_record("unhealthy",

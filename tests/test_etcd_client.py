@@ -1,0 +1,100 @@
+"""The etcd adapter: its gRPC error table (pure), the one guarded write and IPv6 targets."""
+
+from __future__ import annotations
+
+import pytest
+
+from locksmithd.core.semaphore import decode, initial_semaphore
+from locksmithd.errors import LeaseLost, StoreDenied, StoreError
+from locksmithd.etcd.client import EtcdStore
+from locksmithd.etcd.grpc_errors import RULES, Action, classify
+from locksmithd.etcd.keys import waiter_key
+from locksmithd.etcd.lock import SemaphoreClient
+from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.store import ABSENT, MemoryStore
+from harness.etcd import EtcdCluster
+
+
+class TestErrorTable:
+    @pytest.mark.parametrize("code, details, outcome", [
+        ("UNAUTHENTICATED", "etcdserver: invalid auth token", Action.REAUTHENTICATE),
+        ("INVALID_ARGUMENT", "etcdserver: revision of auth store is old", Action.REAUTHENTICATE),
+        ("INVALID_ARGUMENT", "etcdserver: user name is empty", StoreDenied),
+        ("INVALID_ARGUMENT", "etcdserver: authentication failed, invalid user ID or password", StoreDenied),
+        ("FAILED_PRECONDITION", "etcdserver: user name not found", StoreDenied),
+        ("PERMISSION_DENIED", "etcdserver: permission denied", StoreDenied),
+        ("NOT_FOUND", "etcdserver: requested lease not found", LeaseLost),
+        ("UNAVAILABLE", "failed to connect to all addresses", Action.TRY_NEXT),
+        ("DEADLINE_EXCEEDED", "Deadline Exceeded", Action.TRY_NEXT),
+        ("UNKNOWN", "context deadline exceeded", Action.TRY_NEXT),
+        ("CANCELLED", "", Action.TRY_NEXT),
+        ("INTERNAL", "stream terminated", Action.TRY_NEXT),
+        ("INVALID_ARGUMENT", "etcdserver: key is not provided", StoreError),
+        ("RESOURCE_EXHAUSTED", "etcdserver: mvcc: database space exceeded", StoreError),
+        ("NOT_FOUND", None, StoreError),
+    ])
+    def test_each_status_maps_to_one_outcome(self, code: str, details: str | None, outcome: object) -> None:
+        """Status code and etcd's detail text decide: our error, another endpoint, or a new token."""
+        assert classify(code, details) is outcome
+
+    def test_specific_rows_come_before_the_catch_alls(self) -> None:
+        """A detail-specific row is never shadowed by an earlier catch-all row of the same code."""
+        for index, rule in enumerate(RULES):
+            for earlier in RULES[:index]:
+                assert not (earlier.code == rule.code and earlier.detail == ""), (earlier, rule)
+
+    def test_only_our_errors_or_actions(self) -> None:
+        """Every outcome is an error of our tree or one of the two actions: nothing else can leak."""
+        for rule in RULES:
+            assert isinstance(rule.outcome, Action) or issubclass(rule.outcome, StoreError)
+
+
+class TestGuardedWriteInMemory:
+    def test_absent_means_revision_zero(self) -> None:
+        """0 guards "must be absent" (like etcd's compare on a missing key); a stale revision loses."""
+        store = MemoryStore()
+        first = store.swap("k", b"1", ABSENT)
+        assert first > 0 and store.swap("k", b"2", ABSENT) == 0
+        assert store.swap("k", b"3", first) > first and store.read("k").value == b"3"  # type: ignore[union-attr]
+        assert store.swap("k", b"4", first) == 0
+
+    def test_absent_document_reads_as_revision_zero(self) -> None:
+        """The lock path's snapshot of an absent document has mod revision 0, as the queue's view."""
+        assert SemaphoreClient(MemoryStore()).read().mod_revision == ABSENT == 0
+
+
+def store_for(cluster: EtcdCluster, key_prefix: str = "") -> EtcdStore:
+    return EtcdStore(EtcdSettings(endpoints=parse_endpoints(cluster.client_urls, "test", "endpoint"),
+                                  key_prefix=key_prefix))
+
+
+class TestGuardedWriteOnEtcd:
+    def test_write_deletes_the_waiter_key_only_when_it_wins(self, etcd_node: EtcdCluster, key_prefix: str) -> None:
+        """The queue's acquisition is the lock path's write plus a delete in the same transaction."""
+        store = store_for(etcd_node, key_prefix)
+        try:
+            client = SemaphoreClient(store, "", key_prefix)
+            waiter = waiter_key("a", "", key_prefix)
+            store.put(waiter, b"{}")
+            taken = initial_semaphore().lock("a")
+            assert client.write(taken, 12345, delete=(waiter,)) == 0  # stale guard: nothing changes
+            assert store.read(client.key) is None and store.read(waiter) is not None
+            revision = client.write(taken, ABSENT, delete=(waiter,))
+            stored = store.read(client.key)
+            assert stored is not None and stored.mod_revision == revision and decode(stored.value).holders == ("a",)
+            assert store.read(waiter) is None
+        finally:
+            store.close()
+
+    def test_read_prefix_lists_keys_oldest_first(self, etcd_node: EtcdCluster, key_prefix: str) -> None:
+        """StoredKey records carry create revisions in arrival order and the lease (0: none)."""
+        store = store_for(etcd_node, key_prefix)
+        try:
+            for name in ("b", "a", "c"):
+                store.put(f"{key_prefix}q/{name}", name.encode())
+            entries = store.read_prefix(f"{key_prefix}q/")
+            assert [e.key.rsplit("/", 1)[1] for e in entries] == ["b", "a", "c"]
+            assert [e.value for e in entries] == [b"b", b"a", b"c"] and {e.lease for e in entries} == {0}
+            assert entries[0].create_revision < entries[1].create_revision < entries[2].create_revision
+        finally:
+            store.close()
