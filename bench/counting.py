@@ -29,6 +29,11 @@ class CountingStore:
         self.reads += 1
         return self.store.read(key)  # type: ignore[no-any-return]
 
-    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = ()) -> int:
+    def read_many(self, keys: Sequence[str]) -> dict[str, Versioned]:
+        self.reads += 1
+        return self.store.read_many(keys)  # type: ignore[no-any-return]
+
+    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = (),
+             puts: Sequence[tuple[str, bytes]] = (), absent: Sequence[str] = ()) -> int:
         self.writes += 1
-        return int(self.store.swap(key, value, expected_mod_revision, delete=delete))
+        return int(self.store.swap(key, value, expected_mod_revision, delete=delete, puts=puts, absent=absent))

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 
 from locksmithd.core.semaphore import decode, initial_semaphore
 from locksmithd.errors import LeaseLost, StoreDenied, StoreError
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.grpc_errors import RULES, Action, classify
-from locksmithd.etcd.keys import waiter_key
+from locksmithd.core.halt import Halt
+from locksmithd.core.history import HistoryEvent, decode_event
+from locksmithd.errors import GroupHalted
+from locksmithd.etcd.keys import history_prefix, waiter_key
 from locksmithd.etcd.lock import SemaphoreClient
 from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
 from locksmithd.etcd.store import ABSENT, MemoryStore
@@ -77,9 +82,9 @@ class TestGuardedWriteOnEtcd:
             waiter = waiter_key("a", "", key_prefix)
             store.put(waiter, b"{}")
             taken = initial_semaphore().lock("a")
-            assert client.write(taken, 12345, delete=(waiter,)) == 0  # stale guard: nothing changes
+            assert client.write(taken, 12345, delete=(waiter,))[0] == 0  # stale guard: nothing changes
             assert store.read(client.key) is None and store.read(waiter) is not None
-            revision = client.write(taken, ABSENT, delete=(waiter,))
+            revision, _ = client.write(taken, ABSENT, delete=(waiter,))
             stored = store.read(client.key)
             assert stored is not None and stored.mod_revision == revision and decode(stored.value).holders == ("a",)
             assert store.read(waiter) is None
@@ -96,5 +101,50 @@ class TestGuardedWriteOnEtcd:
             assert [e.key.rsplit("/", 1)[1] for e in entries] == ["b", "a", "c"]
             assert [e.value for e in entries] == [b"b", b"a", b"c"] and {e.lease for e in entries} == {0}
             assert entries[0].create_revision < entries[1].create_revision < entries[2].create_revision
+        finally:
+            store.close()
+
+
+class TestHaltAndHistoryInTheGuardedWrite:
+    def test_a_halt_written_after_the_read_stops_the_acquisition(self, etcd_node: EtcdCluster, key_prefix: str) -> None:
+        """The race: a host read the semaphore at R, a halt lands at R+1, the host's transaction changes nothing."""
+        store = store_for(etcd_node, key_prefix)
+        try:
+            client = SemaphoreClient(store, "", key_prefix)
+            client.set_max(2)
+            snapshot = client.read()
+            waiter = waiter_key("a", "", key_prefix)
+            store.put(waiter, b"{}")
+            halt = Halt(reason="test", by="operator", since=datetime(2026, 12, 1, 3, 0, tzinfo=timezone.utc))
+            assert store.swap(client.halt_key, halt.encode(), ABSENT) > 0  # the halt wins the race
+            taken = snapshot.semaphore.lock("a")
+            revision, _ = client.write(taken, snapshot.mod_revision, delete=(waiter,), admits_holder=True)
+            assert revision == 0
+            assert client.read().semaphore.holders == () and store.read(waiter) is not None
+            assert client.read().halt == halt
+            with pytest.raises(GroupHalted, match="halted"):
+                client.lock("a")
+            # A release is never blocked by a halt.
+            store.delete(client.halt_key)
+            client.lock("a")
+            store.swap(client.halt_key, halt.encode(), ABSENT)
+            assert client.unlock("a").holders == ()
+        finally:
+            store.close()
+
+    def test_events_land_with_the_change_in_a_bounded_ring(self, etcd_node: EtcdCluster, key_prefix: str) -> None:
+        """Each event takes the next history number and its ring slot in the same transaction."""
+        store = store_for(etcd_node, key_prefix)
+        try:
+            client = SemaphoreClient(store, "", key_prefix, history_limit=3)
+            now = datetime.now(timezone.utc)
+            for n in range(5):
+                client.set_max(n + 1, events=(HistoryEvent(at=now, host="operator", event="set-max",
+                                                           detail=f"max {n + 1}"),))
+            assert client.read().semaphore.history_seq == 5
+            ring = store.read_prefix(history_prefix("", key_prefix))
+            assert len(ring) == 3
+            details = sorted((e.mod_revision, decode_event(e.value).detail) for e in ring)
+            assert [d for _, d in details] == ["max 3", "max 4", "max 5"]
         finally:
             store.close()

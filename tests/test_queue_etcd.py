@@ -238,8 +238,9 @@ class SlowReplyStore(EtcdStore):
         self.queue: GroupQueue | None = None
         self.delayed = False
 
-    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = ()) -> int:
-        revision = super().swap(key, value, expected_mod_revision, delete=delete)
+    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = (),
+             **guarded: Any) -> int:
+        revision = super().swap(key, value, expected_mod_revision, delete=delete, **guarded)
         if revision and delete and not self.delayed:
             self.delayed = True
             self.release(delete[0].rsplit("/", 1)[-1])
@@ -259,12 +260,13 @@ class LostReplyStore(EtcdStore):
         self.lands = lands
         self.lost = 0
 
-    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = ()) -> int:
+    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = (),
+             **guarded: Any) -> int:
         if self.lost or not delete:
-            return super().swap(key, value, expected_mod_revision, delete=delete)
+            return super().swap(key, value, expected_mod_revision, delete=delete, **guarded)
         self.lost += 1
         if self.lands:
-            super().swap(key, value, expected_mod_revision, delete=delete)
+            super().swap(key, value, expected_mod_revision, delete=delete, **guarded)
         raise AmbiguousWrite("reply lost (test)")
 
 

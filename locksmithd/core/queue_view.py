@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from locksmithd.errors import CorruptDocument
+from locksmithd.core.halt import Halt, decode_halt
 from locksmithd.core.semaphore import Semaphore, decode, initial_semaphore
+from locksmithd.errors import CorruptDocument
 
 
 @dataclass
@@ -21,6 +22,8 @@ class GroupView:
     ``semaphore_revision`` is the document's mod revision (0 when absent, which
     is also what etcd compares a missing key's revision to). ``corrupt`` is set
     instead of ``semaphore`` when the stored document does not decode.
+    ``halt`` is the group's halt record (or ``halt_corrupt`` when it does not
+    decode): either one stops every attempt.
     """
 
     semaphore_key: str
@@ -29,6 +32,23 @@ class GroupView:
     corrupt: CorruptDocument | None = None
     waiters: dict[str, int] = field(default_factory=dict)  # holder id -> create revision, oldest first
     revision: int = 0
+    halt_key: str = ""
+    halt: Halt | None = None
+    halt_corrupt: CorruptDocument | None = None
+
+    def set_halt(self, raw: bytes | None) -> None:
+        """Record the halt record (None: resumed); a corrupt one stops attempts like a halt."""
+        self.halt = self.halt_corrupt = None
+        if raw is None:
+            return
+        try:
+            self.halt = decode_halt(raw, self.halt_key or None)
+        except CorruptDocument as error:
+            self.halt_corrupt = error
+
+    @property
+    def halted(self) -> bool:
+        return self.halt is not None or self.halt_corrupt is not None
 
     def set_semaphore(self, raw: bytes | None, mod_revision: int) -> None:
         """Record a new document (None: deleted); a corrupt one blocks every attempt."""
@@ -73,6 +93,6 @@ class GroupView:
             return None
 
     def may_attempt(self, holder: str) -> bool:
-        """True when ``holder`` is at the head, a slot is free and the document is sound."""
-        return (self.corrupt is None and self.semaphore.available > 0
+        """True when ``holder`` is at the head, a slot is free, the group not halted and the document sound."""
+        return (self.corrupt is None and not self.halted and self.semaphore.available > 0
                 and not self.semaphore.holds(holder) and self.head() == holder)

@@ -78,12 +78,27 @@ class EtcdStore:
 
         return self._call(f"read {key}", op)
 
-    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = ()) -> int:
+    def read_many(self, keys: Sequence[str]) -> dict[str, Versioned]:
+        """The keys of ``keys`` that exist, read at one revision (one request)."""
+        def op(client: Any) -> dict[str, Versioned]:
+            response = _txn(client, [client.transactions.get(key) for key in keys])
+            found: dict[str, Versioned] = {}
+            for key, reply in zip(keys, response.responses):
+                kvs = reply.response_range.kvs
+                if kvs:
+                    found[key] = Versioned(bytes(kvs[0].value), int(kvs[0].mod_revision))
+            return found
+
+        return self._call(f"read {', '.join(keys)}", op)
+
+    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = (),
+             puts: Sequence[tuple[str, bytes]] = (), absent: Sequence[str] = ()) -> int:
         """The guarded write of the KeyValueStore protocol (0 for ``expected_mod_revision``: key absent)."""
         def op(client: Any) -> int:
             tx = client.transactions
-            response = _txn(client, [tx.put(key, value), *(tx.delete(other) for other in delete)],
-                            guard=tx.mod(key) == expected_mod_revision)
+            ops = [tx.put(key, value), *(tx.put(k, v) for k, v in puts), *(tx.delete(other) for other in delete)]
+            guards = [tx.mod(key) == expected_mod_revision, *(tx.version(other) == 0 for other in absent)]
+            response = _txn(client, ops, guards)
             return int(response.header.revision) if response.succeeded else 0
 
         return self._call(f"swap {key}", op, write=True)
@@ -106,22 +121,27 @@ class EtcdStore:
 
         return self._call(f"read {prefix}*", op)
 
-    def enqueue_and_read(self, waiter_key: str, value: bytes, lease_id: int,
-                         semaphore_key: str, waiters_prefix: str) -> tuple[int, Versioned | None, list[StoredKey]]:
-        """Put ``waiter_key`` on ``lease_id`` and read the semaphore and queue, atomically.
+    def enqueue_and_read(self, waiter_key: str, value: bytes, lease_id: int, semaphore_key: str,
+                         waiters_prefix: str, halt_key: str
+                         ) -> tuple[int, Versioned | None, Versioned | None, list[StoredKey]]:
+        """Put ``waiter_key`` on ``lease_id`` and read the semaphore, the halt and the queue, atomically.
 
-        Returns (revision of the snapshot, semaphore or None, waiters oldest
-        first). One request: the snapshot and the enqueue share a revision, so
+        Returns (revision of the snapshot, semaphore or None, halt or None,
+        waiters oldest first). One request: the snapshot and the enqueue share a revision, so
         a watch started at revision + 1 misses nothing. A put is idempotent, so
         a lost reply is retried rather than reported ambiguous.
         """
-        def op(client: Any) -> tuple[int, Versioned | None, list[StoredKey]]:
+        def op(client: Any) -> tuple[int, Versioned | None, Versioned | None, list[StoredKey]]:
             tx = client.transactions
             response = _txn(client, [tx.put(waiter_key, value, lease=lease_id), tx.get(semaphore_key),
-                                     tx.get(waiters_prefix, prefix_end(waiters_prefix))])
-            sem_kvs = response.responses[1].response_range.kvs
-            semaphore = Versioned(sem_kvs[0].value, sem_kvs[0].mod_revision) if sem_kvs else None
-            return response.header.revision, semaphore, _by_creation(response.responses[2].response_range.kvs)
+                                     tx.get(halt_key), tx.get(waiters_prefix, prefix_end(waiters_prefix))])
+
+            def one(index: int) -> Versioned | None:
+                kvs = response.responses[index].response_range.kvs
+                return Versioned(bytes(kvs[0].value), int(kvs[0].mod_revision)) if kvs else None
+
+            return (response.header.revision, one(1), one(2),
+                    _by_creation(response.responses[3].response_range.kvs))
 
         return self._call(f"enqueue {waiter_key}", op)
 
@@ -275,15 +295,15 @@ class EtcdStore:
             return LeaseLost(f"etcd at {endpoint.url}: {what}: {details}")
         return StoreError(f"etcd at {endpoint.url} failed {what}: {code} {details}")
 
-def _txn(client: Any, ops: Sequence[Any], guard: Any = None) -> Any:
-    """One etcd transaction: ``ops`` (python3-etcd3 Put/Get/Delete), all only if ``guard`` holds.
+def _txn(client: Any, ops: Sequence[Any], guards: Sequence[Any] = ()) -> Any:
+    """One etcd transaction: ``ops`` (python3-etcd3 Put/Get/Delete), all only if every guard holds.
 
     The one place that sends a raw Txn. Raw, not ``client.transaction``,
     because the caller needs the response header's revision and ranges with
     create revisions and leases, which python3-etcd3's wrapper drops. Raises
     grpc.RpcError, which ``EtcdStore._call`` classifies.
     """
-    request = etcdrpc.TxnRequest(compare=[guard.build_message()] if guard is not None else [],
+    request = etcdrpc.TxnRequest(compare=[guard.build_message() for guard in guards],
                                  success=client._ops_to_requests(list(ops)), failure=[])
     return client.kvstub.Txn(request, client.timeout, credentials=client.call_credentials, metadata=client.metadata)
 

@@ -64,8 +64,12 @@ def alive_key(holder: str, group: str = "", key_prefix: str = "") -> str:
 
 
 def history_prefix(group: str = "", key_prefix: str = "") -> str:
-    """The prefix of the group's history ring (``history/<slot>``)."""
-    return f"{_group_root(group, key_prefix)}/history/"
+    """The prefix of the group's history ring (``events/<slot>``).
+
+    It sorts before ``halt``, so the queue's watch on [halt, waiters/] never
+    sees history writes.
+    """
+    return f"{_group_root(group, key_prefix)}/events/"
 
 
 def history_key(slot: int, group: str = "", key_prefix: str = "") -> str:

@@ -8,6 +8,12 @@ write guarded by the ``mod_revision`` the new value was computed from.
 with jitter; the queue (``queue.py``) makes single attempts from its watched
 view instead and deletes its waiter key in the same guarded write. An
 ambiguous write is resolved by reading back.
+
+The same write carries the group's history: each event it records takes the
+next number of the document's ``history_seq`` and is put into its ring slot
+in the same transaction, so a change and its record land together or not at
+all. A write that admits a new holder also requires the group's halt key to
+be absent, so a halt written at revision R stops every acquisition after R.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from locksmithd.errors import AmbiguousWrite, NotHolder, WriteConflict
-from locksmithd.etcd.keys import semaphore_key
+from locksmithd.core.halt import Halt, decode_halt
+from locksmithd.core.history import DEFAULT_LIMIT, HistoryEvent, ring_slot
 from locksmithd.core.semaphore import Semaphore, decode, initial_semaphore
+from locksmithd.errors import AmbiguousWrite, GroupHalted, NotHolder, WriteConflict
+from locksmithd.etcd.keys import halt_key, history_key, semaphore_key
 from locksmithd.etcd.store import ABSENT, KeyValueStore, Versioned
 
 log = logging.getLogger("locksmithd.lock")
@@ -33,19 +41,26 @@ class _LostRace(Exception):
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A decoded semaphore and the revision it was read at (ABSENT, 0: no document stored)."""
+    """A decoded semaphore, the revision it was read at (ABSENT, 0: no document stored), and the halt."""
 
     semaphore: Semaphore
     mod_revision: int
+    halt: Halt | None = None
 
 
 @dataclass(frozen=True)
 class Change:
-    """A named pure change and the test that tells whether it is already in effect."""
+    """A named pure change, the test that tells whether it is already in effect, and what it records.
+
+    ``admits_holder``: the change adds a holder, so it is refused while the
+    group is halted (GroupHalted) and guarded by the halt key's absence.
+    """
 
     name: str
     apply: Callable[[Semaphore], Semaphore]
     in_effect: Callable[[Semaphore], bool]
+    events: Sequence[HistoryEvent] = ()
+    admits_holder: bool = False
 
 
 class SemaphoreClient:
@@ -66,35 +81,50 @@ class SemaphoreClient:
         *,
         max_attempts: int = 64,
         rng: random.Random | None = None,
+        history_limit: int = DEFAULT_LIMIT,
     ) -> None:
         self.store = store
         self.group = group
+        self.key_prefix = key_prefix
         self.key = semaphore_key(group, key_prefix)
+        self.halt_key = halt_key(group, key_prefix)
+        self.history_limit = history_limit
         self._max_attempts = max_attempts
         self._rng = rng or random.Random()
 
     def read(self) -> Snapshot:
-        """The current value; an absent key reads as locksmith's initial value."""
-        stored = self.store.read(self.key)
-        return self._snapshot(stored)
+        """The current value and halt (one request); an absent key reads as locksmith's initial value.
+
+        Raises CorruptDocument for a bad semaphore document or halt record.
+        """
+        stored = self.store.read_many([self.key, self.halt_key])
+        snapshot = self._snapshot(stored.get(self.key))
+        halt = stored.get(self.halt_key)
+        if halt is None:
+            return snapshot
+        return Snapshot(snapshot.semaphore, snapshot.mod_revision, decode_halt(halt.value, self.halt_key))
 
     def read_raw(self) -> Versioned | None:
         """The stored bytes, undecoded, for inspecting a corrupt document."""
         return self.store.read(self.key)
 
-    def lock(self, holder: str, info: Mapping[str, Any] | None = None) -> Semaphore:
-        """Take a slot for ``holder``; idempotent; SemaphoreFull when none is free."""
-        return self.update(Change(f"lock {holder}", lambda s: s.lock(holder, info), lambda s: s.holds(holder)))
+    def lock(self, holder: str, info: Mapping[str, Any] | None = None,
+             events: Sequence[HistoryEvent] = ()) -> Semaphore:
+        """Take a slot for ``holder``; idempotent; SemaphoreFull when none is free, GroupHalted when halted."""
+        return self.update(Change(f"lock {holder}", lambda s: s.lock(holder, info), lambda s: s.holds(holder),
+                                  events, admits_holder=True))
 
-    def unlock(self, holder: str) -> Semaphore:
+    def unlock(self, holder: str, events: Sequence[HistoryEvent] = ()) -> Semaphore:
         """Release ``holder``'s slot; NotHolder if it holds none."""
-        return self.update(Change(f"unlock {holder}", lambda s: s.unlock(holder), lambda s: not s.holds(holder)))
+        return self.update(Change(f"unlock {holder}", lambda s: s.unlock(holder), lambda s: not s.holds(holder),
+                                  events))
 
-    def set_max(self, new_max: int) -> Semaphore:
+    def set_max(self, new_max: int, events: Sequence[HistoryEvent] = ()) -> Semaphore:
         """Set the maximum; values below the holder count are allowed (they drain)."""
-        return self.update(Change(f"set-max {new_max}", lambda s: s.set_max(new_max), lambda s: s.max == new_max))
+        return self.update(Change(f"set-max {new_max}", lambda s: s.set_max(new_max), lambda s: s.max == new_max,
+                                  events))
 
-    def reset(self, new_max: int, expected: Versioned | None) -> Semaphore:
+    def reset(self, new_max: int, expected: Versioned | None, events: Sequence[HistoryEvent] = ()) -> Semaphore:
         """Replace whatever is stored (even a corrupt document) by an empty semaphore.
 
         Guarded by ``expected`` (what the operator saw): if the key changed
@@ -102,23 +132,32 @@ class SemaphoreClient:
         """
         fresh = initial_semaphore().set_max(new_max)
         try:
-            written = bool(self.write(fresh, expected.mod_revision if expected else ABSENT))
+            revision, fresh = self.write(fresh, expected.mod_revision if expected else ABSENT, events=events)
+            written = bool(revision)
         except AmbiguousWrite:
             back = self.store.read(self.key)
-            written = back is not None and back.value == fresh.encode()
+            written = back is not None and back.value == fresh.with_events(len(events))[0].encode()
         if not written:
             raise WriteConflict(f"{self.key} changed since it was read; nothing was reset, look again")
         return fresh
 
-    def write(self, new: Semaphore, expected_mod_revision: int, *, delete: Sequence[str] = ()) -> int:
-        """The one guarded write: store ``new`` (and delete ``delete``) if the document is still at
-        ``expected_mod_revision`` (ABSENT: only if there is none).
+    def write(self, new: Semaphore, expected_mod_revision: int, *, delete: Sequence[str] = (),
+              events: Sequence[HistoryEvent] = (), admits_holder: bool = False) -> tuple[int, Semaphore]:
+        """The one guarded write: store ``new`` (and delete ``delete``, and record ``events``) if the
+        document is still at ``expected_mod_revision`` (ABSENT: only if there is none) and, with
+        ``admits_holder``, the group is not halted.
 
-        Returns the document's new mod revision, or 0 on a lost race (nothing
-        changed). Raises DocumentTooLarge before sending anything, and
+        Returns the document's new mod revision (0 on a lost race: nothing
+        changed) and the value as stored (its history counter advanced by
+        the events). Raises DocumentTooLarge before sending anything, and
         AmbiguousWrite when the outcome is unknown (the caller reads back).
         """
-        return self.store.swap(self.key, new.encode(), expected_mod_revision, delete=delete)
+        stored, first = new.with_events(len(events))
+        puts = [(history_key(ring_slot(first + n, self.history_limit), self.group, self.key_prefix), event.encode())
+                for n, event in enumerate(events)]
+        revision = self.store.swap(self.key, stored.encode(), expected_mod_revision, delete=delete, puts=puts,
+                                   absent=(self.halt_key,) if admits_holder else ())
+        return revision, stored
 
     def update(self, change: Change) -> Semaphore:
         """Apply ``change`` with compare-and-swap, retrying lost races with jitter.
@@ -150,6 +189,10 @@ class SemaphoreClient:
         snapshot = self.read()
         if state["ambiguous"] and change.in_effect(snapshot.semaphore):
             return snapshot.semaphore
+        if change.admits_holder and snapshot.halt is not None and not change.in_effect(snapshot.semaphore):
+            halt = snapshot.halt
+            raise GroupHalted(f"{change.name}: the group is halted since {halt.since.isoformat()} by {halt.by}: "
+                              f"{halt.reason} (resume with 'locksmithctl resume')")
         try:
             new = change.apply(snapshot.semaphore)
         except NotHolder:
@@ -159,17 +202,18 @@ class SemaphoreClient:
         if new == snapshot.semaphore and snapshot.mod_revision != ABSENT:
             return new
         try:
-            written = self.write(new, snapshot.mod_revision)
+            written, stored = self.write(new, snapshot.mod_revision, events=change.events,
+                                         admits_holder=change.admits_holder)
         except AmbiguousWrite:
             state["ambiguous"] = True
             log.warning("%s: write outcome unknown, reading back %s", change.name, self.key)
             back = self.store.read(self.key)
-            if back is not None and back.value == new.encode():
+            if back is not None and back.value == new.with_events(len(change.events))[0].encode():
                 return new
             raise _LostRace() from None
         if not written:
             raise _LostRace()
-        return new
+        return stored
 
     def _snapshot(self, stored: Versioned | None) -> Snapshot:
         if stored is None:

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from locksmithd.core.backoff import Backoff
+from locksmithd.core.history import HistoryEvent
 from locksmithd.errors import AmbiguousWrite, LeaseLost, StoreError
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import holder_from_waiter_key, prefix_end, waiter_key, waiters_prefix
@@ -103,10 +104,11 @@ class GroupQueue:
         self.key_prefix = key_prefix
         self.semaphore = SemaphoreClient(store, group, key_prefix)
         self.semaphore_key = self.semaphore.key
+        self.halt_key = self.semaphore.halt_key
         self.prefix = waiters_prefix(group, key_prefix)
         self.session = session or LeaseSession(store)
         self.session.on_lost = self._lease_lost
-        self.view = GroupView(self.semaphore_key)
+        self.view = GroupView(self.semaphore_key, halt_key=self.halt_key)
         self.recheck_interval_s = recheck_interval_s
         self.retry_max_s = retry_max_s
         self._rng = rng or random.Random()
@@ -173,9 +175,12 @@ class GroupQueue:
 
     async def _attempt(self, holder: str, info: Mapping[str, Any] | None) -> bool:
         new = self.view.semaphore.lock(holder, info)
+        taken = HistoryEvent(at=datetime.now(timezone.utc), host=holder, event="slot-taken",
+                             detail=f"{len(new.holders)} of max {new.max} held")
         try:
-            revision = await asyncio.to_thread(self.semaphore.write, new, self.view.semaphore_revision,
-                                               delete=(waiter_key(holder, self.group, self.key_prefix),))
+            revision, new = await asyncio.to_thread(
+                self.semaphore.write, new, self.view.semaphore_revision,
+                delete=(waiter_key(holder, self.group, self.key_prefix),), events=(taken,), admits_holder=True)
         except AmbiguousWrite:
             log.warning("slot request for %s: reply lost; reading back", holder)
             self._synced = False
@@ -206,13 +211,13 @@ class GroupQueue:
                 if self._synced:  # else a resync is under way and its snapshot holds the key
                     self.view.add_waiter(holder, entry.create_revision)
                 return
-            revision, stored, entries = await asyncio.to_thread(
-                self.store.enqueue_and_read, key, since, lease_id, self.semaphore_key, self.prefix)
+            revision, stored, halt, entries = await asyncio.to_thread(
+                self.store.enqueue_and_read, key, since, lease_id, self.semaphore_key, self.prefix, self.halt_key)
         except LeaseLost:
             self.session.invalidate(lease_id)
             raise
         if not self._synced:
-            self._rebuild(revision, stored, entries)
+            self._rebuild(revision, stored, halt, entries)
             self._start_watch(revision + 1)
             self._synced = True
         else:
@@ -220,9 +225,11 @@ class GroupQueue:
                 if holder_from_waiter_key(entry.key, self.group, self.key_prefix) == holder:
                     self.view.add_waiter(holder, entry.create_revision)
 
-    def _rebuild(self, revision: int, stored: Versioned | None, entries: list[StoredKey]) -> None:
-        view = GroupView(self.semaphore_key, revision=revision)
+    def _rebuild(self, revision: int, stored: Versioned | None, halt: Versioned | None,
+                 entries: list[StoredKey]) -> None:
+        view = GroupView(self.semaphore_key, revision=revision, halt_key=self.halt_key)
         view.set_semaphore(stored.value if stored else None, stored.mod_revision if stored else ABSENT)
+        view.set_halt(halt.value if halt else None)
         for entry in entries:
             view.add_waiter(holder_from_waiter_key(entry.key, self.group, self.key_prefix), entry.create_revision)
         self.view = view
@@ -238,7 +245,8 @@ class GroupQueue:
         def on_broken(error: BaseException) -> None:
             loop.call_soon_threadsafe(self._watch_broken, error)
 
-        self._watch = self.store.watch_range(self.semaphore_key, prefix_end(self.prefix), start_revision,
+        # [halt, waiters/]: the halt key, the semaphore and the queue (history keys sort before halt).
+        self._watch = self.store.watch_range(self.halt_key, prefix_end(self.prefix), start_revision,
                                              on_events, on_broken)
 
     def _stop_watch(self) -> None:
@@ -255,6 +263,10 @@ class GroupQueue:
             entry = event.entry
             if entry.key == self.semaphore_key:
                 self.view.set_semaphore(entry.value if event.kind == "put" else None, entry.mod_revision)
+            elif entry.key == self.halt_key:
+                self.view.set_halt(entry.value if event.kind == "put" else None)
+                if not self.view.halted:
+                    log.info("the group was resumed")
             elif entry.key.startswith(self.prefix):
                 holder = holder_from_waiter_key(entry.key, self.group, self.key_prefix)
                 if event.kind == "put":
@@ -272,7 +284,7 @@ class GroupQueue:
         wait on behalf of many hosts (tests, benchmarks).
         """
         head = self.view.head()
-        if head in self._local and self.view.semaphore.available > 0:
+        if head in self._local and self.view.semaphore.available > 0 and not self.view.halted:
             self._local[head].set()
         for holder in (*self.view.semaphore.holders, *removed):
             event = self._local.get(holder)
@@ -292,8 +304,12 @@ class GroupQueue:
             event.set()
 
     def _report_corruption(self) -> None:
-        corrupt = self.view.corrupt
-        text = corrupt.one_line() if corrupt else None
+        """Say once why no slot is taken: a corrupt document or halt record, or a halt."""
+        view = self.view
+        problem = view.corrupt or view.halt_corrupt
+        text = problem.one_line() if problem else None
+        if text is None and view.halt is not None:
+            text = f"the group is halted since {view.halt.since.isoformat()} by {view.halt.by}: {view.halt.reason}"
         if text and text != self._reported_corruption:
             log.error("not taking a slot: %s", text)
         self._reported_corruption = text

@@ -40,14 +40,19 @@ class StoredKey:
 
 
 class KeyValueStore(Protocol):
-    """Two operations, both atomic, both raising StoreError subclasses on failure."""
+    """Three operations, all atomic, all raising StoreError subclasses on failure."""
 
     def read(self, key: str) -> Versioned | None:
         """The current value of ``key``, or None when it does not exist."""
 
-    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = ()) -> int:
-        """Write ``value`` and delete the keys in ``delete``, all only if ``key`` is still at
-        ``expected_mod_revision`` (ABSENT: only if ``key`` does not exist).
+    def read_many(self, keys: Sequence[str]) -> dict[str, Versioned]:
+        """The keys of ``keys`` that exist, all read at one revision."""
+
+    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = (),
+             puts: Sequence[tuple[str, bytes]] = (), absent: Sequence[str] = ()) -> int:
+        """Write ``value``, the other ``puts`` and delete the keys in ``delete``, all only if ``key``
+        is still at ``expected_mod_revision`` (ABSENT: only if ``key`` does not exist) and none
+        of the keys in ``absent`` exists.
 
         Returns the revision of the write (``key``'s new mod revision), or 0
         when the guard failed and nothing changed. Raises AmbiguousWrite when
@@ -68,13 +73,22 @@ class MemoryStore:
         with self._lock:
             return self._data.get(key)
 
-    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = ()) -> int:
+    def read_many(self, keys: Sequence[str]) -> dict[str, Versioned]:
+        with self._lock:
+            return {key: self._data[key] for key in keys if key in self._data}
+
+    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = (),
+             puts: Sequence[tuple[str, bytes]] = (), absent: Sequence[str] = ()) -> int:
         with self._lock:
             current = self._data.get(key)
             if (current.mod_revision if current else ABSENT) != expected_mod_revision:
                 return 0
+            if any(other in self._data for other in absent):
+                return 0
             self._revision += 1
             self._data[key] = Versioned(value, self._revision)
+            for other, other_value in puts:
+                self._data[other] = Versioned(other_value, self._revision)
             for other in delete:
                 self._data.pop(other, None)
             return self._revision
