@@ -142,10 +142,13 @@ class SemaphoreClient:
         return fresh
 
     def write(self, new: Semaphore, expected_mod_revision: int, *, delete: Sequence[str] = (),
-              events: Sequence[HistoryEvent] = (), admits_holder: bool = False) -> tuple[int, Semaphore]:
+              events: Sequence[HistoryEvent] = (), admits_holder: bool = False,
+              puts: Sequence[tuple[str, bytes]] = (), absent: Sequence[str] = ()) -> tuple[int, Semaphore]:
         """The one guarded write: store ``new`` (and delete ``delete``, and record ``events``) if the
         document is still at ``expected_mod_revision`` (ABSENT: only if there is none) and, with
-        ``admits_holder``, the group is not halted.
+        ``admits_holder``, the group is not halted. ``puts`` and ``absent``
+        (other keys to write, keys that must not exist) serve halts and
+        liveness checks.
 
         Returns the document's new mod revision (0 on a lost race: nothing
         changed) and the value as stored (its history counter advanced by
@@ -153,10 +156,11 @@ class SemaphoreClient:
         AmbiguousWrite when the outcome is unknown (the caller reads back).
         """
         stored, first = new.with_events(len(events))
-        puts = [(history_key(ring_slot(first + n, self.history_limit), self.group, self.key_prefix), event.encode())
+        ring = [(history_key(ring_slot(first + n, self.history_limit), self.group, self.key_prefix), event.encode())
                 for n, event in enumerate(events)]
-        revision = self.store.swap(self.key, stored.encode(), expected_mod_revision, delete=delete, puts=puts,
-                                   absent=(self.halt_key,) if admits_holder else ())
+        guards = (*absent, self.halt_key) if admits_holder else tuple(absent)
+        revision = self.store.swap(self.key, stored.encode(), expected_mod_revision, delete=delete,
+                                   puts=[*puts, *ring], absent=guards)
         return revision, stored
 
     def update(self, change: Change) -> Semaphore:

@@ -40,7 +40,7 @@ class StoredKey:
 
 
 class KeyValueStore(Protocol):
-    """Three operations, all atomic, all raising StoreError subclasses on failure."""
+    """Four operations, all atomic, all raising StoreError subclasses on failure."""
 
     def read(self, key: str) -> Versioned | None:
         """The current value of ``key``, or None when it does not exist."""
@@ -59,6 +59,9 @@ class KeyValueStore(Protocol):
         the request may or may not have been applied; callers resolve that by
         reading back, never by writing again blindly.
         """
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``; True if it existed (deleting twice is harmless)."""
 
 
 class MemoryStore:
@@ -92,6 +95,13 @@ class MemoryStore:
             for other in delete:
                 self._data.pop(other, None)
             return self._revision
+
+    def delete(self, key: str) -> bool:
+        with self._lock:
+            existed = self._data.pop(key, None) is not None
+            if existed:
+                self._revision += 1
+            return existed
 
     def put(self, key: str, value: bytes) -> None:
         """Unconditional write, for tests that plant documents."""
