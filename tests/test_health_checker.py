@@ -179,6 +179,15 @@ def test_unreadable_check_directory_is_a_named_failure(private_bus: PrivateBus, 
     assert report.failures == (f"check directory {not_a_dir} cannot be read: Not a directory",)
 
 
+def test_unexaminable_entry_is_a_named_failure(private_bus: PrivateBus, tmp_path: Path) -> None:
+    """An entry that cannot be examined (a symlink loop) fails rather than passing by omission."""
+    (tmp_path / "10-loop").symlink_to("10-loop")
+    script(tmp_path, "20-ok", "exit 0")
+    report = check_once(private_bus.address, policy_for(tmp_path))
+    assert report.failures == (
+        f"check {tmp_path}/10-loop cannot be examined: Too many levels of symbolic links",)
+
+
 def test_check_timeout_is_a_named_failure(private_bus: PrivateBus, tmp_path: Path) -> None:
     """A check that outlives the per-command timeout fails with 'timed out after'."""
     script(tmp_path, "10-hang", "exec sleep 300")

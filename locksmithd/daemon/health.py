@@ -94,10 +94,9 @@ class HealthChecker:
                 unit_states.append((unit, await self._systemd.unit_active_state(unit)))
             except BusError as exc:
                 problems.append(exc.message)
-        paths, dir_problem = self._check_commands()
-        if dir_problem is not None:
-            problems.append(dir_problem)
-        results = []
+        paths, dir_problems = self._check_commands()
+        problems.extend(dir_problems)
+        results: list[CommandResult] = []
         for path in paths:
             results.append(await self._run_command(path, self.policy.command_timeout_s))
         seen = HealthObservation(seconds_since_boot=seconds_since_boot, system_state=system_state,
@@ -113,6 +112,7 @@ class HealthChecker:
         naming the failed checks, or that the system was still starting).
         A round always runs at or after the deadline before giving up.
         """
+        said = ""
         while True:
             report = await self.check_once(self._clock() - booted_at)
             self._on_progress(report)
@@ -124,14 +124,21 @@ class HealthChecker:
                 final = report.expired()
                 log.warning("health checks failed at the deadline: %s", "; ".join(final.failures))
                 return final
-            log.info("not healthy yet: %s", report.describe())
+            if report.describe() != said:  # once per change, not every round
+                said = report.describe()
+                log.info("not healthy yet: %s", said)
             pause_s = min(self.policy.recheck_interval_s, remaining_s)
             if report.soak_left_s > 0 and report.verdict is Verdict.WAIT:
                 pause_s = min(pause_s, report.soak_left_s)  # release as soon as the soak ends
             await self._sleep(pause_s)
 
-    def _check_commands(self) -> tuple[list[str], str | None]:
-        """Executable regular files of the check directory in name order, or a failure."""
+    def _check_commands(self) -> tuple[list[str], list[str]]:
+        """Executable regular files of the check directory in name order, and failures.
+
+        Directories are ignored; other non-executables are skipped with one
+        warning each. An entry or directory that cannot be examined is a
+        failure naming it: a check we cannot see must not pass by omission.
+        """
         directory = self.policy.check_dir
         try:
             entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
@@ -139,19 +146,25 @@ class HealthChecker:
             if not self._said_no_dir:
                 log.debug("no health check directory %s: no check commands", directory)
                 self._said_no_dir = True
-            return [], None
+            return [], []
         except OSError as exc:
-            return [], f"check directory {directory} cannot be read: {exc.strerror or exc}"
-        paths = []
+            return [], [f"check directory {directory} cannot be read: {exc.strerror or exc}"]
+        paths: list[str] = []
+        problems: list[str] = []
         for entry in entries:
-            if entry.is_dir():
+            try:
+                if entry.is_dir():
+                    continue
+                runnable = entry.is_file() and os.access(entry.path, os.X_OK)
+            except OSError as exc:
+                problems.append(f"check {entry.path} cannot be examined: {exc.strerror or exc}")
                 continue
-            if entry.is_file() and os.access(entry.path, os.X_OK):
+            if runnable:
                 paths.append(entry.path)
             elif entry.path not in self._warned_skipped:
                 self._warned_skipped.add(entry.path)
                 log.warning("skipping health check %s: not an executable regular file", entry.path)
-        return paths, None
+        return paths, problems
 
 
 async def run_check_command(path: str, timeout_s: float, *,
