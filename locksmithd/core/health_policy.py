@@ -88,7 +88,7 @@ class HealthPolicy:
         if self.soak_s >= self.timeout_s:
             raise ValueError(
                 f"health soak {_span(self.soak_s)} must be shorter than the health timeout "
-                f"{_span(self.timeout_s)}, or no host could ever pass"
+                f"{_span(self.timeout_s)}, or hosts would time out while still soaking"
             )
 
     @property
