@@ -1,0 +1,275 @@
+"""Run the health checks after boot: systemd's state, required units and check commands."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from locksmithd.core.health_policy import (
+    CommandResult,
+    HealthObservation,
+    HealthPolicy,
+    HealthReport,
+    Verdict,
+    judge,
+)
+from locksmithd.errors import BusError
+
+log = logging.getLogger("locksmithd.health")
+
+OUTPUT_LIMIT_BYTES = 4096
+# After a check exits, how long its output pipe may stay open (a leftover
+# background child holding it) before the check's process group is killed.
+PIPE_GRACE_S = 1.0
+# SIGKILL cannot be caught, but a process stuck in the kernel (a hung NFS
+# mount) dies only when it returns from there; do not hang the daemon on it.
+KILL_WAIT_S = 5.0
+_READ_CHUNK = 65536
+
+CommandRunner = Callable[[str, float], Awaitable[CommandResult]]
+
+
+class SystemdView(Protocol):
+    """What the checker reads from systemd (``bus.systemd.SystemdClient`` fits)."""
+
+    async def system_state(self) -> str: ...
+
+    async def unit_active_state(self, name: str) -> str: ...
+
+
+def boot_clock() -> float:
+    """Seconds since the kernel booted, counting suspend (``CLOCK_BOOTTIME``)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+class HealthChecker:
+    """Runs rounds of checks under one policy until the host is healthy or time is up.
+
+    ``clock`` (default ``boot_clock``) gives the seconds that ``booted_at``
+    and ``deadline`` are measured on; ``sleep`` waits between rounds;
+    ``run_command(path, timeout_s)`` runs one check command;
+    ``on_progress`` receives the report of every round.
+    """
+
+    def __init__(
+        self,
+        policy: HealthPolicy,
+        systemd: SystemdView,
+        *,
+        run_command: CommandRunner | None = None,
+        clock: Callable[[], float] = boot_clock,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_progress: Callable[[HealthReport], None] = lambda report: None,
+    ) -> None:
+        self.policy = policy
+        self._systemd = systemd
+        self._run_command: CommandRunner = run_command or run_check_command
+        self._clock = clock
+        self._sleep = sleep
+        self._on_progress = on_progress
+        self._said_no_dir = False
+        self._warned_skipped: set[str] = set()
+
+    async def check_once(self, seconds_since_boot: float) -> HealthReport:
+        """One round: system state, units, then each check command in name order.
+
+        Never raises for a failed check or an unreachable systemd: those are
+        failures named in the report.
+        """
+        problems: list[str] = []
+        system_state = None
+        if self.policy.healthy_states is not None:
+            try:
+                system_state = await self._systemd.system_state()
+            except BusError as exc:
+                problems.append(exc.message)
+        unit_states: list[tuple[str, str]] = []
+        for unit in self.policy.units:
+            try:
+                unit_states.append((unit, await self._systemd.unit_active_state(unit)))
+            except BusError as exc:
+                problems.append(exc.message)
+        paths, dir_problems = self._check_commands()
+        problems.extend(dir_problems)
+        results: list[CommandResult] = []
+        for path in paths:
+            results.append(await self._run_command(path, self.policy.command_timeout_s))
+        seen = HealthObservation(seconds_since_boot=seconds_since_boot, system_state=system_state,
+                                 unit_states=tuple(unit_states), commands=tuple(results),
+                                 problems=tuple(problems))
+        return judge(self.policy, seen)
+
+    async def wait_until_healthy(self, booted_at: float, deadline: float) -> HealthReport:
+        """Re-check every ``recheck_interval_s`` until HEALTHY or ``deadline`` passes.
+
+        ``booted_at`` and ``deadline`` are on the checker's clock. Returns the
+        HEALTHY report, or the last round's report made final (UNHEALTHY,
+        naming the failed checks, or that the system was still starting).
+        A round always runs at or after the deadline before giving up.
+        """
+        said = ""
+        while True:
+            report = await self.check_once(self._clock() - booted_at)
+            self._on_progress(report)
+            if report.verdict is Verdict.HEALTHY:
+                log.info("host is healthy")
+                return report
+            remaining_s = deadline - self._clock()
+            if remaining_s <= 0:
+                final = report.expired()
+                log.warning("health checks failed at the deadline: %s", "; ".join(final.failures))
+                return final
+            if report.describe() != said:  # once per change, not every round
+                said = report.describe()
+                log.info("not healthy yet: %s", said)
+            pause_s = min(self.policy.recheck_interval_s, remaining_s)
+            if report.soak_left_s > 0 and report.verdict is Verdict.WAIT:
+                pause_s = min(pause_s, report.soak_left_s)  # release as soon as the soak ends
+            await self._sleep(pause_s)
+
+    def _check_commands(self) -> tuple[list[str], list[str]]:
+        """Executable regular files of the check directory in name order, and failures.
+
+        Directories are ignored; other non-executables are skipped with one
+        warning each. An entry or directory that cannot be examined is a
+        failure naming it: a check we cannot see must not pass by omission.
+        """
+        directory = self.policy.check_dir
+        try:
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except FileNotFoundError:
+            if not self._said_no_dir:
+                log.debug("no health check directory %s: no check commands", directory)
+                self._said_no_dir = True
+            return [], []
+        except OSError as exc:
+            return [], [f"check directory {directory} cannot be read: {exc.strerror or exc}"]
+        paths: list[str] = []
+        problems: list[str] = []
+        for entry in entries:
+            try:
+                if entry.is_dir():
+                    continue
+                runnable = entry.is_file() and os.access(entry.path, os.X_OK)
+            except OSError as exc:
+                problems.append(f"check {entry.path} cannot be examined: {exc.strerror or exc}")
+                continue
+            if runnable:
+                paths.append(entry.path)
+            elif entry.path not in self._warned_skipped:
+                self._warned_skipped.add(entry.path)
+                log.warning("skipping health check %s: not an executable regular file", entry.path)
+        return paths, problems
+
+
+async def run_check_command(path: str, timeout_s: float, *,
+                            output_limit_bytes: int = OUTPUT_LIMIT_BYTES) -> CommandResult:
+    """Run ``path`` in its own process group; exit 0 is healthy.
+
+    stdout and stderr are captured together, the last ``output_limit_bytes``
+    kept and logged with the check's name. After ``timeout_s`` the whole
+    process group is killed. Never raises for a failing check (a command that
+    cannot be started is a result with ``error``); cancellation kills it too.
+    """
+    read_fd, write_fd = os.pipe()
+    try:
+        # Our own pipe, not asyncio's PIPE: Process.wait() would also wait for
+        # asyncio's pipes to close, which a leftover background child delays.
+        process = await asyncio.create_subprocess_exec(
+            path, stdin=asyncio.subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
+            start_new_session=True)
+    except OSError as exc:
+        os.close(read_fd)
+        log.warning("health check %s could not be run: %s", path, exc.strerror or exc)
+        return CommandResult(path=path, error=exc.strerror or str(exc))
+    finally:
+        os.close(write_fd)
+    tail = _Tail(output_limit_bytes)
+    stream = asyncio.StreamReader()
+    transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(stream), os.fdopen(read_fd, "rb", buffering=0))
+    reader = asyncio.ensure_future(tail.drain(stream))
+    try:
+        timed_out = await _supervise(process, reader, timeout_s)
+    finally:
+        reader.cancel()
+        transport.close()
+    result = CommandResult(path=path, exit_code=None if timed_out else process.returncode,
+                           timed_out=timed_out, timeout_s=timeout_s, output=tail.text())
+    _log_result(result)
+    return result
+
+
+async def _supervise(process: asyncio.subprocess.Process, reader: asyncio.Future[None],
+                     timeout_s: float) -> bool:
+    """Wait for the check to exit and its output to end; kill its group on timeout or cancel.
+
+    Returns whether it timed out.
+    """
+    timed_out = False
+    try:
+        try:
+            await asyncio.wait_for(process.wait(), timeout_s)
+        except TimeoutError:
+            timed_out = True
+            await _kill_and_reap(process)
+        try:
+            await asyncio.wait_for(asyncio.shield(reader), PIPE_GRACE_S)
+        except TimeoutError:
+            _kill_group(process.pid)  # a leftover child still holds the output pipe
+    finally:
+        if process.returncode is None:  # cancelled while running
+            await asyncio.shield(_kill_and_reap(process))
+    return timed_out
+
+
+async def _kill_and_reap(process: asyncio.subprocess.Process) -> None:
+    _kill_group(process.pid)
+    try:
+        await asyncio.wait_for(process.wait(), KILL_WAIT_S)
+    except TimeoutError:
+        log.error("health check process %d did not die within %s s of SIGKILL; leaving it",
+                  process.pid, KILL_WAIT_S)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # the group is already gone
+
+
+def _log_result(result: CommandResult) -> None:
+    failure = result.failure()
+    outcome = "passed" if failure is None else failure.removeprefix(f"check {result.path} ")
+    level = logging.INFO if failure is None else logging.WARNING
+    if result.output:
+        log.log(level, "health check %s %s; output:\n%s", result.path, outcome, result.output)
+    else:
+        log.log(level, "health check %s %s (no output)", result.path, outcome)
+
+
+class _Tail:
+    """Keeps the last ``limit`` bytes read from a stream, counting what it dropped."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._data = bytearray()
+        self._dropped = 0
+
+    async def drain(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(_READ_CHUNK):
+            self._data += chunk
+            if len(self._data) > self._limit:
+                excess = len(self._data) - self._limit
+                del self._data[:excess]
+                self._dropped += excess
+
+    def text(self) -> str:
+        text = self._data.decode(errors="replace").rstrip("\n")
+        return f"[{self._dropped} earlier bytes dropped]\n{text}" if self._dropped else text
