@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Protocol
 
 from locksmithd.core.health_policy import (
@@ -18,6 +19,7 @@ from locksmithd.core.health_policy import (
     Verdict,
     judge,
 )
+from locksmithd.daemon.run import HealthResult
 from locksmithd.errors import BusError
 
 log = logging.getLogger("locksmithd.health")
@@ -273,3 +275,31 @@ class _Tail:
     def text(self) -> str:
         text = self._data.decode(errors="replace").rstrip("\n")
         return f"[{self._dropped} earlier bytes dropped]\n{text}" if self._dropped else text
+
+
+class HealthGateOnWallClock:
+    """The daemon's health gate (``daemon.run.HealthGate``): a HealthChecker measured on the wall clock.
+
+    The boot moment is the one recorded in the holder record in etcd (when
+    the daemon first saw the new boot), so the soak and the timeout survive a
+    daemon restart during the checks; the wall clock is what that record is
+    written in.
+    """
+
+    def __init__(self, policy: HealthPolicy, systemd: SystemdView, *,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.policy = policy
+        self.timeout_s = policy.timeout_s
+        self._systemd = systemd
+        self._clock = clock
+        self._sleep = sleep
+
+    async def wait_until_healthy(self, booted_at: datetime, give_up_at: datetime,
+                                 progress: Callable[[str], None]) -> HealthResult:
+        checker = HealthChecker(self.policy, self._systemd, clock=self._clock, sleep=self._sleep,
+                                on_progress=lambda report: progress(report.describe()))
+        report = await checker.wait_until_healthy(booted_at.timestamp(), give_up_at.timestamp())
+        passed = report.verdict is Verdict.HEALTHY
+        summary = "all checks passed" if passed else "; ".join(report.failures) or report.describe()
+        return HealthResult(passed, summary)

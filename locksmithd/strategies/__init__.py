@@ -28,7 +28,12 @@ def make_strategy(settings: DaemonSettings, holder_info: Callable[[], dict[str, 
         from locksmithd.etcd.client import EtcdStore
         from locksmithd.strategies.etcd_lock import EtcdLockStrategy
 
+        import socket
+
+        from locksmithd.host.identity import read_boot_id
+
         return EtcdLockStrategy(EtcdStore(settings.etcd), settings.machine_id, settings.group,
-                                settings.etcd.key_prefix, holder_info=holder_info,
+                                settings.etcd.key_prefix, hostname=socket.gethostname(),
+                                boot_id=read_boot_id(settings.boot_id_path), reboot_deadline_s=3600.0,
                                 recheck_interval_s=settings.recheck_interval_s, retry_max_s=settings.retry_max_s)
     raise ConfigError("settings", "REBOOT_STRATEGY", label, f"unsupported strategy; use one of {', '.join(LABELS)}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
 
 from locksmithd.core.halt import Halt
 from locksmithd.core.holder_record import (
@@ -15,16 +15,19 @@ from locksmithd.core.holder_record import (
     AfterBoot,
     HolderRecord,
     after_boot,
+    new_record,
 )
+from locksmithd.core.history import HistoryEvent
 from locksmithd.core.semaphore import Semaphore
-from locksmithd.errors import NotHolder
+from locksmithd.errors import NotHolder, StoreError
 from locksmithd.etcd.client import EtcdStore
-from locksmithd.etcd.keys import halt_key
+from locksmithd.etcd.halt import halt_group
+from locksmithd.etcd.keys import alive_key
 from locksmithd.etcd.lock import Change, SemaphoreClient
 from locksmithd.etcd.queue import GroupQueue, LeaseSession
-from locksmithd.etcd.store import ABSENT
 
 log = logging.getLogger("locksmithd.strategy")
+ALIVE_CHECK_S = 5.0  # how often a holder checks that its alive key is on the current lease (no request if so)
 
 
 class EtcdLockStrategy:
@@ -39,19 +42,22 @@ class EtcdLockStrategy:
     uses_lock = True
 
     def __init__(self, store: EtcdStore, holder: str, group: str = "", key_prefix: str = "", *,
-                 retry_max_s: float, holder_info: Callable[[], Mapping[str, Any]] = dict,
-                 recheck_interval_s: float = 300.0, lease_ttl_s: int = 10, boot_id: str | None = None,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 retry_max_s: float, hostname: str = "", boot_id: str | None = None,
+                 reboot_deadline_s: float | None = None, recheck_interval_s: float = 300.0,
+                 lease_ttl_s: int = 10, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.store = store
         self.holder = holder
         self.group = group
+        self.hostname = hostname
         self.boot_id = boot_id
+        self.reboot_deadline_s = reboot_deadline_s
         self.now = now
-        self.halt_key = halt_key(group, key_prefix)
+        self.alive_key = alive_key(holder, group, key_prefix)
         self.queue = GroupQueue(store, group, key_prefix, session=LeaseSession(store, lease_ttl_s),
                                 recheck_interval_s=recheck_interval_s, retry_max_s=retry_max_s)
         self.semaphore: SemaphoreClient = self.queue.semaphore  # the same guarded write for both ways
-        self._holder_info = holder_info
+        self._alive_lease: int | None = None
+        self._alive_task: asyncio.Task[None] | None = None
 
     async def held_from_before(self) -> AfterBoot:
         snapshot = await asyncio.to_thread(self.semaphore.read)
@@ -59,17 +65,20 @@ class EtcdLockStrategy:
         return after_boot(holds, snapshot.semaphore.record(self.holder) if holds else None, self.boot_id)
 
     async def rebooting(self) -> None:
-        await self._update_record("rebooting", lambda record: record.with_changes(phase=PHASE_REBOOTING))
+        await self._update_record("rebooting", lambda record: record.with_changes(phase=PHASE_REBOOTING),
+                                  self._event("reboot-requested"))
 
     async def booted(self) -> datetime:
+        """Record the first sight of the new boot (with a "booted" event) and show the host is alive."""
+        await self._stay_alive()
+        snapshot = await asyncio.to_thread(self.semaphore.read)
+        record = snapshot.semaphore.record(self.holder)
+        if record is not None and record.booted_at is not None:
+            return record.booted_at
         now = self.now()
-
-        def first_seen(record: Any) -> Any:
-            if record.booted_at is not None:
-                return record
-            return record.with_changes(booted_at=now, phase=PHASE_CHECKING_HEALTH, boot_id=self.boot_id)
-
-        written = await self._update_record("booted", first_seen)
+        written = await self._update_record(
+            "booted", lambda r: r if r.booted_at else r.with_changes(booted_at=now, phase=PHASE_CHECKING_HEALTH),
+            self._event("booted", f"boot {self.boot_id or 'unknown'}"))
         record = written.record(self.holder) if written is not None else None
         return record.booted_at if record is not None and record.booted_at is not None else now
 
@@ -77,17 +86,83 @@ class EtcdLockStrategy:
         await self._update_record("note health", lambda record: record.with_changes(health=detail))
 
     async def release_healthy(self, detail: str) -> None:
-        await self.release()
+        await self._unlock(self._event("health-passed", detail), self._event("released"))
 
     async def halt_unhealthy(self, reason: str) -> None:
-        halt = Halt(reason=f"{self.holder}: {reason}", by=self.holder, since=self.now(), group=self.group)
-        created = await asyncio.to_thread(self.store.swap, self.halt_key, halt.encode(), ABSENT)
-        if not created:
-            log.info("the group is already halted; leaving the halt record as it is")
-        await self._update_record("unhealthy",
-                                  lambda record: record.with_changes(phase=PHASE_UNHEALTHY, health=reason))
+        halt = Halt(reason=f"{self.holder} failed its health checks: {reason}", by=self.holder, since=self.now(),
+                    group=self.group)
 
-    async def _update_record(self, what: str, change: Callable[[Any], Any]) -> Semaphore | None:
+        def unhealthy(semaphore: Semaphore) -> Semaphore:
+            record = semaphore.record(self.holder) or HolderRecord()
+            if not semaphore.holds(self.holder):
+                return semaphore
+            return semaphore.with_record(self.holder, record.with_changes(phase=PHASE_UNHEALTHY, health=reason))
+
+        events = [self._event("health-failed", reason), self._event("halt", halt.reason)]
+        in_force = await asyncio.to_thread(halt_group, self.semaphore, halt, events, unhealthy)
+        if in_force != halt:
+            log.info("the group was already halted by %s: %s", in_force.by, in_force.reason)
+
+    async def acquire(self, deadline: datetime | None) -> bool:
+        record = new_record(now=self.now(), deadline_after=None if self.reboot_deadline_s is None
+                            else timedelta(seconds=self.reboot_deadline_s), hostname=self.hostname,
+                            source="locksmithd", boot_id=self.boot_id)
+        acquired = await self.queue.acquire(self.holder, record.to_info(), deadline)
+        if acquired:
+            await self._stay_alive()
+        return acquired
+
+    async def release(self) -> None:
+        await self._unlock(self._event("released"))
+
+    async def close(self) -> None:
+        if self._alive_task is not None:
+            self._alive_task.cancel()
+        await self.queue.close()  # revokes the lease: the alive key goes with it
+        await asyncio.to_thread(self.store.close)
+
+    async def _unlock(self, *events: HistoryEvent) -> None:
+        try:
+            await asyncio.to_thread(self.semaphore.unlock, self.holder, events)
+        except NotHolder:
+            log.debug("%s held no slot to release", self.holder)
+        await self._stop_being_alive()
+
+    async def _stay_alive(self) -> None:
+        """Keep this holder's lease-bound alive key while it holds a slot (re-put if the lease changes)."""
+        await self._put_alive_key()
+        if self._alive_task is None or self._alive_task.done():
+            self._alive_task = asyncio.create_task(self._alive_loop(), name="holder alive key")
+
+    async def _put_alive_key(self) -> None:
+        lease_id = await self.queue.session.ensure()
+        if lease_id != self._alive_lease:
+            await asyncio.to_thread(self.store.put, self.alive_key, self.holder.encode(), lease_id)
+            self._alive_lease = lease_id
+
+    async def _alive_loop(self) -> None:
+        while True:
+            await asyncio.sleep(ALIVE_CHECK_S)
+            try:
+                await self._put_alive_key()
+            except StoreError as error:
+                log.warning("cannot renew this holder's alive key: %s", error.one_line())
+
+    async def _stop_being_alive(self) -> None:
+        if self._alive_task is not None:
+            self._alive_task.cancel()
+            self._alive_task = None
+        self._alive_lease = None
+        try:
+            await asyncio.to_thread(self.store.delete, self.alive_key)
+        except StoreError as error:
+            log.info("could not remove the alive key (its lease will): %s", error.one_line())
+
+    def _event(self, kind: str, detail: str = "") -> HistoryEvent:
+        return HistoryEvent(at=self.now(), host=self.holder, event=kind, detail=detail)
+
+    async def _update_record(self, what: str, change: Callable[[Any], Any],
+                             *events: HistoryEvent) -> Semaphore | None:
         """Apply ``change`` to this host's holder record through the CAS path; None if it holds no slot."""
         def apply(semaphore: Semaphore) -> Semaphore:
             record = semaphore.record(self.holder)
@@ -100,20 +175,8 @@ class EtcdLockStrategy:
             return record is not None and change(record) == record
 
         try:
-            return await asyncio.to_thread(self.semaphore.update, Change(f"{what} {self.holder}", apply, in_effect))
+            return await asyncio.to_thread(self.semaphore.update,
+                                           Change(f"{what} {self.holder}", apply, in_effect, events))
         except NotHolder:
             log.warning("cannot record %s: %s holds no slot (an operator released it?)", what, self.holder)
             return None
-
-    async def acquire(self, deadline: datetime | None) -> bool:
-        return await self.queue.acquire(self.holder, self._holder_info(), deadline)
-
-    async def release(self) -> None:
-        try:
-            await asyncio.to_thread(self.semaphore.unlock, self.holder)
-        except NotHolder:
-            log.debug("%s held no slot to release", self.holder)
-
-    async def close(self) -> None:
-        await self.queue.close()
-        await asyncio.to_thread(self.store.close)
