@@ -84,6 +84,7 @@ class _Spec:
     timing_ms: tuple[int, int]
     tls: TlsConfig | None
     extra_args: tuple[str, ...]
+    client_host: str = LOOPBACK
 
 
 class EtcdMember:
@@ -104,7 +105,8 @@ class EtcdMember:
     @property
     def client_url(self) -> str:
         scheme = "https" if self._spec and self._spec.tls else "http"
-        return f"{scheme}://{LOOPBACK}:{self.client_port}"
+        host = self._spec.client_host if self._spec else LOOPBACK
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -280,8 +282,12 @@ class EtcdCluster:
               data_root: str | os.PathLike[str] | None = None,
               log_dir: str | os.PathLike[str] | None = None, *,
               timeout_s: float = 30, timing_ms: tuple[int, int] | None = None,
-              extra_args: Sequence[str] = (), etcd_bin: str = ETCD_BIN) -> EtcdCluster:
+              extra_args: Sequence[str] = (), etcd_bin: str = ETCD_BIN,
+              client_host: str = LOOPBACK) -> EtcdCluster:
         """Launch ``size`` members and wait until all are healthy.
+
+        Clients reach the members on ``client_host`` (e.g. "::1" for IPv6);
+        peers and metrics stay on the IPv4 loopback.
 
         Data lives in ``data_root`` (kept) or a fresh temp dir (removed by
         ``stop``); logs go to ``log_dir`` or the data root as ``<name>.log``.
@@ -301,7 +307,7 @@ class EtcdCluster:
                        for i in range(size)]
             spec = _Spec(etcd_bin, f"locksmithd-test-{run}",
                          ",".join(f"{m.name}={m.peer_url}" for m in members),
-                         timing, tls, tuple(extra_args))
+                         timing, tls, tuple(extra_args), client_host)
             cluster = cls(members, root, owns_root, tls.pki if tls else None)
             for member in members:
                 member._spec = spec

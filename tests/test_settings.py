@@ -17,6 +17,7 @@ from locksmithd.settings import (
     parse_conf_text,
 )
 from locksmithd.core.window import RebootWindow
+from harness.certs import make_pki
 
 MACHINE_ID = "0123456789abcdef0123456789abcdef"
 LAYERS = ("usr-coreos", "etc-coreos", "usr-flatcar", "etc-flatcar", "locksmithd")
@@ -30,8 +31,9 @@ class Host:
         self.paths = {name: root / f"{name}.conf" for name in LAYERS}
         self.machine_id_path = root / "machine-id"
         self.machine_id_path.write_text(MACHINE_ID + "\n")
-        for name in ("ca.pem", "cert.pem", "key.pem"):
-            (root / name).write_text("not really PEM, only has to be readable\n")
+        pki = make_pki(root / "pki")  # the TLS files are parsed at start-up, so they must be real
+        for name, made in (("ca.pem", pki.ca_cert), ("cert.pem", pki.client_cert), ("key.pem", pki.client_key)):
+            (root / name).write_bytes(made.read_bytes())
 
     def write(self, layer: str, text: str) -> str:
         self.paths[layer].write_text(text)
@@ -326,7 +328,7 @@ INVALID: list[tuple[dict[str, str], str, str, str]] = [
     ({"REBOOT_WINDOW_START": "04:00"}, "REBOOT_WINDOW_START", "04:00", "REBOOT_WINDOW_LENGTH must be set too"),
     ({"LOCKSMITHD_REBOOT_WINDOW_LENGTH": "1h"}, "LOCKSMITHD_REBOOT_WINDOW_LENGTH", "1h", "LOCKSMITHD_REBOOT_WINDOW_START must be set too"),
     ({"LOCKSMITHD_ETCD_CAFILE": "{tmp}/missing.pem"}, "LOCKSMITHD_ETCD_CAFILE", "{tmp}/missing.pem", "does not exist"),
-    ({"LOCKSMITHD_ETCD_CAFILE": "{tmp}"}, "LOCKSMITHD_ETCD_CAFILE", "{tmp}", "does not exist"),
+    ({"LOCKSMITHD_ETCD_CAFILE": "{tmp}"}, "LOCKSMITHD_ETCD_CAFILE", "{tmp}", "is a directory"),
     ({"LOCKSMITHD_ETCD_CAFILE": "{tmp}/ca.pem", "LOCKSMITHD_ETCD_KEYFILE": "{tmp}/key.pem"}, "LOCKSMITHD_ETCD_CERTFILE", "", "must be given together"),
     ({"LOCKSMITHD_ETCD_CAFILE": "{tmp}/ca.pem", "LOCKSMITHD_ETCD_CERTFILE": "{tmp}/cert.pem"}, "LOCKSMITHD_ETCD_KEYFILE", "", "must be given together"),
     ({"LOCKSMITHD_ENDPOINT": "https://etcd:2379"}, "LOCKSMITHD_ETCD_CAFILE", "", "need a CA file"),

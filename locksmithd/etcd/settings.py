@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+import ssl
+import stat
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from locksmithd.core.names import name_problem
 from locksmithd.errors import ConfigError
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 DEFAULT_REQUEST_TIMEOUT_S = 5.0
 MIN_REQUEST_TIMEOUT_S = 0.1
 MAX_REQUEST_TIMEOUT_S = 300.0
+MAX_TLS_FILE_BYTES = 4 * 1024 * 1024
+"""Largest CA bundle, certificate or key file read (a system CA bundle is about 200 KB)."""
 
 
 def request_timeout_problem(seconds: float) -> str | None:
@@ -52,9 +57,10 @@ class Endpoint:
 class EtcdSettings:
     """Everything needed to open an etcd client; built once, never mutated.
 
-    ``key_prefix`` is prepended to locksmith's key names (default: none) so
-    several tenants can share one etcd. ``password`` is excluded from repr so it
-    never reaches a log line.
+    ``key_prefix`` is prepended to locksmith's key names as is (default: none)
+    so several tenants can share one etcd; a non-empty prefix ends in "/"
+    (``validate_tls_and_auth`` checks it). ``password`` is excluded from repr
+    so it never reaches a log line.
     """
 
     endpoints: tuple[Endpoint, ...] = (Endpoint("http", "127.0.0.1", 2379),)
@@ -71,22 +77,48 @@ class EtcdSettings:
 
 
 def parse_endpoint(text: str, source: str, key: str) -> Endpoint:
-    """Parse one ``http(s)://host:port`` URL; raise ConfigError naming source and key."""
+    """Parse one ``http(s)://host:port`` URL; raise ConfigError naming source and key.
+
+    An IPv6 literal host is written in brackets (``http://[::1]:2379``). A URL
+    with user info (``http://user:pw@host``) is refused, and the error shows
+    it with the password replaced, never the password itself.
+    """
     raw = text.strip()
+    shown = _without_password(raw)
+    if "@" in raw:  # before parsing: urllib's own errors would quote the password
+        raise ConfigError(source, key, shown, "credentials in an endpoint URL are not used; "
+                                              "set the etcd username and password settings instead")
     try:
         parts = urlsplit(raw)
         port = parts.port
     except ValueError as exc:
-        raise ConfigError(source, key, text, f"not a valid URL ({exc})") from exc
+        raise ConfigError(source, key, shown, f"not a valid URL ({exc})") from exc
     if parts.scheme not in ("http", "https"):
-        raise ConfigError(source, key, text, "endpoint must start with http:// or https://")
+        raise ConfigError(source, key, shown, "endpoint must start with http:// or https://")
     if not parts.hostname:
-        raise ConfigError(source, key, text, "endpoint has no host")
+        raise ConfigError(source, key, shown, "endpoint has no host")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigError(source, key, text, "endpoint must be scheme://host:port with no path")
+        raise ConfigError(source, key, shown, "endpoint must be scheme://host:port with no path")
+    problem = name_problem(parts.hostname, "endpoint host")
+    if problem:
+        raise ConfigError(source, key, shown, problem)
     if port is None:
         port = 2379
     return Endpoint(parts.scheme, parts.hostname, port)
+
+
+def _without_password(url: str) -> str:
+    """``url`` with everything after the user name in its user info replaced by "***" (for errors).
+
+    Cautious on purpose: the user info runs to the last "@", so a password
+    holding "/" or "@" is hidden too.
+    """
+    start = url.find("//") + 2 if "//" in url else 0
+    at = url.rfind("@")
+    if at < start:
+        return url
+    user = url[start:at].split(":", 1)[0]
+    return f"{url[:start]}{user}:***{url[at:]}"
 
 
 def parse_endpoints(values: list[str] | tuple[str, ...] | str, source: str, key: str) -> tuple[Endpoint, ...]:
@@ -106,11 +138,28 @@ def parse_endpoints(values: list[str] | tuple[str, ...] | str, source: str, key:
 
 
 def check_readable_file(path: str | None, source: str, key: str) -> str | None:
-    """Return ``path`` if it names a readable regular file (or is unset), else raise ConfigError."""
+    """Return ``path`` if it names a readable, non-empty regular file (or is unset), else raise ConfigError.
+
+    The problem says what the path is ("is a directory", "is not a regular
+    file (a FIFO)", "is empty", "does not exist"). Only regular files are
+    opened, so a FIFO or a device never blocks or floods start-up.
+    """
     if path is None or path == "":
         return None
-    if not os.path.isfile(path):
-        raise ConfigError(source, key, path, "file does not exist")
+    try:
+        info = os.stat(path)
+    except FileNotFoundError as exc:
+        raise ConfigError(source, key, path, "file does not exist") from exc
+    except OSError as exc:
+        raise ConfigError(source, key, path, f"cannot look at the file ({exc.strerror})") from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(source, key, path, "is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(source, key, path, f"is not a regular file ({_file_type(info.st_mode)})")
+    if info.st_size == 0:
+        raise ConfigError(source, key, path, "file is empty")
+    if info.st_size > MAX_TLS_FILE_BYTES:
+        raise ConfigError(source, key, path, f"file is larger than {MAX_TLS_FILE_BYTES // (1024 * 1024)} MiB")
     try:
         with open(path, "rb") as handle:
             handle.read(1)
@@ -119,15 +168,26 @@ def check_readable_file(path: str | None, source: str, key: str) -> str | None:
     return path
 
 
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a file"
+
+
 def validate_tls_and_auth(settings: EtcdSettings, source: str, prefix: str) -> EtcdSettings:
-    """Check the TLS files and credentials of ``settings`` fit together.
+    """Check the TLS files, credentials and key prefix of ``settings`` fit together.
 
     A CA file alone is valid (server-authenticated TLS). A client certificate
-    needs its key and the other way round; a username needs a password.
+    needs its key and the other way round; a username needs a password. TLS
+    files with a plain-http endpoint are refused (they would be ignored and
+    the traffic sent in clear). Each file must be a readable regular file
+    and parse: the CA file as PEM certificates, the certificate and key as a
+    matching unencrypted pair. Raises ConfigError naming the key.
     """
-    check_readable_file(settings.cafile, source, f"{prefix}ETCD_CAFILE")
-    check_readable_file(settings.certfile, source, f"{prefix}ETCD_CERTFILE")
-    check_readable_file(settings.keyfile, source, f"{prefix}ETCD_KEYFILE")
+    for name, path in (("CAFILE", settings.cafile), ("CERTFILE", settings.certfile), ("KEYFILE", settings.keyfile)):
+        check_readable_file(path, source, f"{prefix}ETCD_{name}")
     if bool(settings.certfile) != bool(settings.keyfile):
         key = f"{prefix}ETCD_KEYFILE" if settings.certfile else f"{prefix}ETCD_CERTFILE"
         raise ConfigError(source, key, "", "a client certificate and its key must be given together")
@@ -136,4 +196,74 @@ def validate_tls_and_auth(settings: EtcdSettings, source: str, prefix: str) -> E
     if bool(settings.username) != bool(settings.password):
         key = f"{prefix}ETCD_PASSWORD" if settings.username else f"{prefix}ETCD_USERNAME"
         raise ConfigError(source, key, "", "a username and a password must be given together")
+    plain = [ep.url for ep in settings.endpoints if not ep.secure]
+    if settings.cafile and plain:
+        raise ConfigError(source, f"{prefix}ETCD_CAFILE", settings.cafile,
+                          f"TLS files are set but endpoint {plain[0]} is plain http, where they would be ignored "
+                          "and the traffic sent in clear; refused: use https:// endpoints or unset the TLS files")
+    _check_tls_contents(settings, source, prefix)
+    _check_credentials(settings, source, prefix)
+    _check_key_prefix(settings.key_prefix, source, f"{prefix}ETCD_KEY_PREFIX")
     return settings
+
+
+def _check_tls_contents(settings: EtcdSettings, source: str, prefix: str) -> None:
+    """Parse the TLS files as gRPC will, so a bad one is a configuration error, not "etcd unavailable"."""
+    if settings.cafile:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=settings.cafile)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(source, f"{prefix}ETCD_CAFILE", settings.cafile,
+                              f"holds no PEM certificate ({_ssl_reason(exc)})") from exc
+    if not (settings.certfile and settings.keyfile):
+        return
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=settings.certfile)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(source, f"{prefix}ETCD_CERTFILE", settings.certfile,
+                          f"holds no PEM certificate ({_ssl_reason(exc)})") from exc
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(settings.certfile, settings.keyfile,
+                                                                password=_refuse_encrypted_key)
+    except _EncryptedKey as exc:
+        raise ConfigError(source, f"{prefix}ETCD_KEYFILE", settings.keyfile,
+                          "key is encrypted; etcd's client needs an unencrypted key") from exc
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        problem = (f"does not match the certificate in {settings.certfile}"
+                   if "KEY_VALUES_MISMATCH" in str(exc) else f"holds no PEM private key ({_ssl_reason(exc)})")
+        raise ConfigError(source, f"{prefix}ETCD_KEYFILE", settings.keyfile, problem) from exc
+
+
+class _EncryptedKey(Exception):
+    """Internal: the key file asked for a password."""
+
+
+def _refuse_encrypted_key() -> bytes:
+    raise _EncryptedKey()  # never prompt on the terminal (OpenSSL's default)
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    return str(reason).lower().replace("_", " ") if reason else str(exc) or type(exc).__name__
+
+
+def _check_credentials(settings: EtcdSettings, source: str, prefix: str) -> None:
+    if settings.username and any(not c.isprintable() and c != " " for c in settings.username):
+        broken = any(0xD800 <= ord(c) <= 0xDFFF for c in settings.username)
+        raise ConfigError(source, f"{prefix}ETCD_USERNAME", settings.username,
+                          "username is not valid UTF-8" if broken else "username contains a control character")
+    if settings.password and any(not c.isprintable() and c != " " for c in settings.password):
+        raise ConfigError(source, f"{prefix}ETCD_PASSWORD", "(not shown)",
+                          "password is not valid UTF-8 or contains control characters")
+
+
+def _check_key_prefix(key_prefix: str, source: str, key: str) -> None:
+    """A non-empty prefix must end in "/": it is prepended as is, and "/other" would give "/othercoreos.com"."""
+    if key_prefix == "":
+        return
+    problem = name_problem(key_prefix, "key prefix")
+    if problem:
+        raise ConfigError(source, key, key_prefix, problem)
+    if not key_prefix.endswith("/"):
+        raise ConfigError(source, key, key_prefix, f'a key prefix must end in "/" (e.g. {key_prefix + "/"!r}): '
+                                                    "it is prepended to locksmith's key names as is")
