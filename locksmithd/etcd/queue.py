@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 
 from locksmithd.core.backoff import Backoff
 from locksmithd.core.history import HistoryEvent
+from locksmithd.etcd.stale import StaleHolders, next_deadline
 from locksmithd.errors import AmbiguousWrite, LeaseLost, StoreError
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import holder_from_waiter_key, prefix_end, waiter_key, waiters_prefix
@@ -117,6 +118,7 @@ class GroupQueue:
         self._watch: Any = None
         self._synced = False
         self._reported_corruption: str | None = None
+        self.stale: StaleHolders | None = None  # set by the strategy: the head acts on stale holders
 
     async def acquire(self, holder: str, info: Mapping[str, Any] | None = None,
                       deadline: datetime | None = None) -> bool:
@@ -144,6 +146,7 @@ class GroupQueue:
                         acquired = True  # the winning transaction deleted the waiter key
                         return True
                     self._report_corruption()
+                    await self._mind_stale_holders(holder)
                     backoff.reset()
                     if not self._synced:  # a reply was lost or the watch broke: read back now, not at recheck
                         continue
@@ -159,7 +162,7 @@ class GroupQueue:
                     if not await self._sleep_until(wake, deadline, pause):
                         return False
                     continue
-                if not await self._sleep_until(wake, deadline, self._recheck_pause(), resync_on_timeout=True):
+                if not await self._sleep_until(wake, deadline, self._pause_for(holder), resync_on_timeout=True):
                     return False
         finally:
             self._local.pop(holder, None)
@@ -313,6 +316,27 @@ class GroupQueue:
         if text and text != self._reported_corruption:
             log.error("not taking a slot: %s", text)
         self._reported_corruption = text
+
+    async def _mind_stale_holders(self, holder: str) -> None:
+        """At the head of a full (not halted) group, act on holders past their deadline."""
+        view = self.view
+        if self.stale is None or view.head() != holder or view.halted or view.semaphore.available > 0:
+            return
+        due = next_deadline(view.semaphore)
+        if due is not None and datetime.now(timezone.utc) >= due:
+            await asyncio.to_thread(self.stale.act)
+
+    def _pause_for(self, holder: str) -> float:
+        """The recheck pause, shortened at the head so the earliest holder deadline is looked at on time."""
+        pause = self._recheck_pause()
+        view = self.view
+        if self.stale is not None and view.head() == holder and view.semaphore.available <= 0:
+            due = next_deadline(view.semaphore)
+            if due is not None:
+                until_s = (due - datetime.now(timezone.utc)).total_seconds()
+                if until_s > 0:
+                    pause = min(pause, until_s + 0.5 + self._rng.random())
+        return pause
 
     def _recheck_pause(self) -> float:
         return self.recheck_interval_s * (0.8 + 0.4 * self._rng.random())

@@ -40,7 +40,7 @@ class StoredKey:
 
 
 class KeyValueStore(Protocol):
-    """Four operations, all atomic, all raising StoreError subclasses on failure."""
+    """Five operations, all atomic, all raising StoreError subclasses on failure."""
 
     def read(self, key: str) -> Versioned | None:
         """The current value of ``key``, or None when it does not exist."""
@@ -62,6 +62,9 @@ class KeyValueStore(Protocol):
 
     def delete(self, key: str) -> bool:
         """Delete ``key``; True if it existed (deleting twice is harmless)."""
+
+    def read_prefix(self, prefix: str) -> list[StoredKey]:
+        """Every key under ``prefix``, oldest first (by create revision)."""
 
 
 class MemoryStore:
@@ -95,6 +98,11 @@ class MemoryStore:
             for other in delete:
                 self._data.pop(other, None)
             return self._revision
+
+    def read_prefix(self, prefix: str) -> list[StoredKey]:
+        with self._lock:
+            found = [(k, v) for k, v in self._data.items() if k.startswith(prefix)]
+        return [StoredKey(k, v.value, v.mod_revision, v.mod_revision, 0) for k, v in sorted(found, key=lambda i: i[1].mod_revision)]
 
     def delete(self, key: str) -> bool:
         with self._lock:

@@ -25,6 +25,7 @@ from locksmithd.etcd.halt import halt_group
 from locksmithd.etcd.keys import alive_key
 from locksmithd.etcd.lock import Change, SemaphoreClient
 from locksmithd.etcd.queue import GroupQueue, LeaseSession
+from locksmithd.etcd.stale import StaleHolders, StalePolicy
 
 log = logging.getLogger("locksmithd.strategy")
 ALIVE_CHECK_S = 5.0  # how often a holder checks that its alive key is on the current lease (no request if so)
@@ -44,7 +45,8 @@ class EtcdLockStrategy:
     def __init__(self, store: EtcdStore, holder: str, group: str = "", key_prefix: str = "", *,
                  retry_max_s: float, hostname: str = "", boot_id: str | None = None,
                  reboot_deadline_s: float | None = None, recheck_interval_s: float = 300.0,
-                 lease_ttl_s: int = 10, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 lease_ttl_s: int = 10, stale_policy: StalePolicy = StalePolicy.HALT,
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.store = store
         self.holder = holder
         self.group = group
@@ -56,6 +58,7 @@ class EtcdLockStrategy:
         self.queue = GroupQueue(store, group, key_prefix, session=LeaseSession(store, lease_ttl_s),
                                 recheck_interval_s=recheck_interval_s, retry_max_s=retry_max_s)
         self.semaphore: SemaphoreClient = self.queue.semaphore  # the same guarded write for both ways
+        self.queue.stale = StaleHolders(self.semaphore, stale_policy, holder, now)
         self._alive_lease: int | None = None
         self._alive_task: asyncio.Task[None] | None = None
 
