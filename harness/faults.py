@@ -36,8 +36,8 @@ from harness.fault_kinds import (
     UpdateEngineRestart,
 )
 
-__all__ = ["SCENARIOS", "RANDOM_FAULTS", "Fault", "FaultyFleet", "RobustMonitor", "RunConfig", "RunResult",
-           "judge_history", "make_store", "random_faults", "replay_history", "run_faults"]
+__all__ = ["FAULTS_PER_RUN", "SCENARIOS", "RANDOM_FAULTS", "Fault", "FaultyFleet", "RobustMonitor", "RunConfig",
+           "RunResult", "judge_history", "make_store", "random_faults", "replay_history", "run_faults"]
 
 
 @dataclass
@@ -109,9 +109,13 @@ RANDOM_FAULTS: list[Callable[[random.Random, RunConfig], Fault]] = [
 """Fault makers with random parameters, drawn for combined runs."""
 
 
+FAULTS_PER_RUN = (2, 4)
+"""How many faults a randomized run draws: between these two, both included."""
+
+
 def random_faults(rng: random.Random, config: RunConfig, count: int | None = None) -> list[Fault]:
-    """2 to 4 faults (kinds may repeat) with random parameters, all from ``rng``."""
-    count = count if count is not None else rng.randint(2, 4)
+    """FAULTS_PER_RUN (2 to 4) faults, or ``count``, with random kinds (may repeat) and parameters from ``rng``."""
+    count = count if count is not None else rng.randint(*FAULTS_PER_RUN)
     faults = [rng.choice(RANDOM_FAULTS)(rng, config) for _ in range(count)]
     for fault in faults:
         # A fault on a claimed host delays that host's update instead (see run_faults).
