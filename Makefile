@@ -1,8 +1,9 @@
 # The two entry points the README promises; each does all its own set-up.
 .PHONY: setup demo test bench soak lint
 
-# The long fault-injection run: 200 randomized runs (about 30 minutes on 2 cores).
-SOAK_ARGS ?= --runs 200
+# The long fault-injection run; its defaults (200 runs, about 30 minutes on 2 cores) and
+# options: .venv/bin/python -m harness.soak --help
+SOAK_ARGS ?=
 
 setup:
 	sh contrib/bootstrap.sh

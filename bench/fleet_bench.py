@@ -152,8 +152,8 @@ async def run_rollout(member: EtcdMember, workdir: Path, hosts: int = 10, max_sl
 
 
 def _daemon_handoffs(result: Rollout, monitor: SemaphoreMonitor, fleet: list[SimulatedHost], t0: float) -> None:
-    seen_at = {revision: at for at, revision, _, _ in monitor.history}
-    docs = [Doc(revision, max_slots, frozenset(holders)) for _, revision, max_slots, holders in monitor.history]
+    seen_at = {seen.revision: seen.at for seen in monitor.history}
+    docs = [Doc(seen.revision, seen.max, frozenset(seen.holders)) for seen in monitor.history]
     events = slot_events(docs)
     first = min(docs, key=lambda d: d.revision)
     for freed, taken in pair_handoffs(events, initially_free=first.max - len(first.holders)):

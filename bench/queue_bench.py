@@ -8,8 +8,9 @@ acquisition follows a release. A watch on the group (semaphore and waiter
 keys) records the etcd history: the revision order of releases and
 acquisitions (the k-th release pairs with the k-th acquisition), each
 waiter's arrival (its key's create revision) and holders <= max at every
-revision. Wall-clock times (time.time(), one host) are taken right after
-``unlock`` and ``acquire`` return, by whichever process made the call.
+revision (harness.checker). Wall-clock times (time.time(), one host) are
+taken right after ``unlock`` and ``acquire`` return, by whichever process
+made the call.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from locksmithd.etcd.keys import prefix_end
 from locksmithd.etcd.watch import WatchEvent
 from locksmithd.etcd.keys import holder_from_waiter_key, semaphore_key, waiters_prefix
 from locksmithd.etcd.lock import SemaphoreClient
+from harness.checker import SafetyChecker
 from harness.etcd import EtcdMember
 
 from .counting import CountingStore
@@ -46,9 +48,8 @@ class GroupRecorder:
         self.key_prefix = key_prefix
         self.semaphore_key = semaphore_key(group, key_prefix)
         self.prefix = waiters_prefix(group, key_prefix)
-        self.docs: list[Doc] = []
+        self.checker = SafetyChecker()
         self.arrivals: dict[str, int] = {}  # holder -> create revision of its first waiter key
-        self.violations: list[str] = []
         self.broken: list[str] = []
         self._lock = threading.Lock()
         self._watch: Any = None
@@ -57,7 +58,7 @@ class GroupRecorder:
         stored = self.store.read(self.semaphore_key)
         if stored is None:
             raise RuntimeError(f"{self.semaphore_key} must exist before recording")
-        self._record_doc(stored.value, stored.mod_revision)
+        self.checker.feed(stored.mod_revision, stored.value)
         self._watch = self.store.watch_range(self.semaphore_key, prefix_end(self.prefix), stored.mod_revision + 1,
                                              self._on_events, self._on_broken)
 
@@ -70,15 +71,21 @@ class GroupRecorder:
         with self._lock:
             return len(self.arrivals)
 
+    @property
+    def violations(self) -> list[str]:
+        return self.checker.violations
+
     def snapshot(self) -> tuple[list[Doc], dict[str, int]]:
+        """The readable semaphore versions seen (as Docs) and the waiters' arrivals."""
+        docs = [Doc(seen.revision, seen.max, frozenset(seen.holders)) for seen in list(self.checker.history)]
         with self._lock:
-            return list(self.docs), dict(self.arrivals)
+            return docs, dict(self.arrivals)
 
     def _on_events(self, events: list[WatchEvent], revision: int) -> None:
         for event in events:
             entry = event.entry
-            if entry.key == self.semaphore_key and event.kind == "put":
-                self._record_doc(entry.value, entry.mod_revision)
+            if entry.key == self.semaphore_key:
+                self.checker.feed(entry.mod_revision, entry.value if event.kind == "put" else None)
             elif entry.key.startswith(self.prefix) and event.kind == "put":
                 holder = holder_from_waiter_key(entry.key, self.group, self.key_prefix)
                 with self._lock:
@@ -86,14 +93,6 @@ class GroupRecorder:
 
     def _on_broken(self, error: BaseException) -> None:
         self.broken.append(repr(error))
-
-    def _record_doc(self, raw: bytes, revision: int) -> None:
-        document = json.loads(raw)
-        doc = Doc(revision, int(document["max"]), frozenset(document.get("holders") or ()))
-        with self._lock:
-            self.docs.append(doc)
-            if len(doc.holders) > doc.max:
-                self.violations.append(f"revision {revision}: {len(doc.holders)} holders > max {doc.max}")
 
 
 @dataclass

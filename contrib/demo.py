@@ -117,7 +117,7 @@ class Fleet:
         self.hosts = [SimulatedHost(f"host-{i}", workdir / f"host-{i}", endpoints, options=options,
                                     reboot_delay_s=args.reboot_delay, on_event=self._on_event)
                       for i in range(args.hosts)]
-        self.monitor = SemaphoreMonitor(endpoints, group=args.group)
+        self.monitor = SemaphoreMonitor(endpoints, group=args.group, expected_max=args.max)  # started after set-max
         self.waiting: tuple[str, ...] = ()
         self._last_semaphore: tuple[tuple[str, ...], int | None] = ((), None)
         self._log_offsets: dict[str, int] = {}
@@ -138,8 +138,9 @@ class Fleet:
         self.display.event(event.at - self.started_s, f"{event.host:<10} {text}")
 
     def view(self) -> FleetView:
-        latest = self.monitor.history[-1] if self.monitor.history else None
-        holders = latest[3] if latest else ()
+        history = self.monitor.history
+        latest = history[-1] if history else None
+        holders = latest.holders if latest else ()
         rows = []
         for host in self.hosts:
             running = host.process is not None and host.process.returncode is None
@@ -148,7 +149,7 @@ class Fleet:
                 state = "booting"  # the file still shows the previous boot's last state
             rows.append(HostView(host.name, state, host.name in holders, len(host.reboot_times), host.boots))
         waiting = tuple(w for w in self.waiting if w not in holders)  # the queue is read less often
-        return FleetView(self.now_s(), tuple(rows), latest[2] if latest else None, holders, waiting,
+        return FleetView(self.now_s(), tuple(rows), latest.max if latest else None, holders, waiting,
                          self.monitor.max_holders_seen)
 
     def sample(self, force: bool = False) -> FleetView:
@@ -289,9 +290,7 @@ def summary(fleet: Fleet, outcome: Outcome, status_text: str) -> list[str]:
                      f"{f'{back:.2f}s' if back is not None else '-':>9} {host.boots:>6}")
         if len(host.reboot_times) != 1:
             outcome.problems.append(f"{host.name} rebooted {len(host.reboot_times)} times, not once")
-    violations = list(fleet.monitor.violations)
-    if fleet.monitor.max_holders_seen > fleet.args.max and not violations:
-        violations.append(f"{fleet.monitor.max_holders_seen} holders seen at once, more than max {fleet.args.max}")
+    violations = list(fleet.monitor.violations)  # holders > max, or a max other than --max
     outcome.problems += violations
     lines.append(f"most holders at once: {fleet.monitor.max_holders_seen} (max {fleet.args.max})")
     if outcome.updates_at_s is not None and outcome.done_at_s is not None:

@@ -6,8 +6,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import trustme
-
 DEFAULT_CLIENT_COMMON_NAME = "locksmithd"
 
 
@@ -37,6 +35,8 @@ def make_pki(
     3.4 needs because its gRPC gateway dials itself with the server certificate.
     ``directory`` is created if missing; existing files are overwritten.
     """
+    import trustme  # a test-only dependency: loaded only when certificates are made
+
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA(organization_name="locksmithd test CA")

@@ -1,16 +1,14 @@
-"""The fault runs' safety checker: a monitor that survives member faults, and a replay of the key's history."""
+"""The fault runs' safety watch: a monitor that survives member faults, and a replay of the key's history."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
-from typing import Any
 
 from locksmithd.errors import StoreError
 from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
-from locksmithd.etcd.client import EtcdStore
+from locksmithd.etcd.client import EtcdStore, WatchEvent
 from harness.fleet import SemaphoreMonitor
 
 
@@ -26,8 +24,8 @@ class RobustMonitor(SemaphoreMonitor):
     (a SIGSTOPped member keeps its stream open but sends nothing).
     """
 
-    def __init__(self, urls: list[str], key_prefix: str) -> None:
-        super().__init__(urls, key_prefix=key_prefix)
+    def __init__(self, urls: list[str], key_prefix: str, expected_max: int | None = None) -> None:
+        super().__init__(urls, key_prefix=key_prefix, expected_max=expected_max)
         self.store.close()
         self.store = make_store(urls)
         self.last_event_at = time.monotonic()
@@ -47,18 +45,15 @@ class RobustMonitor(SemaphoreMonitor):
         super().stop()
 
     def holders(self) -> tuple[str, ...]:
-        return self.history[-1][3] if self.history else ()
+        """The holders of the newest readable version seen."""
+        history = self.history
+        return history[-1].holders if history else ()
 
-    @property
-    def revision(self) -> int:
-        """The newest revision of the key seen so far."""
-        return self._last_revision
-
-    def _observe(self, raw: bytes, revision: int) -> None:
-        if revision <= self._last_revision:
-            return  # a reopened watch may repeat what we saw
-        self.last_event_at = time.monotonic()
-        super()._observe(raw, revision)
+    def _observe(self, raw: bytes | None, revision: int) -> bool:
+        new = super()._observe(raw, revision)
+        if new:
+            self.last_event_at = time.monotonic()
+        return new
 
     def _on_broken(self, error: BaseException) -> None:
         if not self._stopped:
@@ -73,7 +68,7 @@ class RobustMonitor(SemaphoreMonitor):
                 self.store.read(self.key)
             if self._watch is not None:
                 self._watch.cancel()
-            self._start_watch(self._last_revision + 1)
+            self._start_watch(self.revision + 1)
 
     def _guard_loop(self) -> None:
         while not self._halt.wait(1.0):
@@ -81,7 +76,7 @@ class RobustMonitor(SemaphoreMonitor):
                 stored = self.store.read(self.key)
             except StoreError:
                 continue
-            if stored and stored.mod_revision > self._last_revision and time.monotonic() - self.last_event_at > 1.5:
+            if stored and stored.mod_revision > self.revision and time.monotonic() - self.last_event_at > 1.5:
                 self._reopen()
 
 
@@ -96,7 +91,7 @@ def replay_history(urls: list[str], key: str, timeout_s: float = 30.0) -> list[t
         done = threading.Event()
         broken: list[BaseException] = []
 
-        def on_events(events: list[Any], revision: int) -> None:
+        def on_events(events: list[WatchEvent], revision: int) -> None:
             for event in events:
                 seen.append((event.entry.mod_revision, event.entry.value if event.kind == "put" else None))
             if seen and seen[-1][0] >= last.mod_revision:
@@ -114,22 +109,3 @@ def replay_history(urls: list[str], key: str, timeout_s: float = 30.0) -> list[t
         return seen
     finally:
         store.close()
-
-
-def judge_history(history: list[tuple[int, bytes | None]], max_expected: int) -> tuple[list[str], int]:
-    """Violations in a replayed history (holders > max, or max changed under us) and the most holders."""
-    violations, most = [], 0
-    for revision, raw in history:
-        if raw is None:
-            violations.append(f"revision {revision}: the semaphore was deleted")
-            continue
-        try:
-            document = json.loads(raw)
-            holders, max_slots = list(document["holders"] or ()), int(document["max"])
-        except (ValueError, KeyError, TypeError):
-            violations.append(f"revision {revision}: undecodable document {raw[:80]!r}")
-            continue
-        most = max(most, len(holders))
-        if len(holders) > max_slots or max_slots != max_expected or len(set(holders)) != len(holders):
-            violations.append(f"revision {revision}: holders {holders} with max {max_slots}")
-    return violations, most

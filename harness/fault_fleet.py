@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator, Callable
 from locksmithd.errors import StoreError
 from locksmithd.etcd.keys import semaphore_key
 from locksmithd.etcd.lock import SemaphoreClient
+from harness.documents import UnreadableDocument, stored_holders
 from harness.etcd import EtcdCluster
 from harness.fault_checker import RobustMonitor, make_store
 from harness.fleet import HostOptions, SimulatedHost
@@ -99,7 +100,7 @@ class FaultyFleet:
         self.key = semaphore_key("", self.key_prefix)
         self.urls = cluster.client_urls
         self.store = make_store(self.urls)
-        self.monitor = RobustMonitor(self.urls, self.key_prefix)
+        self.monitor = RobustMonitor(self.urls, self.key_prefix, expected_max=config.max_holders)
         self.proxies: dict[str, list[TripwireProxy]] = {}
         self.tripped: dict[str, asyncio.Event] = {}
         self.trip_actions: dict[str, Callable[[], None]] = {}
@@ -320,11 +321,15 @@ class FaultyFleet:
             except StoreError:
                 time.sleep(0.1)
                 continue
-            holders = (json.loads(stored.value).get("holders") or []) if stored else []
+            try:
+                holders = stored_holders(stored.value if stored else None)
+            except UnreadableDocument as error:
+                self.unheld_reboots.append(f"{host.name} rebooted while the semaphore was unreadable: {error}")
+                return
             if host.name in holders:
                 return
             if host.boots == boots:  # read before the new boot could release anything
-                self.unheld_reboots.append(f"{host.name} rebooted without a slot (holders {holders})")
+                self.unheld_reboots.append(f"{host.name} rebooted without a slot (holders {list(holders)})")
                 return
             break
         self.unverified_reboots += 1

@@ -201,8 +201,8 @@ class LostReply(Fault):
                     await asyncio.sleep(self.window_s)
                 finally:
                     fleet.reconnect(host)
-                landed = [r for (_, r, _, holders) in list(fleet.monitor.history)
-                          if r > revision and (host.name in holders) == (self.write == "acquire")]
+                landed = [seen.revision for seen in list(fleet.monitor.history)
+                          if seen.revision > revision and (host.name in seen.holders) == (self.write == "acquire")]
                 fleet.notes.append(f"lost-reply: {host.name}'s {self.write} "
                                    f"{'committed at revision %d' % landed[0] if landed else 'did not commit'} "
                                    f"while {fleet.dropped_bytes(host)} reply bytes were dropped")

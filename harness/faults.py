@@ -11,7 +11,6 @@ asked logind, no slot and no waiter key left, no daemon traceback.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections import Counter
@@ -22,7 +21,9 @@ from typing import Callable
 from locksmithd.errors import StoreError
 from locksmithd.etcd.keys import waiters_prefix
 from harness.etcd import EtcdCluster
-from harness.fault_checker import RobustMonitor, judge_history, make_store, replay_history
+from harness.checker import judge_history
+from harness.documents import UnreadableDocument, stored_holders
+from harness.fault_checker import RobustMonitor, make_store, replay_history
 from harness.fault_fleet import FaultyFleet, RunConfig
 from harness.fault_kinds import (
     CutOff,
@@ -35,8 +36,8 @@ from harness.fault_kinds import (
     UpdateEngineRestart,
 )
 
-__all__ = ["SCENARIOS", "RANDOM_FAULTS", "Fault", "FaultyFleet", "RobustMonitor", "RunConfig", "RunResult",
-           "judge_history", "make_store", "random_faults", "replay_history", "run_faults"]
+__all__ = ["FAULTS_PER_RUN", "SCENARIOS", "RANDOM_FAULTS", "Fault", "FaultyFleet", "RobustMonitor", "RunConfig",
+           "RunResult", "judge_history", "make_store", "random_faults", "replay_history", "run_faults"]
 
 
 @dataclass
@@ -108,9 +109,13 @@ RANDOM_FAULTS: list[Callable[[random.Random, RunConfig], Fault]] = [
 """Fault makers with random parameters, drawn for combined runs."""
 
 
+FAULTS_PER_RUN = (2, 4)
+"""How many faults a randomized run draws: between these two, both included."""
+
+
 def random_faults(rng: random.Random, config: RunConfig, count: int | None = None) -> list[Fault]:
-    """2 to 4 faults (kinds may repeat) with random parameters, all from ``rng``."""
-    count = count if count is not None else rng.randint(2, 4)
+    """FAULTS_PER_RUN (2 to 4) faults, or ``count``, with random kinds (may repeat) and parameters from ``rng``."""
+    count = count if count is not None else rng.randint(*FAULTS_PER_RUN)
     faults = [rng.choice(RANDOM_FAULTS)(rng, config) for _ in range(count)]
     for fault in faults:
         # A fault on a claimed host delays that host's update instead (see run_faults).
@@ -179,7 +184,10 @@ async def _await_quiet(fleet: FaultyFleet, result: RunResult) -> None:
     """Wait (bounded by the 10 s lease) until no slot is held and no waiter key is left."""
     def quiet() -> bool:
         stored = fleet.store.read(fleet.key)
-        holders = json.loads(stored.value).get("holders") if stored else []
+        try:
+            holders = stored_holders(stored.value if stored else None)
+        except UnreadableDocument:
+            return False  # the verdict reports it
         return not holders and not fleet.store.read_prefix(waiters_prefix("", fleet.key_prefix))
 
     deadline = time.monotonic() + 20
@@ -214,9 +222,13 @@ def _judge(fleet: FaultyFleet, result: RunResult) -> None:
         if "Traceback" in host.log_text():
             result.failures.append(f"{host.name}'s daemon logged a traceback")
     stored = fleet.store.read(fleet.key)
-    holders = json.loads(stored.value).get("holders") if stored else []
-    if holders:
-        result.failures.append(f"slots still held at the end by {holders}")
+    try:
+        holders = stored_holders(stored.value if stored else None)
+    except UnreadableDocument as error:
+        result.failures.append(f"the semaphore document is unreadable at the end: {error}")
+    else:
+        if holders:
+            result.failures.append(f"slots still held at the end by {list(holders)}")
     waiters = fleet.store.read_prefix(waiters_prefix("", fleet.key_prefix))
     if waiters:
         result.failures.append(f"waiter keys left: {[w.key for w in waiters]}")

@@ -10,7 +10,6 @@ new boot id and starts locksmithd again after ``reboot_delay_s``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -19,16 +18,26 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
 from locksmithd.etcd.keys import semaphore_key
 from locksmithd.core.update_status import NEED_REBOOT, UpdateStatus
 from harness.bus import PrivateBus
+from harness.checker import Observation, SafetyChecker
 from harness.services import SimulatedServices
 
-log = logging.getLogger("locksmithd.testing.fleet")
+if TYPE_CHECKING:  # etcd3 (grpc) is loaded only when a monitor is made
+    from locksmithd.etcd.client import WatchEvent
+
+log = logging.getLogger("harness.fleet")
 IDLE = "UPDATE_STATUS_IDLE"
+
+
+class Watch(Protocol):
+    """A running etcd watch, as EtcdStore.watch_range returns it."""
+
+    def cancel(self) -> None: ...
 
 
 @dataclass
@@ -232,64 +241,72 @@ class SimulatedHost:
 
 
 class SemaphoreMonitor:
-    """Watches one semaphore key and checks ``holders <= max`` on every change it sees.
+    """Watches one semaphore key and feeds every version it sees to a SafetyChecker.
 
-    Runs an etcd watch in a background thread (via EtcdStore.watch_range) and
-    records every observed document, the most holders seen, and violations.
+    Runs an etcd watch in a background thread (via EtcdStore.watch_range);
+    ``violations``, ``history`` (readable versions as Observations) and
+    ``max_holders_seen`` are the checker's, ``changes`` counts the versions seen.
+    With ``expected_max``, a version with another max is a violation too.
     """
 
-    def __init__(self, endpoints: list[str], group: str = "", key_prefix: str = "") -> None:
+    def __init__(self, endpoints: list[str], group: str = "", key_prefix: str = "",
+                 expected_max: int | None = None) -> None:
         from locksmithd.etcd.client import EtcdStore
 
         self.store = EtcdStore(EtcdSettings(endpoints=parse_endpoints(endpoints, "monitor", "endpoints"),
                                             request_timeout_s=3.0))
         self.key = semaphore_key(group, key_prefix)
-        self.max_holders_seen = 0
-        self.violations: list[str] = []
-        self.history: list[tuple[float, int, int, tuple[str, ...]]] = []  # (t, revision, max, holders)
-        self.changes = 0
-        self._watch: Any = None
+        self.checker = SafetyChecker(expected_max)
+        self._watch: Watch | None = None
         self._stopped = False
-        self._last_revision = 0
+
+    @property
+    def violations(self) -> list[str]:
+        return self.checker.violations
+
+    @property
+    def history(self) -> list[Observation]:
+        return self.checker.history
+
+    @property
+    def max_holders_seen(self) -> int:
+        return self.checker.max_holders_seen
+
+    @property
+    def changes(self) -> int:
+        return self.checker.versions
+
+    @property
+    def revision(self) -> int:
+        """The newest revision of the key seen so far (0 before any)."""
+        return self.checker.last_revision
 
     def start(self) -> None:
         stored = self.store.read(self.key)
-        revision = stored.mod_revision if stored else 0
         if stored:
             self._observe(stored.value, stored.mod_revision)
-        self._start_watch(revision + 1 if revision else 1)
+        self._start_watch(self.revision + 1)
 
     def _start_watch(self, start_revision: int) -> None:
         self._watch = self.store.watch_range(self.key, self.key + "\0", start_revision,
                                              self._on_events, self._on_broken)
 
-    def _on_events(self, events: list[Any], revision: int) -> None:
+    def _on_events(self, events: list[WatchEvent], revision: int) -> None:
         for event in events:
-            if event.kind == "put":
-                self._observe(event.entry.value, event.entry.mod_revision)
+            self._observe(event.entry.value if event.kind == "put" else None, event.entry.mod_revision)
 
     def _on_broken(self, error: BaseException) -> None:
         if self._stopped:
             return
         time.sleep(0.2)
         try:
-            self._start_watch(self._last_revision + 1)
+            self._start_watch(self.revision + 1)
         except Exception as exc:  # keep trying from a fresh thread
             log.warning("monitor watch restart failed: %s", exc)
 
-    def _observe(self, raw: bytes, revision: int) -> None:
-        self._last_revision = max(self._last_revision, revision)
-        self.changes += 1
-        try:
-            document = json.loads(raw)
-            holders = tuple(document.get("holders") or ())
-            max_slots = int(document["max"])
-        except (ValueError, KeyError, TypeError):
-            return
-        self.max_holders_seen = max(self.max_holders_seen, len(holders))
-        self.history.append((time.monotonic(), revision, max_slots, holders))
-        if len(holders) > max_slots:
-            self.violations.append(f"revision {revision}: {len(holders)} holders > max {max_slots}: {holders}")
+    def _observe(self, raw: bytes | None, revision: int) -> bool:
+        """Feed one version (None: deleted) to the checker; False if it was seen already."""
+        return self.checker.feed(revision, raw)
 
     def stop(self) -> None:
         self._stopped = True

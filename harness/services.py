@@ -23,7 +23,7 @@ from locksmithd.bus.connection import connect, disconnect
 from locksmithd.errors import BusError
 from locksmithd.core.update_status import IDLE, NEED_REBOOT, UpdateStatus
 
-log = logging.getLogger("locksmithd.testing")
+log = logging.getLogger("harness.services")
 
 StatusBody = Annotated[list[Any], DBusSignature("xdssx")]
 SessionList = Annotated[list[list[Any]], DBusSignature("a(susso)")]

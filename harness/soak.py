@@ -1,8 +1,9 @@
 """`make soak`: many randomized fault runs on one 3-member etcd cluster, then a summary table.
 
-Each run draws 2 to 4 faults (kinds, targets, timings) from its own seed,
-printed so one run can be replayed with ``--replay SEED``; a replay repeats
-the fault plan, not the exact interleaving of processes. Exit status 1 when
+Each run draws 2 to 4 faults (kinds, targets, timings; with --scenario,
+that one fault) from its own seed, which is printed: --replay SEED runs
+that one again (the same fault plan, not the exact interleaving of
+processes), --seed MASTER the whole sequence of runs. Exit status 1 when
 any run broke safety or did not finish cleanly, 0 otherwise.
 """
 
@@ -22,13 +23,17 @@ from pathlib import Path
 from harness.etcd import EtcdCluster
 from harness.faults import SCENARIOS, RunConfig, RunResult, random_faults, run_faults
 
+DEFAULT_RUNS = 200  # about 30 minutes on 2 cores
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m harness.soak", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=20, help="number of randomized runs [20]")
-    parser.add_argument("--seed", type=int, default=None, help="master seed; each run's seed derives from it")
-    parser.add_argument("--replay", type=int, action="append", default=[], metavar="RUN_SEED",
+    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS,
+                        help=f"number of randomized runs [{DEFAULT_RUNS}]")
+    parser.add_argument("--seed", type=int, default=None, metavar="MASTER",
+                        help="master seed; each run's seed derives from it [random, printed]")
+    parser.add_argument("--replay", type=int, action="append", default=[], metavar="SEED",
                         help="run exactly this run seed (repeatable); --runs and --seed are ignored")
     parser.add_argument("--scenario", choices=sorted(SCENARIOS),
                         help="repeat one named single-fault scenario instead of random mixes")
