@@ -313,7 +313,7 @@ def _etcd(values: Mapping[str, Entry]) -> EtcdSettings:
         key_prefix=_optional(values, KEY_PREFIX) or "",
         request_timeout_s=_seconds(values.get(ETCD_TIMEOUT), DEFAULT_ETCD_TIMEOUT_S),
     )
-    related = (ENDPOINT, CAFILE, CERTFILE, KEYFILE, USERNAME, PASSWORD)
+    related = (ENDPOINT, CAFILE, CERTFILE, KEYFILE, USERNAME, PASSWORD, KEY_PREFIX)
     where = list(dict.fromkeys(values[key].source for key in related if key in values))
     return validate_tls_and_auth(settings, ", ".join(where) or "defaults", "LOCKSMITHD_")
 

@@ -206,7 +206,7 @@ class TestMixedAndHiddenSettingsWithRealBinaries:
         assert_one_line(result, ExitCode.USAGE, "LOCKSMITHCTL_ETCD_KEY_PREFIX", 'must end in "/"')
         daemon = run_daemon(tmp_path, {"LOCKSMITHD_ENDPOINT": etcd_node.client_urls[0],
                                        "LOCKSMITHD_ETCD_KEY_PREFIX": "/other"})
-        assert_one_line(daemon, ExitCode.CONFIG, "LOCKSMITHD_ETCD_KEY_PREFIX", 'must end in "/"')
+        assert_one_line(daemon, ExitCode.CONFIG, "environment: LOCKSMITHD_ETCD_KEY_PREFIX", 'must end in "/"')
         assert stored_bytes(etcd_node, key_prefix) == before
         assert stored_bytes(etcd_node, key_prefix.rstrip("/")) is None
 

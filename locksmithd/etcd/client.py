@@ -267,7 +267,7 @@ class EtcdStore:
                         continue
                     if outcome is not Action.TRY_NEXT:
                         raise self._error(outcome, endpoint, what, code, details) from exc
-                    failures.append(f"{endpoint.url} ({code.lower()}: {_short(details)})")
+                    failures.append(f"{endpoint.url} ({code.lower()}{': ' + _short(details) if details else ''})")
                 self._forget(endpoint)
                 if write:
                     raise AmbiguousWrite(f"{what}: no reply from {endpoint.url}; the write may or may not have landed")
