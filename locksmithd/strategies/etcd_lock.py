@@ -23,8 +23,8 @@ class EtcdLockStrategy:
     uses_lock = True
 
     def __init__(self, store: EtcdStore, holder: str, group: str = "", key_prefix: str = "", *,
-                 holder_info: Callable[[], Mapping[str, Any]] = dict, recheck_interval_s: float = 300.0,
-                 retry_max_s: float = 60.0, lease_ttl_s: int = 10) -> None:
+                 holder_info: Callable[[], Mapping[str, Any]] = dict, recheck_interval_s: float,
+                 retry_max_s: float, lease_ttl_s: int = 10) -> None:
         self.store = store
         self.holder = holder
         self.semaphore = SemaphoreClient(store, group, key_prefix)
