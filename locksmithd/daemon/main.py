@@ -136,8 +136,18 @@ async def _serve(settings: DaemonSettings, strategy: RebootStrategy, coordinator
     from locksmithd.daemon.run import Daemon
     from locksmithd.host.wall import reboot_notice, write_to_terminals
 
+    main = asyncio.current_task()
+    assert main is not None
+    stop_reason: dict[str, ExitCode] = {"code": ExitCode.OK}
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # before connecting: a stop while retrying is clean too
+        loop.add_signal_handler(signum, main.cancel)
     backoff = Backoff(CONNECT_FIRST_DELAY_S, settings.retry_max_s, random.Random())
-    bus = await _connect_with_retry(connect, settings.bus_address, backoff)
+    try:
+        bus = await _connect_with_retry(connect, settings.bus_address, backoff)
+    except asyncio.CancelledError:
+        log.info("stopped while connecting to D-Bus")
+        return ExitCode.OK
     reboot_needed = asyncio.Event()
 
     def on_status(status: UpdateStatus) -> None:
@@ -151,12 +161,6 @@ async def _serve(settings: DaemonSettings, strategy: RebootStrategy, coordinator
         login_delay_s=settings.login_delay_s, retry_max_s=settings.retry_max_s,
         warn_users=lambda ttys, delay: write_to_terminals(ttys, reboot_notice(socket.gethostname(), delay)),
         notify=lambda state: notifier.send(STATUS=state))
-    main = asyncio.current_task()
-    assert main is not None
-    stop_reason: dict[str, ExitCode] = {"code": ExitCode.OK}
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, main.cancel)
 
     async def bus_lost() -> None:
         # Shielded: cancelling this task must not cancel dbus-fast's shared disconnect future.
