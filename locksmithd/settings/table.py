@@ -155,12 +155,15 @@ def parse_row(row: Setting[T], raw: RawSetting) -> T:
 
     Raises ConfigError naming ``raw``'s source and key (the value hidden for a
     secret) for text that is not valid UTF-8 (Python keeps such bytes as lone
-    surrogates), longer than MAX_VALUE_CHARS, or refused by the parser.
+    surrogates), holding a NUL character, longer than MAX_VALUE_CHARS, or
+    refused by the parser.
     """
     try:
         raw.value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ConfigError(raw.source, raw.key, hidden(raw.key, raw.value), "not valid UTF-8") from exc
+    if "\x00" in raw.value:  # only a file can carry one; no path, name or URL may hold it
+        raise ConfigError(raw.source, raw.key, hidden(raw.key, raw.value), "contains a NUL character")
     if len(raw.value) > MAX_VALUE_CHARS:
         raise ConfigError(raw.source, raw.key, hidden(raw.key, raw.value),
                           f"longer than {MAX_VALUE_CHARS} characters")
