@@ -130,15 +130,11 @@ async def _run(settings: DaemonSettings) -> ExitCode:
 
 async def _serve(settings: DaemonSettings, strategy: RebootStrategy, coordinator: CoordinatorFile,
                  notifier: Notifier) -> ExitCode:
+    """Connect to D-Bus (retrying), then run the daemon until a stop signal or a lost bus."""
     from locksmithd.bus.connection import connect, disconnect
-    from locksmithd.bus.logind import LogindClient
-    from locksmithd.bus.update_engine import UpdateEngineWatcher
-    from locksmithd.daemon.run import Daemon
-    from locksmithd.host.wall import reboot_notice, write_to_terminals
 
     main = asyncio.current_task()
     assert main is not None
-    stop_reason: dict[str, ExitCode] = {"code": ExitCode.OK}
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):  # before connecting: a stop while retrying is clean too
         loop.add_signal_handler(signum, main.cancel)
@@ -148,6 +144,20 @@ async def _serve(settings: DaemonSettings, strategy: RebootStrategy, coordinator
     except asyncio.CancelledError:
         log.info("stopped while connecting to D-Bus")
         return ExitCode.OK
+    try:
+        return await _serve_on_bus(settings, strategy, coordinator, notifier, bus, main)
+    finally:
+        await disconnect(bus)
+
+
+async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coordinator: CoordinatorFile,
+                        notifier: Notifier, bus: MessageBus, main: asyncio.Task[Any]) -> ExitCode:
+    """Watch update_engine and run the state machine; cancelling ``main`` stops both cleanly."""
+    from locksmithd.bus.logind import LogindClient
+    from locksmithd.bus.update_engine import UpdateEngineWatcher
+    from locksmithd.daemon.run import Daemon
+    from locksmithd.host.wall import reboot_notice, write_to_terminals
+
     reboot_needed = asyncio.Event()
 
     def on_status(status: UpdateStatus) -> None:
@@ -161,6 +171,7 @@ async def _serve(settings: DaemonSettings, strategy: RebootStrategy, coordinator
         login_delay_s=settings.login_delay_s, retry_max_s=settings.retry_max_s,
         warn_users=lambda ttys, delay: write_to_terminals(ttys, reboot_notice(socket.gethostname(), delay)),
         notify=lambda state: notifier.send(STATUS=state))
+    stop_reason: dict[str, ExitCode] = {"code": ExitCode.OK}
 
     async def bus_lost() -> None:
         # Shielded: cancelling this task must not cancel dbus-fast's shared disconnect future.
@@ -182,7 +193,6 @@ async def _serve(settings: DaemonSettings, strategy: RebootStrategy, coordinator
     finally:
         lost.cancel()
         await watcher.stop()
-        await disconnect(bus)
     return stop_reason["code"]
 
 
