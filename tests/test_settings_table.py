@@ -69,6 +69,14 @@ class TestRows:
         assert table.BOOT_ID_PATH.default == DEFAULT_BOOT_ID_PATH
         assert DaemonSettings(machine_id="m").retry_max_s == table.RETRY_MAX.default_value() == 60.0
 
+    def test_dataclass_defaults_are_the_table_defaults(self) -> None:
+        """DaemonSettings and EtcdSettings built without arguments hold the table's parsed defaults."""
+        daemon, etcd = DaemonSettings(machine_id="m"), EtcdSettings()
+        for row in SETTINGS:
+            if row.field is not None:
+                target = etcd if row.field.startswith("etcd.") else daemon
+                assert getattr(target, row.field.removeprefix("etcd.")) == row.default_value(), row.key
+
     def test_every_default_parses(self) -> None:
         """A documented default that its own parser refused would only fail at start-up."""
         for row in SETTINGS:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from locksmithd.daemon.main import _given_flags
-from locksmithd.errors import ConfigError
+from locksmithd.errors import ConfigError, ExitCode, IdentityError
 from locksmithd.settings import MAX_CONF_BYTES, DaemonSettings, load_settings
 
 MACHINE = {"LOCKSMITHD_MACHINE_ID": "m"}
@@ -58,6 +58,12 @@ class TestEveryValue:
                           bad if source == "command line" else None, conf_paths=[])
         assert (info.value.source, info.value.key, info.value.problem) == (source, key, "not valid UTF-8")
         str(info.value).encode("utf-8")  # printable on any terminal
+
+    def test_machine_id_bytes_are_an_identity_error(self) -> None:
+        """The holder id keeps its own exit code (4) whatever is wrong with it."""
+        with pytest.raises(IdentityError) as info:
+            load_settings({"LOCKSMITHD_MACHINE_ID": "m\udcff"}, conf_paths=[])
+        assert info.value.exit_code == ExitCode.IDENTITY and info.value.problem == "not valid UTF-8"
 
     def test_password_bytes_are_hidden(self) -> None:
         with pytest.raises(ConfigError) as info:

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Generic, TypeVar
 
 from locksmithd.core.duration import format_duration
-from locksmithd.errors import ConfigError
+from locksmithd.errors import ConfigError, IdentityError
 from locksmithd.etcd.settings import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT_S
 from locksmithd.host.identity import DEFAULT_BOOT_ID_PATH, DEFAULT_MACHINE_ID_PATH
 from locksmithd.host.statefile import DEFAULT_PATH as DEFAULT_STATE_FILE
@@ -39,7 +39,9 @@ class Setting(Generic[T_co]):
     the literal says too little. ``field`` names the DaemonSettings field
     the value fills ("etcd.<name>" for EtcdSettings; None when the loader
     combines the row with others). ``operator`` False marks keys systemd sets
-    (not documented, no flag). ``error`` is the ConfigError class for bad values.
+    (not documented, no flag); ``switch`` makes the flag take no value.
+    ``error`` is the ConfigError class a bad value raises (IdentityError for
+    the holder id, exit 4).
     """
 
     key: str
@@ -53,6 +55,7 @@ class Setting(Generic[T_co]):
     aliases: tuple[str, ...] = ()
     operator: bool = True
     switch: bool = False
+    error: type[ConfigError] = ConfigError
 
     def default_value(self) -> T_co | None:
         """The parsed default (None when the setting has none)."""
@@ -106,7 +109,7 @@ LOGIN_DELAY = Setting("LOCKSMITHD_LOGIN_DELAY", values.delay_s,
                       "how long to wait after warning logged-in users (0 allowed, at most 24h)", "login_delay_s",
                       "5m", flag="--login-delay")
 MACHINE_ID = Setting("LOCKSMITHD_MACHINE_ID", values.holder_id, "holder id override (tests, demos)", None,
-                     shown_default=f"`{DEFAULT_MACHINE_ID_PATH}`", flag="--machine-id")
+                     shown_default=f"`{DEFAULT_MACHINE_ID_PATH}`", flag="--machine-id", error=IdentityError)
 STATE_FILE = Setting("LOCKSMITHD_STATE_FILE", values.state_file,
                      "coordinator state file; only its last directory is created", "state_file",
                      DEFAULT_STATE_FILE, flag="--state-file")
@@ -153,24 +156,26 @@ def hidden(key: str, value: object) -> object:
 def parse_row(row: Setting[T], raw: RawSetting) -> T:
     """Parse ``raw`` with ``row``'s parser after the checks every value gets.
 
-    Raises ConfigError naming ``raw``'s source and key (the value hidden for a
-    secret) for text that is not valid UTF-8 (Python keeps such bytes as lone
+    Raises ``row.error`` (a ConfigError) naming ``raw``'s source and key (the
+    value hidden for a secret) for text that is not valid UTF-8 (Python keeps such bytes as lone
     surrogates), holding a NUL character, longer than MAX_VALUE_CHARS, or
     refused by the parser.
     """
+    problem: str | None = None
     try:
         raw.value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ConfigError(raw.source, raw.key, hidden(raw.key, raw.value), "not valid UTF-8") from exc
-    if "\x00" in raw.value:  # only a file can carry one; no path, name or URL may hold it
-        raise ConfigError(raw.source, raw.key, hidden(raw.key, raw.value), "contains a NUL character")
-    if len(raw.value) > MAX_VALUE_CHARS:
-        raise ConfigError(raw.source, raw.key, hidden(raw.key, raw.value),
-                          f"longer than {MAX_VALUE_CHARS} characters")
-    try:
-        return row.parse(raw)
-    except ValueError as exc:
-        raise ConfigError(raw.source, raw.key, hidden(raw.key, raw.value), str(exc)) from exc
+    except UnicodeEncodeError:
+        problem = "not valid UTF-8"
+    if problem is None and "\x00" in raw.value:  # only a file can carry one; no path, name or URL may
+        problem = "contains a NUL character"
+    if problem is None and len(raw.value) > MAX_VALUE_CHARS:
+        problem = f"longer than {MAX_VALUE_CHARS} characters"
+    if problem is None:
+        try:
+            return row.parse(raw)
+        except ValueError as exc:
+            problem = str(exc)
+    raise row.error(raw.source, raw.key, hidden(raw.key, raw.value), problem)
 
 
 def readme_table() -> str:

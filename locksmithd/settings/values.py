@@ -12,9 +12,8 @@ import re
 from datetime import timedelta
 
 from locksmithd.core.duration import format_duration, parse_duration
-from locksmithd.core.names import group_problem
+from locksmithd.core.names import group_problem, name_problem
 from locksmithd.etcd.settings import Endpoint, check_readable_file, parse_endpoints, request_timeout_problem
-from locksmithd.host.identity import validate_holder_id
 from locksmithd.settings.raw import RawSetting
 from locksmithd.strategies import ALIASES as STRATEGY_ALIASES
 from locksmithd.strategies import LABELS, resolve_label
@@ -56,8 +55,11 @@ def group(raw: RawSetting) -> str:
 
 
 def holder_id(raw: RawSetting) -> str:
-    """A holder id under the one naming rule; IdentityError (exit 4) otherwise."""
-    return validate_holder_id(raw.value, raw.source, raw.key)
+    """A holder id under the one naming rule (``core.names.name_problem``)."""
+    problem = name_problem(raw.value)
+    if problem is not None:
+        raise ValueError(problem)
+    return raw.value
 
 
 def endpoints(raw: RawSetting) -> tuple[Endpoint, ...]:
