@@ -2,7 +2,9 @@
 
 The daemon's flags and ``--help``, validation, the known and secret keys and
 the README's Configure table all come from ``SETTINGS``. A new setting is one
-row here plus the typed field it fills in ``DaemonSettings``.
+row here plus the typed field it fills in ``DaemonSettings``; then refresh the
+README with ``python -c 'from locksmithd.settings import readme_table; print(readme_table())'``
+(tests/test_settings_table.py fails until the two agree).
 """
 
 from __future__ import annotations
