@@ -22,6 +22,7 @@ from locksmithd.bus import update_engine as update1
 from locksmithd.bus.connection import connect, disconnect
 from locksmithd.errors import BusError
 from locksmithd.core.update_status import IDLE, NEED_REBOOT, UpdateStatus
+from harness.systemd_service import FakeSystemd
 
 log = logging.getLogger("harness.services")
 
@@ -241,7 +242,11 @@ def session_path(session_id: str) -> str:
 
 
 class SimulatedServices:
-    """Fake update_engine and logind, each on its own connection to one bus.
+    """Fake update_engine, logind and systemd, each on its own connection to one bus.
+
+    systemd reports ``SystemState`` "running" unless told otherwise
+    (``services.systemd.system_state = ...``), so health checks after a
+    simulated reboot pass by default.
 
     Each service can be stopped and started (name released and object
     unexported, then re-exported and the name requested again), as a host's
@@ -261,6 +266,7 @@ class SimulatedServices:
         self.logind = fake_logind
         self._update_engine_bus = update_engine_bus
         self._logind_bus = logind_bus
+        self.systemd: FakeSystemd | None = None
 
     @classmethod
     async def start(
@@ -269,6 +275,7 @@ class SimulatedServices:
         *,
         update_engine: bool = True,
         logind: bool = True,
+        systemd: bool = True,
         status: UpdateStatus = IDLE_STATUS,
         on_reboot: RebootHook | None = None,
     ) -> Self:
@@ -295,6 +302,8 @@ class SimulatedServices:
                 await services.start_update_engine()
             if logind:
                 await services.start_logind()
+            if systemd:
+                services.systemd = await FakeSystemd.start(address)
         except BaseException:
             await services.close()
             raise
@@ -345,6 +354,9 @@ class SimulatedServices:
         self.logind.detach()
         await disconnect(self._update_engine_bus)
         await disconnect(self._logind_bus)
+        if self.systemd is not None:
+            await self.systemd.close()
+            self.systemd = None
 
     async def __aenter__(self) -> Self:
         return self

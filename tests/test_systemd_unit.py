@@ -50,3 +50,22 @@ def test_unit_contract() -> None:
     assert "AF_UNIX" in unit.get("Service", "RestrictAddressFamilies")  # D-Bus to logind
     assert "DeviceAllow=char-pts rw" in raw  # reboot notices on pseudo terminals
     assert "ReadWritePaths=/run/update-engine" in raw
+
+
+def test_unit_agrees_with_the_settings_table() -> None:
+    """The unit's config files, state directory and runtime directory are the daemon's defaults."""
+    import os
+
+    from locksmithd.settings import DEFAULT_CONF_PATHS
+    from locksmithd.settings.table import STATE_FILE
+
+    raw = UNIT.read_text()
+    files = [line.removeprefix("EnvironmentFile=-") for line in raw.splitlines()
+             if line.startswith("EnvironmentFile=")]
+    assert files == [path for path in DEFAULT_CONF_PATHS if path.endswith("update.conf")]
+    assert STATE_FILE.default is not None
+    state_dir = os.path.dirname(STATE_FILE.default)
+    unit = load_unit()
+    assert unit.get("Service", "ReadWritePaths") == state_dir
+    assert unit.get("Service", "RuntimeDirectory") == os.path.basename(state_dir)
+    assert os.path.dirname(state_dir) == "/run"  # RuntimeDirectory= lives in /run

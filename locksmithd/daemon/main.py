@@ -5,80 +5,107 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import signal
 import socket
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from locksmithd import __version__
+from locksmithd.core.backoff import Backoff
+from locksmithd.core.names import printable
+from locksmithd.errors import BusError, ConfigError, ExitCode, LocksmithError
 from locksmithd.host.journal import quiet_grpc
-from locksmithd.errors import BusError, ExitCode, LocksmithError
+from locksmithd.settings import COMMAND_LINE, FLAGS, Setting
+
+if TYPE_CHECKING:  # imported lazily at run time: --help and config errors need neither D-Bus nor etcd
+    from dbus_fast.aio import MessageBus
+
+    from locksmithd.core.update_status import UpdateStatus
+    from locksmithd.host.journal import Notifier
+    from locksmithd.host.statefile import CoordinatorFile
+    from locksmithd.settings import DaemonSettings
+    from locksmithd.strategies.base import RebootStrategy
 
 log = logging.getLogger("locksmithd")
+F = TypeVar("F", bound=Callable[..., Any])
 
-# flag name -> settings key; flags are the highest-priority source.
-FLAG_KEYS = {
-    "strategy": "REBOOT_STRATEGY",
-    "endpoint": "LOCKSMITHD_ENDPOINT",
-    "group": "LOCKSMITHD_GROUP",
-    "etcd_cafile": "LOCKSMITHD_ETCD_CAFILE",
-    "etcd_certfile": "LOCKSMITHD_ETCD_CERTFILE",
-    "etcd_keyfile": "LOCKSMITHD_ETCD_KEYFILE",
-    "etcd_username": "LOCKSMITHD_ETCD_USERNAME",
-    "etcd_password": "LOCKSMITHD_ETCD_PASSWORD",
-    "etcd_key_prefix": "LOCKSMITHD_ETCD_KEY_PREFIX",
-    "reboot_window_start": "LOCKSMITHD_REBOOT_WINDOW_START",
-    "reboot_window_length": "LOCKSMITHD_REBOOT_WINDOW_LENGTH",
-    "machine_id": "LOCKSMITHD_MACHINE_ID",
-    "state_file": "LOCKSMITHD_STATE_FILE",
-    "login_delay": "LOCKSMITHD_LOGIN_DELAY",
-}
+CONNECT_FIRST_DELAY_S = 0.5
+# Flags whose repetitions add up (like the comma-separated value); any other flag may be given once.
+REPEATABLE = frozenset({"--endpoint"})
 EXIT_HELP = ("\b\nExit codes: 0 stopped or strategy off; 1 unexpected failure; 3 invalid configuration; "
              "4 no machine id; 11 D-Bus unusable; 12 another coordinator runs on this host.")
 
 
-def _flag_options(func: Any) -> Any:
-    for name in reversed(FLAG_KEYS):
-        func = click.option(f"--{name.replace('_', '-')}", name, default=None,
-                            help=f"overrides {FLAG_KEYS[name]}")(func)
+def _param(row: Setting[object]) -> str:
+    assert row.flag is not None
+    return row.flag.removeprefix("--").replace("-", "_")
+
+
+def _flag_options(func: F) -> F:
+    """One click option per row of the settings table that has a flag."""
+    for flag, row in reversed(list(FLAGS.items())):
+        default = f"; default {row.default_text()}" if row.default_text() else ""
+        text = f"{row.meaning} (overrides {row.key}{default})"
+        if row.switch:
+            func = click.option(flag, _param(row), is_flag=True, default=None, help=text)(func)
+        else:
+            func = click.option(flag, _param(row), multiple=True, metavar="VALUE", help=text)(func)
     return func
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_HELP)
 @_flag_options
-@click.option("--debug", is_flag=True, default=None, help="verbose logging")
 @click.option("--conf", "conf_paths", multiple=True, metavar="PATH",
-              help="read these KEY=value files instead of the update.conf and locksmithd.conf defaults")
+              help="read these KEY=value files (which must exist) instead of the update.conf and "
+                   "locksmithd.conf defaults")
 @click.version_option(__version__, "--version", prog_name="locksmithd")
-def cli(debug: bool | None, conf_paths: tuple[str, ...], **flags: str | None) -> None:
+def cli(conf_paths: tuple[str, ...], **flags: tuple[str, ...] | bool | None) -> None:
     """Coordinate this host's reboots after updates (etcd semaphore, update_engine, logind)."""
     from locksmithd.settings import DEFAULT_CONF_PATHS, load_settings
 
-    given = {FLAG_KEYS[name]: value for name, value in flags.items() if value is not None}
-    if debug:
-        given["LOCKSMITHD_DEBUG"] = "1"
     try:
+        given = _given_flags(flags)
         # The only place the environment is read.
-        settings = load_settings(os.environ, given, conf_paths=conf_paths or DEFAULT_CONF_PATHS)
+        settings = load_settings(os.environ, given, conf_paths=conf_paths or DEFAULT_CONF_PATHS,
+                                 conf_must_exist=bool(conf_paths))
     except LocksmithError as error:
         click.echo(f"locksmithd: {error.one_line()}", err=True)
         sys.exit(int(error.exit_code))
     from locksmithd.host.journal import setup_logging
 
-    setup_logging(settings.debug, os.environ.get("JOURNAL_STREAM"))
+    setup_logging(settings.debug, settings.journal_stream)
     for source, key in settings.unknown_keys:
-        log.warning("ignoring unknown setting %s from %s", key, source)
+        log.warning("ignoring unknown setting %s from %s", printable(key), printable(source))
     try:
-        code = asyncio.run(_run(settings, os.environ.get("NOTIFY_SOCKET")))
+        code = asyncio.run(_run(settings))
     except LocksmithError as error:
         log.error("%s", error.one_line())
         code = error.exit_code
     sys.exit(int(code))
 
 
-async def _run(settings: Any, notify_socket: str | None) -> ExitCode:
+def _given_flags(flags: dict[str, tuple[str, ...] | bool | None]) -> dict[str, str]:
+    """{settings key: text} for the flags given; ConfigError for a flag given twice."""
+    given: dict[str, str] = {}
+    for flag, row in FLAGS.items():
+        value = flags.get(_param(row))
+        if value is None or value == ():
+            continue
+        if isinstance(value, bool):
+            given[row.key] = "1" if value else "0"
+        elif len(value) > 1 and flag not in REPEATABLE:
+            raise ConfigError(COMMAND_LINE, flag, "(hidden)" if row.secret else value[-1],
+                              f"given {len(value)} times; give it once")
+        else:
+            given[row.key] = ",".join(value)
+    return given
+
+
+async def _run(settings: DaemonSettings) -> ExitCode:
     from locksmithd.host.journal import Notifier
     from locksmithd.host.statefile import CoordinatorFile
     from locksmithd.strategies import make_strategy
@@ -86,7 +113,7 @@ async def _run(settings: Any, notify_socket: str | None) -> ExitCode:
     coordinator = CoordinatorFile(settings.state_file)
     coordinator.acquire()
     try:
-        strategy = make_strategy(settings, lambda: _holder_info(settings))
+        strategy = make_strategy(settings)
         if not strategy.enabled:
             log.info("reboot strategy is 'off': nothing to coordinate, exiting")
             coordinator.write("off", "running")
@@ -94,24 +121,48 @@ async def _run(settings: Any, notify_socket: str | None) -> ExitCode:
         log.info("locksmithd %s starting: %s", __version__, settings.describe())
         coordinator.write(strategy.label, "starting", "starting")
         try:
-            return await _serve(settings, strategy, coordinator, Notifier(notify_socket))
+            return await _serve(settings, strategy, coordinator, Notifier(settings.notify_socket))
         finally:
             await strategy.close()
     finally:
         coordinator.release()
 
 
-async def _serve(settings: Any, strategy: Any, coordinator: Any, notifier: Any) -> ExitCode:
+async def _serve(settings: DaemonSettings, strategy: RebootStrategy, coordinator: CoordinatorFile,
+                 notifier: Notifier) -> ExitCode:
+    """Connect to D-Bus (retrying), then run the daemon until a stop signal or a lost bus."""
     from locksmithd.bus.connection import connect, disconnect
+
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # before connecting: a stop while retrying is clean too
+        loop.add_signal_handler(signum, main.cancel)
+    backoff = Backoff(CONNECT_FIRST_DELAY_S, settings.retry_max_s, random.Random())
+    try:
+        bus = await _connect_with_retry(connect, settings.bus_address, backoff)
+    except asyncio.CancelledError:
+        log.info("stopped while connecting to D-Bus")
+        return ExitCode.OK
+    try:
+        return await _serve_on_bus(settings, strategy, coordinator, notifier, bus, main)
+    finally:
+        await disconnect(bus)
+
+
+async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coordinator: CoordinatorFile,
+                        notifier: Notifier, bus: MessageBus, main: asyncio.Task[Any]) -> ExitCode:
+    """Watch update_engine and run the state machine; cancelling ``main`` stops both cleanly."""
     from locksmithd.bus.logind import LogindClient
+    from locksmithd.bus.systemd import SystemdClient
     from locksmithd.bus.update_engine import UpdateEngineWatcher
+    from locksmithd.daemon.health import HealthGateOnWallClock
     from locksmithd.daemon.run import Daemon
     from locksmithd.host.wall import reboot_notice, write_to_terminals
 
-    bus = await _connect_with_retry(connect, settings.bus_address, settings.retry_max_s)
     reboot_needed = asyncio.Event()
 
-    def on_status(status: Any) -> None:
+    def on_status(status: UpdateStatus) -> None:
         log.debug("update_engine status: %s", status.current_operation)
         if status.needs_reboot and not reboot_needed.is_set():
             reboot_needed.set()
@@ -120,18 +171,14 @@ async def _serve(settings: Any, strategy: Any, coordinator: Any, notifier: Any) 
     daemon = Daemon(
         strategy, LogindClient(bus), window=settings.window, publisher=coordinator, reboot_needed=reboot_needed,
         login_delay_s=settings.login_delay_s, retry_max_s=settings.retry_max_s,
+        health=HealthGateOnWallClock(settings.health_policy(), SystemdClient(bus)) if strategy.uses_lock else None,
         warn_users=lambda ttys, delay: write_to_terminals(ttys, reboot_notice(socket.gethostname(), delay)),
         notify=lambda state: notifier.send(STATUS=state))
-    main = asyncio.current_task()
-    assert main is not None
     stop_reason: dict[str, ExitCode] = {"code": ExitCode.OK}
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, main.cancel)
 
     async def bus_lost() -> None:
         # Shielded: cancelling this task must not cancel dbus-fast's shared disconnect future.
-        await asyncio.shield(bus.wait_for_disconnect())
+        await asyncio.shield(bus.wait_for_disconnect())  # type: ignore[no-untyped-call]  # untyped upstream
         log.error("lost the D-Bus connection; exiting so systemd restarts us")
         stop_reason["code"] = ExitCode.BUS
         main.cancel()
@@ -148,26 +195,27 @@ async def _serve(settings: Any, strategy: Any, coordinator: Any, notifier: Any) 
     finally:
         lost.cancel()
         await watcher.stop()
-        await disconnect(bus)
     return stop_reason["code"]
 
 
-async def _connect_with_retry(connect: Any, address: str | None, retry_max_s: float) -> Any:
-    delay = 0.5
+async def _connect_with_retry(connect: Callable[[str | None], Awaitable[MessageBus]], address: str | None,
+                              backoff: Backoff, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                              ) -> MessageBus:
+    """Connect to the bus, retrying with ``backoff`` (jittered, capped) until it answers.
+
+    The address was checked by the settings loader, so what is retried here is
+    a bus that is not up yet (or not any more), never a typo.
+    """
     while True:
         try:
-            return await connect(address)
+            bus = await connect(address)
         except BusError as error:
-            log.warning("%s; retrying in %.1fs", error.one_line(), delay)
-            await asyncio.sleep(delay)
-            delay = min(retry_max_s, delay * 2)
-
-
-def _holder_info(settings: Any) -> dict[str, str]:
-    from locksmithd.host.holder_info import describe_holder
-    from locksmithd.host.identity import read_boot_id
-
-    return describe_holder(source="locksmithd", boot_id=read_boot_id(settings.boot_id_path))
+            delay_s = backoff.next_delay_s()
+            log.warning("%s; retrying in %.1fs", error.one_line(), delay_s)
+            await sleep(delay_s)
+        else:
+            backoff.reset()
+            return bus
 
 
 def main() -> None:

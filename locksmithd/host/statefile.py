@@ -25,10 +25,20 @@ class CoordinatorFile:
         self._lock_fd: int | None = None
 
     def acquire(self) -> None:
-        """Create the directory if needed and take the lock; AlreadyRunning if another holds it."""
+        """Create the file's directory if needed (that one only) and take the lock.
+
+        Only the last directory is created, as ``/run/update-engine`` is: a
+        mistyped path must not make a whole tree of directories. Raises
+        AlreadyRunning if another coordinator holds the lock, LocksmithError
+        if the lock file cannot be opened.
+        """
         directory = os.path.dirname(self.path) or "."
         try:
-            os.makedirs(directory, exist_ok=True)
+            if not os.path.isdir(directory):
+                try:
+                    os.mkdir(directory, 0o755)
+                except FileExistsError:  # another coordinator made it first: the lock decides
+                    pass
             fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise LocksmithError(f"cannot open state file lock {self.path}.lock: {exc.strerror}") from exc
@@ -63,7 +73,7 @@ class CoordinatorFile:
 
 
 def read_state_file(path: str) -> dict[str, str]:
-    """Parse a coordinator file back into a dict (for tests and locksmithctl)."""
+    """Parse a coordinator file back into a dict (for tests and the simulated hosts of the harness)."""
     values: dict[str, str] = {}
     with open(path, encoding="utf-8") as handle:
         for line in handle:

@@ -1,39 +1,65 @@
-"""Reboot strategies behind one interface, chosen by label in one place."""
+"""Reboot strategies behind one interface, in one registry keyed by label."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from locksmithd.errors import ConfigError
 from locksmithd.strategies.base import RebootStrategy
 
 if TYPE_CHECKING:
     from locksmithd.settings import DaemonSettings
 
-LABELS = ("etcd-lock", "reboot", "off")
+Factory = Callable[["DaemonSettings"], RebootStrategy]
 
 
-def make_strategy(settings: DaemonSettings, holder_info: Callable[[], dict[str, Any]] = dict) -> RebootStrategy:
-    """Build the strategy named by ``settings.strategy``; ConfigError for an unknown label."""
-    label = settings.strategy
-    if label == "off":
-        from locksmithd.strategies.off import OffStrategy
+def _off(settings: DaemonSettings) -> RebootStrategy:
+    from locksmithd.strategies.off import OffStrategy
 
-        return OffStrategy()
-    if label == "reboot":
-        from locksmithd.strategies.reboot import ImmediateRebootStrategy
+    return OffStrategy()
 
-        return ImmediateRebootStrategy()
-    if label == "etcd-lock":
-        from locksmithd.etcd.client import EtcdStore
-        from locksmithd.strategies.etcd_lock import EtcdLockStrategy
 
-        import socket
+def _reboot(settings: DaemonSettings) -> RebootStrategy:
+    from locksmithd.strategies.reboot import ImmediateRebootStrategy
 
-        from locksmithd.host.identity import read_boot_id
+    return ImmediateRebootStrategy()
 
-        return EtcdLockStrategy(EtcdStore(settings.etcd), settings.machine_id, settings.group,
-                                settings.etcd.key_prefix, hostname=socket.gethostname(),
-                                boot_id=read_boot_id(settings.boot_id_path), reboot_deadline_s=3600.0,
-                                recheck_interval_s=settings.recheck_interval_s, retry_max_s=settings.retry_max_s)
-    raise ConfigError("settings", "REBOOT_STRATEGY", label, f"unsupported strategy; use one of {', '.join(LABELS)}")
+
+def _etcd_lock(settings: DaemonSettings) -> RebootStrategy:
+    # Imported here: the etcd client loads gRPC, which "off" and "reboot" never need.
+    import socket
+
+    from locksmithd.etcd.client import EtcdStore
+    from locksmithd.host.identity import read_boot_id
+    from locksmithd.strategies.etcd_lock import EtcdLockStrategy
+
+    return EtcdLockStrategy(EtcdStore(settings.etcd), settings.machine_id, settings.group, settings.etcd.key_prefix,
+                            hostname=socket.gethostname(), boot_id=read_boot_id(settings.boot_id_path),
+                            reboot_deadline_s=settings.reboot_deadline_s, stale_policy=settings.stale_policy,
+                            recheck_interval_s=settings.recheck_interval_s, retry_max_s=settings.retry_max_s)
+
+
+REGISTRY: Mapping[str, Factory] = {"etcd-lock": _etcd_lock, "reboot": _reboot, "off": _off}
+"""Every strategy, by the label operators write in REBOOT_STRATEGY."""
+
+# locksmith's legacy default meant "etcd-lock if etcd is configured, else reboot";
+# an endpoint is always configured here (it has a default), so it means etcd-lock.
+ALIASES: Mapping[str, str] = {"best-effort": "etcd-lock"}
+
+LABELS: tuple[str, ...] = tuple(REGISTRY)
+
+
+def resolve_label(text: str) -> str | None:
+    """The registry label ``text`` names (any case, aliases resolved), or None if it names none."""
+    label = text.strip().lower()
+    label = ALIASES.get(label, label)
+    return label if label in REGISTRY else None
+
+
+def make_strategy(settings: DaemonSettings) -> RebootStrategy:
+    """Build the strategy ``settings.strategy`` names.
+
+    ``settings.strategy`` was checked against ``REGISTRY`` by the settings
+    loader (``resolve_label``), so every label it can hold has a factory.
+    """
+    return REGISTRY[settings.strategy](settings)

@@ -44,7 +44,7 @@ class EtcdLockStrategy:
 
     def __init__(self, store: EtcdStore, holder: str, group: str = "", key_prefix: str = "", *,
                  retry_max_s: float, hostname: str = "", boot_id: str | None = None,
-                 reboot_deadline_s: float | None = None, recheck_interval_s: float = 300.0,
+                 reboot_deadline_s: float | None = None, recheck_interval_s: float,
                  lease_ttl_s: int = 10, stale_policy: StalePolicy = StalePolicy.HALT,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.store = store

@@ -1,0 +1,211 @@
+"""The daemon's settings: update.conf files, locksmithd.conf, environment and flags, validated once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from locksmithd.core.health_policy import HealthPolicy
+from locksmithd.core.window import RebootWindow, parse_window_length, parse_window_start
+from locksmithd.errors import ConfigError
+from locksmithd.etcd.settings import EtcdSettings, validate_tls_and_auth
+from locksmithd.etcd.stale import StalePolicy
+from locksmithd.host.identity import DEFAULT_MACHINE_ID_PATH, read_machine_id
+from locksmithd.settings import table
+from locksmithd.settings.conffile import read_conf_file
+from locksmithd.settings.raw import COMMAND_LINE, ENVIRONMENT, RawSetting
+from locksmithd.settings.table import ALIASES, KNOWN_KEYS, SETTINGS, Setting, hidden, parse_row
+
+T = TypeVar("T")
+
+DEFAULT_CONF_PATHS: tuple[str, ...] = (
+    "/usr/share/coreos/update.conf",
+    "/etc/coreos/update.conf",
+    "/usr/share/flatcar/update.conf",
+    "/etc/flatcar/update.conf",
+    "/etc/locksmithd/locksmithd.conf",
+)
+
+
+def _default(row: Setting[T]) -> T:
+    value = row.default_value()
+    assert value is not None, f"{row.key} has no default"
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class DaemonSettings:
+    """Everything locksmithd needs, validated; built by ``load_settings`` and never mutated.
+
+    Field defaults are the table's (``settings/table.py``). ``sources`` lists
+    the configuration files that were read; ``unknown_keys`` holds (source,
+    key) for each unrecognised LOCKSMITHD_* key, to warn about. The etcd
+    password never appears in repr (EtcdSettings hides it).
+    """
+
+    machine_id: str
+    strategy: str = _default(table.STRATEGY)
+    etcd: EtcdSettings = field(default_factory=EtcdSettings)
+    group: str = _default(table.GROUP)
+    window: RebootWindow | None = None
+    state_file: str = _default(table.STATE_FILE)
+    login_delay_s: float = _default(table.LOGIN_DELAY)
+    recheck_interval_s: float = _default(table.RECHECK_INTERVAL)
+    retry_max_s: float = _default(table.RETRY_MAX)
+    bus_address: str | None = None
+    boot_id_path: str = _default(table.BOOT_ID_PATH)
+    debug: bool = _default(table.DEBUG)
+    reboot_deadline_s: float = _default(table.REBOOT_DEADLINE)
+    stale_policy: StalePolicy = _default(table.STALE_POLICY)
+    health_system_states: frozenset[str] | None = field(default_factory=lambda: table.HEALTH_SYSTEM_STATES.default_value())
+    health_units: tuple[str, ...] = ()
+    health_dir: str = _default(table.HEALTH_DIR)
+    health_soak_s: float = 0.0
+    health_timeout_s: float = _default(table.HEALTH_TIMEOUT)
+    journal_stream: str | None = None
+    notify_socket: str | None = None
+    sources: tuple[str, ...] = ()
+    unknown_keys: tuple[tuple[str, str], ...] = ()
+
+    def health_policy(self) -> HealthPolicy:
+        """What "healthy after boot" means for this host (checked to fit together by the loader)."""
+        return HealthPolicy(healthy_states=self.health_system_states, units=self.health_units,
+                            check_dir=self.health_dir, soak_s=self.health_soak_s, timeout_s=self.health_timeout_s)
+
+    def describe(self) -> str:
+        """One line for the start-up log; contains no secret."""
+        window = str(self.window) if self.window else "any time"
+        return (
+            f"strategy={self.strategy} group={self.group!r} window={window!r} "
+            f"endpoints={self.etcd.describe_endpoints()} machine_id={self.machine_id}"
+        )
+
+
+def load_settings(
+    environ: Mapping[str, str],
+    flags: Mapping[str, str] | None = None,
+    conf_paths: Sequence[str] = DEFAULT_CONF_PATHS,
+    machine_id_path: str = DEFAULT_MACHINE_ID_PATH,
+    *,
+    conf_must_exist: bool = False,
+) -> DaemonSettings:
+    """Read, merge and validate every source into one DaemonSettings.
+
+    Priority, lowest first: each of ``conf_paths`` in order (missing files are
+    skipped unless ``conf_must_exist``, for files the operator named), then
+    ``environ``, then ``flags`` (source "command line"). Never reads
+    ``os.environ``. Raises ConfigError naming source, key and value for the
+    first invalid setting, or IdentityError if no machine id is usable.
+    """
+    layers: list[list[RawSetting]] = []
+    sources: list[str] = []
+    for path in conf_paths:
+        found = read_conf_file(path, must_exist=conf_must_exist)
+        if found is not None:
+            layers.append(found)
+            sources.append(path)
+    layers.append(_mapping_settings(environ, ENVIRONMENT))
+    layers.append(_mapping_settings(flags or {}, COMMAND_LINE))
+    values, unknown = merge_layers(layers)
+    return _build(values, tuple(unknown), tuple(sources), machine_id_path)
+
+
+def _mapping_settings(mapping: Mapping[str, str], source: str) -> list[RawSetting]:
+    """The settings of the environment or the flags that could concern locksmithd."""
+    return [
+        RawSetting(key, value, source)
+        for key, value in sorted(mapping.items())
+        if key in KNOWN_KEYS or key in ALIASES or key.startswith("LOCKSMITHD_")
+    ]
+
+
+def merge_layers(layers: Iterable[Sequence[RawSetting]]) -> tuple[dict[str, RawSetting], list[tuple[str, str]]]:
+    """Merge layers given lowest priority first; return {canonical key: setting} and unknown keys.
+
+    Within one layer the last line wins, except that a prefixed name beats its
+    unprefixed alias. Unknown keys are reported only if they start with
+    LOCKSMITHD_ (update.conf also holds update_engine's SERVER, GROUP, ...).
+    """
+    merged: dict[str, RawSetting] = {}
+    unknown: dict[tuple[str, str], None] = {}
+    for layer in layers:
+        chosen: dict[str, RawSetting] = {}
+        for raw in layer:
+            canonical = ALIASES.get(raw.key, raw.key)
+            if canonical not in KNOWN_KEYS:
+                if raw.key.startswith("LOCKSMITHD_"):
+                    unknown[(raw.source, raw.key)] = None
+                continue
+            previous = chosen.get(canonical)
+            if previous is not None and previous.key == canonical and raw.key != canonical:
+                continue
+            chosen[canonical] = raw
+        merged.update(chosen)
+    return merged, list(unknown)
+
+
+def _build(
+    given: Mapping[str, RawSetting], unknown: tuple[tuple[str, str], ...], sources: tuple[str, ...],
+    machine_id_path: str,
+) -> DaemonSettings:
+    """Parse every row (given value or default), in table order, into DaemonSettings."""
+    top: dict[str, Any] = {}
+    etcd: dict[str, Any] = {}
+    for row in SETTINGS:
+        raw = given.get(row.key)
+        if row.field is None:
+            if raw is not None:
+                parse_row(row, raw)  # checked here; combined below
+            continue
+        value = parse_row(row, raw) if raw is not None else row.default_value()
+        if row.field.startswith("etcd."):
+            etcd[row.field.removeprefix("etcd.")] = value
+        else:
+            top[row.field] = value
+    override = given.get(table.MACHINE_ID.key)
+    settings = DaemonSettings(
+        **top,
+        etcd=_etcd(etcd, given),
+        window=_window(given.get(table.WINDOW_START.key), given.get(table.WINDOW_LENGTH.key)),
+        machine_id=parse_row(table.MACHINE_ID, override) if override else read_machine_id(machine_id_path),
+        sources=sources,
+        unknown_keys=unknown,
+    )
+    try:
+        settings.health_policy()
+    except ValueError as exc:  # the soak must be shorter than the timeout
+        raw = given.get(table.HEALTH_SOAK.key) or given.get(table.HEALTH_TIMEOUT.key)
+        where = raw if raw is not None else RawSetting(table.HEALTH_SOAK.key, "", "defaults")
+        raise ConfigError(where.source, where.key, where.value, str(exc)) from None
+    return settings
+
+
+def _etcd(fields: Mapping[str, Any], given: Mapping[str, RawSetting]) -> EtcdSettings:
+    """The etcd rows' values, checked to fit together (TLS files, credentials)."""
+    related = (table.ENDPOINT, table.CAFILE, table.CERTFILE, table.KEYFILE, table.USERNAME, table.PASSWORD,
+               table.KEY_PREFIX)
+    where = list(dict.fromkeys(given[row.key].source for row in related if row.key in given))
+    return validate_tls_and_auth(EtcdSettings(**fields), ", ".join(where) or "defaults", "LOCKSMITHD_")
+
+
+def _window(start: RawSetting | None, length: RawSetting | None) -> RebootWindow | None:
+    """The reboot window if both halves are set (non-empty), None if neither; else ConfigError."""
+    start_set = start is not None and start.value.strip() != ""
+    length_set = length is not None and length.value.strip() != ""
+    if not start_set and not length_set:
+        return None
+    if start is None or length is None or start_set != length_set:
+        given = start if start_set else length
+        assert given is not None
+        other = given.key.replace("START", "LENGTH") if start_set else given.key.replace("LENGTH", "START")
+        raise ConfigError(given.source, given.key, given.value,
+                          f"{other} must be set too: give both the window start and length, or neither")
+    try:
+        weekday, hour, minute = parse_window_start(start.value)
+    except ValueError as exc:
+        raise ConfigError(start.source, start.key, hidden(start.key, start.value), str(exc)) from exc
+    try:
+        return RebootWindow(weekday, hour, minute, parse_window_length(length.value))
+    except ValueError as exc:
+        raise ConfigError(length.source, length.key, hidden(length.key, length.value), str(exc)) from exc

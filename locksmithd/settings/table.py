@@ -1,0 +1,213 @@
+"""The one table of daemon settings: key, flag, default, parser, secrecy and meaning of each.
+
+The daemon's flags and ``--help``, validation, the known and secret keys and
+the README's Configure table all come from ``SETTINGS``. A new setting is one
+row here plus the typed field it fills in ``DaemonSettings``; then refresh the
+README with ``python -c 'from locksmithd.settings import readme_table; print(readme_table())'``
+(tests/test_settings_table.py fails until the two agree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Generic, TypeVar
+
+from locksmithd.core.duration import format_duration
+from locksmithd.errors import ConfigError, IdentityError
+from locksmithd.etcd.settings import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT_S
+from locksmithd.host.identity import DEFAULT_BOOT_ID_PATH, DEFAULT_MACHINE_ID_PATH
+from locksmithd.host.statefile import DEFAULT_PATH as DEFAULT_STATE_FILE
+from locksmithd.settings import values
+from locksmithd.settings.raw import DEFAULT, RawSetting
+from locksmithd.strategies import ALIASES as STRATEGY_ALIASES
+from locksmithd.strategies import LABELS
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+MAX_VALUE_CHARS = 4096
+"""Longest value accepted from any source (PATH_MAX); longer is a mistake or an attack."""
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T_co]):
+    """One row of the table.
+
+    ``default`` is written as an operator would write it and parsed by
+    ``parse`` like any given value, so the documented default is the one
+    used; None means unset. ``shown_default`` replaces it in the docs when
+    the literal says too little. ``field`` names the DaemonSettings field
+    the value fills ("etcd.<name>" for EtcdSettings; None when the loader
+    combines the row with others). ``operator`` False marks keys systemd sets
+    (not documented, no flag); ``switch`` makes the flag take no value.
+    ``error`` is the ConfigError class a bad value raises (IdentityError for
+    the holder id, exit 4).
+    """
+
+    key: str
+    parse: Callable[[RawSetting], T_co]
+    meaning: str
+    field: str | None
+    default: str | None = None
+    shown_default: str | None = None
+    flag: str | None = None
+    secret: bool = False
+    aliases: tuple[str, ...] = ()
+    operator: bool = True
+    switch: bool = False
+    error: type[ConfigError] = ConfigError
+
+    def default_value(self) -> T_co | None:
+        """The parsed default (None when the setting has none)."""
+        return None if self.default is None else self.parse(RawSetting(self.key, self.default, DEFAULT))
+
+    def default_text(self) -> str:
+        """The default as documented: the literal in backticks, the description, or ""."""
+        if self.shown_default is not None:
+            return self.shown_default
+        return "" if self.default is None else f"`{self.default}`"
+
+
+def _seconds(seconds: float) -> str:
+    return format_duration(timedelta(seconds=seconds))
+
+
+_STRATEGY_HELP = "`etcd-lock` (take a slot first), `reboot` (no lock), `off` (exit 0); " + "; ".join(
+    f"`{alias}` is read as `{target}`" for alias, target in STRATEGY_ALIASES.items())
+assert set(LABELS) == {"etcd-lock", "reboot", "off"}, "describe every strategy in _STRATEGY_HELP"
+
+STRATEGY = Setting("REBOOT_STRATEGY", values.strategy, _STRATEGY_HELP, "strategy", "etcd-lock", flag="--strategy")
+ENDPOINT = Setting("LOCKSMITHD_ENDPOINT", values.endpoints,
+                   "etcd endpoints, comma-separated; unreachable ones are skipped", "etcd.endpoints",
+                   DEFAULT_ENDPOINT, flag="--endpoint")
+GROUP = Setting("LOCKSMITHD_GROUP", values.group,
+                "reboot group; each group has its own semaphore (same naming rule as holder ids)", "group",
+                "", "(default group)", flag="--group")
+CAFILE = Setting("LOCKSMITHD_ETCD_CAFILE", values.readable_file,
+                 "CA file for https endpoints; a CA file alone is valid (server-authenticated TLS)", "etcd.cafile",
+                 flag="--etcd-cafile")
+CERTFILE = Setting("LOCKSMITHD_ETCD_CERTFILE", values.readable_file, "client certificate for TLS (with its key)",
+                   "etcd.certfile", flag="--etcd-certfile")
+KEYFILE = Setting("LOCKSMITHD_ETCD_KEYFILE", values.readable_file, "client certificate's private key",
+                  "etcd.keyfile", flag="--etcd-keyfile")
+USERNAME = Setting("LOCKSMITHD_ETCD_USERNAME", values.optional_text, "etcd user (with a password)", "etcd.username",
+                   flag="--etcd-username")
+PASSWORD = Setting("LOCKSMITHD_ETCD_PASSWORD", values.optional_text,
+                   "etcd password; never appears in logs, errors or `--debug` output", "etcd.password",
+                   flag="--etcd-password", secret=True)
+KEY_PREFIX = Setting("LOCKSMITHD_ETCD_KEY_PREFIX", values.text,
+                     "prefix before locksmith's keys, for a shared (multi-tenant) etcd", "etcd.key_prefix", "",
+                     "", flag="--etcd-key-prefix")
+WINDOW_START = Setting("LOCKSMITHD_REBOOT_WINDOW_START", values.text,
+                       "`HH:MM` (daily) or `Day HH:MM` (weekly, e.g. `Thu 04:00`), local time; "
+                       "`REBOOT_WINDOW_START` also accepted", None, flag="--reboot-window-start",
+                       aliases=("REBOOT_WINDOW_START",))
+WINDOW_LENGTH = Setting("LOCKSMITHD_REBOOT_WINDOW_LENGTH", values.text,
+                        "Go duration, e.g. `1h30m`; both or neither of the pair; `REBOOT_WINDOW_LENGTH` also accepted",
+                        None, flag="--reboot-window-length", aliases=("REBOOT_WINDOW_LENGTH",))
+LOGIN_DELAY = Setting("LOCKSMITHD_LOGIN_DELAY", values.delay_s,
+                      "how long to wait after warning logged-in users (0 allowed, at most 24h)", "login_delay_s",
+                      "5m", flag="--login-delay")
+MACHINE_ID = Setting("LOCKSMITHD_MACHINE_ID", values.holder_id, "holder id override (tests, demos)", None,
+                     shown_default=f"`{DEFAULT_MACHINE_ID_PATH}`", flag="--machine-id", error=IdentityError)
+STATE_FILE = Setting("LOCKSMITHD_STATE_FILE", values.state_file,
+                     "coordinator state file; only its last directory is created", "state_file",
+                     DEFAULT_STATE_FILE, flag="--state-file")
+RECHECK_INTERVAL = Setting("LOCKSMITHD_RECHECK_INTERVAL", values.interval_s,
+                           "safety-net re-read while waiting (the watch is the main path)", "recheck_interval_s",
+                           "5m", flag="--recheck-interval")
+RETRY_MAX = Setting("LOCKSMITHD_RETRY_MAX", values.interval_s, "longest pause between retries after errors",
+                    "retry_max_s", "60s", flag="--retry-max")
+ETCD_TIMEOUT = Setting("LOCKSMITHD_ETCD_TIMEOUT", values.request_timeout_s, "per etcd request (0.1s to 5m)",
+                       "etcd.request_timeout_s", _seconds(DEFAULT_REQUEST_TIMEOUT_S), flag="--etcd-timeout")
+BOOT_ID_PATH = Setting("LOCKSMITHD_BOOT_ID_PATH", values.path, "recorded with a slot", "boot_id_path",
+                       DEFAULT_BOOT_ID_PATH, flag="--boot-id-path")
+BUS_ADDRESS = Setting("DBUS_SYSTEM_BUS_ADDRESS", values.bus_address,
+                      "the bus for update_engine and logind; an address that does not parse is a config error",
+                      "bus_address", shown_default="system bus")
+DEBUG = Setting("LOCKSMITHD_DEBUG", values.boolean, "verbose logs", "debug", "false", flag="--debug", switch=True)
+REBOOT_DEADLINE = Setting("LOCKSMITHD_REBOOT_DEADLINE", values.interval_s,
+                          "reboot plus health checks must be done this long after taking a slot; later, "
+                          "a holder with no live daemon is stale", "reboot_deadline_s", "1h", flag="--reboot-deadline")
+STALE_POLICY = Setting("LOCKSMITHD_STALE_POLICY", values.stale_policy,
+                       "what the head of the queue does about a stale holder: `halt` the group, or `reclaim` its "
+                       "slot (the host may still be down)", "stale_policy", "halt", flag="--stale-policy")
+HEALTH_SYSTEM_STATES = Setting("LOCKSMITHD_HEALTH_SYSTEM_STATES", values.health_states,
+                               "systemd `SystemState`s counted healthy after boot, comma-separated (e.g. "
+                               "`running,degraded`); `any` skips the check; `starting` always means wait",
+                               "health_system_states", "running", flag="--health-system-states")
+HEALTH_UNITS = Setting("LOCKSMITHD_HEALTH_UNITS", values.health_units,
+                       "units that must be active after boot, space-separated (read over systemd's D-Bus API)",
+                       "health_units", "", "(none)", flag="--health-units")
+HEALTH_DIR = Setting("LOCKSMITHD_HEALTH_DIR", values.health_dir,
+                     "check commands run after boot in name order; each must exit 0 within 60s",
+                     "health_dir", "/etc/locksmithd/health.d", flag="--health-dir")
+HEALTH_SOAK = Setting("LOCKSMITHD_HEALTH_SOAK", values.delay_s,
+                      "minimum time after boot before the slot is released", "health_soak_s", "0s",
+                      flag="--health-soak")
+HEALTH_TIMEOUT = Setting("LOCKSMITHD_HEALTH_TIMEOUT", values.interval_s,
+                         "checks repeat until all pass or this runs out; then the host keeps its slot and halts "
+                         "its group", "health_timeout_s", "15m", flag="--health-timeout")
+# Set by systemd for the service, read through the same loader, not operator settings.
+JOURNAL_STREAM = Setting("JOURNAL_STREAM", values.optional_text, "stderr is the journal (systemd)",
+                         "journal_stream", operator=False)
+NOTIFY_SOCKET = Setting("NOTIFY_SOCKET", values.optional_text, "where sd_notify goes (systemd)",
+                        "notify_socket", operator=False)
+
+SETTINGS: tuple[Setting[object], ...] = (
+    STRATEGY, ENDPOINT, GROUP, CAFILE, CERTFILE, KEYFILE, USERNAME, PASSWORD, KEY_PREFIX, WINDOW_START,
+    WINDOW_LENGTH, LOGIN_DELAY, MACHINE_ID, STATE_FILE, RECHECK_INTERVAL, RETRY_MAX, ETCD_TIMEOUT, BOOT_ID_PATH,
+    BUS_ADDRESS, DEBUG, REBOOT_DEADLINE, STALE_POLICY, HEALTH_SYSTEM_STATES, HEALTH_UNITS, HEALTH_DIR, HEALTH_SOAK,
+    HEALTH_TIMEOUT, JOURNAL_STREAM, NOTIFY_SOCKET,
+)  # fmt: skip
+"""Every setting, in the order of the README's table."""
+
+BY_KEY: Mapping[str, Setting[object]] = {row.key: row for row in SETTINGS}
+KNOWN_KEYS = frozenset(BY_KEY)
+SECRET_KEYS = frozenset(row.key for row in SETTINGS if row.secret)
+# locksmith's unprefixed names; within one source the prefixed name wins.
+ALIASES: Mapping[str, str] = {alias: row.key for row in SETTINGS for alias in row.aliases}
+FLAGS: Mapping[str, Setting[object]] = {row.flag: row for row in SETTINGS if row.flag}
+assert len(FLAGS) == sum(1 for row in SETTINGS if row.flag), "two rows share a flag"
+
+
+def hidden(key: str, value: object) -> object:
+    """``value`` as it may appear in a message about ``key``: secrets become "(hidden)"."""
+    return "(hidden)" if key in SECRET_KEYS else value
+
+
+def parse_row(row: Setting[T], raw: RawSetting) -> T:
+    """Parse ``raw`` with ``row``'s parser after the checks every value gets.
+
+    Raises ``row.error`` (a ConfigError) naming ``raw``'s source and key (the
+    value hidden for a secret) for text that is not valid UTF-8 (Python keeps such bytes as lone
+    surrogates), holding a NUL character, longer than MAX_VALUE_CHARS, or
+    refused by the parser.
+    """
+    problem: str | None = None
+    try:
+        raw.value.encode("utf-8")
+    except UnicodeEncodeError:
+        problem = "not valid UTF-8"
+    if problem is None and "\x00" in raw.value:  # only a file can carry one; no path, name or URL may
+        problem = "contains a NUL character"
+    if problem is None and len(raw.value) > MAX_VALUE_CHARS:
+        problem = f"longer than {MAX_VALUE_CHARS} characters"
+    if problem is None:
+        try:
+            return row.parse(raw)
+        except ValueError as exc:
+            problem = str(exc)
+    raise row.error(raw.source, raw.key, hidden(raw.key, raw.value), problem)
+
+
+def readme_table() -> str:
+    """The Markdown table of operator settings, as the README's Configure section holds it."""
+    lines = ["| key | flag | default | meaning |", "|---|---|---|---|"]
+    for row in SETTINGS:
+        if row.operator:
+            flag = f"`{row.flag}`" if row.flag else ""
+            lines.append(f"| `{row.key}` | {flag} | {row.default_text()} | {row.meaning} |")
+    return "\n".join(lines) + "\n"

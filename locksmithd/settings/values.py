@@ -1,0 +1,203 @@
+"""Parsers for the values of the settings table: each takes a RawSetting and returns the typed value.
+
+A parser raises ValueError with the problem (the loader turns it into a
+ConfigError naming source, key and value, hiding secrets) or a ConfigError
+of its own when it must word the value itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+
+from locksmithd.core.duration import format_duration, parse_duration
+from locksmithd.core.names import group_problem, name_problem
+from locksmithd.etcd.settings import Endpoint, check_readable_file, parse_endpoints, request_timeout_problem
+from locksmithd.settings.raw import RawSetting
+from locksmithd.strategies import ALIASES as STRATEGY_ALIASES
+from locksmithd.strategies import LABELS, resolve_label
+from locksmithd.core.health_policy import parse_check_dir, parse_system_states, parse_units
+from locksmithd.etcd.stale import StalePolicy, parse_stale_policy
+
+MAX_INTERVAL = timedelta(hours=24)
+"""Longest login delay, recheck interval or retry pause: beyond a day they only hide a typo."""
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+# D-Bus address values: optionally-escaped bytes or %XX (the subset dbus_fast accepts).
+_BUS_VALUE = re.compile(r"(?:[-0-9A-Za-z_/.]|%[0-9A-Fa-f]{2})*")
+
+
+def text(raw: RawSetting) -> str:
+    """The value as given (empty allowed)."""
+    return raw.value
+
+
+def optional_text(raw: RawSetting) -> str | None:
+    """The value, or None when empty: an empty value unsets what a lower source gave."""
+    return raw.value or None
+
+
+def strategy(raw: RawSetting) -> str:
+    """A label of the strategy registry, any case, aliases resolved."""
+    label = resolve_label(raw.value)
+    if label is None:
+        aliases = ", ".join(f"{alias} means {target}" for alias, target in STRATEGY_ALIASES.items())
+        raise ValueError(f"unknown strategy; use one of {', '.join(LABELS)} ({aliases})")
+    return label
+
+
+def group(raw: RawSetting) -> str:
+    """A group name under the one naming rule; "" is locksmith's default group."""
+    problem = group_problem(raw.value)
+    if problem is not None:
+        raise ValueError(problem)
+    return raw.value
+
+
+def holder_id(raw: RawSetting) -> str:
+    """A holder id under the one naming rule (``core.names.name_problem``)."""
+    problem = name_problem(raw.value)
+    if problem is not None:
+        raise ValueError(problem)
+    return raw.value
+
+
+def endpoints(raw: RawSetting) -> tuple[Endpoint, ...]:
+    """Comma-separated etcd URLs (ConfigError from the etcd settings' own parser)."""
+    return parse_endpoints(raw.value, raw.source, raw.key)
+
+
+def readable_file(raw: RawSetting) -> str | None:
+    """A readable regular file, or None when empty."""
+    return check_readable_file(raw.value, raw.source, raw.key)
+
+
+def path(raw: RawSetting) -> str:
+    """A path that must not be empty; whether it exists is checked when it is used."""
+    if raw.value.strip() == "":
+        raise ValueError("the path must not be empty")
+    return raw.value
+
+
+def state_file(raw: RawSetting) -> str:
+    """The coordinator state file: not a directory, in a directory that exists or whose parent does.
+
+    Only the last directory is created at start-up (as systemd's
+    RuntimeDirectory would), never a whole path: a typo must not plant a tree
+    of directories as root.
+    """
+    given = path(raw)
+    if os.path.isdir(given):
+        raise ValueError("is a directory; give the path of the state file itself")
+    parent = os.path.dirname(os.path.abspath(given))
+    if os.path.isdir(parent):
+        return given
+    if os.path.lexists(parent):
+        raise ValueError(f"{parent} is not a directory")
+    if not os.path.isdir(os.path.dirname(parent)):
+        raise ValueError(f"neither {parent} nor its parent exists (only the last directory is created)")
+    return given
+
+
+def duration_s(raw: RawSetting, *, allow_zero: bool = False, most: timedelta = MAX_INTERVAL) -> float:
+    """A Go duration in seconds, at most ``most``; zero only if ``allow_zero``."""
+    length = parse_duration(raw.value.strip())
+    if length == timedelta(0) and not allow_zero:
+        raise ValueError("must be greater than zero")
+    if length > most:
+        raise ValueError(f"must be at most {format_duration(most)}")
+    return length.total_seconds()
+
+
+def interval_s(raw: RawSetting) -> float:
+    """A positive Go duration of at most a day, in seconds."""
+    return duration_s(raw)
+
+
+def delay_s(raw: RawSetting) -> float:
+    """A Go duration of at most a day, in seconds; zero allowed."""
+    return duration_s(raw, allow_zero=True)
+
+
+def request_timeout_s(raw: RawSetting) -> float:
+    """A Go duration within the one bound for etcd requests (``request_timeout_problem``)."""
+    seconds = parse_duration(raw.value.strip()).total_seconds()
+    if seconds == 0:
+        raise ValueError("must be greater than zero")
+    problem = request_timeout_problem(seconds)
+    if problem is not None:
+        raise ValueError(problem)
+    return seconds
+
+
+def boolean(raw: RawSetting) -> bool:
+    """1/0, true/false, yes/no, on/off in any case."""
+    word = raw.value.strip().lower()
+    if word not in _TRUE | _FALSE:
+        raise ValueError("expected a boolean: 1/0, true/false, yes/no or on/off")
+    return word in _TRUE
+
+
+def bus_address(raw: RawSetting) -> str | None:
+    """A D-Bus address (``unix:path=...``, ``unix:abstract=...``, ``tcp:host=...,port=N``, ``;``-separated).
+
+    Empty means the default system bus. An address that parses but does not
+    answer is not an error here: the daemon retries it at start-up.
+    """
+    if raw.value == "":
+        return None
+    addresses = [part for part in raw.value.split(";") if part]
+    if not addresses:
+        raise ValueError("not a D-Bus address: expected transport:key=value,...")
+    for address in addresses:
+        problem = _bus_address_problem(address)
+        if problem is not None:
+            raise ValueError(f"not a D-Bus address: {problem}")
+    return raw.value
+
+
+def _bus_address_problem(address: str) -> str | None:
+    """Why one ``transport:key=value,...`` address cannot be used, or None."""
+    transport, colon, rest = address.partition(":")
+    if not colon:
+        return "no transport (expected e.g. unix:path=/run/dbus/system_bus_socket)"
+    options: dict[str, str] = {}
+    for pair in filter(None, rest.split(",")):
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            return f"option {pair!r} is not key=value"
+        if not _BUS_VALUE.fullmatch(value):
+            return f"option {key!r} has characters that must be %-escaped"
+        options[key] = value
+    if transport == "unix":
+        if "path" not in options and "abstract" not in options:
+            return "a unix address needs path= or abstract="
+        return None
+    if transport == "tcp":
+        port = options.get("port", "0")
+        if not port.isascii() or not port.isdigit() or int(port) > 65535:
+            return f"tcp port {port!r} is not a number from 0 to 65535"
+        return None
+    return f"unsupported transport {transport!r} (use unix or tcp)"
+
+
+def stale_policy(raw: RawSetting) -> StalePolicy:
+    """``halt`` or ``reclaim``."""
+    return parse_stale_policy(raw.value)
+
+
+def health_states(raw: RawSetting) -> frozenset[str] | None:
+    """systemd states counted healthy (comma-separated), or None for ``any``."""
+    return parse_system_states(raw.value)
+
+
+def health_units(raw: RawSetting) -> tuple[str, ...]:
+    """Unit names that must be active (space-separated)."""
+    return parse_units(raw.value)
+
+
+def health_dir(raw: RawSetting) -> str:
+    """An absolute directory of check commands (it may be missing: then there are none)."""
+    return parse_check_dir(raw.value)
