@@ -89,6 +89,7 @@ class SimulatedHost:
         self.state_file = workdir / "coordinator.conf"
         self.boot_id_file = workdir / "boot_id"
         self.conf_file = workdir / "update.conf"
+        self.health_dir = workdir / "health.d"  # this host's check commands (none unless a test writes some)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -143,6 +144,7 @@ class SimulatedHost:
             "LOCKSMITHD_RECHECK_INTERVAL": opts.recheck_interval,
             "LOCKSMITHD_RETRY_MAX": opts.retry_max,
             "LOCKSMITHD_ETCD_TIMEOUT": opts.etcd_timeout,
+            "LOCKSMITHD_HEALTH_DIR": str(self.health_dir),
         }
         if opts.window_start is not None and opts.window_length is not None:
             env["LOCKSMITHD_REBOOT_WINDOW_START"] = opts.window_start

@@ -16,7 +16,7 @@ from typing import Awaitable, Callable, Protocol, TypeVar
 from locksmithd.core.backoff import Backoff
 from locksmithd.core.holder_record import AfterBoot
 from locksmithd.core.states import MAY_HOLD_UNUSED_SLOT, RETRYING_STATES, State, StateMachine, Step, published_state
-from locksmithd.errors import CorruptDocument, LocksmithError, RebootRefused, StoreDenied, StoreError
+from locksmithd.errors import CorruptDocument, DocumentTooLarge, LocksmithError, RebootRefused, StoreDenied, StoreError
 from locksmithd.strategies.base import RebootStrategy
 from locksmithd.core.window import RebootWindow
 
@@ -225,7 +225,7 @@ class Daemon:
         deadline = self.window.closes_at(self.now()) if self.window else None
         try:
             acquired = await self.strategy.acquire(deadline)
-        except StoreError as error:
+        except (StoreError, DocumentTooLarge) as error:
             pause_s = self._failed(State.WAITING_FOR_LOCK, "cannot queue for a slot", error)
             return Step(State.WAITING_FOR_WINDOW, pause_s=pause_s)
         self._succeeded(State.WAITING_FOR_LOCK)
@@ -282,7 +282,7 @@ class Daemon:
         while True:
             try:
                 result = await action()
-            except (CorruptDocument, StoreError) as error:
+            except (CorruptDocument, DocumentTooLarge, StoreError) as error:
                 await self.sleep(self._failed(state, f"cannot {what}", error))
                 continue
             self._succeeded(state)
@@ -304,14 +304,14 @@ class Daemon:
     def _failed(self, state: State, what: str, error: LocksmithError) -> float:
         """Count a failure of ``state``; log it and return how long to pause.
 
-        Faults only an operator can mend (a corrupt document, a denied
-        request) back off straight to the maximum and are logged at error
+        Faults only an operator can mend (a corrupt or full-size document, a
+        denied request) back off straight to the maximum and are logged at error
         level once per distinct message; others grow the pause step by step
         and are logged as warnings.
         """
         backoff = self._backoff[state]
         text = error.one_line()
-        must_act = isinstance(error, (CorruptDocument, StoreDenied))
+        must_act = isinstance(error, (CorruptDocument, DocumentTooLarge, StoreDenied))
         if must_act:
             backoff.give_up_gently()
         pause_s = backoff.next_delay_s()
