@@ -87,13 +87,16 @@ class SemaphoreClient:
         """Set the maximum; values below the holder count are allowed (they drain)."""
         return self.update(Change(f"set-max {new_max}", lambda s: s.set_max(new_max), lambda s: s.max == new_max))
 
-    def reset(self, new_max: int, expected: Versioned | None) -> Semaphore:
+    def reset(self, new_max: int, expected: Versioned | None,
+              extra_fields: Mapping[str, Any] | None = None) -> Semaphore:
         """Replace whatever is stored (even a corrupt document) by an empty semaphore.
 
-        Guarded by ``expected`` (what the operator saw): if the key changed
-        since, WriteConflict is raised and nothing is written.
+        ``extra_fields`` are top-level fields to keep beside locksmith's (the
+        caller picks them from the old document). Guarded by ``expected`` (what
+        the operator saw): if the key changed since, WriteConflict is raised
+        and nothing is written; DocumentTooLarge if the fields do not fit.
         """
-        fresh = initial_semaphore().set_max(new_max)
+        fresh = Semaphore(1, (), {}, extra_fields or {}).set_max(new_max)
         payload = fresh.encode()
         try:
             if expected is None:
