@@ -6,12 +6,11 @@ import json
 import os
 import pty
 import time
-from urllib.parse import quote_plus
+from pathlib import Path
 
 import pytest
 
 from harness.etcd import EtcdCluster
-from locksmithd.core.semaphore import MAX_DOCUMENT_BYTES, Semaphore
 from locksmithd.errors import ExitCode
 from locksmithd.etcd.keys import semaphore_key, waiters_prefix
 from tests.ctl_runner import has_control, on, one_error_line, raw_get, raw_put, run_ctl
@@ -242,3 +241,23 @@ def test_bad_debug_variable_is_one_line() -> None:
     """LOCKSMITHCTL_DEBUG that is not a boolean: one usage line naming it."""
     result = run_ctl("status", env={"LOCKSMITHCTL_DEBUG": "maybe\n"})
     assert result.returncode == ExitCode.USAGE and "debug" in one_error_line(result).lower()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_machine_id_file_that_is_not_a_regular_file(etcd_node: EtcdCluster, key_prefix: str, tmp_path: Path,
+                                                    kind: str) -> None:
+    """A FIFO, device or directory as machine-id file is an identity error at once, never a hang."""
+    path = {"fifo": tmp_path / "fifo", "device": Path("/dev/zero"), "directory": tmp_path}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    result = on(etcd_node, key_prefix, "lock", env={"LOCKSMITHCTL_MACHINE_ID_FILE": str(path)}, timeout_s=20)
+    assert result.returncode == ExitCode.IDENTITY and "machine-id" in one_error_line(result)
+    assert raw_get(etcd_node, semaphore_key("", key_prefix)) is None
+
+
+def test_output_in_a_non_utf8_locale(etcd_node: EtcdCluster, key_prefix: str) -> None:
+    """Printable non-ASCII ids that the output encoding cannot carry are escaped, not a crash."""
+    raw_put(etcd_node, semaphore_key("", key_prefix), document(["\u8282\u70b9"], 1))
+    result = on(etcd_node, key_prefix, "status", env={"PYTHONIOENCODING": "latin-1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode("latin-1").splitlines()[-1] == "\\u8282\\u70b9"

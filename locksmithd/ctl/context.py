@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
+import stat
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar
@@ -12,7 +14,7 @@ import click
 
 from locksmithd.core.names import name_problem, shown_value
 from locksmithd.core.semaphore import MAX_SLOTS
-from locksmithd.errors import InvalidName, LocksmithError, UsageError
+from locksmithd.errors import IdentityError, InvalidName, LocksmithError, UsageError
 from locksmithd.etcd.settings import EtcdSettings
 
 if TYPE_CHECKING:  # the etcd client (grpc) is imported only by commands that need it
@@ -47,11 +49,22 @@ class CtlContext:
         from locksmithd.host.identity import read_machine_id
 
         if given is None:
+            _require_regular_file(self.machine_id_file)
             return read_machine_id(self.machine_id_file)
         problem = name_problem(given)
         if problem is not None:
             raise InvalidName(f"{value_problem('ID', given, problem)}{hint}")
         return given
+
+
+def _require_regular_file(path: str) -> None:
+    """Refuse a machine-id path naming a FIFO or device: reading one could block or never end."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # read_machine_id reports a missing or unreadable file with the reason
+    if not stat.S_ISREG(mode):
+        raise IdentityError(path, "machine-id", "", "not a regular file")
 
 
 def value_problem(option: str, value: str, problem: str) -> str:

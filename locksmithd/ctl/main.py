@@ -146,6 +146,9 @@ def _click_error(error: click.ClickException) -> LocksmithError:
 def main(args: list[str] | None = None) -> None:
     """Console entry point: every outcome is an exit code and at most one stderr line."""
     quiet_grpc()
+    for stream in (sys.stdout, sys.stderr):  # ids are printable but may not fit a non-UTF-8 locale
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         code = cli.main(args=args, prog_name="locksmithctl", standalone_mode=False)
     except click.ClickException as error:
