@@ -261,3 +261,9 @@ def test_output_in_a_non_utf8_locale(etcd_node: EtcdCluster, key_prefix: str) ->
     result = on(etcd_node, key_prefix, "status", env={"PYTHONIOENCODING": "latin-1"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode("latin-1").splitlines()[-1] == "\\u8282\\u70b9"
+
+
+def test_huge_setting_in_an_error_is_cut(tmp_path: Path) -> None:
+    """An error naming a 10 KB bus address stays one bounded line."""
+    result = run_ctl("send-need-reboot", env={"DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/{'a' * 10_000}"})
+    assert result.returncode == ExitCode.BUS and len(one_error_line(result)) <= 2100

@@ -84,11 +84,13 @@ def test_reset_summary_is_bounded_and_escaped(etcd_node: EtcdCluster, key_prefix
 
 
 def test_reset_without_yes_and_without_terminal_is_one_line(etcd_node: EtcdCluster, key_prefix: str) -> None:
-    """Not interactive and no --yes: exit 13, one line, nothing read or changed."""
+    """Not interactive and no --yes (a LOCKSMITHCTL_RESET_YES variable is no --yes): exit 13, one line, no change."""
     key = semaphore_key("", key_prefix)
     raw_put(etcd_node, key, b"garbage")
     result = on(etcd_node, key_prefix, "reset", "--max", "2")
     assert result.returncode == ExitCode.ABORTED and "--yes" in one_error_line(result)
+    stray = on(etcd_node, key_prefix, "reset", "--max", "2", env={"LOCKSMITHCTL_RESET_YES": "1"})
+    assert stray.returncode == ExitCode.ABORTED  # command options have no automatic variables
     assert raw_get(etcd_node, key) == b"garbage"
 
 

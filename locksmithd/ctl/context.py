@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar
 
 import click
 
-from locksmithd.core.names import name_problem, shown_value
+from locksmithd.core.names import name_problem, printable, shown_value
 from locksmithd.core.semaphore import MAX_SLOTS
 from locksmithd.errors import IdentityError, InvalidName, LocksmithError, UsageError
 from locksmithd.etcd.settings import EtcdSettings
@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the etcd client (grpc) is imported only by commands that ne
 F = TypeVar("F", bound=Callable[..., Any])
 
 _DIGITS = re.compile(r"[0-9]+")
+MAX_ERROR_LINE_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,12 @@ def parse_count(option: str, text: str) -> int:
 
 
 def fail(error: LocksmithError) -> NoReturn:
-    """Print ``error`` as one escaped stderr line and exit with its code (the one place that exits)."""
-    click.echo(f"locksmithctl: {error.one_line()}", err=True)
+    """Print ``error`` as one escaped stderr line and exit with its code (the one place that exits).
+
+    The line is cut at MAX_ERROR_LINE_CHARS: messages echo values bounded, but a
+    message naming a huge setting (a 10 KB bus address) must not flood the terminal.
+    """
+    click.echo(f"locksmithctl: {printable(error.one_line(), MAX_ERROR_LINE_CHARS)}", err=True)
     sys.exit(int(error.exit_code))
 
 

@@ -35,8 +35,9 @@ _UTF8_OPTIONS = ("endpoints", "group", "etcd_username", "etcd_password", "etcd_k
 _MAX_CLICK_MESSAGE_CHARS = 300
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LOCKSMITHCTL"},
-             epilog=EXIT_CODES_HELP)
+# Each global option names its LOCKSMITHCTL_* variable; no automatic variables for command
+# options, so a stray LOCKSMITHCTL_RESET_YES cannot skip reset's confirmation.
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 @click.option("--endpoint", "endpoints", multiple=True, envvar="LOCKSMITHCTL_ENDPOINT", metavar="URL",
               help=f"etcd endpoint; repeat or comma-separate [default: {DEFAULT_ENDPOINT}]")
 @click.option("--group", default="", envvar="LOCKSMITHCTL_GROUP", help="reboot group [default: the default group]")
