@@ -124,13 +124,16 @@ class SemaphoreClient:
         return self.update(Change(f"set-max {new_max}", lambda s: s.set_max(new_max), lambda s: s.max == new_max,
                                   events))
 
-    def reset(self, new_max: int, expected: Versioned | None, events: Sequence[HistoryEvent] = ()) -> Semaphore:
+    def reset(self, new_max: int, expected: Versioned | None, extra_fields: Mapping[str, Any] | None = None,
+              events: Sequence[HistoryEvent] = (), history_seq: int = 0) -> Semaphore:
         """Replace whatever is stored (even a corrupt document) by an empty semaphore.
 
-        Guarded by ``expected`` (what the operator saw): if the key changed
-        since, WriteConflict is raised and nothing is written.
+        ``extra_fields`` are top-level fields to keep beside locksmith's (the
+        caller picks them from the old document). Guarded by ``expected`` (what
+        the operator saw): if the key changed since, WriteConflict is raised
+        and nothing is written; DocumentTooLarge if the fields do not fit.
         """
-        fresh = initial_semaphore().set_max(new_max)
+        fresh = Semaphore(1, (), {}, extra_fields or {}, history_seq).set_max(new_max)
         try:
             revision, fresh = self.write(fresh, expected.mod_revision if expected else ABSENT, events=events)
             written = bool(revision)
