@@ -199,7 +199,8 @@ def test_reset_needs_confirmation_then_repairs(etcd_node: EtcdCluster, key_prefi
     assert refused.returncode == ExitCode.ABORTED and raw_get(etcd_node, key) == b"garbage"
     assert on(etcd_node, key_prefix, "status", "--raw").stdout.strip() == "garbage"
     assert on(etcd_node, key_prefix, "reset", "--max", "2", "--yes").returncode == 0
-    assert json.loads(raw_get(etcd_node, key) or b"") == {"semaphore": 2, "max": 2, "holders": []}
+    # locksmith's fields, plus the history counter: the reset is recorded in the group's history
+    assert json.loads(raw_get(etcd_node, key) or b"") == {"semaphore": 2, "max": 2, "holders": [], "history_seq": 1}
 
 
 def test_many_clients_racing_never_exceed_max(etcd_node: EtcdCluster, key_prefix: str) -> None:

@@ -6,12 +6,20 @@ import sys
 
 import click
 
+from locksmithd.core.history import HistoryEvent
 from locksmithd.core.names import printable
 from locksmithd.ctl.context import CtlContext, group_label, handled, parse_count
 from locksmithd.errors import Aborted, UsageError
 
 _UNLOCK_HINT = ("; no valid document holds such an id: if 'locksmithctl status' reports the document corrupt, "
                 "repair it with 'locksmithctl reset --max N --yes'")
+
+
+def operator_event(kind: str, host: str, detail: str = "by locksmithctl") -> HistoryEvent:
+    """A history event for an operator's command, timed now."""
+    from datetime import datetime, timezone
+
+    return HistoryEvent(at=datetime.now(timezone.utc), host=host, event=kind, detail=detail)
 
 
 @click.command()
@@ -47,7 +55,9 @@ def status(obj: CtlContext, as_json: bool, raw: bool, raw_bytes: bool) -> None:
         return
     from locksmithd.ctl.status_view import collect_status, render_json, render_text
 
-    report = collect_status(client, obj.group, obj.etcd.key_prefix)
+    from datetime import datetime, timezone
+
+    report = collect_status(client, obj.group, obj.etcd.key_prefix, datetime.now(timezone.utc))
     if report.ignored_waiters:
         click.echo(f"locksmithctl: warning: {report.ignored_waiters_line()}", err=True)
     click.echo(render_json(report) if as_json else render_text(report))
@@ -64,7 +74,7 @@ def lock(obj: CtlContext, holder_id: str | None) -> None:
     holder = obj.default_id(holder_id)
     client = obj.semaphore()
     before = client.read().semaphore
-    client.lock(holder, describe_holder(source="locksmithctl"))
+    client.lock(holder, describe_holder(source="locksmithctl"), [operator_event("lock", holder)])
     if before.holds(holder):
         click.echo(f"{holder} already holds a slot in {group_label(obj.group)}")
 
@@ -76,7 +86,7 @@ def lock(obj: CtlContext, holder_id: str | None) -> None:
 def unlock(obj: CtlContext, holder_id: str | None) -> None:
     """Release the slot held by ID (default: this machine's id)."""
     holder = obj.default_id(holder_id, _UNLOCK_HINT)
-    obj.semaphore().unlock(holder)
+    obj.semaphore().unlock(holder, [operator_event("unlock", holder)])
 
 
 @click.command("set-max")
@@ -88,7 +98,7 @@ def set_max(obj: CtlContext, new_max: str) -> None:
     value = parse_count("N", new_max)
     client = obj.semaphore()
     old = client.read().semaphore
-    new = client.set_max(value)
+    new = client.set_max(value, [operator_event("set-max", "operator", f"max {old.max} -> {value}")])
     click.echo(f"Old: {old.max}\nNew: {new.max}")
     if len(new.holders) > new.max:
         click.echo(f"note: {len(new.holders)} hosts hold slots, more than the new max {new.max}; "
@@ -119,5 +129,6 @@ def reset(obj: CtlContext, new_max: str, yes: bool) -> None:
         click.echo(line, err=True)
     if not yes and not click.confirm(f"Drop all holders and reset {key} to max {max_slots}?", err=True):
         raise Aborted("reset not confirmed; nothing changed")
-    client.reset(max_slots, stored, extra_fields=plan.kept_fields)
+    client.reset(max_slots, stored, extra_fields=plan.kept_fields,
+                 events=[operator_event("reset", "operator", f"max {max_slots}, no holders")])
     click.echo(f"Reset {key}: max {max_slots}, no holders{plan.note()}")

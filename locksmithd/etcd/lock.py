@@ -28,7 +28,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from locksmithd.core.halt import Halt, decode_halt
 from locksmithd.core.history import DEFAULT_LIMIT, HistoryEvent, ring_slot
 from locksmithd.core.semaphore import Semaphore, decode, initial_semaphore
-from locksmithd.errors import AmbiguousWrite, GroupHalted, NotHolder, WriteConflict
+from locksmithd.errors import AmbiguousWrite, DocumentTooLarge, GroupHalted, NotHolder, WriteConflict
 from locksmithd.etcd.keys import halt_key, history_key, semaphore_key
 from locksmithd.etcd.store import ABSENT, KeyValueStore, Versioned
 
@@ -133,7 +133,11 @@ class SemaphoreClient:
         the operator saw): if the key changed since, WriteConflict is raised
         and nothing is written; DocumentTooLarge if the fields do not fit.
         """
-        fresh = Semaphore(1, (), {}, extra_fields or {}, history_seq).set_max(new_max)
+        extra = dict(extra_fields or {})
+        kept_seq = extra.pop("history_seq", history_seq)  # the history counter goes on after a reset
+        if isinstance(kept_seq, bool) or not isinstance(kept_seq, int) or kept_seq < 0:
+            kept_seq = 0
+        fresh = Semaphore(1, (), {}, extra, kept_seq).set_max(new_max)
         try:
             revision, fresh = self.write(fresh, expected.mod_revision if expected else ABSENT, events=events)
             written = bool(revision)
@@ -159,6 +163,15 @@ class SemaphoreClient:
         AmbiguousWrite when the outcome is unknown (the caller reads back).
         """
         stored, first = new.with_events(len(events))
+        try:
+            stored.encode()
+        except DocumentTooLarge:
+            if not events:
+                raise
+            # The history counter would tip the document over the limit: history is a record,
+            # not a reason to refuse a change (an unlock must always be able to make room).
+            log.warning("%s is at its size limit: this change is written without its history events", self.key)
+            stored, events = new, ()
         ring = [(history_key(ring_slot(first + n, self.history_limit), self.group, self.key_prefix), event.encode())
                 for n, event in enumerate(events)]
         guards = (*absent, self.halt_key) if admits_holder else tuple(absent)
