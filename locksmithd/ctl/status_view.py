@@ -55,6 +55,8 @@ def collect_status(client: SemaphoreClient, group: str, key_prefix: str, now: da
     record and StoreError subclasses when etcd cannot answer.
     """
     snapshot = client.read()
+    if snapshot.halt_corrupt is not None:
+        raise snapshot.halt_corrupt
     semaphore = snapshot.semaphore
     alive_root = alive_prefix(group, key_prefix)
     alive = {unquote_plus(entry.key[len(alive_root):]) for entry in client.store.read_prefix(alive_root)}
