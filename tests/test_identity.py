@@ -47,8 +47,17 @@ class TestMachineId:
 
     def test_directory_is_unreadable(self, tmp_path: Path) -> None:
         """A directory where the file should be is an identity error, not a crash."""
-        with pytest.raises(IdentityError, match="cannot read"):
+        with pytest.raises(IdentityError, match="not a regular file"):
             read_machine_id(str(tmp_path))
+
+    def test_fifo_is_refused_without_blocking(self, tmp_path: Path) -> None:
+        """A FIFO as machine-id file would block the daemon forever: refused at once."""
+        import os
+
+        fifo = tmp_path / "machine-id"
+        os.mkfifo(fifo)
+        with pytest.raises(IdentityError, match="not a regular file"):
+            read_machine_id(str(fifo))
 
     def test_binary_content_is_refused(self, tmp_path: Path) -> None:
         """Bytes that are not UTF-8 are an identity error."""

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
+from locksmithd.core.names import MAX_SHOWN_CHARS, printable
 from locksmithd.errors import BusError
 
 log = logging.getLogger("locksmithd.bus")
@@ -31,8 +32,8 @@ SERVICE_ABSENT_ERRORS = frozenset(
 
 
 def describe_address(address: str | None) -> str:
-    """A human name for a bus address; ``None`` is the default system bus."""
-    return "the system bus" if address is None else f"bus {address}"
+    """A human name for a bus address (escaped, bounded); ``None`` is the default system bus."""
+    return "the system bus" if address is None else f"bus {printable(address, MAX_SHOWN_CHARS)}"
 
 
 async def connect(address: str | None, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> MessageBus:

@@ -67,5 +67,5 @@ def shown_value(value: object) -> str:
     if isinstance(value, str):
         if any(unicodedata.category(c) == "Cs" for c in value):
             return "(not valid UTF-8)"
-        return repr(printable(value, MAX_SHOWN_CHARS))
+        return f"'{printable(value, MAX_SHOWN_CHARS)}'"  # printable already escaped it: no repr on top
     return printable(repr(value), MAX_SHOWN_CHARS)

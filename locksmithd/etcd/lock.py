@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from locksmithd.core.backoff import Backoff
 from locksmithd.core.halt import Halt, decode_halt
 from locksmithd.core.history import DEFAULT_LIMIT, HistoryEvent, ring_slot
 from locksmithd.core.semaphore import Semaphore, decode, initial_semaphore
@@ -33,6 +34,9 @@ from locksmithd.etcd.keys import halt_key, history_key, semaphore_key
 from locksmithd.etcd.store import ABSENT, KeyValueStore, Versioned
 
 log = logging.getLogger("locksmithd.lock")
+# A lost race means another writer just succeeded: retry soon, spread out (the one Backoff policy).
+RACE_FIRST_PAUSE_S = 0.002
+RACE_MAX_PAUSE_S = 0.25
 
 
 class _LostRace(Exception):
@@ -86,6 +90,7 @@ class SemaphoreClient:
         *,
         max_attempts: int = 64,
         rng: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
         history_limit: int = DEFAULT_LIMIT,
     ) -> None:
         self.store = store
@@ -96,6 +101,7 @@ class SemaphoreClient:
         self.history_limit = history_limit
         self._max_attempts = max_attempts
         self._rng = rng or random.Random()
+        self._sleep = sleep
 
     def read(self) -> Snapshot:
         """The current value and halt (one request); an absent key reads as locksmith's initial value.
@@ -197,22 +203,17 @@ class SemaphoreClient:
         ``change.in_effect`` on the value read back.
         """
         state = {"ambiguous": False}
-        retrying = Retrying(
-            retry=retry_if_exception_type(_LostRace),
-            wait=wait_random_exponential(multiplier=0.002, max=0.25),
-            stop=stop_after_attempt(self._max_attempts),
-            before_sleep=self._log_retry(change),
-            reraise=True,
-        )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    return self._attempt(change, state)
-        except _LostRace as exc:
-            raise WriteConflict(
-                f"{change.name}: {self.key} kept changing; gave up after {self._max_attempts} attempts"
-            ) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+        backoff = Backoff(RACE_FIRST_PAUSE_S, RACE_MAX_PAUSE_S, self._rng)
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                return self._attempt(change, state)
+            except _LostRace:
+                if attempt == self._max_attempts:
+                    break
+                pause_s = backoff.next_delay_s()
+                log.debug("%s: lost a race on %s, retry %d in %.3fs", change.name, self.key, attempt, pause_s)
+                self._sleep(pause_s)
+        raise WriteConflict(f"{change.name}: {self.key} kept changing; gave up after {self._max_attempts} attempts")
 
     def _attempt(self, change: Change, state: dict[str, bool]) -> Semaphore:
         snapshot = self.read()
@@ -250,10 +251,3 @@ class SemaphoreClient:
         if stored is None:
             return Snapshot(initial_semaphore(), ABSENT)
         return Snapshot(decode(stored.value, self.key), stored.mod_revision)
-
-    def _log_retry(self, change: Change) -> Callable[[RetryCallState], None]:
-        def before_sleep(retry_state: RetryCallState) -> None:
-            pause = retry_state.next_action.sleep if retry_state.next_action else 0.0
-            log.debug("%s: lost a race on %s, retry %d in %.3fs", change.name, self.key, retry_state.attempt_number, pause)
-
-        return before_sleep

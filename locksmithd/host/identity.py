@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 from locksmithd.core.names import name_problem
 from locksmithd.errors import IdentityError
 
@@ -28,9 +31,12 @@ def read_machine_id(path: str = DEFAULT_MACHINE_ID_PATH) -> str:
 
     Raises IdentityError (source ``path``, key "machine-id") if the file is
     missing, unreadable, empty, still "uninitialized" (systemd's first-boot
-    placeholder) or not a valid holder id. Never returns an empty string.
+    placeholder), not a regular file (a FIFO or device could block or never
+    end) or not a valid holder id. Never returns an empty string.
     """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise IdentityError(path, "machine-id", "", "not a regular file")
         with open(path, encoding="utf-8") as handle:
             text = handle.read(_READ_LIMIT)
     except OSError as exc:
