@@ -95,6 +95,15 @@ BAD: list[tuple[list[Arg], dict[Arg, Arg], list[str]]] = [
     ([], {"DBUS_SYSTEM_BUS_ADDRESS": "nfs:path=/x"}, ["DBUS_SYSTEM_BUS_ADDRESS", "unsupported transport"]),
     (["--group", "a", "--group", "b"], {}, ["command line", "--group", "given 2 times"]),
     (["--etcd-password", "hunter2-a", "--etcd-password", "hunter2-b"], {}, ["--etcd-password", "(hidden)"]),
+    # the self-driving settings
+    ([], {"LOCKSMITHD_HEALTH_SYSTEM_STATES": "running,bogus"}, ["LOCKSMITHD_HEALTH_SYSTEM_STATES", "bogus"]),
+    ([], {"LOCKSMITHD_HEALTH_SYSTEM_STATES": "starting"}, ["LOCKSMITHD_HEALTH_SYSTEM_STATES", "starting"]),
+    ([], {"LOCKSMITHD_HEALTH_UNITS": "sshd.service bad/unit.service"}, ["LOCKSMITHD_HEALTH_UNITS", "bad/unit"]),
+    ([], {"LOCKSMITHD_HEALTH_DIR": "relative/dir"}, ["LOCKSMITHD_HEALTH_DIR", "absolute"]),
+    ([], {"LOCKSMITHD_HEALTH_TIMEOUT": "0s"}, ["LOCKSMITHD_HEALTH_TIMEOUT", "greater than zero"]),
+    ([], {"LOCKSMITHD_HEALTH_SOAK": "20m"}, ["LOCKSMITHD_HEALTH_SOAK", "soak"]),
+    ([], {"LOCKSMITHD_REBOOT_DEADLINE": "soon"}, ["LOCKSMITHD_REBOOT_DEADLINE", "invalid duration"]),
+    ([], {"LOCKSMITHD_STALE_POLICY": "ignore"}, ["LOCKSMITHD_STALE_POLICY", "halt or reclaim"]),
 ]
 
 
