@@ -105,7 +105,38 @@ def _given_flags(flags: dict[str, tuple[str, ...] | bool | None]) -> dict[str, s
     return given
 
 
+def _stop_on_signals(main: asyncio.Task[Any]) -> None:
+    """SIGTERM/SIGINT cancel ``main`` once; a repeated signal during the clean stop is only logged.
+
+    Installed first thing, so a stop at any moment (connecting, releasing,
+    cleaning up) is a clean exit 0, never a CancelledError traceback.
+    """
+    loop = asyncio.get_running_loop()
+    stopping: list[int] = []
+
+    def stop(signum: int) -> None:
+        if stopping:
+            log.info("already stopping (signal %d ignored)", signum)
+            return
+        stopping.append(signum)
+        main.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop, signum)
+
+
 async def _run(settings: DaemonSettings) -> ExitCode:
+    main = asyncio.current_task()
+    assert main is not None
+    _stop_on_signals(main)
+    try:
+        return await _run_signalled(settings)
+    except asyncio.CancelledError:  # stopped before the daemon ran (while starting): a clean stop
+        log.info("stopped while starting")
+        return ExitCode.OK
+
+
+async def _run_signalled(settings: DaemonSettings) -> ExitCode:
     from locksmithd.host.journal import Notifier
     from locksmithd.host.statefile import CoordinatorFile
     from locksmithd.strategies import make_strategy
@@ -135,9 +166,6 @@ async def _serve(settings: DaemonSettings, strategy: RebootStrategy, coordinator
 
     main = asyncio.current_task()
     assert main is not None
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):  # before connecting: a stop while retrying is clean too
-        loop.add_signal_handler(signum, main.cancel)
     backoff = Backoff(CONNECT_FIRST_DELAY_S, settings.retry_max_s, random.Random())
     try:
         bus = await _connect_with_retry(connect, settings.bus_address, backoff)
