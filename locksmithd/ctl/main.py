@@ -24,6 +24,7 @@ from locksmithd.etcd.settings import (
     request_timeout_problem,
     validate_tls_and_auth,
 )
+from locksmithd.host.identity import DEFAULT_MACHINE_ID_PATH
 from locksmithd.host.journal import quiet_grpc
 
 EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(
@@ -51,7 +52,7 @@ _MAX_CLICK_MESSAGE_CHARS = 300
               help="prefix before locksmith's key names (multi-tenant etcd)")
 @click.option("--etcd-timeout", default=DEFAULT_REQUEST_TIMEOUT_S, type=float, envvar="LOCKSMITHCTL_ETCD_TIMEOUT",
               help="seconds per etcd request, 0.1 to 300 [default: 5]")
-@click.option("--machine-id-file", default="/etc/machine-id", envvar="LOCKSMITHCTL_MACHINE_ID_FILE", hidden=True)
+@click.option("--machine-id-file", default=DEFAULT_MACHINE_ID_PATH, envvar="LOCKSMITHCTL_MACHINE_ID_FILE", hidden=True)
 @click.option("--bus-address", envvar="DBUS_SYSTEM_BUS_ADDRESS", hidden=True)
 @click.option("--debug", is_flag=True, envvar="LOCKSMITHCTL_DEBUG", help="log etcd and D-Bus traffic to stderr")
 @click.version_option(__version__, "--version", prog_name="locksmithctl")

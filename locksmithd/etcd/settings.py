@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 from locksmithd.core.names import name_problem
 from locksmithd.errors import ConfigError
 
-DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
+DEFAULT_PORT = 2379
+DEFAULT_ENDPOINT = f"http://127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_REQUEST_TIMEOUT_S = 5.0
 MIN_REQUEST_TIMEOUT_S = 0.1
 MAX_REQUEST_TIMEOUT_S = 300.0
@@ -63,7 +64,7 @@ class EtcdSettings:
     so it never reaches a log line.
     """
 
-    endpoints: tuple[Endpoint, ...] = (Endpoint("http", "127.0.0.1", 2379),)
+    endpoints: tuple[Endpoint, ...] = (Endpoint("http", "127.0.0.1", DEFAULT_PORT),)  # DEFAULT_ENDPOINT
     cafile: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
@@ -103,7 +104,7 @@ def parse_endpoint(text: str, source: str, key: str) -> Endpoint:
     if problem:
         raise ConfigError(source, key, shown, problem)
     if port is None:
-        port = 2379
+        port = DEFAULT_PORT
     return Endpoint(parts.scheme, parts.hostname, port)
 
 
