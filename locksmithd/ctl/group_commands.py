@@ -3,25 +3,45 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
+from typing import Any, Callable, TypeVar
 
 import click
 
 from locksmithd.core.halt import OPERATOR, Halt
 from locksmithd.core.history import DEFAULT_LIMIT, HistoryEvent
 from locksmithd.core.holder_record import format_time
-from locksmithd.core.names import printable
-from locksmithd.ctl.context import CtlContext, group_label, handled, parse_count
-from locksmithd.errors import UsageError
+from locksmithd.core.names import group_problem, printable
+from locksmithd.ctl.context import CtlContext, group_label, handled, parse_count, value_problem
+from locksmithd.errors import InvalidName, UsageError
 
 MAX_REASON_CHARS = 1000
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def group_option(func: F) -> F:
+    """``--group G`` after the command, as in ``locksmithctl halt --reason TEXT --group G`` (wins over the global one)."""
+    return click.option("--group", "command_group", default=None, metavar="G",
+                        help="the reboot group [default: the global --group, else the default group]")(func)
+
+
+def in_group(obj: CtlContext, command_group: str | None) -> CtlContext:
+    """``obj`` for ``command_group`` when given (checked against the naming rule), else as it is."""
+    if command_group is None:
+        return obj
+    problem = group_problem(command_group)
+    if problem is not None:
+        raise InvalidName(value_problem("--group", command_group, problem))
+    return replace(obj, group=command_group)
 
 
 @click.command()
 @click.option("--reason", required=True, help="why the group is halted (shown by status and history)")
+@group_option
 @click.pass_obj
 @handled
-def halt(obj: CtlContext, reason: str) -> None:
+def halt(obj: CtlContext, reason: str, command_group: str | None) -> None:
     """Stop every host of the group from taking a slot until 'resume'.
 
     Holders keep their slots: hosts already rebooting finish and check their
@@ -29,6 +49,7 @@ def halt(obj: CtlContext, reason: str) -> None:
     """
     from locksmithd.etcd.halt import halt_group
 
+    obj = in_group(obj, command_group)
     text = " ".join(reason.split())
     if not text or len(text) > MAX_REASON_CHARS:
         raise UsageError(f"--reason must be 1 to {MAX_REASON_CHARS} characters of text")
@@ -44,12 +65,14 @@ def halt(obj: CtlContext, reason: str) -> None:
 
 
 @click.command()
+@group_option
 @click.pass_obj
 @handled
-def resume(obj: CtlContext) -> None:
+def resume(obj: CtlContext, command_group: str | None) -> None:
     """Lift the group's halt (also removes a corrupt halt record); waiting hosts go on at once."""
     from locksmithd.etcd.halt import resume_group
 
+    obj = in_group(obj, command_group)
     client = obj.semaphore()
     event = HistoryEvent(at=datetime.now(timezone.utc), host=OPERATOR, event="resume")
     removed = resume_group(client, event)
@@ -63,12 +86,14 @@ def resume(obj: CtlContext) -> None:
 @click.command()
 @click.option("--limit", default=str(DEFAULT_LIMIT), metavar="N", help=f"newest N events [{DEFAULT_LIMIT}]")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list")
+@group_option
 @click.pass_obj
 @handled
-def history(obj: CtlContext, limit: str, as_json: bool) -> None:
+def history(obj: CtlContext, limit: str, as_json: bool, command_group: str | None) -> None:
     """Show the group's events (slots taken, reboots, health, halts, operator actions), newest last."""
     from locksmithd.etcd.history import read_history
 
+    obj = in_group(obj, command_group)
     count = parse_count("--limit", limit)
     client = obj.semaphore()
     events, unreadable = read_history(client.store, obj.group, obj.etcd.key_prefix)
