@@ -12,21 +12,27 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, TextIO
 
 # The harness lives beside the package in the checkout, not in the installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from locksmithd.core.halt import OPERATOR, Halt
+from locksmithd.core.history import HistoryEvent
 from locksmithd.errors import LocksmithError
 from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
 from locksmithd.etcd.client import EtcdStore
+from locksmithd.etcd.halt import resume_group
 from locksmithd.etcd.lock import SemaphoreClient
 from locksmithd.ctl.status_view import collect_status
 from harness.etcd import EtcdCluster, EtcdLaunchError
 from harness.fleet import HostEvent, HostOptions, SemaphoreMonitor, SimulatedHost
 
-from demo_display import FleetView, HostView, LiveDisplay, PlainDisplay, semaphore_line
+from demo_break import (BREAK_ENV, CHECK_NAME, HALTED_SHOW_S, BreakOutcome, holders_at, read_halt, taken_after,
+                        write_check)
+from demo_display import FleetView, HostView, LiveDisplay, PlainDisplay, halt_line, semaphore_line
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 POLL_INTERVAL_S = 0.1  # how often host state files and the monitor are sampled
@@ -48,6 +54,7 @@ class Outcome:
     done_at_s: float | None = None
     back_at_s: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    broken: BreakOutcome | None = None  # with --break
 
 
 # -- arguments ---------------------------------------------------------------
@@ -68,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="give up after this many seconds in all [180]")
     parser.add_argument("--window-start", help="reboot window start passed to every host, e.g. 'Mon 04:00'")
     parser.add_argument("--window-length", help="reboot window length passed to every host, e.g. 1h")
+    parser.add_argument("--break", dest="break_host", metavar="NAME",
+                        help="make host NAME (e.g. host-2) fail its health check after its reboot: the rollout "
+                        "halts, the demo repairs the host and runs locksmithctl resume")
     args = parser.parse_args(argv)
     for flag, value, minimum in (("--hosts", args.hosts, 1), ("--max", args.max, 1),
                                  ("--reboot-delay", args.reboot_delay, 0), ("--timeout", args.timeout, 1)):
@@ -75,6 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"{flag} must be at least {minimum}, got {value:g}")
     if (args.window_start is None) != (args.window_length is None):
         parser.error("--window-start and --window-length go together")
+    names = [f"host-{i}" for i in range(args.hosts)]
+    if args.break_host is not None and args.break_host not in names:
+        parser.error(f"--break {args.break_host!r} names no host; the hosts are {names[0]} to {names[-1]}")
     return args
 
 
@@ -113,16 +126,28 @@ class Fleet:
         self.workdir = workdir
         self.started_s = started_s
         self.display: PlainDisplay | LiveDisplay | None = display
-        options = HostOptions(group=args.group, window_start=args.window_start, window_length=args.window_length)
+        options = HostOptions(group=args.group, window_start=args.window_start, window_length=args.window_length,
+                              extra_env=dict(BREAK_ENV) if args.break_host else {})
         self.hosts = [SimulatedHost(f"host-{i}", workdir / f"host-{i}", endpoints, options=options,
                                     reboot_delay_s=args.reboot_delay, on_event=self._on_event)
                       for i in range(args.hosts)]
         self.monitor = SemaphoreMonitor(endpoints, group=args.group, expected_max=args.max)  # started after set-max
         self.waiting: tuple[str, ...] = ()
+        self.halt: tuple[Halt, int] | None = None  # the group's halt record and its revision, read with the queue
         self._last_semaphore: tuple[tuple[str, ...], int | None] = ((), None)
         self._log_offsets: dict[str, int] = {}
         group = f", group {args.group}" if args.group else ""
-        self.header = f"locksmithd demo: {args.hosts} hosts, max {args.max}{group}, reboot delay {args.reboot_delay:g}s"
+        broken = f", {args.break_host} broken" if args.break_host else ""
+        self.header = (f"locksmithd demo: {args.hosts} hosts, max {args.max}{group}, "
+                       f"reboot delay {args.reboot_delay:g}s{broken}")
+
+    def host(self, name: str) -> SimulatedHost:
+        return next(h for h in self.hosts if h.name == name)
+
+    def note(self, text: str) -> None:
+        """One line in the event log, stamped now (nothing once stopping)."""
+        if self.display is not None:
+            self.display.event(self.now_s(), text)
 
     def now_s(self) -> float:
         return time.monotonic() - self.started_s
@@ -149,8 +174,9 @@ class Fleet:
                 state = "booting"  # the file still shows the previous boot's last state
             rows.append(HostView(host.name, state, host.name in holders, len(host.reboot_times), host.boots))
         waiting = tuple(w for w in self.waiting if w not in holders)  # the queue is read less often
+        halt = halt_line(self.halt[0].by, self.halt[0].reason) if self.halt else ""
         return FleetView(self.now_s(), tuple(rows), latest.max if latest else None, holders, waiting,
-                         self.monitor.max_holders_seen)
+                         self.monitor.max_holders_seen, halt)
 
     def sample(self, force: bool = False) -> FleetView:
         """Take a view, report what changed since the last one, and refresh the display."""
@@ -199,6 +225,8 @@ class Fleet:
                 try:
                     report = await asyncio.to_thread(collect_status, client, self.args.group, "")
                     self.waiting = tuple(w.holder for w in report.waiters)
+                    halt, revision = await asyncio.to_thread(read_halt, client)
+                    self.halt = (halt, revision) if halt is not None else None
                 except LocksmithError:
                     pass  # the table keeps the last answer
                 await asyncio.sleep(QUEUE_POLL_S)
@@ -264,11 +292,14 @@ async def rollout(fleet: Fleet, outcome: Outcome) -> None:
         if isinstance(result, BaseException):
             raise result
     await _watch(fleet, min(args.timeout, fleet.now_s() + STARTUP_TIMEOUT_S), _all_idle, "every host to boot")
-    for host in fleet.hosts:
-        host.need_reboot()
-    outcome.updates_at_s = fleet.now_s()
-    if fleet.display is not None:
-        fleet.display.event(outcome.updates_at_s, f"update applied on all {args.hosts} hosts: reboot needed")
+    if args.break_host:
+        outcome.broken = BreakOutcome(args.break_host)
+        await break_and_resume(fleet, outcome, outcome.broken)
+    else:
+        for host in fleet.hosts:
+            host.need_reboot()
+        outcome.updates_at_s = fleet.now_s()
+        fleet.note(f"update applied on all {args.hosts} hosts: reboot needed")
 
     def done(view: FleetView) -> bool:
         for host in view.hosts:
@@ -278,6 +309,63 @@ async def rollout(fleet: Fleet, outcome: Outcome) -> None:
 
     await _watch(fleet, args.timeout, done, "every host to reboot and come back idle")
     outcome.done_at_s = fleet.now_s()
+
+
+async def break_and_resume(fleet: Fleet, outcome: Outcome, broken: BreakOutcome) -> None:
+    """--break: the broken host takes a slot first, fails its check and halts the group; the others wait;
+    the demo repairs the host and resumes; ``rollout`` then waits for everyone as usual."""
+    args = fleet.args
+    host = fleet.host(broken.host)
+    write_check(host.health_dir, passing=False)
+    fleet.note(f"{host.name:<10} its health check {CHECK_NAME} now fails: the update breaks this host")
+    host.need_reboot()  # first, so the others are still waiting when it halts the group
+    outcome.updates_at_s = fleet.now_s()
+    fleet.note(f"update applied on {host.name}: reboot needed")
+    await _watch(fleet, args.timeout, lambda view: host.name in view.holders, f"{host.name} to take a slot")
+    others = [h for h in fleet.hosts if h is not host]
+    for other in others:
+        other.need_reboot()
+    if others:
+        fleet.note(f"update applied on the other {len(others)} hosts: reboot needed")
+    await _watch(fleet, args.timeout, lambda view: fleet.halt is not None, f"{host.name} to halt the group")
+    assert fleet.halt is not None
+    broken.halt, broken.halt_revision = fleet.halt
+    broken.halt_at_s = fleet.now_s()
+    broken.held_at_halt = holders_at(list(fleet.monitor.history), broken.halt_revision)
+    broken.waiting_at_halt = tuple(w for w in fleet.waiting if w not in broken.held_at_halt)
+    fleet.note(f"HALT by {broken.halt.by}: {broken.halt.reason}")
+    fleet.note(f"halted: holders keep their slots ({', '.join(broken.held_at_halt) or 'none'}); "
+               f"no other host takes one (waiting: {', '.join(broken.waiting_at_halt) or 'none'})")
+    show_until_s = fleet.now_s() + HALTED_SHOW_S
+    await _watch(fleet, args.timeout, lambda view: view.at_s >= show_until_s, "the halt to be shown")
+    write_check(host.health_dir, passing=True)
+    broken.repaired_at_s = fleet.now_s()
+    fleet.note(f"{host.name:<10} repaired by the operator: its health check {CHECK_NAME} passes now")
+    # Everything the monitor saw up to here came before the resume: no new holder may be in it.
+    broken.taken_while_halted = taken_after(list(fleet.monitor.history), broken.halt_revision)
+    broken.resumed_with = await resume(fleet)
+    broken.resumed_at_s = fleet.now_s()
+    fleet.note(f"resumed with {broken.resumed_with}: the waiting hosts go on as soon as {host.name}, "
+               "healthy at its next round of checks, gives its slot back")
+
+
+async def resume(fleet: Fleet) -> str:
+    """Resume the group as an operator would; returns how (for the log and the summary)."""
+    # TODO(lead): run the real CLI once `locksmithctl resume` is on main:
+    #     code, output = await locksmithctl(fleet.endpoints, fleet.args.group, "resume")
+    #     if code != 0: raise DemoError(f"locksmithctl resume failed ({code}): {output}")
+    #     return "locksmithctl resume"
+    def call() -> None:
+        settings = EtcdSettings(endpoints=parse_endpoints(fleet.endpoints, "demo", "endpoints"), request_timeout_s=5.0)
+        store = EtcdStore(settings)
+        try:
+            resume_group(SemaphoreClient(store, fleet.args.group),
+                         HistoryEvent(datetime.now(timezone.utc), OPERATOR, "resume", "demo: host repaired"))
+        finally:
+            store.close()
+
+    await asyncio.to_thread(call)
+    return "locksmithd.etcd.halt.resume_group (locksmithctl resume is not there yet)"
 
 
 def summary(fleet: Fleet, outcome: Outcome, status_text: str) -> list[str]:
@@ -292,7 +380,12 @@ def summary(fleet: Fleet, outcome: Outcome, status_text: str) -> list[str]:
             outcome.problems.append(f"{host.name} rebooted {len(host.reboot_times)} times, not once")
     violations = list(fleet.monitor.violations)  # holders > max, or a max other than --max
     outcome.problems += violations
+    once = all(len(host.reboot_times) == 1 for host in fleet.hosts)
+    lines.append(f"every host rebooted once: {'yes' if once else 'NO'}")
     lines.append(f"most holders at once: {fleet.monitor.max_holders_seen} (max {fleet.args.max})")
+    if outcome.broken is not None:
+        lines += outcome.broken.summary_lines()
+        outcome.problems += outcome.broken.problems()
     if outcome.updates_at_s is not None and outcome.done_at_s is not None:
         lines.append(f"rollout: {outcome.done_at_s - outcome.updates_at_s:.2f}s from update to all back idle")
     lines.append(f"total time: {fleet.now_s():.2f}s")
