@@ -11,50 +11,34 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, TextIO
 
 # The harness lives beside the package in the checkout, not in the installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from locksmithd.core.halt import OPERATOR, Halt
-from locksmithd.core.history import HistoryEvent
+from locksmithd.core.halt import Halt
 from locksmithd.errors import LocksmithError
 from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
 from locksmithd.etcd.client import EtcdStore
-from locksmithd.etcd.halt import resume_group
 from locksmithd.etcd.lock import SemaphoreClient
 from locksmithd.ctl.status_view import collect_status
 from harness.etcd import EtcdCluster, EtcdLaunchError
 from harness.fleet import HostEvent, HostOptions, SemaphoreMonitor, SimulatedHost
 
-from demo_break import (BREAK_ENV, CHECK_NAME, HALTED_SHOW_S, BreakOutcome, holders_at, read_halt, taken_after,
-                        write_check)
+from demo_break import BREAK_ENV, BreakOutcome, break_and_resume, read_halt, resume_directly
+from demo_summary import Outcome, log_tails, summary
 from demo_display import FleetView, HostView, LiveDisplay, PlainDisplay, halt_line, semaphore_line
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 POLL_INTERVAL_S = 0.1  # how often host state files and the monitor are sampled
 QUEUE_POLL_S = 0.25  # how often the waiting queue is read from etcd
 STARTUP_TIMEOUT_S = 30.0  # first boot of every daemon must reach idle within this
-LOG_TAIL_LINES = 15
 TRANSITION = re.compile(r" state (\S+) -> (\S+)$", re.MULTILINE)  # the daemon's log line per transition
 
 
 class DemoError(Exception):
     """The demo could not set up or run its fleet; the message says why."""
-
-
-@dataclass
-class Outcome:
-    """How the run ended: filled in by the rollout, read by the summary."""
-
-    updates_at_s: float | None = None
-    done_at_s: float | None = None
-    back_at_s: dict[str, float] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-    broken: BreakOutcome | None = None  # with --break
 
 
 # -- arguments ---------------------------------------------------------------
@@ -294,7 +278,9 @@ async def rollout(fleet: Fleet, outcome: Outcome) -> None:
     await _watch(fleet, min(args.timeout, fleet.now_s() + STARTUP_TIMEOUT_S), _all_idle, "every host to boot")
     if args.break_host:
         outcome.broken = BreakOutcome(args.break_host)
-        await break_and_resume(fleet, outcome, outcome.broken)
+        outcome.updates_at_s = fleet.now_s()
+        await break_and_resume(fleet, outcome.broken, lambda done, what: _watch(fleet, args.timeout, done, what),
+                               lambda: resume(fleet))
     else:
         for host in fleet.hosts:
             host.need_reboot()
@@ -311,99 +297,14 @@ async def rollout(fleet: Fleet, outcome: Outcome) -> None:
     outcome.done_at_s = fleet.now_s()
 
 
-async def break_and_resume(fleet: Fleet, outcome: Outcome, broken: BreakOutcome) -> None:
-    """--break: the broken host takes a slot first, fails its check and halts the group; the others wait;
-    the demo repairs the host and resumes; ``rollout`` then waits for everyone as usual."""
-    args = fleet.args
-    host = fleet.host(broken.host)
-    write_check(host.health_dir, passing=False)
-    fleet.note(f"{host.name:<10} its health check {CHECK_NAME} now fails: the update breaks this host")
-    host.need_reboot()  # first, so the others are still waiting when it halts the group
-    outcome.updates_at_s = fleet.now_s()
-    fleet.note(f"update applied on {host.name}: reboot needed")
-    await _watch(fleet, args.timeout, lambda view: host.name in view.holders, f"{host.name} to take a slot")
-    others = [h for h in fleet.hosts if h is not host]
-    for other in others:
-        other.need_reboot()
-    if others:
-        fleet.note(f"update applied on the other {len(others)} hosts: reboot needed")
-    await _watch(fleet, args.timeout, lambda view: fleet.halt is not None, f"{host.name} to halt the group")
-    assert fleet.halt is not None
-    broken.halt, broken.halt_revision = fleet.halt
-    broken.halt_at_s = fleet.now_s()
-    broken.held_at_halt = holders_at(list(fleet.monitor.history), broken.halt_revision)
-    broken.waiting_at_halt = tuple(w for w in fleet.waiting if w not in broken.held_at_halt)
-    fleet.note(f"HALT by {broken.halt.by}: {broken.halt.reason}")
-    fleet.note(f"halted: holders keep their slots ({', '.join(broken.held_at_halt) or 'none'}); "
-               f"no other host takes one (waiting: {', '.join(broken.waiting_at_halt) or 'none'})")
-    show_until_s = fleet.now_s() + HALTED_SHOW_S
-    await _watch(fleet, args.timeout, lambda view: view.at_s >= show_until_s, "the halt to be shown")
-    write_check(host.health_dir, passing=True)
-    broken.repaired_at_s = fleet.now_s()
-    fleet.note(f"{host.name:<10} repaired by the operator: its health check {CHECK_NAME} passes now")
-    # Everything the monitor saw up to here came before the resume: no new holder may be in it.
-    broken.taken_while_halted = taken_after(list(fleet.monitor.history), broken.halt_revision)
-    broken.resumed_with = await resume(fleet)
-    broken.resumed_at_s = fleet.now_s()
-    fleet.note(f"resumed with {broken.resumed_with}: the waiting hosts go on as soon as {host.name}, "
-               "healthy at its next round of checks, gives its slot back")
-
-
 async def resume(fleet: Fleet) -> str:
-    """Resume the group as an operator would; returns how (for the log and the summary)."""
-    # TODO(lead): run the real CLI once `locksmithctl resume` is on main:
+    """Resume the halted group as an operator would; returns how, for the log and the summary."""
+    # TODO(lead): `locksmithctl resume` is not on main yet; once it is, run the real CLI instead:
     #     code, output = await locksmithctl(fleet.endpoints, fleet.args.group, "resume")
-    #     if code != 0: raise DemoError(f"locksmithctl resume failed ({code}): {output}")
+    #     if code != 0:
+    #         raise DemoError(f"locksmithctl resume failed ({code}): {output}")
     #     return "locksmithctl resume"
-    def call() -> None:
-        settings = EtcdSettings(endpoints=parse_endpoints(fleet.endpoints, "demo", "endpoints"), request_timeout_s=5.0)
-        store = EtcdStore(settings)
-        try:
-            resume_group(SemaphoreClient(store, fleet.args.group),
-                         HistoryEvent(datetime.now(timezone.utc), OPERATOR, "resume", "demo: host repaired"))
-        finally:
-            store.close()
-
-    await asyncio.to_thread(call)
-    return "locksmithd.etcd.halt.resume_group (locksmithctl resume is not there yet)"
-
-
-def summary(fleet: Fleet, outcome: Outcome, status_text: str) -> list[str]:
-    """The closing report; also fills ``outcome.problems`` with reboot-count and safety failures."""
-    lines = ["", "Summary", f"{'HOST':<10} {'REBOOTS':>7} {'REBOOTED AT':>12} {'BACK AT':>9} {'BOOTS':>6}"]
-    for host in fleet.hosts:
-        at = f"{host.reboot_times[0] - fleet.started_s:.2f}s" if host.reboot_times else "-"
-        back = outcome.back_at_s.get(host.name)
-        lines.append(f"{host.name:<10} {len(host.reboot_times):>7} {at:>12} "
-                     f"{f'{back:.2f}s' if back is not None else '-':>9} {host.boots:>6}")
-        if len(host.reboot_times) != 1:
-            outcome.problems.append(f"{host.name} rebooted {len(host.reboot_times)} times, not once")
-    violations = list(fleet.monitor.violations)  # holders > max, or a max other than --max
-    outcome.problems += violations
-    once = all(len(host.reboot_times) == 1 for host in fleet.hosts)
-    lines.append(f"every host rebooted once: {'yes' if once else 'NO'}")
-    lines.append(f"most holders at once: {fleet.monitor.max_holders_seen} (max {fleet.args.max})")
-    if outcome.broken is not None:
-        lines += outcome.broken.summary_lines()
-        outcome.problems += outcome.broken.problems()
-    if outcome.updates_at_s is not None and outcome.done_at_s is not None:
-        lines.append(f"rollout: {outcome.done_at_s - outcome.updates_at_s:.2f}s from update to all back idle")
-    lines.append(f"total time: {fleet.now_s():.2f}s")
-    lines.append("violations: " + ("none" if not violations else "; ".join(violations)))
-    lines += ["", "locksmithctl status:", *(("  " + line).rstrip() for line in status_text.splitlines())]
-    lines.append("")
-    lines.append("result: " + ("OK" if not outcome.problems else "FAILED: " + "; ".join(outcome.problems)))
-    return lines
-
-
-def _log_tails(fleet: Fleet) -> list[str]:
-    lines: list[str] = []
-    for host in fleet.hosts:
-        if len(host.reboot_times) != 1 or host.boots != 2:
-            tail = host.log_text().splitlines()[-LOG_TAIL_LINES:]
-            where = host.workdir / "locksmithd.log" if fleet.args.keep_dir else f"{host.name}'s locksmithd log"
-            lines += ["", f"last lines of {where}:", *("  " + t for t in tail)]
-    return lines
+    return await resume_directly(fleet.endpoints, fleet.args.group)
 
 
 async def run(args: argparse.Namespace, workdir: Path, endpoints: list[str], started_s: float,
@@ -424,7 +325,7 @@ async def run(args: argparse.Namespace, workdir: Path, endpoints: list[str], sta
             outcome.problems.append(f"locksmithctl status exited {code}")
         report = summary(fleet, outcome, status_text)
         if outcome.problems:
-            report += _log_tails(fleet)
+            report += log_tails(fleet)
         out.write("\n".join(report) + "\n")
         out.flush()
         return EXIT_OK if not outcome.problems else EXIT_FAILED

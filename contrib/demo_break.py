@@ -3,12 +3,25 @@ repairs the host and resumes."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Awaitable, Callable
 
-from locksmithd.core.halt import Halt, decode_halt
+from locksmithd.core.halt import OPERATOR, Halt, decode_halt
+from locksmithd.core.history import HistoryEvent
+from locksmithd.etcd.client import EtcdStore
+from locksmithd.etcd.halt import resume_group
 from locksmithd.etcd.lock import SemaphoreClient
+from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
 from harness.checker import Observation
+
+if TYPE_CHECKING:  # demo.py runs as __main__: importing it here would load a second copy
+    from demo import Fleet
+    from demo_display import FleetView
+
+Watch = Callable[[Callable[["FleetView"], bool], str], Awaitable[None]]
 
 # Short health settings for every demo host when one is broken: the broken host halts
 # the group 5 s after its boot instead of the default 15 minutes.
@@ -103,3 +116,57 @@ def taken_after(history: list[Observation], revision: int) -> list[str]:
         if seen.revision > revision:
             taken += [h for h in seen.holders if h not in before and h not in taken]
     return taken
+
+
+async def break_and_resume(fleet: Fleet, broken: BreakOutcome, watch: Watch,
+                           resume: Callable[[], Awaitable[str]]) -> None:
+    """--break: the broken host takes a slot first, fails its check and halts the group; the others wait;
+    the demo repairs the host and resumes; the rollout then waits for everyone as usual. ``watch(done, what)``
+    shows the fleet until ``done(view)`` (DemoError on a dead daemon or the demo's deadline); ``resume()``
+    resumes the group as an operator would and says how."""
+    host = fleet.host(broken.host)
+    write_check(host.health_dir, passing=False)
+    fleet.note(f"{host.name:<10} its health check {CHECK_NAME} now fails: the update breaks this host")
+    host.need_reboot()  # first, so the others are still waiting when it halts the group
+    fleet.note(f"update applied on {host.name}: reboot needed")
+    await watch(lambda view: host.name in view.holders, f"{host.name} to take a slot")
+    others = [h for h in fleet.hosts if h is not host]
+    for other in others:
+        other.need_reboot()
+    if others:
+        fleet.note(f"update applied on the other {len(others)} hosts: reboot needed")
+    await watch(lambda view: fleet.halt is not None, f"{host.name} to halt the group")
+    assert fleet.halt is not None
+    broken.halt, broken.halt_revision = fleet.halt
+    broken.halt_at_s = fleet.now_s()
+    broken.held_at_halt = holders_at(list(fleet.monitor.history), broken.halt_revision)
+    broken.waiting_at_halt = tuple(w for w in fleet.waiting if w not in broken.held_at_halt)
+    fleet.note(f"HALT by {broken.halt.by}: {broken.halt.reason}")
+    fleet.note(f"halted: holders keep their slots ({', '.join(broken.held_at_halt) or 'none'}); "
+               f"no other host takes one (waiting: {', '.join(broken.waiting_at_halt) or 'none'})")
+    show_until_s = fleet.now_s() + HALTED_SHOW_S
+    await watch(lambda view: view.at_s >= show_until_s, "the halt to be shown")
+    write_check(host.health_dir, passing=True)
+    broken.repaired_at_s = fleet.now_s()
+    fleet.note(f"{host.name:<10} repaired by the operator: its health check {CHECK_NAME} passes now")
+    # Everything the monitor saw up to here came before the resume: no new holder may be in it.
+    broken.taken_while_halted = taken_after(list(fleet.monitor.history), broken.halt_revision)
+    broken.resumed_with = await resume()
+    broken.resumed_at_s = fleet.now_s()
+    fleet.note(f"resumed with {broken.resumed_with}: the waiting hosts go on as soon as {host.name}, "
+               "healthy at its next round of checks, gives its slot back")
+
+
+async def resume_directly(endpoints: list[str], group: str) -> str:
+    """Resume the group through the library (what ``locksmithctl resume`` does); returns how, for the log."""
+    def call() -> None:
+        settings = EtcdSettings(endpoints=parse_endpoints(endpoints, "demo", "endpoints"), request_timeout_s=5.0)
+        store = EtcdStore(settings)
+        try:
+            resume_group(SemaphoreClient(store, group),
+                         HistoryEvent(datetime.now(timezone.utc), OPERATOR, "resume", "demo: host repaired"))
+        finally:
+            store.close()
+
+    await asyncio.to_thread(call)
+    return "locksmithd.etcd.halt.resume_group (locksmithctl resume is not there yet)"
