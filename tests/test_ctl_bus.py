@@ -72,3 +72,23 @@ def test_send_need_reboot_without_bus_is_one_line_error(etcd_node: EtcdCluster, 
         assert code == ExitCode.BUS and str(tmp_path) in err and err.count("\n") == 1
 
     asyncio.run(scenario())
+
+
+def test_refusal_text_from_logind_is_escaped(private_bus: PrivateBus, etcd_node: EtcdCluster,
+                                            key_prefix: str, tmp_path: Path) -> None:
+    """An error text from D-Bus with newlines and terminal sequences reaches stderr as one escaped line."""
+    machine_id = tmp_path / "machine-id"
+    machine_id.write_text("0123456789abcdef0123456789abcdef\n")
+
+    async def scenario() -> None:
+        async with await SimulatedServices.start(private_bus.address) as services:
+            services.logind.refuse_reboots = "org.freedesktop.login1.OperationInProgress"
+            services.logind.refuse_message = "busy\nlocksmithctl: ok: fake line\x1b]0;pwned\x07\r"
+            code, out, err = await ctl(private_bus, etcd_node, key_prefix, "--machine-id-file", str(machine_id),
+                                       "reboot")
+            assert code == ExitCode.BUS and err.count("\n") == 1 and out == ""
+            assert "\\nlocksmithctl: ok: fake line\\x1b]0;pwned\\x07\\r" in err and "\x1b" not in err
+            _, out, _ = await ctl(private_bus, etcd_node, key_prefix, "status", "--json")
+            assert json.loads(out)["holders"] == []
+
+    asyncio.run(scenario())

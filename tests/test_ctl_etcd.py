@@ -94,9 +94,9 @@ def test_set_max_below_holders_says_it_drains(etcd_node: EtcdCluster, key_prefix
 
 
 def test_groups_use_locksmith_key_layout(etcd_node: EtcdCluster, key_prefix: str) -> None:
-    """A group's semaphore lives at groups/<query-escaped name>/semaphore."""
-    assert on(etcd_node, key_prefix, "--group", "web servers/eu", "lock", "a").returncode == 0
-    key = f"{key_prefix}coreos.com/updateengine/rebootlock/groups/web+servers%2Feu/semaphore"
+    """A group's semaphore lives at groups/<query-escaped name>/semaphore (names have no spaces: one naming rule)."""
+    assert on(etcd_node, key_prefix, "--group", "web&servers/eu", "lock", "a").returncode == 0
+    key = f"{key_prefix}coreos.com/updateengine/rebootlock/groups/web%26servers%2Feu/semaphore"
     assert json.loads(raw_get(etcd_node, key) or b"")["holders"] == ["a"]
     assert on(etcd_node, key_prefix, "status", "--json").stdout.count('"holders": []') == 1
 
@@ -199,7 +199,8 @@ def test_reset_needs_confirmation_then_repairs(etcd_node: EtcdCluster, key_prefi
     assert refused.returncode == ExitCode.ABORTED and raw_get(etcd_node, key) == b"garbage"
     assert on(etcd_node, key_prefix, "status", "--raw").stdout.strip() == "garbage"
     assert on(etcd_node, key_prefix, "reset", "--max", "2", "--yes").returncode == 0
-    assert json.loads(raw_get(etcd_node, key) or b"") == {"semaphore": 2, "max": 2, "holders": []}
+    # locksmith's fields, plus the history counter: the reset is recorded in the group's history
+    assert json.loads(raw_get(etcd_node, key) or b"") == {"semaphore": 2, "max": 2, "holders": [], "history_seq": 1}
 
 
 def test_many_clients_racing_never_exceed_max(etcd_node: EtcdCluster, key_prefix: str) -> None:

@@ -96,7 +96,9 @@ def test_a_host_failing_its_health_checks_halts_the_rollout(tmp_path: Path, etcd
     async def scenario() -> None:
         hosts = await fleet(tmp_path, etcd_node, key_prefix, 3, {**FAST, **env})
         try:
-            breaks(hosts[0])
+            for host in hosts:
+                mends(host)  # every host healthy (e.g. the required unit active) ...
+            breaks(hosts[0])  # ... but the first
             await first_then_rest(hosts, client)
             await wait_for(lambda: client.read().halt is not None, 30, f"the halt; log:\n{hosts[0].log_text()[-3000:]}")
             halt = client.read().halt
@@ -170,9 +172,13 @@ def test_sigkill_during_health_checks_resumes_them(tmp_path: Path, etcd_node: Et
         host = hosts[0]
         try:
             host.need_reboot()
-            await wait_for(lambda: host.boots == 2 and state(host) == "checking-health", 30, "checking-health")
+            def booted_recorded() -> bool:
+                record = client.read().semaphore.record("sd-0")
+                return state(host) == "checking-health" and record is not None and record.booted_at is not None
+
+            await wait_for(booted_recorded, 30, "checking-health with the boot recorded in etcd")
             record = client.read().semaphore.record("sd-0")
-            assert record is not None and record.booted_at is not None
+            assert record is not None and record.booted_at is not None and record.phase == "checking-health"
             booted_at = record.booted_at
             await host.stop_daemon(signal.SIGKILL)
             await host.spawn_daemon()  # same boot: the daemon restarts, the host does not

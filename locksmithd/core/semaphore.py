@@ -41,8 +41,8 @@ class Semaphore:
 
     max: int = 1
     holders: tuple[str, ...] = ()
-    holder_info: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, compare=False)
-    extra_fields: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    holder_info: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    extra_fields: Mapping[str, Any] = field(default_factory=dict)
     history_seq: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import unquote_plus
 
-from locksmithd.etcd.keys import holder_from_waiter_key, waiters_prefix
+from locksmithd.core.halt import Halt
+from locksmithd.core.holder_record import HolderView, format_time, view_holders
+from locksmithd.core.names import name_problem, printable
+from locksmithd.etcd.keys import alive_prefix, holder_from_waiter_key, waiter_key, waiters_prefix
 from locksmithd.etcd.lock import SemaphoreClient
+
+_MAX_SINCE_CHARS = 40
+_MAX_SHOWN_KEY_CHARS = 100
 
 
 @dataclass(frozen=True)
@@ -27,50 +35,135 @@ class StatusReport:
     holders: tuple[str, ...]
     holder_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     waiters: tuple[Waiter, ...] = ()
+    ignored_waiters: tuple[str, ...] = ()
+    """Waiter keys (as stored) whose id breaks the naming rule; not part of the queue."""
+    halt: Halt | None = None
+    holder_views: tuple[HolderView, ...] = ()
+
+    def ignored_waiters_line(self) -> str:
+        """One escaped, bounded line reporting the ignored waiter keys."""
+        first = printable(self.ignored_waiters[0], _MAX_SHOWN_KEY_CHARS)
+        more = f" and {len(self.ignored_waiters) - 1} more" if len(self.ignored_waiters) > 1 else ""
+        return (f"ignored waiter key {first}{more}: not the key of a valid holder id, "
+                "so not listed as waiting (remove it with 'etcdctl del')")
 
 
-def collect_status(client: SemaphoreClient, group: str, key_prefix: str) -> StatusReport:
-    """Read the semaphore and, where the store supports it, the waiting queue.
+def collect_status(client: SemaphoreClient, group: str, key_prefix: str, now: datetime) -> StatusReport:
+    """Read the semaphore, the halt, the holders' liveness and, where the store supports it, the queue.
 
-    Raises CorruptDocument (naming the fault) for an invalid document and
-    StoreError subclasses when etcd cannot answer.
+    Raises CorruptDocument (naming the fault) for an invalid document or halt
+    record and StoreError subclasses when etcd cannot answer.
     """
-    semaphore = client.read().semaphore
+    snapshot = client.read()
+    if snapshot.halt_corrupt is not None:
+        raise snapshot.halt_corrupt
+    semaphore = snapshot.semaphore
+    alive_root = alive_prefix(group, key_prefix)
+    alive = {unquote_plus(entry.key[len(alive_root):]) for entry in client.store.read_prefix(alive_root)}
+    records = {h: record for h in semaphore.holders if (record := semaphore.record(h)) is not None}
+    views = tuple(view_holders(semaphore.holders, records, alive, now))
     waiters: list[Waiter] = []
+    ignored: list[str] = []
     read_prefix = getattr(client.store, "read_prefix", None)
     if read_prefix is not None:
-        prefix = waiters_prefix(group, key_prefix)
         position = 0
-        for entry in read_prefix(prefix):
-            holder = holder_from_waiter_key(entry.key, group, key_prefix)
+        for entry in read_prefix(waiters_prefix(group, key_prefix)):
+            holder = _waiter_holder(entry.key, group, key_prefix)
+            if holder is None:
+                ignored.append(entry.key)  # the full key, so the operator can delete it
+                continue
             if semaphore.holds(holder):
                 continue
             position += 1
             waiters.append(Waiter(holder, position, _since(entry.value)))
     return StatusReport(group, semaphore.max, semaphore.available, semaphore.holders,
-                        {h: dict(v) for h, v in semaphore.holder_info.items()}, tuple(waiters))
+                        {h: dict(v) for h, v in semaphore.holder_info.items()}, tuple(waiters), tuple(ignored),
+                        snapshot.halt, views)
+
+
+def _waiter_holder(key: str, group: str, key_prefix: str) -> str | None:
+    """The holder id a waiter key names, or None when the key is not one a host would write.
+
+    A valid key is exactly ``waiter_key(id)`` for an id that follows the naming
+    rule; anything else (control characters, bytes that are not UTF-8,
+    non-canonical escapes that decode lossily) is not shown as a waiter.
+    """
+    try:
+        holder = holder_from_waiter_key(key, group, key_prefix)
+    except ValueError:
+        return None
+    if name_problem(holder) is not None or waiter_key(holder, group, key_prefix) != key:
+        return None
+    return holder
 
 
 def render_text(report: StatusReport) -> str:
-    """locksmith's layout (Available, Max, blank line, MACHINE ID, holders), then the queue."""
-    lines = [f"Available: {report.available}", f"Max: {report.max}", "", "MACHINE ID"]
-    lines += list(report.holders)
+    """locksmith's layout (Available, Max, blank line, MACHINE ID, holders), then the queue.
+
+    One line per holder and per waiter: ids follow the naming rule (decode and
+    ``collect_status`` enforce it) and the free-form ``since`` is escaped.
+    """
+    lines = []
+    if report.halt is not None:
+        halt = report.halt
+        lines += [f"HALTED since {format_time(halt.since)} by {printable(halt.by, 64)}: "
+                  f"{printable(halt.reason, 500)}", "(no host takes a slot until 'locksmithctl resume')", ""]
+    lines += [f"Available: {report.available}", f"Max: {report.max}", "", "MACHINE ID"]
+    lines += list(report.holders)  # locksmith's layout so far; our details follow in their own table
+    if any(view.record is not None and view.record.deadline is not None for view in report.holder_views):
+        lines += ["", f"{'HOLDER':<40} {'AGE':>8}  {'DEADLINE':<24}  STATE"]
+        lines += [_holder_line(view) for view in report.holder_views]
     if report.waiters:
         lines += ["", f"{'WAITING':<40} {'POSITION':>8}  SINCE"]
-        lines += [f"{w.holder:<40} {w.position:>8}  {w.since or '-'}" for w in report.waiters]
+        lines += [f"{w.holder:<40} {w.position:>8}  {printable(w.since or '-', _MAX_SINCE_CHARS)}"
+                  for w in report.waiters]
     return "\n".join(lines)
 
 
+def _holder_line(view: HolderView) -> str:
+    """One holder: id, age, deadline and its state (phase, stale or late markers)."""
+    record = view.record
+    age = _span(view.age) if view.age is not None else "-"
+    deadline = format_time(record.deadline) if record is not None and record.deadline else "-"
+    marks = [record.phase] if record is not None and record.phase else []
+    if view.stale:
+        marks.append(f"stale ({_span(view.overdue)} late, no live daemon)")
+    elif view.overdue is not None:
+        marks.append(f"late ({_span(view.overdue)}, daemon alive)")
+    if record is not None and record.health:
+        marks.append(printable(record.health, 120))
+    return f"{view.holder:<40} {age:>8}  {deadline:<24}  {'; '.join(marks) or '-'}"
+
+
+def _span(span: timedelta | None) -> str:
+    seconds = int(span.total_seconds()) if span is not None else 0
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
 def render_json(report: StatusReport) -> str:
-    """One JSON object: group, max, available, holders, holder_info, waiting."""
+    """One JSON object: group, halt, max, available, holders (with age, deadline, stale), holder_info, waiting."""
+    halt = report.halt
     return json.dumps({
         "group": report.group,
+        "halt": None if halt is None else {"reason": halt.reason, "by": halt.by, "since": format_time(halt.since)},
         "max": report.max,
         "available": report.available,
         "holders": list(report.holders),
+        "holder_state": {
+            view.holder: {
+                "age_s": None if view.age is None else round(view.age.total_seconds(), 3),
+                "deadline": None if view.record is None or view.record.deadline is None
+                else format_time(view.record.deadline),
+                "phase": view.record.phase if view.record else None,
+                "alive": view.alive,
+                "overdue_s": None if view.overdue is None else round(view.overdue.total_seconds(), 3),
+                "stale": view.stale,
+            } for view in report.holder_views},
         "holder_info": report.holder_info,
         "waiting": [{"id": w.holder, "position": w.position, "since": w.since} for w in report.waiters],
-    }, sort_keys=False)
+    }, sort_keys=False)  # ensure_ascii (the default) escapes every control character
 
 
 def _since(value: bytes) -> str | None:

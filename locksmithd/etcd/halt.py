@@ -33,21 +33,19 @@ def halt_group(client: SemaphoreClient, halt: Halt, events: list[HistoryEvent],
         try:
             snapshot = client.read()
         except CorruptDocument as error:
-            if error.key != client.key:
-                raise
             log.warning("halting without history: %s", error.one_line())
             if client.store.swap(client.halt_key, halt.encode(), ABSENT):
                 return halt
             continue
         if _written(client, snapshot, halt, events, change):
-            return snapshot.halt or halt
+            return snapshot.halt or halt  # a corrupt record in force is reported by status
     raise WriteConflict(f"halting {client.key}: it kept changing; gave up after {MAX_ATTEMPTS} attempts")
 
 
 def _written(client: SemaphoreClient, snapshot: Snapshot, halt: Halt, events: list[HistoryEvent],
              change: Callable[[Semaphore], Semaphore] | None) -> bool:
     new = change(snapshot.semaphore) if change else snapshot.semaphore
-    if snapshot.halt is not None:  # halted already: keep that record, record the rest
+    if snapshot.halt is not None or snapshot.halt_corrupt is not None:  # halted already: keep that record
         others = [event for event in events if event.event != "halt"]
         if new == snapshot.semaphore and not others:
             return True
@@ -70,10 +68,10 @@ def resume_group(client: SemaphoreClient, event: HistoryEvent) -> Halt | None:
         try:
             snapshot = client.read()
         except CorruptDocument as error:
-            if error.key == client.halt_key:  # removing a corrupt halt record is how it is repaired
-                client.store.delete(client.halt_key)
-                return None
             log.warning("resuming without history: %s", error.one_line())
+            client.store.delete(client.halt_key)
+            return None
+        if snapshot.halt_corrupt is not None:  # removing a corrupt halt record is how it is repaired
             client.store.delete(client.halt_key)
             return None
         if snapshot.halt is None:

@@ -28,7 +28,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from locksmithd.core.halt import Halt, decode_halt
 from locksmithd.core.history import DEFAULT_LIMIT, HistoryEvent, ring_slot
 from locksmithd.core.semaphore import Semaphore, decode, initial_semaphore
-from locksmithd.errors import AmbiguousWrite, GroupHalted, NotHolder, WriteConflict
+from locksmithd.errors import AmbiguousWrite, CorruptDocument, DocumentTooLarge, GroupHalted, NotHolder, WriteConflict
 from locksmithd.etcd.keys import halt_key, history_key, semaphore_key
 from locksmithd.etcd.store import ABSENT, KeyValueStore, Versioned
 
@@ -41,11 +41,16 @@ class _LostRace(Exception):
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A decoded semaphore, the revision it was read at (ABSENT, 0: no document stored), and the halt."""
+    """A decoded semaphore, the revision it was read at (ABSENT, 0: no document stored), and the halt.
+
+    ``halt_corrupt`` is set instead of ``halt`` when a halt record exists but
+    does not decode: it stops acquisitions like a halt, and nothing else.
+    """
 
     semaphore: Semaphore
     mod_revision: int
     halt: Halt | None = None
+    halt_corrupt: CorruptDocument | None = None
 
 
 @dataclass(frozen=True)
@@ -95,14 +100,18 @@ class SemaphoreClient:
     def read(self) -> Snapshot:
         """The current value and halt (one request); an absent key reads as locksmith's initial value.
 
-        Raises CorruptDocument for a bad semaphore document or halt record.
+        Raises CorruptDocument for a bad semaphore document; a bad halt record
+        is reported in the snapshot (releases must never be blocked by it).
         """
         stored = self.store.read_many([self.key, self.halt_key])
         snapshot = self._snapshot(stored.get(self.key))
         halt = stored.get(self.halt_key)
         if halt is None:
             return snapshot
-        return Snapshot(snapshot.semaphore, snapshot.mod_revision, decode_halt(halt.value, self.halt_key))
+        try:
+            return Snapshot(snapshot.semaphore, snapshot.mod_revision, decode_halt(halt.value, self.halt_key))
+        except CorruptDocument as error:
+            return Snapshot(snapshot.semaphore, snapshot.mod_revision, halt_corrupt=error)
 
     def read_raw(self) -> Versioned | None:
         """The stored bytes, undecoded, for inspecting a corrupt document."""
@@ -124,13 +133,20 @@ class SemaphoreClient:
         return self.update(Change(f"set-max {new_max}", lambda s: s.set_max(new_max), lambda s: s.max == new_max,
                                   events))
 
-    def reset(self, new_max: int, expected: Versioned | None, events: Sequence[HistoryEvent] = ()) -> Semaphore:
+    def reset(self, new_max: int, expected: Versioned | None, extra_fields: Mapping[str, Any] | None = None,
+              events: Sequence[HistoryEvent] = (), history_seq: int = 0) -> Semaphore:
         """Replace whatever is stored (even a corrupt document) by an empty semaphore.
 
-        Guarded by ``expected`` (what the operator saw): if the key changed
-        since, WriteConflict is raised and nothing is written.
+        ``extra_fields`` are top-level fields to keep beside locksmith's (the
+        caller picks them from the old document). Guarded by ``expected`` (what
+        the operator saw): if the key changed since, WriteConflict is raised
+        and nothing is written; DocumentTooLarge if the fields do not fit.
         """
-        fresh = initial_semaphore().set_max(new_max)
+        extra = dict(extra_fields or {})
+        kept_seq = extra.pop("history_seq", history_seq)  # the history counter goes on after a reset
+        if isinstance(kept_seq, bool) or not isinstance(kept_seq, int) or kept_seq < 0:
+            kept_seq = 0
+        fresh = Semaphore(1, (), {}, extra, kept_seq).set_max(new_max)
         try:
             revision, fresh = self.write(fresh, expected.mod_revision if expected else ABSENT, events=events)
             written = bool(revision)
@@ -156,6 +172,15 @@ class SemaphoreClient:
         AmbiguousWrite when the outcome is unknown (the caller reads back).
         """
         stored, first = new.with_events(len(events))
+        try:
+            stored.encode()
+        except DocumentTooLarge:
+            if not events:
+                raise
+            # The history counter would tip the document over the limit: history is a record,
+            # not a reason to refuse a change (an unlock must always be able to make room).
+            log.warning("%s is at its size limit: this change is written without its history events", self.key)
+            stored, events = new, ()
         ring = [(history_key(ring_slot(first + n, self.history_limit), self.group, self.key_prefix), event.encode())
                 for n, event in enumerate(events)]
         guards = (*absent, self.halt_key) if admits_holder else tuple(absent)
@@ -193,6 +218,8 @@ class SemaphoreClient:
         snapshot = self.read()
         if state["ambiguous"] and change.in_effect(snapshot.semaphore):
             return snapshot.semaphore
+        if change.admits_holder and snapshot.halt_corrupt is not None and not change.in_effect(snapshot.semaphore):
+            raise snapshot.halt_corrupt
         if change.admits_holder and snapshot.halt is not None and not change.in_effect(snapshot.semaphore):
             halt = snapshot.halt
             raise GroupHalted(f"{change.name}: the group is halted since {halt.since.isoformat()} by {halt.by}: "

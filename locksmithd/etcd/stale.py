@@ -86,7 +86,7 @@ class StaleHolders:
         if self.policy is StalePolicy.RECLAIM:
             for view in stale:
                 self._reclaim(view)
-        elif snapshot.halt is None:
+        elif snapshot.halt is None and snapshot.halt_corrupt is None:
             self._halt(stale)
         return stale
 
