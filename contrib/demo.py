@@ -11,8 +11,9 @@ import signal
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Awaitable, Callable, TextIO
 
 # The harness lives beside the package in the checkout, not in the installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -26,7 +27,7 @@ from locksmithd.ctl.status_view import collect_status
 from harness.etcd import EtcdCluster, EtcdLaunchError
 from harness.fleet import HostEvent, HostOptions, SemaphoreMonitor, SimulatedHost
 
-from demo_break import BREAK_ENV, BreakOutcome, break_and_resume, read_halt, resume_directly
+from demo_break import BREAK_ENV, BreakOutcome, break_and_resume, read_halt
 from demo_summary import Outcome, log_tails, summary
 from demo_display import FleetView, HostView, LiveDisplay, PlainDisplay, halt_line, semaphore_line
 
@@ -207,7 +208,7 @@ class Fleet:
         try:
             while True:
                 try:
-                    report = await asyncio.to_thread(collect_status, client, self.args.group, "")
+                    report = await asyncio.to_thread(collect_status, client, self.args.group, "", datetime.now(timezone.utc))
                     self.waiting = tuple(w.holder for w in report.waiters)
                     halt, revision = await asyncio.to_thread(read_halt, client)
                     self.halt = (halt, revision) if halt is not None else None
@@ -280,7 +281,7 @@ async def rollout(fleet: Fleet, outcome: Outcome) -> None:
         outcome.broken = BreakOutcome(args.break_host)
         outcome.updates_at_s = fleet.now_s()
         await break_and_resume(fleet, outcome.broken, lambda done, what: _watch(fleet, args.timeout, done, what),
-                               lambda: resume(fleet))
+                               operator(fleet))
     else:
         for host in fleet.hosts:
             host.need_reboot()
@@ -297,14 +298,14 @@ async def rollout(fleet: Fleet, outcome: Outcome) -> None:
     outcome.done_at_s = fleet.now_s()
 
 
-async def resume(fleet: Fleet) -> str:
-    """Resume the halted group as an operator would; returns how, for the log and the summary."""
-    # TODO(lead): `locksmithctl resume` is not on main yet; once it is, run the real CLI instead:
-    #     code, output = await locksmithctl(fleet.endpoints, fleet.args.group, "resume")
-    #     if code != 0:
-    #         raise DemoError(f"locksmithctl resume failed ({code}): {output}")
-    #     return "locksmithctl resume"
-    return await resume_directly(fleet.endpoints, fleet.args.group)
+def operator(fleet: Fleet) -> Callable[..., Awaitable[str]]:
+    """The real locksmithctl against the demo's group, as an operator runs it: its output; DemoError unless 0."""
+    async def run_ctl(*args: str) -> str:
+        code, output = await locksmithctl(fleet.endpoints, fleet.args.group, *args)
+        if code != 0:
+            raise DemoError(f"locksmithctl {' '.join(args)} failed ({code}): {output}")
+        return output
+    return run_ctl
 
 
 async def run(args: argparse.Namespace, workdir: Path, endpoints: list[str], started_s: float,

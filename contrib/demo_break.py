@@ -3,18 +3,12 @@ repairs the host and resumes."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Awaitable, Callable
 
-from locksmithd.core.halt import OPERATOR, Halt, decode_halt
-from locksmithd.core.history import HistoryEvent
-from locksmithd.etcd.client import EtcdStore
-from locksmithd.etcd.halt import resume_group
+from locksmithd.core.halt import Halt, decode_halt
 from locksmithd.etcd.lock import SemaphoreClient
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
 from harness.checker import Observation
 
 if TYPE_CHECKING:  # demo.py runs as __main__: importing it here would load a second copy
@@ -119,11 +113,11 @@ def taken_after(history: list[Observation], revision: int) -> list[str]:
 
 
 async def break_and_resume(fleet: Fleet, broken: BreakOutcome, watch: Watch,
-                           resume: Callable[[], Awaitable[str]]) -> None:
+                           ctl: Callable[..., Awaitable[str]]) -> None:
     """--break: the broken host takes a slot first, fails its check and halts the group; the others wait;
     the demo repairs the host and resumes; the rollout then waits for everyone as usual. ``watch(done, what)``
-    shows the fleet until ``done(view)`` (DemoError on a dead daemon or the demo's deadline); ``resume()``
-    resumes the group as an operator would and says how."""
+    shows the fleet until ``done(view)`` (DemoError on a dead daemon or the demo's deadline); ``ctl(*args)``
+    runs locksmithctl on the group and returns its output (DemoError unless it exits 0)."""
     host = fleet.host(broken.host)
     write_check(host.health_dir, passing=False)
     fleet.note(f"{host.name:<10} its health check {CHECK_NAME} now fails: the update breaks this host")
@@ -145,28 +139,19 @@ async def break_and_resume(fleet: Fleet, broken: BreakOutcome, watch: Watch,
     fleet.note(f"halted: holders keep their slots ({', '.join(broken.held_at_halt) or 'none'}); "
                f"no other host takes one (waiting: {', '.join(broken.waiting_at_halt) or 'none'})")
     show_until_s = fleet.now_s() + HALTED_SHOW_S
+    status = await ctl("status")
+    fleet.note("locksmithctl status (while halted), its first lines:")
+    for line in status.split("\n\n", 1)[0].splitlines():  # the halt comes first, then a blank line
+        fleet.note(f"  {line}")
     await watch(lambda view: view.at_s >= show_until_s, "the halt to be shown")
     write_check(host.health_dir, passing=True)
     broken.repaired_at_s = fleet.now_s()
     fleet.note(f"{host.name:<10} repaired by the operator: its health check {CHECK_NAME} passes now")
     # Everything the monitor saw up to here came before the resume: no new holder may be in it.
     broken.taken_while_halted = taken_after(list(fleet.monitor.history), broken.halt_revision)
-    broken.resumed_with = await resume()
+    output = await ctl("resume")
+    broken.resumed_with = "locksmithctl resume"
+    fleet.note(f"locksmithctl resume: {output.replace(chr(10), ', ')}")
     broken.resumed_at_s = fleet.now_s()
     fleet.note(f"resumed with {broken.resumed_with}: the waiting hosts go on as soon as {host.name}, "
                "healthy at its next round of checks, gives its slot back")
-
-
-async def resume_directly(endpoints: list[str], group: str) -> str:
-    """Resume the group through the library (what ``locksmithctl resume`` does); returns how, for the log."""
-    def call() -> None:
-        settings = EtcdSettings(endpoints=parse_endpoints(endpoints, "demo", "endpoints"), request_timeout_s=5.0)
-        store = EtcdStore(settings)
-        try:
-            resume_group(SemaphoreClient(store, group),
-                         HistoryEvent(datetime.now(timezone.utc), OPERATOR, "resume", "demo: host repaired"))
-        finally:
-            store.close()
-
-    await asyncio.to_thread(call)
-    return "locksmithd.etcd.halt.resume_group (locksmithctl resume is not there yet)"

@@ -83,7 +83,9 @@ def test_a_broken_host_halts_the_rollout_until_it_is_repaired_and_resumed() -> N
     log, summary = done.stdout.split("\nSummary\n", 1)
     halt = re.search(r"^\s*[\d.]+s  HALT by host-2: (.*)$", log, re.MULTILINE)
     assert halt and "50-demo-app exited 1" in halt[1], log
-    order = [log.index(text) for text in ("HALT by host-2", "repaired by the operator", "resumed with")]
+    order = [log.index(text) for text in ("HALT by host-2", "locksmithctl status (while halted)",
+                                          "repaired by the operator", "locksmithctl resume: resumed")]
+    assert re.search(r"^\s*[\d.]+s    HALTED since \S+ by host-2: ", log, re.MULTILINE), log  # the real CLI's view
     assert order == sorted(order), log
     # Nobody else reboots before the resume: the other hosts' reboots come after it in the log.
     resumed_at = log.index("resumed with")
@@ -99,7 +101,8 @@ def test_a_broken_host_halts_the_rollout_until_it_is_repaired_and_resumed() -> N
     assert re.search(r"^halt: at [\d.]+s by host-2: .*50-demo-app exited 1$", summary, re.MULTILINE), summary
     assert re.search(r"^while halted: no host took a slot \(holding host-2; waiting host-[01], host-[01]\)$",
                      summary, re.MULTILINE), summary
-    assert re.search(r"^resumed: at [\d.]+s with .*, after repairing host-2 at [\d.]+s$", summary, re.MULTILINE)
+    assert re.search(r"^resumed: at [\d.]+s with locksmithctl resume, after repairing host-2 at [\d.]+s$", summary,
+                     re.MULTILINE), summary
     assert "\nviolations: none\n" in summary and "\nresult: OK" in summary
 
 
