@@ -11,13 +11,14 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Awaitable, Callable, TextIO
 
 # The harness lives beside the package in the checkout, not in the installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from locksmithd.core.halt import Halt
 from locksmithd.errors import LocksmithError
 from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
 from locksmithd.etcd.client import EtcdStore
@@ -26,28 +27,19 @@ from locksmithd.ctl.status_view import collect_status
 from harness.etcd import EtcdCluster, EtcdLaunchError
 from harness.fleet import HostEvent, HostOptions, SemaphoreMonitor, SimulatedHost
 
-from demo_display import FleetView, HostView, LiveDisplay, PlainDisplay, semaphore_line
+from demo_break import BREAK_ENV, BreakOutcome, break_and_resume, read_halt
+from demo_summary import Outcome, log_tails, summary
+from demo_display import FleetView, HostView, LiveDisplay, PlainDisplay, halt_line, semaphore_line
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 POLL_INTERVAL_S = 0.1  # how often host state files and the monitor are sampled
 QUEUE_POLL_S = 0.25  # how often the waiting queue is read from etcd
 STARTUP_TIMEOUT_S = 30.0  # first boot of every daemon must reach idle within this
-LOG_TAIL_LINES = 15
 TRANSITION = re.compile(r" state (\S+) -> (\S+)$", re.MULTILINE)  # the daemon's log line per transition
 
 
 class DemoError(Exception):
     """The demo could not set up or run its fleet; the message says why."""
-
-
-@dataclass
-class Outcome:
-    """How the run ended: filled in by the rollout, read by the summary."""
-
-    updates_at_s: float | None = None
-    done_at_s: float | None = None
-    back_at_s: dict[str, float] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
 
 
 # -- arguments ---------------------------------------------------------------
@@ -68,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="give up after this many seconds in all [180]")
     parser.add_argument("--window-start", help="reboot window start passed to every host, e.g. 'Mon 04:00'")
     parser.add_argument("--window-length", help="reboot window length passed to every host, e.g. 1h")
+    parser.add_argument("--break", dest="break_host", metavar="NAME",
+                        help="make host NAME (e.g. host-2) fail its health check after its reboot: the rollout "
+                        "halts, the demo repairs the host and runs locksmithctl resume")
     args = parser.parse_args(argv)
     for flag, value, minimum in (("--hosts", args.hosts, 1), ("--max", args.max, 1),
                                  ("--reboot-delay", args.reboot_delay, 0), ("--timeout", args.timeout, 1)):
@@ -75,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"{flag} must be at least {minimum}, got {value:g}")
     if (args.window_start is None) != (args.window_length is None):
         parser.error("--window-start and --window-length go together")
+    names = [f"host-{i}" for i in range(args.hosts)]
+    if args.break_host is not None and args.break_host not in names:
+        parser.error(f"--break {args.break_host!r} names no host; the hosts are {names[0]} to {names[-1]}")
     return args
 
 
@@ -113,16 +111,28 @@ class Fleet:
         self.workdir = workdir
         self.started_s = started_s
         self.display: PlainDisplay | LiveDisplay | None = display
-        options = HostOptions(group=args.group, window_start=args.window_start, window_length=args.window_length)
+        options = HostOptions(group=args.group, window_start=args.window_start, window_length=args.window_length,
+                              extra_env=dict(BREAK_ENV) if args.break_host else {})
         self.hosts = [SimulatedHost(f"host-{i}", workdir / f"host-{i}", endpoints, options=options,
                                     reboot_delay_s=args.reboot_delay, on_event=self._on_event)
                       for i in range(args.hosts)]
         self.monitor = SemaphoreMonitor(endpoints, group=args.group, expected_max=args.max)  # started after set-max
         self.waiting: tuple[str, ...] = ()
+        self.halt: tuple[Halt, int] | None = None  # the group's halt record and its revision, read with the queue
         self._last_semaphore: tuple[tuple[str, ...], int | None] = ((), None)
         self._log_offsets: dict[str, int] = {}
         group = f", group {args.group}" if args.group else ""
-        self.header = f"locksmithd demo: {args.hosts} hosts, max {args.max}{group}, reboot delay {args.reboot_delay:g}s"
+        broken = f", {args.break_host} broken" if args.break_host else ""
+        self.header = (f"locksmithd demo: {args.hosts} hosts, max {args.max}{group}, "
+                       f"reboot delay {args.reboot_delay:g}s{broken}")
+
+    def host(self, name: str) -> SimulatedHost:
+        return next(h for h in self.hosts if h.name == name)
+
+    def note(self, text: str) -> None:
+        """One line in the event log, stamped now (nothing once stopping)."""
+        if self.display is not None:
+            self.display.event(self.now_s(), text)
 
     def now_s(self) -> float:
         return time.monotonic() - self.started_s
@@ -149,8 +159,9 @@ class Fleet:
                 state = "booting"  # the file still shows the previous boot's last state
             rows.append(HostView(host.name, state, host.name in holders, len(host.reboot_times), host.boots))
         waiting = tuple(w for w in self.waiting if w not in holders)  # the queue is read less often
+        halt = halt_line(self.halt[0].by, self.halt[0].reason) if self.halt else ""
         return FleetView(self.now_s(), tuple(rows), latest.max if latest else None, holders, waiting,
-                         self.monitor.max_holders_seen)
+                         self.monitor.max_holders_seen, halt)
 
     def sample(self, force: bool = False) -> FleetView:
         """Take a view, report what changed since the last one, and refresh the display."""
@@ -197,8 +208,10 @@ class Fleet:
         try:
             while True:
                 try:
-                    report = await asyncio.to_thread(collect_status, client, self.args.group, "")
+                    report = await asyncio.to_thread(collect_status, client, self.args.group, "", datetime.now(timezone.utc))
                     self.waiting = tuple(w.holder for w in report.waiters)
+                    halt, revision = await asyncio.to_thread(read_halt, client)
+                    self.halt = (halt, revision) if halt is not None else None
                 except LocksmithError:
                     pass  # the table keeps the last answer
                 await asyncio.sleep(QUEUE_POLL_S)
@@ -264,11 +277,16 @@ async def rollout(fleet: Fleet, outcome: Outcome) -> None:
         if isinstance(result, BaseException):
             raise result
     await _watch(fleet, min(args.timeout, fleet.now_s() + STARTUP_TIMEOUT_S), _all_idle, "every host to boot")
-    for host in fleet.hosts:
-        host.need_reboot()
-    outcome.updates_at_s = fleet.now_s()
-    if fleet.display is not None:
-        fleet.display.event(outcome.updates_at_s, f"update applied on all {args.hosts} hosts: reboot needed")
+    if args.break_host:
+        outcome.broken = BreakOutcome(args.break_host)
+        outcome.updates_at_s = fleet.now_s()
+        await break_and_resume(fleet, outcome.broken, lambda done, what: _watch(fleet, args.timeout, done, what),
+                               operator(fleet))
+    else:
+        for host in fleet.hosts:
+            host.need_reboot()
+        outcome.updates_at_s = fleet.now_s()
+        fleet.note(f"update applied on all {args.hosts} hosts: reboot needed")
 
     def done(view: FleetView) -> bool:
         for host in view.hosts:
@@ -280,37 +298,14 @@ async def rollout(fleet: Fleet, outcome: Outcome) -> None:
     outcome.done_at_s = fleet.now_s()
 
 
-def summary(fleet: Fleet, outcome: Outcome, status_text: str) -> list[str]:
-    """The closing report; also fills ``outcome.problems`` with reboot-count and safety failures."""
-    lines = ["", "Summary", f"{'HOST':<10} {'REBOOTS':>7} {'REBOOTED AT':>12} {'BACK AT':>9} {'BOOTS':>6}"]
-    for host in fleet.hosts:
-        at = f"{host.reboot_times[0] - fleet.started_s:.2f}s" if host.reboot_times else "-"
-        back = outcome.back_at_s.get(host.name)
-        lines.append(f"{host.name:<10} {len(host.reboot_times):>7} {at:>12} "
-                     f"{f'{back:.2f}s' if back is not None else '-':>9} {host.boots:>6}")
-        if len(host.reboot_times) != 1:
-            outcome.problems.append(f"{host.name} rebooted {len(host.reboot_times)} times, not once")
-    violations = list(fleet.monitor.violations)  # holders > max, or a max other than --max
-    outcome.problems += violations
-    lines.append(f"most holders at once: {fleet.monitor.max_holders_seen} (max {fleet.args.max})")
-    if outcome.updates_at_s is not None and outcome.done_at_s is not None:
-        lines.append(f"rollout: {outcome.done_at_s - outcome.updates_at_s:.2f}s from update to all back idle")
-    lines.append(f"total time: {fleet.now_s():.2f}s")
-    lines.append("violations: " + ("none" if not violations else "; ".join(violations)))
-    lines += ["", "locksmithctl status:", *(("  " + line).rstrip() for line in status_text.splitlines())]
-    lines.append("")
-    lines.append("result: " + ("OK" if not outcome.problems else "FAILED: " + "; ".join(outcome.problems)))
-    return lines
-
-
-def _log_tails(fleet: Fleet) -> list[str]:
-    lines: list[str] = []
-    for host in fleet.hosts:
-        if len(host.reboot_times) != 1 or host.boots != 2:
-            tail = host.log_text().splitlines()[-LOG_TAIL_LINES:]
-            where = host.workdir / "locksmithd.log" if fleet.args.keep_dir else f"{host.name}'s locksmithd log"
-            lines += ["", f"last lines of {where}:", *("  " + t for t in tail)]
-    return lines
+def operator(fleet: Fleet) -> Callable[..., Awaitable[str]]:
+    """The real locksmithctl against the demo's group, as an operator runs it: its output; DemoError unless 0."""
+    async def run_ctl(*args: str) -> str:
+        code, output = await locksmithctl(fleet.endpoints, fleet.args.group, *args)
+        if code != 0:
+            raise DemoError(f"locksmithctl {' '.join(args)} failed ({code}): {output}")
+        return output
+    return run_ctl
 
 
 async def run(args: argparse.Namespace, workdir: Path, endpoints: list[str], started_s: float,
@@ -331,7 +326,7 @@ async def run(args: argparse.Namespace, workdir: Path, endpoints: list[str], sta
             outcome.problems.append(f"locksmithctl status exited {code}")
         report = summary(fleet, outcome, status_text)
         if outcome.problems:
-            report += _log_tails(fleet)
+            report += log_tails(fleet)
         out.write("\n".join(report) + "\n")
         out.flush()
         return EXIT_OK if not outcome.problems else EXIT_FAILED

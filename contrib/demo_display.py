@@ -9,7 +9,7 @@ from typing import TextIO
 LIVE_REFRESH_S = 0.25  # how often the live table is redrawn
 STATE_COLOURS = {"idle": "32", "waiting-for-lock": "33", "waiting-for-window": "33", "holding": "35",
                  "warning-users": "35", "rebooting": "31", "down": "90", "booting": "36", "starting": "36",
-                 "releasing-after-boot": "36"}
+                 "releasing-after-boot": "36", "checking-health": "36", "unhealthy": "1;31"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class FleetView:
     holders: tuple[str, ...]
     waiting: tuple[str, ...]
     most_holders: int
+    halt: str = ""  # halt_line() while the group is halted
 
 
 def _table(view: FleetView, colour: bool) -> list[str]:
@@ -43,6 +44,10 @@ def _table(view: FleetView, colour: bool) -> list[str]:
             state = f"\x1b[{STATE_COLOURS[host.state]}m{state}\x1b[0m"
         lines.append(f"{host.name:<10} {state} {'yes' if host.holder else '-':<7} {host.reboots:>7} {host.boot:>5}")
     return lines
+
+
+def halt_line(by: str, reason: str) -> str:
+    return f"HALTED by {by}: {reason}"
 
 
 def semaphore_line(view: FleetView) -> str:
@@ -99,6 +104,8 @@ class LiveDisplay:
         most = f"most holders at once so far: {view.most_holders} (max {view.max_slots})"
         table = [f"\x1b[1m{header[:width]}\x1b[0m", *_table(view, colour=True), semaphore_line(view)[:width],
                  most[:width]]
+        if view.halt:
+            table.append(f"\x1b[1;31m{view.halt[:width]}\x1b[0m")
         parts += [line + "\n" for line in table]
         self.out.write("".join(parts))
         self.out.flush()

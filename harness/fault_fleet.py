@@ -122,6 +122,7 @@ class FaultyFleet:
         self.skipped: list[str] = []
         self.notes: list[str] = []
         self.unheld_reboots: list[str] = []
+        self.broken_rules: list[str] = []  # safety rules a fault saw broken (e.g. a release before healthy)
         self.unverified_reboots = 0
         self.started_at = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None

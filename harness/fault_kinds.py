@@ -232,8 +232,8 @@ class KillDaemon(Fault):
         if self.at == "warning-users":
             return lambda h: fleet.state(h) == "warning-users" and fleet.reboots(h) == 0
         # after reboot, before release: the new boot's daemon is up and the old slot still held
-        return lambda h: (h.boots >= 2 and fleet.reboots(h) == 1 and fleet.alive(h)
-                          and h.name in fleet.holders() and fleet.state(h) in ("starting", "releasing-after-boot"))
+        return lambda h: (h.boots >= 2 and fleet.reboots(h) == 1 and fleet.alive(h) and h.name in fleet.holders()
+                          and fleet.state(h) in ("starting", "releasing-after-boot", "checking-health"))
 
     async def run(self, fleet: FaultyFleet) -> None:
         async with fleet.pick(self._ready(fleet), f"a host {self.at}", self.targets()) as host:

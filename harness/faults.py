@@ -5,7 +5,9 @@ per member), makes every host need a reboot, injects each fault when its
 trigger is seen (a state, a holder, a new boot), heals, and checks: never more
 holders than max at any committed revision (a live watch and a replay of the
 key's whole history), every host rebooted exactly once and held a slot when it
-asked logind, no slot and no waiter key left, no daemon traceback.
+asked logind, released only after its health checks passed (they are on, as by
+default: the fake systemd reports running), no halt, no slot and no waiter key
+left, no daemon traceback.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from pathlib import Path
 from typing import Callable
 
 from locksmithd.errors import StoreError
-from locksmithd.etcd.keys import waiters_prefix
+from locksmithd.etcd.keys import halt_key, waiters_prefix
 from harness.etcd import EtcdCluster
 from harness.checker import judge_history
 from harness.documents import UnreadableDocument, stored_holders
 from harness.fault_checker import RobustMonitor, make_store, replay_history
 from harness.fault_fleet import FaultyFleet, RunConfig
+from harness.fault_health import CheckFailsOnce, KillCheckingHealth, SystemdStarting
 from harness.fault_kinds import (
     CutOff,
     Fault,
@@ -92,6 +95,9 @@ SCENARIOS: dict[str, Callable[[random.Random, RunConfig], list[Fault]]] = {
     "kill-after-reboot": lambda rng, c: [KillDaemon(rng, "after-reboot")],
     "update-engine-restart": lambda rng, c: [UpdateEngineRestart(rng)],
     "logind-restart": lambda rng, c: [LogindRestart(rng, down_s=c.login_delay_s + 1.0)],
+    "kill-checking-health": lambda rng, c: [KillCheckingHealth(rng)],
+    "systemd-starting": lambda rng, c: [SystemdStarting(rng, starting_s=3.0)],
+    "check-fails-once": lambda rng, c: [CheckFailsOnce(rng)],
 }
 """Each fault on its own, with fixed parameters."""
 
@@ -105,9 +111,14 @@ RANDOM_FAULTS: list[Callable[[random.Random, RunConfig], Fault]] = [
     lambda rng, c: KillDaemon(rng, rng.choice(["waiting-for-lock", "holding", "warning-users", "after-reboot"])),
     lambda rng, c: UpdateEngineRestart(rng),
     lambda rng, c: LogindRestart(rng, down_s=rng.uniform(0.0, c.login_delay_s + 1.5)),
+    lambda rng, c: KillCheckingHealth(rng),
+    lambda rng, c: SystemdStarting(rng, starting_s=rng.uniform(0.5, 4.0)),
+    lambda rng, c: CheckFailsOnce(rng),
 ]
 """Fault makers with random parameters, drawn for combined runs."""
 
+
+HEALTH_PASSED = "health checks passed"  # the daemon's log line before it releases after boot
 
 FAULTS_PER_RUN = (2, 4)
 """How many faults a randomized run draws: between these two, both included."""
@@ -203,7 +214,7 @@ async def _await_quiet(fleet: FaultyFleet, result: RunResult) -> None:
 def _judge(fleet: FaultyFleet, result: RunResult) -> None:
     """The verdict: safety from the live monitor and the replay, then the end state."""
     config = fleet.config
-    result.violations += fleet.monitor.violations + fleet.unheld_reboots
+    result.violations += fleet.monitor.violations + fleet.unheld_reboots + fleet.broken_rules
     history = replay_history(fleet.urls, fleet.key)
     replayed, most = judge_history(history, config.max_holders)
     result.violations += replayed
@@ -219,8 +230,13 @@ def _judge(fleet: FaultyFleet, result: RunResult) -> None:
             result.failures.append(f"{host.name} never rebooted")
         if not fleet.alive(host):
             result.failures.append(f"{host.name}'s daemon is not running")
-        if "Traceback" in host.log_text():
+        log_text = host.log_text()
+        if "Traceback" in log_text:
             result.failures.append(f"{host.name}'s daemon logged a traceback")
+        if count and HEALTH_PASSED not in log_text:  # the gate must really have run, not been bypassed
+            result.failures.append(f"{host.name} never logged {HEALTH_PASSED!r} after its reboot")
+    if fleet.store.read(halt_key("", fleet.key_prefix)) is not None:
+        result.failures.append("the group is halted at the end: a host judged itself unhealthy or a holder stale")
     stored = fleet.store.read(fleet.key)
     try:
         holders = stored_holders(stored.value if stored else None)

@@ -23,7 +23,7 @@ from pathlib import Path
 from harness.etcd import EtcdCluster
 from harness.faults import SCENARIOS, RunConfig, RunResult, random_faults, run_faults
 
-DEFAULT_RUNS = 200  # about 30 minutes on 2 cores
+DEFAULT_RUNS = 200  # about 45 minutes on 2 cores (a check that fails once costs a 10 s re-check)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -72,3 +72,43 @@ def test_window_start_needs_window_length() -> None:
     done = run_demo("--window-start", "04:00", timeout_s=30)
     assert done.returncode == 2
     assert "--window-start and --window-length go together" in done.stderr
+
+
+@pytest.mark.timeout(150)
+def test_a_broken_host_halts_the_rollout_until_it_is_repaired_and_resumed() -> None:
+    """--break host-2: it goes first, fails its check and halts; nobody takes a slot; repair, resume, all done."""
+    done = run_demo("--hosts", "3", "--max", "1", "--reboot-delay", "0.5", "--no-live", "--timeout", "100",
+                    "--break", "host-2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    log, summary = done.stdout.split("\nSummary\n", 1)
+    halt = re.search(r"^\s*[\d.]+s  HALT by host-2: (.*)$", log, re.MULTILINE)
+    assert halt and "50-demo-app exited 1" in halt[1], log
+    order = [log.index(text) for text in ("HALT by host-2", "locksmithctl status (while halted)",
+                                          "repaired by the operator", "locksmithctl resume: resumed")]
+    assert re.search(r"^\s*[\d.]+s    HALTED since \S+ by host-2: ", log, re.MULTILINE), log  # the real CLI's view
+    assert order == sorted(order), log
+    # Nobody else reboots before the resume: the other hosts' reboots come after it in the log.
+    resumed_at = log.index("resumed with")
+    assert "host-2     logind accepted a reboot" in log[:resumed_at]
+    assert "host-0     logind accepted a reboot" not in log[:resumed_at], log
+    assert "host-1     logind accepted a reboot" not in log[:resumed_at], log
+    assert re.search(r"host-2\s+checking-health -> unhealthy$", log, re.MULTILINE), log
+    rows = SUMMARY_ROW.findall(summary)
+    assert sorted(r[0] for r in rows) == ["host-0", "host-1", "host-2"]
+    assert all(r[1] == "1" and r[4] == "2" for r in rows), rows
+    assert "\nevery host rebooted once: yes\n" in summary
+    assert "\nmost holders at once: 1 (max 1)\n" in summary
+    assert re.search(r"^halt: at [\d.]+s by host-2: .*50-demo-app exited 1$", summary, re.MULTILINE), summary
+    assert re.search(r"^while halted: no host took a slot \(holding host-2; waiting host-[01], host-[01]\)$",
+                     summary, re.MULTILINE), summary
+    assert re.search(r"^resumed: at [\d.]+s with locksmithctl resume, after repairing host-2 at [\d.]+s$", summary,
+                     re.MULTILINE), summary
+    assert "\nviolations: none\n" in summary and "\nresult: OK" in summary
+
+
+def test_break_must_name_a_host() -> None:
+    """--break naming no host of the fleet is a usage error before anything starts."""
+    done = run_demo("--hosts", "3", "--break", "host-3", timeout_s=30)
+    assert done.returncode == 2
+    assert "--break 'host-3' names no host; the hosts are host-0 to host-2" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -2,8 +2,9 @@
 
 Every run rolls one reboot through four daemons (max two at once) while the
 fault strikes, heals, and must end with: never more than two holders at any
-committed revision, each host rebooted exactly once while holding a slot, no
-slot held and no waiter key left, no daemon traceback.
+committed revision, each host rebooted exactly once while holding a slot and
+released it only after its health checks passed (on, as by default), no halt,
+no slot held and no waiter key left, no daemon traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import pytest
 
 from locksmithd.etcd.keys import semaphore_key
 from harness.etcd import EtcdCluster
+from harness.fault_fleet import FaultyFleet
+from harness.fault_health import SystemdStarting
 from harness.faults import (
     SCENARIOS,
     RobustMonitor,
@@ -45,9 +48,15 @@ INJECTED_MUST_SAY = {
     "cut-off-holding": "while holding",
     "leader-pause-on-acquire": "took a slot",
     "leader-kill-on-acquire": "took a slot",
+    "kill-checking-health": "(state file checking-health, holding)",
+    "systemd-starting": "it kept its slot, then running",
+    "check-fails-once": "until the check passed",
 }
 NOTE_MUST_SAY = {"lost-reply-acquire": "committed at revision", "lost-reply-release": "committed at revision"}
-LOG_MUST_SAY = {"logind-restart": "reboot failed, giving the slot back"}
+LOG_MUST_SAY = {"logind-restart": "reboot failed, giving the slot back",
+                "kill-checking-health": "waiting for soak of 2s after boot",
+                "systemd-starting": "waiting for system state running (now starting)",
+                "check-fails-once": "50-fails-once exited 1"}
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +94,23 @@ def test_random_fault_mix_keeps_the_fleet_safe(cluster: EtcdCluster, tmp_path: P
     print(result.report())
     assert result.ok, result.report()
     assert len(result.injected) >= 3, result.report()  # timing may let one trigger pass by
+
+
+class StartingIgnored(SystemdStarting):
+    """systemd-starting on a host told to take any SystemState as healthy: it releases while starting."""
+
+    def prepare(self, fleet: FaultyFleet) -> None:
+        super().prepare(fleet)
+        assert self.target is not None
+        fleet.host(self.target).options.extra_env["LOCKSMITHD_HEALTH_SYSTEM_STATES"] = "any"
+
+
+def test_checker_catches_a_release_before_the_host_is_healthy(cluster: EtcdCluster, tmp_path: Path) -> None:
+    """The health faults are not blind: a host that does not wait for systemd is a safety violation."""
+    faults = [StartingIgnored(random.Random(7), starting_s=3.0)]
+    result = asyncio.run(run_faults(cluster, tmp_path, faults, name="blind", config=CONFIG, seed=7))
+    assert not result.ok
+    assert any("released its slot while systemd reported starting" in v for v in result.violations), result.report()
 
 
 def test_checker_catches_too_many_holders(cluster: EtcdCluster, tmp_path: Path) -> None:
