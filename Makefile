@@ -1,7 +1,7 @@
 # The two entry points the README promises; each does all its own set-up.
 .PHONY: setup demo test bench soak lint
 
-# The long fault-injection run; its defaults (200 runs, about 30 minutes on 2 cores) and
+# The long fault-injection run; its defaults (200 runs, about 45 minutes on 2 cores) and
 # options: .venv/bin/python -m harness.soak --help
 SOAK_ARGS ?=
 
