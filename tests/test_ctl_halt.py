@@ -57,3 +57,28 @@ def test_history_records_operator_actions_newest_last(etcd_node: EtcdCluster, ke
     assert events[1]["host"] == "h1" and events[2]["detail"] == "why not"
     text = on(etcd_node, key_prefix, "history", "--limit", "2").stdout.splitlines()
     assert len(text) == 3 and "resume" in text[1] and "unlock" in text[2]
+
+
+def test_a_bad_holder_record_is_refused_and_left_alone(etcd_node: EtcdCluster, key_prefix: str) -> None:
+    """A holder record with a mistyped deadline: status exits 8 naming it, one line, bytes unchanged."""
+    from locksmithd.etcd.client import EtcdStore
+    from locksmithd.etcd.keys import semaphore_key
+    from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+
+    store = EtcdStore(EtcdSettings(endpoints=parse_endpoints(etcd_node.client_urls, "test", "endpoint")))
+    key = semaphore_key("", key_prefix)
+    raw = json.dumps({"semaphore": 0, "max": 1, "holders": ["h1"],
+                      "holder_info": {"h1": {"deadline": 1700000000}}}).encode()
+    try:
+        store.put(key, raw)
+        for args in (("status",), ("lock", "h2"), ("unlock", "h1"), ("halt", "--reason", "x")):
+            result = on(etcd_node, key_prefix, *args)
+            if args[0] == "halt":  # halting needs no readable document: it only ever stops reboots
+                assert result.returncode == 0, result.stderr
+                continue
+            assert result.returncode == ExitCode.CORRUPT_DOCUMENT, (args, result.stderr)
+            assert "holder record of 'h1'" in result.stderr and result.stderr.count("\n") == 1
+        stored = store.read(key)
+        assert stored is not None and stored.value == raw
+    finally:
+        store.close()
