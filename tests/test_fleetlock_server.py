@@ -219,3 +219,29 @@ def test_health_probe_follows_etcd(etcd_node: EtcdCluster, key_prefix: str) -> N
             etcd_node.members[0].resume()
 
     run(etcd_node, key_prefix, scenario, request_timeout_s=5.0)
+
+
+def test_locksmithctl_status_marks_fleetlock_holders_and_waiters(etcd_node: EtcdCluster, key_prefix: str) -> None:
+    """`locksmithctl status` says "via fleetlock" for a holder and a waiter; --json has source and via."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ctl = [str(Path(sys.executable).with_name("locksmithctl")), "--endpoint", etcd_node.client_urls[0],
+           "--etcd-key-prefix", key_prefix, "status"]
+
+    async def scenario(client: Client, sem: SemaphoreClient, store: EtcdStore) -> None:
+        assert (await client.pre_reboot("fl-holder"))[0] == 200
+        assert (await client.pre_reboot("fl-waiter"))[0] == 409
+        text = subprocess.run(ctl, capture_output=True, text=True, timeout=30)
+        assert text.returncode == 0, text.stderr
+        holder_line = next(line for line in text.stdout.splitlines() if line.startswith("fl-holder "))
+        waiter_line = next(line for line in text.stdout.splitlines() if line.startswith("fl-waiter "))
+        assert "via fleetlock" in holder_line and "via fleetlock" in waiter_line
+        report = json.loads(subprocess.run([*ctl, "--json"], capture_output=True, text=True, timeout=30).stdout)
+        assert report["holder_state"]["fl-holder"]["source"] == "fleetlock"
+        assert report["holder_info"]["fl-holder"]["source"] == "fleetlock"
+        assert report["waiting"] == [{"id": "fl-waiter", "position": 1, "since": report["waiting"][0]["since"],
+                                      "via": "fleetlock"}]
+
+    run(etcd_node, key_prefix, scenario)
