@@ -161,3 +161,35 @@ def test_unit_verifies_and_does_not_restart_on_bad_config(tmp_path: Path) -> Non
     parser.read_string(UNIT.read_text())
     assert set(parser.get("Service", "RestartPreventExitStatus").split()) == {"2", "3"}
     assert parser.get("Service", "ExecStart") == "/usr/local/bin/locksmithd-fleetlock"
+
+
+CONTRIB = Path(__file__).resolve().parent.parent / "contrib" / "fleetlock"
+
+
+def _option_variables() -> set[str]:
+    from locksmithd.fleetlock.main import cli
+
+    return {"LOCKSMITHD_FLEETLOCK_" + opt.lstrip("-").upper().replace("-", "_")
+            for param in cli.params for opt in param.opts if opt.startswith("--")}
+
+
+def test_contrib_zincati_snippet_points_at_the_server() -> None:
+    """The Zincati config.d snippet selects fleet_lock with a base_url and a valid group."""
+    import tomllib
+
+    from locksmithd.core.fleetlock_protocol import group_problem
+
+    config = tomllib.loads((CONTRIB / "zincati-fleetlock.toml").read_text())
+    assert config["updates"]["strategy"] == "fleet_lock"
+    assert config["updates"]["fleet_lock"]["base_url"].startswith("http")
+    assert group_problem(config["identity"]["group"]) is None
+
+
+def test_contrib_env_file_and_manifest_name_real_options() -> None:
+    """Every LOCKSMITHD_FLEETLOCK_* variable in the env file and the manifest is an option of the server."""
+    known = _option_variables()
+    assert {"LOCKSMITHD_FLEETLOCK_ENDPOINT", "LOCKSMITHD_FLEETLOCK_GRACE", "LOCKSMITHD_FLEETLOCK_TLS_CLIENT_CA"} <= known
+    for name in ("fleetlock.env", "kubernetes.yaml"):
+        used = set(re.findall(r"LOCKSMITHD_FLEETLOCK_[A-Z_]+", (CONTRIB / name).read_text()))
+        assert used and used <= known, (name, used - known)
+    assert "path: /-/healthy" in (CONTRIB / "kubernetes.yaml").read_text()

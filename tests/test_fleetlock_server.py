@@ -88,7 +88,7 @@ def test_full_semaphore_queues_the_client(etcd_node: EtcdCluster, key_prefix: st
         assert "semaphore currently full" in error["value"] and "position 1 of 1" in error["value"]
         entry = store.read_prefix(waiter_key("node-a", "", key_prefix))[0]
         assert entry.lease != 0
-        assert json.loads(entry.value)["via"] == "fleetlock" and json.loads(entry.value)["grace_s"] == 300
+        assert json.loads(entry.value)["via"] == "fleetlock" and json.loads(entry.value)["grace_s"] == 600
         sem.unlock("daemon-host")
         assert await client.pre_reboot("node-a") == (200, {})
         assert sem.read().semaphore.holders == ("node-a",)

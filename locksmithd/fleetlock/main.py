@@ -31,7 +31,7 @@ from locksmithd.host.journal import quiet_grpc
 ENV = "LOCKSMITHD_FLEETLOCK_"
 SOURCE = "command line or LOCKSMITHD_FLEETLOCK_* environment"
 DEFAULT_LISTEN = "127.0.0.1:8080"
-DEFAULT_GRACE = "5m"
+DEFAULT_GRACE = "10m"
 MIN_GRACE_S, MAX_GRACE_S = 2, 86_400  # etcd refuses shorter leases; a day is beyond any sane poll interval
 _LISTEN = re.compile(r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^\s:\[\]]*)):(?P<port>[0-9]{1,5})")
 

@@ -55,7 +55,7 @@ class ServerConfig:
     etcd: EtcdSettings
     host: str
     port: int
-    grace_s: int = 300
+    grace_s: int = 600
     max_concurrent: int = 64
     request_timeout_s: float = 10.0
     tls_cert: str | None = None
