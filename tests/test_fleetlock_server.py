@@ -245,3 +245,39 @@ def test_locksmithctl_status_marks_fleetlock_holders_and_waiters(etcd_node: Etcd
                                       "via": "fleetlock"}]
 
     run(etcd_node, key_prefix, scenario)
+
+
+def test_concurrency_bound_and_request_timeout(etcd_node: EtcdCluster, key_prefix: str) -> None:
+    """With etcd stalled and one request allowed at once: the first times out (503 request_timeout),
+    a second at the same time is turned away at once (503 server_busy)."""
+    async def scenario(client: Client, sem: SemaphoreClient, store: EtcdStore) -> None:
+        etcd_node.members[0].pause()
+        try:
+            first = asyncio.create_task(client.pre_reboot("slow-1"))
+            await asyncio.sleep(0.3)
+            status, error = await client.pre_reboot("slow-2")
+            assert (status, error["kind"]) == (503, "server_busy")
+            status, error = await first
+            assert (status, error["kind"]) == (503, "request_timeout")
+        finally:
+            etcd_node.members[0].resume()
+        await asyncio.sleep(3.5)  # the stalled etcd call ends (its own timeout) before the test's store closes
+
+    run(etcd_node, key_prefix, scenario, max_concurrent=1, request_timeout_s=1.5)
+
+
+def test_oversized_chunked_body_is_refused(etcd_node: EtcdCluster, key_prefix: str) -> None:
+    """A body without Content-Length (chunked) is cut off at the limit too: 413, nothing stored."""
+    async def chunks() -> Any:
+        for _ in range(40):
+            yield b"x" * 1024
+
+    async def scenario(client: Client, sem: SemaphoreClient, store: EtcdStore) -> None:
+        before = stored_keys(store, key_prefix)
+        async with client.session.post(f"{client.base}/v1/pre-reboot", data=chunks(),
+                                       headers={"fleet-lock-protocol": "true"}) as response:
+            assert response.status == 413
+            assert (await response.json())["kind"] == "bad_request_body_too_large"
+        assert stored_keys(store, key_prefix) == before
+
+    run(etcd_node, key_prefix, scenario)
