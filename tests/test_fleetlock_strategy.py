@@ -87,6 +87,8 @@ def test_fleet_lock_daemon_waits_for_a_zincati_holder(tmp_path: Path, etcd_node:
                     assert (await zincati.steady_state("zincati-1", "workers"))[0] == 200
                     await wait_for(lambda: _settled(host), 60, "the daemon's reboot and release")
                     assert SemaphoreClient(store, "workers", key_prefix).read().semaphore.holders == ()
+                    assert f"strategy=fleet-lock fleetlock_url={base_url(server)} fleetlock_group='workers'" \
+                        in host.log_text()
                 finally:
                     await host.stop()
         finally:

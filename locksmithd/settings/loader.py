@@ -78,6 +78,9 @@ class DaemonSettings:
     def describe(self) -> str:
         """One line for the start-up log; contains no secret."""
         window = str(self.window) if self.window else "any time"
+        if self.strategy == "fleet-lock":  # etcd is not used: say where the slot comes from instead
+            return (f"strategy={self.strategy} fleetlock_url={self.fleetlock_url} "
+                    f"fleetlock_group={self.fleetlock_group!r} window={window!r} machine_id={self.machine_id}")
         return (
             f"strategy={self.strategy} group={self.group!r} window={window!r} "
             f"endpoints={self.etcd.describe_endpoints()} machine_id={self.machine_id}"
