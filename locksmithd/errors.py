@@ -17,7 +17,8 @@
     │   ├── AmbiguousWrite              kind "ambiguous-write"  exit 7
     │   ├── LeaseLost                   kind "lease-lost"       exit 7
     │   ├── StoreDenied                 kind "denied"           exit 9
-    │   └── WriteConflict               kind "conflict"         exit 10
+    │   ├── WriteConflict               kind "conflict"         exit 10
+    │   └── FleetLockRefused            kind "fleetlock"        exit 7
     ├── BusError                        kind "bus"              exit 11
     │   ├── RebootRefused               kind "reboot-refused"   exit 11
     │   └── MalformedSignal             kind "malformed-signal" exit 11
@@ -217,6 +218,19 @@ class WriteConflict(StoreError):
 
     kind = "conflict"
     exit_code = ExitCode.WRITE_CONFLICT
+
+
+class FleetLockRefused(StoreError):
+    """A FleetLock server (strategy ``fleet-lock``) did not answer 200 or could not be reached.
+
+    ``protocol_kind`` is the error body's ``kind`` ("" when there was none).
+    """
+
+    kind = "fleetlock"
+
+    def __init__(self, message: str, protocol_kind: str = "") -> None:
+        super().__init__(message)
+        self.protocol_kind = protocol_kind
 
 
 class BusError(LocksmithError):

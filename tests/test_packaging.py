@@ -55,4 +55,5 @@ def test_wheel_declares_both_console_commands(wheel_files: dict[str, bytes]) -> 
     assert dict(entry_points["console_scripts"]) == {
         "locksmithd": "locksmithd.daemon.main:main",
         "locksmithctl": "locksmithd.ctl.main:main",
+        "locksmithd-fleetlock": "locksmithd.fleetlock.main:main",
     }

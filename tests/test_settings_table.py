@@ -95,7 +95,7 @@ class TestStrategyRegistry:
     """One registry of strategies; settings validate against it."""
 
     def test_labels_are_the_registry(self) -> None:
-        assert strategies.LABELS == tuple(strategies.REGISTRY) == ("etcd-lock", "reboot", "off")
+        assert strategies.LABELS == tuple(strategies.REGISTRY) == ("etcd-lock", "fleet-lock", "reboot", "off")
 
     @pytest.mark.parametrize("label", ["etcd-lock", "reboot", "off", "best-effort", " OFF "])
     def test_every_accepted_label_has_a_factory(self, label: str) -> None:
@@ -107,9 +107,12 @@ class TestStrategyRegistry:
         for label in ("reboot", "off"):
             built = strategies.make_strategy(DaemonSettings(machine_id="m", strategy=label))
             assert built.label == label
+        built = strategies.make_strategy(DaemonSettings(machine_id="m", strategy="fleet-lock",
+                                                        fleetlock_url="http://127.0.0.1:9"))
+        assert built.label == "fleet-lock"
 
     def test_unknown_label_lists_the_registry(self) -> None:
-        with pytest.raises(ValueError, match="use one of etcd-lock, reboot, off"):
+        with pytest.raises(ValueError, match="use one of etcd-lock, fleet-lock, reboot, off"):
             values.strategy(RawSetting("REBOOT_STRATEGY", "sometimes", "test"))
 
 

@@ -25,6 +25,8 @@ class Waiter:
     holder: str
     position: int
     since: str | None
+    via: str | None = None
+    """``fleetlock`` for a client queued through the FleetLock server."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def collect_status(client: SemaphoreClient, group: str, key_prefix: str, now: da
             if semaphore.holds(holder):
                 continue
             position += 1
-            waiters.append(Waiter(holder, position, _since(entry.value)))
+            waiters.append(Waiter(holder, position, _since(entry.value), _field(entry.value, "via")))
     return StatusReport(group, semaphore.max, semaphore.available, semaphore.holders,
                         {h: dict(v) for h, v in semaphore.holder_info.items()}, tuple(waiters), tuple(ignored),
                         snapshot.halt, views)
@@ -110,13 +112,14 @@ def render_text(report: StatusReport) -> str:
                   f"{printable(halt.reason, 500)}", "(no host takes a slot until 'locksmithctl resume')", ""]
     lines += [f"Available: {report.available}", f"Max: {report.max}", "", "MACHINE ID"]
     lines += list(report.holders)  # locksmith's layout so far; our details follow in their own table
-    if any(view.record is not None and view.record.deadline is not None for view in report.holder_views):
+    if any(view.record is not None and (view.record.deadline is not None or view.record.source == "fleetlock")
+           for view in report.holder_views):
         lines += ["", f"{'HOLDER':<40} {'AGE':>8}  {'DEADLINE':<24}  STATE"]
         lines += [_holder_line(view) for view in report.holder_views]
     if report.waiters:
         lines += ["", f"{'WAITING':<40} {'POSITION':>8}  SINCE"]
         lines += [f"{w.holder:<40} {w.position:>8}  {printable(w.since or '-', _MAX_SINCE_CHARS)}"
-                  for w in report.waiters]
+                  f"{'  via fleetlock' if w.via == 'fleetlock' else ''}" for w in report.waiters]
     return "\n".join(lines)
 
 
@@ -126,6 +129,8 @@ def _holder_line(view: HolderView) -> str:
     age = _span(view.age) if view.age is not None else "-"
     deadline = format_time(record.deadline) if record is not None and record.deadline else "-"
     marks = [record.phase] if record is not None and record.phase else []
+    if record is not None and record.source == "fleetlock":
+        marks.append("via fleetlock")
     if view.stale:
         marks.append(f"stale ({_span(view.overdue)} late, no live daemon)")
     elif view.overdue is not None:
@@ -160,10 +165,22 @@ def render_json(report: StatusReport) -> str:
                 "alive": view.alive,
                 "overdue_s": None if view.overdue is None else round(view.overdue.total_seconds(), 3),
                 "stale": view.stale,
+                "source": view.record.source if view.record else None,
             } for view in report.holder_views},
         "holder_info": report.holder_info,
-        "waiting": [{"id": w.holder, "position": w.position, "since": w.since} for w in report.waiters],
+        "waiting": [{"id": w.holder, "position": w.position, "since": w.since, "via": w.via}
+                    for w in report.waiters],
     }, sort_keys=False)  # ensure_ascii (the default) escapes every control character
+
+
+def _field(value: bytes, name: str) -> str | None:
+    """A short text field of a waiter key's JSON value (``via``), or None."""
+    try:
+        document = json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    found = document.get(name) if isinstance(document, dict) else None
+    return found if isinstance(found, str) and name_problem(found) is None else None
 
 
 def _since(value: bytes) -> str | None:

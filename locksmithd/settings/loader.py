@@ -63,6 +63,8 @@ class DaemonSettings:
     health_dir: str = _default(table.HEALTH_DIR)
     health_soak_s: float = 0.0
     health_timeout_s: float = _default(table.HEALTH_TIMEOUT)
+    fleetlock_url: str | None = None
+    fleetlock_group: str = _default(table.FLEETLOCK_GROUP)
     journal_stream: str | None = None
     notify_socket: str | None = None
     sources: tuple[str, ...] = ()
@@ -76,6 +78,9 @@ class DaemonSettings:
     def describe(self) -> str:
         """One line for the start-up log; contains no secret."""
         window = str(self.window) if self.window else "any time"
+        if self.strategy == "fleet-lock":  # etcd is not used: say where the slot comes from instead
+            return (f"strategy={self.strategy} fleetlock_url={self.fleetlock_url} "
+                    f"fleetlock_group={self.fleetlock_group!r} window={window!r} machine_id={self.machine_id}")
         return (
             f"strategy={self.strategy} group={self.group!r} window={window!r} "
             f"endpoints={self.etcd.describe_endpoints()} machine_id={self.machine_id}"
@@ -172,6 +177,10 @@ def _build(
         sources=sources,
         unknown_keys=unknown,
     )
+    if settings.strategy == "fleet-lock" and settings.fleetlock_url is None:
+        raw = given.get(table.FLEETLOCK_URL.key) or given.get(table.STRATEGY.key)
+        assert raw is not None  # fleet-lock is never the default
+        raise ConfigError(raw.source, raw.key, raw.value, "strategy fleet-lock needs LOCKSMITHD_FLEETLOCK_URL")
     try:
         settings.health_policy()
     except ValueError as exc:  # the soak must be shorter than the timeout

@@ -74,9 +74,10 @@ def _seconds(seconds: float) -> str:
     return format_duration(timedelta(seconds=seconds))
 
 
-_STRATEGY_HELP = "`etcd-lock` (take a slot first), `reboot` (no lock), `off` (exit 0); " + "; ".join(
-    f"`{alias}` is read as `{target}`" for alias, target in STRATEGY_ALIASES.items())
-assert set(LABELS) == {"etcd-lock", "reboot", "off"}, "describe every strategy in _STRATEGY_HELP"
+_STRATEGY_HELP = ("`etcd-lock` (take a slot first), `fleet-lock` (take a slot from a FleetLock server), "
+                  "`reboot` (no lock), `off` (exit 0); " + "; ".join(
+                      f"`{alias}` is read as `{target}`" for alias, target in STRATEGY_ALIASES.items()))
+assert set(LABELS) == {"etcd-lock", "fleet-lock", "reboot", "off"}, "describe every strategy in _STRATEGY_HELP"
 
 STRATEGY = Setting("REBOOT_STRATEGY", values.strategy, _STRATEGY_HELP, "strategy", "etcd-lock", flag="--strategy")
 ENDPOINT = Setting("LOCKSMITHD_ENDPOINT", values.endpoints,
@@ -150,6 +151,12 @@ HEALTH_SOAK = Setting("LOCKSMITHD_HEALTH_SOAK", values.delay_s,
 HEALTH_TIMEOUT = Setting("LOCKSMITHD_HEALTH_TIMEOUT", values.interval_s,
                          "checks repeat until all pass or this runs out; then the host keeps its slot and halts "
                          "its group", "health_timeout_s", "15m", flag="--health-timeout")
+FLEETLOCK_URL = Setting("LOCKSMITHD_FLEETLOCK_URL", values.fleetlock_url,
+                        "base URL of the FleetLock server for strategy `fleet-lock` (required with it), "
+                        "e.g. `https://fleetlock.example:8080`", "fleetlock_url", flag="--fleetlock-url")
+FLEETLOCK_GROUP = Setting("LOCKSMITHD_FLEETLOCK_GROUP", values.fleetlock_group,
+                          "FleetLock group for strategy `fleet-lock` (`[a-zA-Z0-9.-]+`)", "fleetlock_group",
+                          "default", flag="--fleetlock-group")
 # Set by systemd for the service, read through the same loader, not operator settings.
 JOURNAL_STREAM = Setting("JOURNAL_STREAM", values.optional_text, "stderr is the journal (systemd)",
                          "journal_stream", operator=False)
@@ -160,7 +167,7 @@ SETTINGS: tuple[Setting[object], ...] = (
     STRATEGY, ENDPOINT, GROUP, CAFILE, CERTFILE, KEYFILE, USERNAME, PASSWORD, KEY_PREFIX, WINDOW_START,
     WINDOW_LENGTH, LOGIN_DELAY, MACHINE_ID, STATE_FILE, RECHECK_INTERVAL, RETRY_MAX, ETCD_TIMEOUT, BOOT_ID_PATH,
     BUS_ADDRESS, DEBUG, REBOOT_DEADLINE, STALE_POLICY, HEALTH_SYSTEM_STATES, HEALTH_UNITS, HEALTH_DIR, HEALTH_SOAK,
-    HEALTH_TIMEOUT, JOURNAL_STREAM, NOTIFY_SOCKET,
+    HEALTH_TIMEOUT, FLEETLOCK_URL, FLEETLOCK_GROUP, JOURNAL_STREAM, NOTIFY_SOCKET,
 )  # fmt: skip
 """Every setting, in the order of the README's table."""
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import re
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from locksmithd.core.duration import format_duration, parse_duration
+from locksmithd.core.fleetlock_protocol import group_problem as fleetlock_group_problem
 from locksmithd.core.names import group_problem, name_problem
 from locksmithd.etcd.settings import Endpoint, check_readable_file, parse_endpoints, request_timeout_problem
 from locksmithd.settings.raw import RawSetting
@@ -51,6 +53,30 @@ def strategy(raw: RawSetting) -> str:
 def group(raw: RawSetting) -> str:
     """A group name under the one naming rule; "" is locksmith's default group."""
     problem = group_problem(raw.value)
+    if problem is not None:
+        raise ValueError(problem)
+    return raw.value
+
+
+def fleetlock_url(raw: RawSetting) -> str | None:
+    """A FleetLock server's base URL (http or https, with a host), without a trailing slash; None if empty."""
+    if not raw.value:
+        return None
+    parts = urlsplit(raw.value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host, e.g. https://fleetlock.example:8080")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("must not carry a query, a fragment or credentials")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return raw.value.rstrip("/")
+
+
+def fleetlock_group(raw: RawSetting) -> str:
+    """A FleetLock group name (``[a-zA-Z0-9.-]+``, the protocol's rule)."""
+    problem = fleetlock_group_problem(raw.value)
     if problem is not None:
         raise ValueError(problem)
     return raw.value

@@ -39,7 +39,16 @@ def _etcd_lock(settings: DaemonSettings) -> RebootStrategy:
                             recheck_interval_s=settings.recheck_interval_s, retry_max_s=settings.retry_max_s)
 
 
-REGISTRY: Mapping[str, Factory] = {"etcd-lock": _etcd_lock, "reboot": _reboot, "off": _off}
+def _fleet_lock(settings: DaemonSettings) -> RebootStrategy:
+    from locksmithd.strategies.fleet_lock import FleetLockStrategy
+
+    assert settings.fleetlock_url is not None  # the loader requires it with this strategy
+    return FleetLockStrategy(settings.fleetlock_url, settings.machine_id, settings.fleetlock_group,
+                             poll_max_s=settings.retry_max_s)
+
+
+REGISTRY: Mapping[str, Factory] = {"etcd-lock": _etcd_lock, "fleet-lock": _fleet_lock, "reboot": _reboot,
+                                   "off": _off}
 """Every strategy, by the label operators write in REBOOT_STRATEGY."""
 
 # locksmith's legacy default meant "etcd-lock if etcd is configured, else reboot";

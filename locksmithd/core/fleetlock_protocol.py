@@ -1,0 +1,147 @@
+"""The FleetLock protocol (Zincati's): request validation, the bounded set of error kinds and the error body."""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from locksmithd.core.names import name_problem, printable, shown_value
+
+PROTOCOL_HEADER = "fleet-lock-protocol"
+PRE_REBOOT_PATH = "/v1/pre-reboot"
+STEADY_STATE_PATH = "/v1/steady-state"
+HEALTH_PATH = "/-/healthy"
+DEFAULT_GROUP = "default"
+"""The FleetLock group Zincati uses unless configured; it is locksmith's default group ("")."""
+
+MAX_BODY_BYTES = 16 * 1024
+"""A request body is two short strings; anything much larger is refused unread."""
+
+GROUP_PATTERN = re.compile(r"[a-zA-Z0-9.-]+")
+MAX_VALUE_CHARS = 1000
+"""Longest error ``value`` sent: messages echo untrusted input, bounded."""
+
+
+class ErrorKind(enum.Enum):
+    """Every ``kind`` the server may answer (bounded cardinality, as the protocol asks) and its status.
+
+    4xx: the request or the client's turn is the problem (retry later or fix
+    the client); 5xx: the server or etcd is (retry later).
+    """
+
+    BAD_HEADER = ("bad_request_header", 400)
+    BAD_BODY = ("bad_request_body", 400)
+    BAD_CLIENT_ID = ("bad_request_client_id", 400)
+    BAD_GROUP = ("bad_request_group", 400)
+    BODY_TOO_LARGE = ("bad_request_body_too_large", 413)
+    NOT_FOUND = ("not_found", 404)
+    METHOD_NOT_ALLOWED = ("method_not_allowed", 405)
+    SEMAPHORE_FULL = ("failed_lock_semaphore_full", 409)
+    QUEUED = ("failed_lock_queued", 409)
+    HALTED = ("failed_lock_group_halted", 409)
+    CORRUPT_DOCUMENT = ("failed_corrupt_document", 500)
+    DOCUMENT_TOO_LARGE = ("failed_document_too_large", 507)
+    STORE_DENIED = ("failed_etcd_denied", 502)
+    STORE_UNAVAILABLE = ("failed_etcd_unavailable", 503)
+    CONFLICT = ("failed_write_conflict", 503)
+    BUSY = ("server_busy", 503)
+    TIMEOUT = ("request_timeout", 503)
+    INTERNAL = ("internal_error", 500)
+
+    @property
+    def kind(self) -> str:
+        return self.value[0]
+
+    @property
+    def status(self) -> int:
+        return self.value[1]
+
+
+@dataclass(frozen=True)
+class ProtocolError:
+    """A failure answer: its kind (and so its status) and the human text."""
+
+    error: ErrorKind
+    text: str
+
+    @property
+    def status(self) -> int:
+        return self.error.status
+
+    def body(self) -> bytes:
+        """The protocol's JSON error body ``{"kind": ..., "value": ...}`` (both non-empty)."""
+        value = printable(self.text, MAX_VALUE_CHARS) or self.error.kind
+        return json.dumps({"kind": self.error.kind, "value": value}).encode()
+
+
+@dataclass(frozen=True)
+class ClientParams:
+    """A validated request: the client id (a holder id) and its group, both as sent and as locksmith's."""
+
+    id: str
+    group: str
+
+    @property
+    def locksmith_group(self) -> str:
+        """The locksmithd group: FleetLock's ``default`` is locksmith's default group ("")."""
+        return "" if self.group == DEFAULT_GROUP else self.group
+
+
+def header_problem(value: str | None) -> ProtocolError | None:
+    """Why the ``fleet-lock-protocol`` header value is wrong (it must be ``true``), or None."""
+    if value is None:
+        return ProtocolError(ErrorKind.BAD_HEADER, f"missing '{PROTOCOL_HEADER}: true' header")
+    if value.strip().lower() != "true":
+        return ProtocolError(ErrorKind.BAD_HEADER,
+                             f"header '{PROTOCOL_HEADER}' is {shown_value(value)}, expected 'true'")
+    return None
+
+
+def parse_body(raw: bytes) -> ClientParams | ProtocolError:
+    """The client parameters of a request body, or the error to answer.
+
+    The body must be a UTF-8 JSON object with ``client_params``, an object
+    holding ``id`` (a non-empty string that is also a valid holder id, see
+    ``names.name_problem``) and ``group`` (non-empty, ``[a-zA-Z0-9.-]+``).
+    Unknown fields are ignored, as the protocol allows extensions.
+    """
+    if len(raw) > MAX_BODY_BYTES:
+        return ProtocolError(ErrorKind.BODY_TOO_LARGE, f"request body is over {MAX_BODY_BYTES} bytes")
+    try:
+        document: Any = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return ProtocolError(ErrorKind.BAD_BODY, "request body is not UTF-8 JSON")
+    if not isinstance(document, dict):
+        return ProtocolError(ErrorKind.BAD_BODY, "request body is not a JSON object")
+    params = document.get("client_params")
+    if not isinstance(params, dict):
+        return ProtocolError(ErrorKind.BAD_BODY,
+                             "request body has no 'client_params' object" if params is None
+                             else f"'client_params' is {shown_value(params)}, not an object")
+    client_id, group = params.get("id"), params.get("group")
+    if client_id is None:
+        return ProtocolError(ErrorKind.BAD_BODY, "'client_params' has no 'id'")
+    if group is None:
+        return ProtocolError(ErrorKind.BAD_BODY, "'client_params' has no 'group'")
+    problem = name_problem(client_id, "client id")
+    if problem is not None:
+        shown = f" ({shown_value(client_id)})" if isinstance(client_id, str) and client_id else ""
+        return ProtocolError(ErrorKind.BAD_CLIENT_ID, f"{problem}{shown}")
+    problem = group_problem(group)
+    if problem is not None:
+        return ProtocolError(ErrorKind.BAD_GROUP, problem)
+    return ClientParams(client_id, group)
+
+
+def group_problem(group: object) -> str | None:
+    """Why ``group`` is not a FleetLock group name, or None."""
+    if not isinstance(group, str):
+        return f"group is {shown_value(group)}, not a string"
+    if group == "":
+        return "group is empty"
+    if not GROUP_PATTERN.fullmatch(group):
+        return f"group {shown_value(group)} does not match ^[a-zA-Z0-9.-]+$"
+    return name_problem(group, "group")  # the length bound of every locksmithd name

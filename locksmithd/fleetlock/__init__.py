@@ -1,0 +1,1 @@
+"""The FleetLock server: locksmithd's semaphore served to Zincati and other FleetLock clients."""

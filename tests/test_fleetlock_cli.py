@@ -1,0 +1,195 @@
+"""locksmithd-fleetlock as a process: options and env, bad values, TLS with client certificates, the unit."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import trustme
+
+from harness.etcd import EtcdCluster
+from tests.fleetlock_support import HEADERS, body
+
+SERVER = str(Path(sys.executable).with_name("locksmithd-fleetlock"))
+UNIT = Path(__file__).resolve().parent.parent / "systemd" / "locksmithd-fleetlock.service"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SERVER, *args], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize(("args", "env", "code", "names"), [
+    (["--listen", "nope"], {}, 2, "--listen"),
+    (["--listen", "1.2.3.4:70000"], {}, 2, "--listen"),
+    (["--grace", "1s"], {}, 2, "--grace"),
+    (["--grace", "soon"], {}, 2, "--grace"),
+    ([], {"LOCKSMITHD_FLEETLOCK_ENDPOINT": "ftp://x"}, 3, "LOCKSMITHD_FLEETLOCK_ENDPOINT"),
+    ([], {"LOCKSMITHD_FLEETLOCK_ETCD_USERNAME": "u"}, 3, "LOCKSMITHD_FLEETLOCK_ETCD_PASSWORD"),
+    (["--tls-cert", "/etc/hostname"], {}, 3, "LOCKSMITHD_FLEETLOCK_TLS_KEY"),
+    (["--tls-cert", "/etc/hostname", "--tls-key", "/etc/hostname"], {}, 3, "LOCKSMITHD_FLEETLOCK_TLS_CERT"),
+    (["--max-concurrent", "0"], {}, 2, "--max-concurrent"),
+    (["--bogus"], {}, 2, "--bogus"),
+])
+def test_bad_options_are_one_line_and_a_distinct_code(args: list[str], env: dict[str, str], code: int,
+                                                     names: str) -> None:
+    """Each bad option or variable: exit 2 (usage) or 3 (config), one stderr line naming it, no traceback."""
+    result = run_cli(*args, env=env)
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and names in lines[0] and "Traceback" not in result.stderr
+
+
+class Running:
+    """A locksmithd-fleetlock process and the URL it serves."""
+
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process = process
+        self.url = url
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+
+
+def start_server(args: list[str], env: dict[str, str]) -> Running:
+    process = subprocess.Popen([SERVER, "--listen", "127.0.0.1:0", *args], stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, **env})
+    assert process.stderr is not None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        match = re.search(r"listening on (\S+)", line)
+        if match:
+            return Running(process, match.group(1))
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    output = process.stderr.read()
+    process.wait()
+    process.stderr.close()
+    raise AssertionError(f"server did not start: {output}")
+
+
+@pytest.fixture
+def plain_server(etcd_node: EtcdCluster, key_prefix: str) -> Iterator[Running]:
+    """The server configured through LOCKSMITHD_FLEETLOCK_* variables only."""
+    running = start_server([], {"LOCKSMITHD_FLEETLOCK_ENDPOINT": etcd_node.client_urls[0],
+                                "LOCKSMITHD_FLEETLOCK_ETCD_KEY_PREFIX": key_prefix,
+                                "LOCKSMITHD_FLEETLOCK_GRACE": "30s"})
+    yield running
+    running.stop()
+
+
+def post(url: str, data: bytes, context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str]]:
+    request = urllib.request.Request(url, data=data, headers=HEADERS, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_env_configured_server_serves_and_stops_cleanly(plain_server: Running, etcd_node: EtcdCluster,
+                                                        key_prefix: str) -> None:
+    """Started from env vars: pre-reboot 200 under the configured prefix, SIGTERM ends it with exit 0."""
+    assert post(f"{plain_server.url}/v1/pre-reboot", body("proc-a")) == (200, {})
+    assert post(f"{plain_server.url}/v1/pre-reboot", body("proc-b"))[1]["kind"] == "failed_lock_semaphore_full"
+    with urllib.request.urlopen(f"{plain_server.url}/-/healthy", timeout=10) as response:
+        assert response.status == 200
+    plain_server.process.send_signal(signal.SIGTERM)
+    assert plain_server.process.wait(timeout=20) == 0
+    assert plain_server.process.stderr is not None
+    log = plain_server.process.stderr.read()
+    assert "Traceback" not in log
+    access = [json.loads(line.split("access: ", 1)[1]) for line in log.splitlines() if "access: {" in line]
+    assert [(a["path"], a["status"], a["id"]) for a in access[:2]] == [
+        ("/v1/pre-reboot", 200, "proc-a"), ("/v1/pre-reboot", 409, "proc-b")]
+    assert all("fleet-lock-protocol" not in json.dumps(a) for a in access)  # no headers, no bodies
+
+
+def test_tls_with_client_certificates(tmp_path: Path, etcd_node: EtcdCluster, key_prefix: str) -> None:
+    """https with a client CA: no client certificate is refused at the handshake, a signed one is served."""
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1")
+    client_cert = ca.issue_cert("client.example")
+    paths = {name: tmp_path / name for name in ("ca.pem", "cert.pem", "key.pem", "client.pem")}
+    ca.cert_pem.write_to_path(str(paths["ca.pem"]))
+    server_cert.cert_chain_pems[0].write_to_path(str(paths["cert.pem"]))
+    server_cert.private_key_pem.write_to_path(str(paths["key.pem"]))
+    client_cert.private_key_and_cert_chain_pem.write_to_path(str(paths["client.pem"]))
+    running = start_server(["--endpoint", etcd_node.client_urls[0], "--etcd-key-prefix", key_prefix,
+                            "--tls-cert", str(paths["cert.pem"]), "--tls-key", str(paths["key.pem"]),
+                            "--tls-client-ca", str(paths["ca.pem"])], {})
+    try:
+        assert running.url.startswith("https://")
+        anonymous = ssl.create_default_context(cafile=str(paths["ca.pem"]))
+        with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+            post(f"{running.url}/v1/pre-reboot", body("tls-a"), anonymous)
+        signed = ssl.create_default_context(cafile=str(paths["ca.pem"]))
+        signed.load_cert_chain(str(paths["client.pem"]))
+        assert post(f"{running.url}/v1/pre-reboot", body("tls-a"), signed) == (200, {})
+    finally:
+        running.stop()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_unit_verifies_and_does_not_restart_on_bad_config(tmp_path: Path) -> None:
+    """The shipped unit passes `systemd-analyze verify`; exits 2 and 3 are not restarted."""
+    unit = tmp_path / "locksmithd-fleetlock.service"
+    unit.write_text(UNIT.read_text().replace("/usr/local/bin/locksmithd-fleetlock", SERVER))
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    problems = [line for line in (result.stdout + result.stderr).splitlines() if "locksmithd-fleetlock" in line]
+    assert problems == [], problems
+    parser = configparser.RawConfigParser(strict=False, delimiters=("=",))
+    parser.read_string(UNIT.read_text())
+    assert set(parser.get("Service", "RestartPreventExitStatus").split()) == {"2", "3"}
+    assert parser.get("Service", "ExecStart") == "/usr/local/bin/locksmithd-fleetlock"
+
+
+CONTRIB = Path(__file__).resolve().parent.parent / "contrib" / "fleetlock"
+
+
+def _option_variables() -> set[str]:
+    from locksmithd.fleetlock.main import cli
+
+    return {"LOCKSMITHD_FLEETLOCK_" + opt.lstrip("-").upper().replace("-", "_")
+            for param in cli.params for opt in param.opts if opt.startswith("--")}
+
+
+def test_contrib_zincati_snippet_points_at_the_server() -> None:
+    """The Zincati config.d snippet selects fleet_lock with a base_url and a valid group."""
+    import tomllib
+
+    from locksmithd.core.fleetlock_protocol import group_problem
+
+    config = tomllib.loads((CONTRIB / "zincati-fleetlock.toml").read_text())
+    assert config["updates"]["strategy"] == "fleet_lock"
+    assert config["updates"]["fleet_lock"]["base_url"].startswith("http")
+    assert group_problem(config["identity"]["group"]) is None
+
+
+def test_contrib_env_file_and_manifest_name_real_options() -> None:
+    """Every LOCKSMITHD_FLEETLOCK_* variable in the env file and the manifest is an option of the server."""
+    known = _option_variables()
+    assert {"LOCKSMITHD_FLEETLOCK_ENDPOINT", "LOCKSMITHD_FLEETLOCK_GRACE", "LOCKSMITHD_FLEETLOCK_TLS_CLIENT_CA"} <= known
+    for name in ("fleetlock.env", "kubernetes.yaml"):
+        used = set(re.findall(r"LOCKSMITHD_FLEETLOCK_[A-Z_]+", (CONTRIB / name).read_text()))
+        assert used and used <= known, (name, used - known)
+    assert "path: /-/healthy" in (CONTRIB / "kubernetes.yaml").read_text()
