@@ -157,15 +157,18 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
     from locksmithd.bus.systemd import SystemdClient
     from locksmithd.bus.update_engine import UpdateEngineWatcher
     from locksmithd.daemon.health import HealthGateOnWallClock
+    from locksmithd.daemon.observing import Observers
     from locksmithd.daemon.run import Daemon
     from locksmithd.host.wall import reboot_notice, write_to_terminals
 
     reboot_needed = asyncio.Event()
+    observers = Observers(settings, strategy)
 
     def on_status(status: UpdateStatus) -> None:
         log.debug("update_engine status: %s", status.current_operation)
         if status.needs_reboot and not reboot_needed.is_set():
             reboot_needed.set()
+            observers.event("reboot-needed", "update_engine")
 
     watcher = UpdateEngineWatcher(on_status)
     daemon = Daemon(
@@ -173,7 +176,7 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
         login_delay_s=settings.login_delay_s, retry_max_s=settings.retry_max_s,
         health=HealthGateOnWallClock(settings.health_policy(), SystemdClient(bus)) if strategy.uses_lock else None,
         warn_users=lambda ttys, delay: write_to_terminals(ttys, reboot_notice(socket.gethostname(), delay)),
-        notify=lambda state: notifier.send(STATUS=state))
+        notify=lambda state: notifier.send(STATUS=state), on_event=observers.event)
     stop_reason: dict[str, ExitCode] = {"code": ExitCode.OK}
 
     async def bus_lost() -> None:
@@ -183,6 +186,7 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
         stop_reason["code"] = ExitCode.BUS
         main.cancel()
 
+    await observers.start()  # before the daemon runs: a bad address is a config error at start-up
     lost = asyncio.create_task(bus_lost())
     run = asyncio.create_task(daemon.run())
     try:
@@ -195,6 +199,7 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
     finally:
         lost.cancel()
         await watcher.stop()
+        await observers.stop()
     return stop_reason["code"]
 
 

@@ -11,6 +11,7 @@ from locksmithd.core.window import RebootWindow, parse_window_length, parse_wind
 from locksmithd.errors import ConfigError
 from locksmithd.etcd.settings import EtcdSettings, validate_tls_and_auth
 from locksmithd.etcd.stale import StalePolicy
+from locksmithd.observe.address import MetricsAddress
 from locksmithd.host.identity import DEFAULT_MACHINE_ID_PATH, read_machine_id
 from locksmithd.settings import table
 from locksmithd.settings.conffile import read_conf_file
@@ -63,6 +64,7 @@ class DaemonSettings:
     health_dir: str = _default(table.HEALTH_DIR)
     health_soak_s: float = 0.0
     health_timeout_s: float = _default(table.HEALTH_TIMEOUT)
+    metrics_address: MetricsAddress | None = None
     journal_stream: str | None = None
     notify_socket: str | None = None
     sources: tuple[str, ...] = ()

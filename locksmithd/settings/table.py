@@ -150,6 +150,9 @@ HEALTH_SOAK = Setting("LOCKSMITHD_HEALTH_SOAK", values.delay_s,
 HEALTH_TIMEOUT = Setting("LOCKSMITHD_HEALTH_TIMEOUT", values.interval_s,
                          "checks repeat until all pass or this runs out; then the host keeps its slot and halts "
                          "its group", "health_timeout_s", "15m", flag="--health-timeout")
+METRICS_ADDRESS = Setting("LOCKSMITHD_METRICS_ADDRESS", values.metrics_address,
+                          "serve Prometheus metrics at `/metrics` on `host:port` (e.g. `127.0.0.1:9474`) or "
+                          "`unix:/path`; empty: off", "metrics_address", "", "(off)", flag="--metrics-address")
 # Set by systemd for the service, read through the same loader, not operator settings.
 JOURNAL_STREAM = Setting("JOURNAL_STREAM", values.optional_text, "stderr is the journal (systemd)",
                          "journal_stream", operator=False)
@@ -160,7 +163,7 @@ SETTINGS: tuple[Setting[object], ...] = (
     STRATEGY, ENDPOINT, GROUP, CAFILE, CERTFILE, KEYFILE, USERNAME, PASSWORD, KEY_PREFIX, WINDOW_START,
     WINDOW_LENGTH, LOGIN_DELAY, MACHINE_ID, STATE_FILE, RECHECK_INTERVAL, RETRY_MAX, ETCD_TIMEOUT, BOOT_ID_PATH,
     BUS_ADDRESS, DEBUG, REBOOT_DEADLINE, STALE_POLICY, HEALTH_SYSTEM_STATES, HEALTH_UNITS, HEALTH_DIR, HEALTH_SOAK,
-    HEALTH_TIMEOUT, JOURNAL_STREAM, NOTIFY_SOCKET,
+    HEALTH_TIMEOUT, METRICS_ADDRESS, JOURNAL_STREAM, NOTIFY_SOCKET,
 )  # fmt: skip
 """Every setting, in the order of the README's table."""
 

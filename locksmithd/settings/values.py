@@ -19,6 +19,7 @@ from locksmithd.strategies import ALIASES as STRATEGY_ALIASES
 from locksmithd.strategies import LABELS, resolve_label
 from locksmithd.core.health_policy import parse_check_dir, parse_system_states, parse_units
 from locksmithd.etcd.stale import StalePolicy, parse_stale_policy
+from locksmithd.observe.address import MetricsAddress, parse_metrics_address
 
 MAX_INTERVAL = timedelta(hours=24)
 """Longest login delay, recheck interval or retry pause: beyond a day they only hide a typo."""
@@ -201,3 +202,8 @@ def health_units(raw: RawSetting) -> tuple[str, ...]:
 def health_dir(raw: RawSetting) -> str:
     """An absolute directory of check commands (it may be missing: then there are none)."""
     return parse_check_dir(raw.value)
+
+
+def metrics_address(raw: RawSetting) -> MetricsAddress | None:
+    """``host:port`` or ``unix:/path`` for the metrics endpoint; empty turns it off."""
+    return parse_metrics_address(raw.value) if raw.value else None
