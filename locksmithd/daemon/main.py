@@ -9,6 +9,7 @@ import random
 import signal
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -159,6 +160,7 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
     from locksmithd.daemon.health import HealthGateOnWallClock
     from locksmithd.daemon.observing import Observers
     from locksmithd.daemon.run import Daemon
+    from locksmithd.daemon.supervise import Supervisor, watchdog_interval_s
     from locksmithd.host.wall import reboot_notice, write_to_terminals
 
     reboot_needed = asyncio.Event()
@@ -176,7 +178,10 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
         login_delay_s=settings.login_delay_s, retry_max_s=settings.retry_max_s,
         health=HealthGateOnWallClock(settings.health_policy(), SystemdClient(bus)) if strategy.uses_lock else None,
         warn_users=lambda ttys, delay: write_to_terminals(ttys, reboot_notice(socket.gethostname(), delay)),
-        notify=lambda state: notifier.send(STATUS=state), on_event=observers.event)
+        notify=lambda text: supervisor.note(text), on_event=observers.event)
+    supervisor = Supervisor(notifier, state=lambda: daemon.state,
+                            watchdog_s=watchdog_interval_s(settings.watchdog_usec, settings.watchdog_pid, os.getpid()),
+                            position=getattr(strategy, "queue_position", lambda: None))
     stop_reason: dict[str, ExitCode] = {"code": ExitCode.OK}
 
     async def bus_lost() -> None:
@@ -187,20 +192,31 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
         main.cancel()
 
     await observers.start()  # before the daemon runs: a bad address is a config error at start-up
+    if settings.test_block_loop:  # tests only: a wedged loop, to prove the watchdog pings stop
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _block_the_loop)
     lost = asyncio.create_task(bus_lost())
+    supervising = asyncio.create_task(supervisor.run())
     run = asyncio.create_task(daemon.run())
     try:
         await watcher.start(bus)
-        notifier.send(READY="1", STATUS="running")
+        notifier.send(READY="1")
+        supervisor.note(daemon.state.value)
         await run
     except asyncio.CancelledError:
+        supervisor.stopping()
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
     finally:
         lost.cancel()
+        supervising.cancel()
         await watcher.stop()
         await observers.stop()
     return stop_reason["code"]
+
+
+def _block_the_loop() -> None:
+    log.warning("LOCKSMITHD_TEST_BLOCK_LOOP: blocking the event loop on SIGUSR2")
+    time.sleep(3600)
 
 
 async def _connect_with_retry(connect: Callable[[str | None], Awaitable[MessageBus]], address: str | None,

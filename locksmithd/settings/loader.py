@@ -67,6 +67,9 @@ class DaemonSettings:
     metrics_address: MetricsAddress | None = None
     journal_stream: str | None = None
     notify_socket: str | None = None
+    watchdog_usec: int | None = None
+    watchdog_pid: str | None = None
+    test_block_loop: bool = False
     sources: tuple[str, ...] = ()
     unknown_keys: tuple[tuple[str, str], ...] = ()
 

@@ -158,12 +158,19 @@ JOURNAL_STREAM = Setting("JOURNAL_STREAM", values.optional_text, "stderr is the 
                          "journal_stream", operator=False)
 NOTIFY_SOCKET = Setting("NOTIFY_SOCKET", values.optional_text, "where sd_notify goes (systemd)",
                         "notify_socket", operator=False)
+WATCHDOG_USEC = Setting("WATCHDOG_USEC", values.watchdog_usec, "WatchdogSec= in microseconds (systemd)",
+                        "watchdog_usec", operator=False)
+WATCHDOG_PID = Setting("WATCHDOG_PID", values.optional_text, "the process the watchdog is for (systemd)",
+                       "watchdog_pid", operator=False)
+TEST_BLOCK_LOOP = Setting("LOCKSMITHD_TEST_BLOCK_LOOP", values.boolean,
+                          "tests only: SIGUSR2 blocks the event loop, to prove the watchdog stops",
+                          "test_block_loop", "false", operator=False)
 
 SETTINGS: tuple[Setting[object], ...] = (
     STRATEGY, ENDPOINT, GROUP, CAFILE, CERTFILE, KEYFILE, USERNAME, PASSWORD, KEY_PREFIX, WINDOW_START,
     WINDOW_LENGTH, LOGIN_DELAY, MACHINE_ID, STATE_FILE, RECHECK_INTERVAL, RETRY_MAX, ETCD_TIMEOUT, BOOT_ID_PATH,
     BUS_ADDRESS, DEBUG, REBOOT_DEADLINE, STALE_POLICY, HEALTH_SYSTEM_STATES, HEALTH_UNITS, HEALTH_DIR, HEALTH_SOAK,
-    HEALTH_TIMEOUT, METRICS_ADDRESS, JOURNAL_STREAM, NOTIFY_SOCKET,
+    HEALTH_TIMEOUT, METRICS_ADDRESS, JOURNAL_STREAM, NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID, TEST_BLOCK_LOOP,
 )  # fmt: skip
 """Every setting, in the order of the README's table."""
 

@@ -207,3 +207,12 @@ def health_dir(raw: RawSetting) -> str:
 def metrics_address(raw: RawSetting) -> MetricsAddress | None:
     """``host:port`` or ``unix:/path`` for the metrics endpoint; empty turns it off."""
     return parse_metrics_address(raw.value) if raw.value else None
+
+
+def watchdog_usec(raw: RawSetting) -> int | None:
+    """systemd's WATCHDOG_USEC: a positive whole number of microseconds; empty or 0 means none."""
+    if not raw.value or raw.value == "0":
+        return None
+    if not raw.value.isascii() or not raw.value.isdigit():
+        raise ValueError("must be a whole number of microseconds")
+    return int(raw.value)
