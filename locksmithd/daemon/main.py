@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # imported lazily at run time: --help and config errors need 
 
     from locksmithd.core.update_status import UpdateStatus
     from locksmithd.host.journal import Notifier
+    from locksmithd.host.journal_events import JournalFields
     from locksmithd.host.statefile import CoordinatorFile
     from locksmithd.settings import DaemonSettings
     from locksmithd.strategies.base import RebootStrategy
@@ -77,12 +78,14 @@ def cli(conf_paths: tuple[str, ...], **flags: tuple[str, ...] | bool | None) -> 
         click.echo(f"locksmithd: {error.one_line()}", err=True)
         sys.exit(int(error.exit_code))
     from locksmithd.host.journal import setup_logging
+    from locksmithd.host.journal_events import JournalFields
 
-    setup_logging(settings.debug, settings.journal_stream)
+    fields = JournalFields(settings.group, settings.machine_id)
+    journal = fields if setup_logging(settings.debug, settings.journal_stream, fields=fields) else None
     for source, key in settings.unknown_keys:
         log.warning("ignoring unknown setting %s from %s", printable(key), printable(source))
     try:
-        code = asyncio.run(_run(settings))
+        code = asyncio.run(_run(settings, journal))
     except LocksmithError as error:
         log.error("%s", error.one_line())
         code = error.exit_code
@@ -106,7 +109,7 @@ def _given_flags(flags: dict[str, tuple[str, ...] | bool | None]) -> dict[str, s
     return given
 
 
-async def _run(settings: DaemonSettings) -> ExitCode:
+async def _run(settings: DaemonSettings, journal: JournalFields | None = None) -> ExitCode:
     from locksmithd.host.journal import Notifier
     from locksmithd.host.statefile import CoordinatorFile
     from locksmithd.strategies import make_strategy
@@ -122,7 +125,7 @@ async def _run(settings: DaemonSettings) -> ExitCode:
         log.info("locksmithd %s starting: %s", __version__, settings.describe())
         coordinator.write(strategy.label, "starting", "starting")
         try:
-            return await _serve(settings, strategy, coordinator, Notifier(settings.notify_socket))
+            return await _serve(settings, strategy, coordinator, Notifier(settings.notify_socket), journal)
         finally:
             await strategy.close()
     finally:
@@ -130,7 +133,7 @@ async def _run(settings: DaemonSettings) -> ExitCode:
 
 
 async def _serve(settings: DaemonSettings, strategy: RebootStrategy, coordinator: CoordinatorFile,
-                 notifier: Notifier) -> ExitCode:
+                 notifier: Notifier, journal: JournalFields | None = None) -> ExitCode:
     """Connect to D-Bus (retrying), then run the daemon until a stop signal or a lost bus."""
     from locksmithd.bus.connection import connect, disconnect
 
@@ -146,13 +149,14 @@ async def _serve(settings: DaemonSettings, strategy: RebootStrategy, coordinator
         log.info("stopped while connecting to D-Bus")
         return ExitCode.OK
     try:
-        return await _serve_on_bus(settings, strategy, coordinator, notifier, bus, main)
+        return await _serve_on_bus(settings, strategy, coordinator, notifier, bus, main, journal)
     finally:
         await disconnect(bus)
 
 
 async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coordinator: CoordinatorFile,
-                        notifier: Notifier, bus: MessageBus, main: asyncio.Task[Any]) -> ExitCode:
+                        notifier: Notifier, bus: MessageBus, main: asyncio.Task[Any],
+                        journal: JournalFields | None = None) -> ExitCode:
     """Watch update_engine and run the state machine; cancelling ``main`` stops both cleanly."""
     from locksmithd.bus.logind import LogindClient
     from locksmithd.bus.systemd import SystemdClient
@@ -165,6 +169,10 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
 
     reboot_needed = asyncio.Event()
     observers = Observers(settings, strategy)
+    if journal is not None:  # one structured entry per event, with a fixed MESSAGE_ID (journal only)
+        from locksmithd.host.journal_events import journal_listener
+
+        observers.add_listener(journal_listener(journal))
 
     def on_status(status: UpdateStatus) -> None:
         log.debug("update_engine status: %s", status.current_operation)
