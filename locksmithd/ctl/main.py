@@ -81,6 +81,9 @@ def cli(ctx: click.Context, endpoints: tuple[str, ...], group: str, etcd_cafile:
             key_prefix=etcd_key_prefix, request_timeout_s=etcd_timeout), source, "LOCKSMITHCTL_")
     except ConfigError as error:
         raise UsageError(error.message) from error
+    if etcd_password and ctx.get_parameter_source("etcd_password") is ParameterSource.COMMANDLINE:
+        click.echo("locksmithctl: warning: --etcd-password is visible to every user in ps; "
+                   "set LOCKSMITHCTL_ETCD_PASSWORD instead", err=True)
     logging.getLogger("locksmithd.ctl").debug("etcd settings: %r", settings)
     ctx.obj = CtlContext(settings, group, machine_id_file, bus_address or None)
 

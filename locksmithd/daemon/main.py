@@ -82,6 +82,9 @@ def cli(conf_paths: tuple[str, ...], **flags: tuple[str, ...] | bool | None) -> 
 
     fields = JournalFields(settings.group, settings.machine_id)
     journal = fields if setup_logging(settings.debug, settings.journal_stream, fields=fields) else None
+    if FLAGS["--etcd-password"].key in given:
+        log.warning("--etcd-password on the command line is visible to every user in ps; use "
+                    "LOCKSMITHD_ETCD_PASSWORD_FILE or LoadCredential=etcd-password in the unit")
     for source, key in settings.unknown_keys:
         log.warning("ignoring unknown setting %s from %s", printable(key), printable(source))
     try:

@@ -15,6 +15,7 @@ from locksmithd.observe.address import MetricsAddress
 from locksmithd.host.identity import DEFAULT_MACHINE_ID_PATH, read_machine_id
 from locksmithd.settings import table
 from locksmithd.settings.conffile import read_conf_file
+from locksmithd.settings.credentials import apply_credential_files
 from locksmithd.settings.raw import COMMAND_LINE, ENVIRONMENT, RawSetting
 from locksmithd.settings.table import ALIASES, KNOWN_KEYS, SETTINGS, Setting, hidden, parse_row
 
@@ -189,9 +190,12 @@ def _build(
 def _etcd(fields: Mapping[str, Any], given: Mapping[str, RawSetting]) -> EtcdSettings:
     """The etcd rows' values, checked to fit together (TLS files, credentials)."""
     related = (table.ENDPOINT, table.CAFILE, table.CERTFILE, table.KEYFILE, table.USERNAME, table.PASSWORD,
-               table.KEY_PREFIX)
+               table.PASSWORD_FILE, table.KEY_PREFIX, table.CREDENTIALS_DIRECTORY)
     where = list(dict.fromkeys(given[row.key].source for row in related if row.key in given))
-    return validate_tls_and_auth(EtcdSettings(**fields), ", ".join(where) or "defaults", "LOCKSMITHD_")
+    filled = dict(fields)
+    apply_credential_files(filled, given.get(table.PASSWORD_FILE.key), given.get(table.PASSWORD.key),
+                           given.get(table.CREDENTIALS_DIRECTORY.key))
+    return validate_tls_and_auth(EtcdSettings(**filled), ", ".join(where) or "defaults", "LOCKSMITHD_")
 
 
 def _window(start: RawSetting | None, length: RawSetting | None) -> RebootWindow | None:

@@ -97,6 +97,10 @@ USERNAME = Setting("LOCKSMITHD_ETCD_USERNAME", values.optional_text, "etcd user 
 PASSWORD = Setting("LOCKSMITHD_ETCD_PASSWORD", values.optional_text,
                    "etcd password; never appears in logs, errors or `--debug` output", "etcd.password",
                    flag="--etcd-password", secret=True)
+PASSWORD_FILE = Setting("LOCKSMITHD_ETCD_PASSWORD_FILE", values.readable_file,
+                        "file whose first line is the etcd password: out of the environment and `ps`; "
+                        "`LoadCredential=etcd-password:PATH` in the unit does the same", None,
+                        flag="--etcd-password-file")
 KEY_PREFIX = Setting("LOCKSMITHD_ETCD_KEY_PREFIX", values.text,
                      "prefix before locksmith's keys, for a shared (multi-tenant) etcd", "etcd.key_prefix", "",
                      "", flag="--etcd-key-prefix")
@@ -158,6 +162,9 @@ JOURNAL_STREAM = Setting("JOURNAL_STREAM", values.optional_text, "stderr is the 
                          "journal_stream", operator=False)
 NOTIFY_SOCKET = Setting("NOTIFY_SOCKET", values.optional_text, "where sd_notify goes (systemd)",
                         "notify_socket", operator=False)
+CREDENTIALS_DIRECTORY = Setting("CREDENTIALS_DIRECTORY", values.optional_text,
+                                "systemd credentials (LoadCredential=): etcd-password, etcd-username, etcd-ca.pem, "
+                                "etcd-cert.pem, etcd-key.pem", None, operator=False)
 WATCHDOG_USEC = Setting("WATCHDOG_USEC", values.watchdog_usec, "WatchdogSec= in microseconds (systemd)",
                         "watchdog_usec", operator=False)
 WATCHDOG_PID = Setting("WATCHDOG_PID", values.optional_text, "the process the watchdog is for (systemd)",
@@ -167,10 +174,11 @@ TEST_BLOCK_LOOP = Setting("LOCKSMITHD_TEST_BLOCK_LOOP", values.boolean,
                           "test_block_loop", "false", operator=False)
 
 SETTINGS: tuple[Setting[object], ...] = (
-    STRATEGY, ENDPOINT, GROUP, CAFILE, CERTFILE, KEYFILE, USERNAME, PASSWORD, KEY_PREFIX, WINDOW_START,
+    STRATEGY, ENDPOINT, GROUP, CAFILE, CERTFILE, KEYFILE, USERNAME, PASSWORD, PASSWORD_FILE, KEY_PREFIX, WINDOW_START,
     WINDOW_LENGTH, LOGIN_DELAY, MACHINE_ID, STATE_FILE, RECHECK_INTERVAL, RETRY_MAX, ETCD_TIMEOUT, BOOT_ID_PATH,
     BUS_ADDRESS, DEBUG, REBOOT_DEADLINE, STALE_POLICY, HEALTH_SYSTEM_STATES, HEALTH_UNITS, HEALTH_DIR, HEALTH_SOAK,
-    HEALTH_TIMEOUT, METRICS_ADDRESS, JOURNAL_STREAM, NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID, TEST_BLOCK_LOOP,
+    HEALTH_TIMEOUT, METRICS_ADDRESS, JOURNAL_STREAM, NOTIFY_SOCKET, CREDENTIALS_DIRECTORY, WATCHDOG_USEC,
+    WATCHDOG_PID, TEST_BLOCK_LOOP,
 )  # fmt: skip
 """Every setting, in the order of the README's table."""
 
