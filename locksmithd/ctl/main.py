@@ -53,6 +53,10 @@ _MAX_CLICK_MESSAGE_CHARS = 300
 @click.option("--etcd-timeout", default=DEFAULT_REQUEST_TIMEOUT_S, type=float, envvar="LOCKSMITHCTL_ETCD_TIMEOUT",
               help="seconds per etcd request, 0.1 to 300 [default: 5]")
 @click.option("--machine-id-file", default="/etc/machine-id", envvar="LOCKSMITHCTL_MACHINE_ID_FILE", hidden=True)
+@click.option("--holder-id", "holder_id_mode", type=click.Choice(["machine-id", "app-specific"]),
+              default="machine-id", envvar="LOCKSMITHCTL_HOLDER_ID",
+              help="this host's id: the machine id, or the app-specific id derived from it as locksmithd's "
+                   "LOCKSMITHD_HOLDER_ID=app-specific does [default: machine-id]")
 @click.option("--bus-address", envvar="DBUS_SYSTEM_BUS_ADDRESS", hidden=True)
 @click.option("--debug", is_flag=True, envvar="LOCKSMITHCTL_DEBUG", help="log etcd and D-Bus traffic to stderr")
 @click.version_option(__version__, "--version", prog_name="locksmithctl")
@@ -61,7 +65,7 @@ _MAX_CLICK_MESSAGE_CHARS = 300
 def cli(ctx: click.Context, endpoints: tuple[str, ...], group: str, etcd_cafile: str | None,
         etcd_certfile: str | None, etcd_keyfile: str | None, etcd_username: str | None,
         etcd_password: str | None, etcd_key_prefix: str, etcd_timeout: float, machine_id_file: str,
-        bus_address: str | None, debug: bool) -> None:
+        holder_id_mode: str, bus_address: str | None, debug: bool) -> None:
     """Manage the cluster-wide reboot lock used by locksmithd."""
     _configure_logging(debug)
     _check_text_options(ctx)
@@ -85,7 +89,7 @@ def cli(ctx: click.Context, endpoints: tuple[str, ...], group: str, etcd_cafile:
         click.echo("locksmithctl: warning: --etcd-password is visible to every user in ps; "
                    "set LOCKSMITHCTL_ETCD_PASSWORD instead", err=True)
     logging.getLogger("locksmithd.ctl").debug("etcd settings: %r", settings)
-    ctx.obj = CtlContext(settings, group, machine_id_file, bus_address or None)
+    ctx.obj = CtlContext(settings, group, machine_id_file, bus_address or None, holder_id_mode)
 
 
 for _command in (status, lock, unlock, set_max, reset, halt, resume, history, metrics, send_need_reboot, reboot):

@@ -12,7 +12,7 @@ from locksmithd.errors import ConfigError
 from locksmithd.etcd.settings import EtcdSettings, validate_tls_and_auth
 from locksmithd.etcd.stale import StalePolicy
 from locksmithd.observe.address import MetricsAddress
-from locksmithd.host.identity import DEFAULT_MACHINE_ID_PATH, read_machine_id
+from locksmithd.host.identity import DEFAULT_MACHINE_ID_PATH, read_holder_id
 from locksmithd.settings import table
 from locksmithd.settings.conffile import read_conf_file
 from locksmithd.settings.credentials import apply_credential_files
@@ -170,11 +170,13 @@ def _build(
         else:
             top[row.field] = value
     override = given.get(table.MACHINE_ID.key)
+    mode = given.get(table.HOLDER_ID.key)
     settings = DaemonSettings(
         **top,
         etcd=_etcd(etcd, given),
         window=_window(given.get(table.WINDOW_START.key), given.get(table.WINDOW_LENGTH.key)),
-        machine_id=parse_row(table.MACHINE_ID, override) if override else read_machine_id(machine_id_path),
+        machine_id=parse_row(table.MACHINE_ID, override) if override else read_holder_id(
+            machine_id_path, parse_row(table.HOLDER_ID, mode) if mode else "machine-id"),
         sources=sources,
         unknown_keys=unknown,
     )

@@ -116,6 +116,10 @@ LOGIN_DELAY = Setting("LOCKSMITHD_LOGIN_DELAY", values.delay_s,
                       "5m", flag="--login-delay")
 MACHINE_ID = Setting("LOCKSMITHD_MACHINE_ID", values.holder_id, "holder id override (tests, demos)", None,
                      shown_default=f"`{DEFAULT_MACHINE_ID_PATH}`", flag="--machine-id", error=IdentityError)
+HOLDER_ID = Setting("LOCKSMITHD_HOLDER_ID", values.holder_id_mode,
+                    "`machine-id` (locksmith's holder id) or `app-specific`: derived from it as "
+                    "`sd_id128_get_machine_app_specific()` does, so the machine id never leaves the host; "
+                    "give locksmithctl the same with `--holder-id`", None, "machine-id", flag="--holder-id")
 STATE_FILE = Setting("LOCKSMITHD_STATE_FILE", values.state_file,
                      "coordinator state file; only its last directory is created", "state_file",
                      DEFAULT_STATE_FILE, flag="--state-file")
@@ -175,7 +179,7 @@ TEST_BLOCK_LOOP = Setting("LOCKSMITHD_TEST_BLOCK_LOOP", values.boolean,
 
 SETTINGS: tuple[Setting[object], ...] = (
     STRATEGY, ENDPOINT, GROUP, CAFILE, CERTFILE, KEYFILE, USERNAME, PASSWORD, PASSWORD_FILE, KEY_PREFIX, WINDOW_START,
-    WINDOW_LENGTH, LOGIN_DELAY, MACHINE_ID, STATE_FILE, RECHECK_INTERVAL, RETRY_MAX, ETCD_TIMEOUT, BOOT_ID_PATH,
+    WINDOW_LENGTH, LOGIN_DELAY, MACHINE_ID, HOLDER_ID, STATE_FILE, RECHECK_INTERVAL, RETRY_MAX, ETCD_TIMEOUT, BOOT_ID_PATH,
     BUS_ADDRESS, DEBUG, REBOOT_DEADLINE, STALE_POLICY, HEALTH_SYSTEM_STATES, HEALTH_UNITS, HEALTH_DIR, HEALTH_SOAK,
     HEALTH_TIMEOUT, METRICS_ADDRESS, JOURNAL_STREAM, NOTIFY_SOCKET, CREDENTIALS_DIRECTORY, WATCHDOG_USEC,
     WATCHDOG_PID, TEST_BLOCK_LOOP,

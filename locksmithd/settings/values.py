@@ -14,6 +14,7 @@ from datetime import timedelta
 from locksmithd.core.duration import format_duration, parse_duration
 from locksmithd.core.names import group_problem, name_problem
 from locksmithd.etcd.settings import Endpoint, check_readable_file, parse_endpoints, request_timeout_problem
+from locksmithd.host.identity import HOLDER_ID_MODES
 from locksmithd.settings.raw import RawSetting
 from locksmithd.strategies import ALIASES as STRATEGY_ALIASES
 from locksmithd.strategies import LABELS, resolve_label
@@ -55,6 +56,14 @@ def group(raw: RawSetting) -> str:
     if problem is not None:
         raise ValueError(problem)
     return raw.value
+
+
+def holder_id_mode(raw: RawSetting) -> str:
+    """``machine-id`` or ``app-specific`` (any case)."""
+    mode = raw.value.strip().lower()
+    if mode not in HOLDER_ID_MODES:
+        raise ValueError(f"use one of {', '.join(HOLDER_ID_MODES)}")
+    return mode
 
 
 def holder_id(raw: RawSetting) -> str:
