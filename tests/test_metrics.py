@@ -209,3 +209,48 @@ def test_locksmithctl_and_the_settings_do_not_load_prometheus_client() -> None:
             "assert 'prometheus_client' not in sys.modules, 'loaded'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_metrics_server_answers_only_get_metrics(tmp_path: Path) -> None:
+    """Other paths 404, other methods 405; a stale socket file is replaced; a busy port is a config error."""
+    from locksmithd.errors import ConfigError
+    from locksmithd.observe.server import start_metrics_server
+
+    stale = tmp_path / "m.sock"
+    leftover = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    leftover.bind(str(stale))
+    leftover.close()  # the file stays, as after a crash
+
+    async def body() -> bytes:
+        return b"locksmithd_test 1.0\n"
+
+    async def scenario() -> None:
+        port = free_port()
+        server = await start_metrics_server(MetricsAddress("127.0.0.1", port), body)
+        unix = await start_metrics_server(MetricsAddress(path=str(stale)), body)
+        try:
+            def requests() -> list[int]:
+                codes = []
+                for method, path in (("GET", "/metrics"), ("GET", "/other"), ("POST", "/metrics")):
+                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                    try:
+                        connection.request(method, path)
+                        codes.append(connection.getresponse().status)
+                    finally:
+                        connection.close()
+                return codes
+
+            assert await asyncio.to_thread(requests) == [200, 404, 405]
+            assert await asyncio.to_thread(scrape, f"unix:{stale}") == {("locksmithd_test", ()): 1.0}
+            try:
+                await start_metrics_server(MetricsAddress("127.0.0.1", port), body)
+            except ConfigError as error:
+                assert "LOCKSMITHD_METRICS_ADDRESS" in error.one_line() and "cannot listen" in error.one_line()
+            else:
+                raise AssertionError("a busy port was bound twice")
+        finally:
+            for one in (server, unix):
+                one.close()
+                await one.wait_closed()
+
+    asyncio.run(scenario())

@@ -24,8 +24,9 @@ GROUP_READ_MIN_INTERVAL_S = 5.0  # scrapes closer together reuse the last read: 
 class Observers:
     """Fans the daemon's events out to the metrics (and whatever else observes it).
 
-    ``event`` is the Daemon's ``on_event`` hook. With no metrics address it
-    only keeps nothing; ``start`` then does nothing.
+    ``event`` is the Daemon's ``on_event`` hook; listeners (the journal's)
+    hear every event too. With no metrics address no metric is kept and
+    ``start`` does nothing.
     """
 
     def __init__(self, settings: DaemonSettings, strategy: RebootStrategy) -> None:
