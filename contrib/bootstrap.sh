@@ -1,12 +1,13 @@
 #!/bin/sh
 # Idempotent set-up for a fresh Debian bookworm machine, run as root:
-# Debian packages (etcd, dbus, systemd headers), then a virtualenv at .venv/
+# Debian packages (etcd, dbus, systemd headers, promtool), then a virtualenv at .venv/
 # with locksmithd installed in editable mode plus its test extras.
 set -eu
 cd "$(dirname "$0")/.."
 
 need_pkgs=""
-for pkg in etcd-server etcd-client dbus libsystemd-dev pkg-config iproute2 python3-venv systemd; do
+# prometheus: for promtool, which tests contrib/prometheus/alerts.yml (about 19 MB).
+for pkg in etcd-server etcd-client dbus libsystemd-dev pkg-config iproute2 python3-venv systemd prometheus; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs="$need_pkgs $pkg"
 done
 if [ -n "$need_pkgs" ]; then

@@ -69,3 +69,15 @@ def test_unit_agrees_with_the_settings_table() -> None:
     assert unit.get("Service", "ReadWritePaths") == state_dir
     assert unit.get("Service", "RuntimeDirectory") == os.path.basename(state_dir)
     assert os.path.dirname(state_dir) == "/run"  # RuntimeDirectory= lives in /run
+
+
+def test_unit_has_a_watchdog_the_daemon_feeds() -> None:
+    """Type=notify with WatchdogSec=: the daemon pings at half the period (tests/test_watchdog.py)."""
+    from locksmithd.daemon.supervise import watchdog_interval_s
+
+    unit = load_unit()
+    assert unit.get("Service", "Type") == "notify"
+    assert unit.get("Service", "NotifyAccess") == "main"
+    watchdog = unit.get("Service", "WatchdogSec")
+    assert watchdog.endswith("s") and int(watchdog[:-1]) >= 30
+    assert watchdog_interval_s(int(watchdog[:-1]) * 1_000_000, None, 1) == int(watchdog[:-1]) / 2

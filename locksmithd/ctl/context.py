@@ -34,6 +34,7 @@ class CtlContext:
     group: str
     machine_id_file: str
     bus_address: str | None
+    holder_id_mode: str = "machine-id"
 
     def semaphore(self) -> SemaphoreClient:
         from locksmithd.etcd.client import EtcdStore
@@ -47,11 +48,11 @@ class CtlContext:
         Raises InvalidName (exit 2) naming the ID argument, with ``hint``
         appended, and IdentityError (exit 4) for a missing or bad machine-id.
         """
-        from locksmithd.host.identity import read_machine_id
+        from locksmithd.host.identity import read_holder_id
 
         if given is None:
             _require_regular_file(self.machine_id_file)
-            return read_machine_id(self.machine_id_file)
+            return read_holder_id(self.machine_id_file, self.holder_id_mode)
         problem = name_problem(given)
         if problem is not None:
             raise InvalidName(f"{value_problem('ID', given, problem)}{hint}")

@@ -14,6 +14,7 @@ from locksmithd.core.names import group_problem, printable
 from locksmithd.ctl.bus_commands import reboot, send_need_reboot
 from locksmithd.ctl.context import CtlContext, fail, handled, is_not_utf8, value_problem
 from locksmithd.ctl.group_commands import halt, history, resume
+from locksmithd.ctl.metrics_command import metrics
 from locksmithd.ctl.semaphore_commands import lock, reset, set_max, status, unlock
 from locksmithd.errors import Aborted, ConfigError, ExitCode, InvalidName, LocksmithError, UsageError
 from locksmithd.etcd.settings import (
@@ -53,6 +54,10 @@ _MAX_CLICK_MESSAGE_CHARS = 300
 @click.option("--etcd-timeout", default=DEFAULT_REQUEST_TIMEOUT_S, type=float, envvar="LOCKSMITHCTL_ETCD_TIMEOUT",
               help="seconds per etcd request, 0.1 to 300 [default: 5]")
 @click.option("--machine-id-file", default=DEFAULT_MACHINE_ID_PATH, envvar="LOCKSMITHCTL_MACHINE_ID_FILE", hidden=True)
+@click.option("--holder-id", "holder_id_mode", type=click.Choice(["machine-id", "app-specific"]),
+              default="machine-id", envvar="LOCKSMITHCTL_HOLDER_ID",
+              help="this host's id: the machine id, or the app-specific id derived from it as locksmithd's "
+                   "LOCKSMITHD_HOLDER_ID=app-specific does [default: machine-id]")
 @click.option("--bus-address", envvar="DBUS_SYSTEM_BUS_ADDRESS", hidden=True)
 @click.option("--debug", is_flag=True, envvar="LOCKSMITHCTL_DEBUG", help="log etcd and D-Bus traffic to stderr")
 @click.version_option(__version__, "--version", prog_name="locksmithctl")
@@ -61,7 +66,7 @@ _MAX_CLICK_MESSAGE_CHARS = 300
 def cli(ctx: click.Context, endpoints: tuple[str, ...], group: str, etcd_cafile: str | None,
         etcd_certfile: str | None, etcd_keyfile: str | None, etcd_username: str | None,
         etcd_password: str | None, etcd_key_prefix: str, etcd_timeout: float, machine_id_file: str,
-        bus_address: str | None, debug: bool) -> None:
+        holder_id_mode: str, bus_address: str | None, debug: bool) -> None:
     """Manage the cluster-wide reboot lock used by locksmithd."""
     _configure_logging(debug)
     _check_text_options(ctx)
@@ -81,11 +86,14 @@ def cli(ctx: click.Context, endpoints: tuple[str, ...], group: str, etcd_cafile:
             key_prefix=etcd_key_prefix, request_timeout_s=etcd_timeout), source, "LOCKSMITHCTL_")
     except ConfigError as error:
         raise UsageError(error.message) from error
+    if etcd_password and ctx.get_parameter_source("etcd_password") is ParameterSource.COMMANDLINE:
+        click.echo("locksmithctl: warning: --etcd-password is visible to every user in ps; "
+                   "set LOCKSMITHCTL_ETCD_PASSWORD instead", err=True)
     logging.getLogger("locksmithd.ctl").debug("etcd settings: %r", settings)
-    ctx.obj = CtlContext(settings, group, machine_id_file, bus_address or None)
+    ctx.obj = CtlContext(settings, group, machine_id_file, bus_address or None, holder_id_mode)
 
 
-for _command in (status, lock, unlock, set_max, reset, halt, resume, history, send_need_reboot, reboot):
+for _command in (status, lock, unlock, set_max, reset, halt, resume, history, metrics, send_need_reboot, reboot):
     cli.add_command(_command)
 
 

@@ -9,6 +9,7 @@ import random
 import signal
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # imported lazily at run time: --help and config errors need 
 
     from locksmithd.core.update_status import UpdateStatus
     from locksmithd.host.journal import Notifier
+    from locksmithd.host.journal_events import JournalFields
     from locksmithd.host.statefile import CoordinatorFile
     from locksmithd.settings import DaemonSettings
     from locksmithd.strategies.base import RebootStrategy
@@ -76,12 +78,17 @@ def cli(conf_paths: tuple[str, ...], **flags: tuple[str, ...] | bool | None) -> 
         click.echo(f"locksmithd: {error.one_line()}", err=True)
         sys.exit(int(error.exit_code))
     from locksmithd.host.journal import setup_logging
+    from locksmithd.host.journal_events import JournalFields
 
-    setup_logging(settings.debug, settings.journal_stream)
+    fields = JournalFields(settings.group, settings.machine_id)
+    journal = fields if setup_logging(settings.debug, settings.journal_stream, fields=fields) else None
+    if FLAGS["--etcd-password"].key in given:
+        log.warning("--etcd-password on the command line is visible to every user in ps; use "
+                    "LOCKSMITHD_ETCD_PASSWORD_FILE or LoadCredential=etcd-password in the unit")
     for source, key in settings.unknown_keys:
         log.warning("ignoring unknown setting %s from %s", printable(key), printable(source))
     try:
-        code = asyncio.run(_run(settings))
+        code = asyncio.run(_run(settings, journal))
     except LocksmithError as error:
         log.error("%s", error.one_line())
         code = error.exit_code
@@ -125,18 +132,18 @@ def _stop_on_signals(main: asyncio.Task[Any]) -> None:
         loop.add_signal_handler(signum, stop, signum)
 
 
-async def _run(settings: DaemonSettings) -> ExitCode:
+async def _run(settings: DaemonSettings, journal: JournalFields | None = None) -> ExitCode:
     main = asyncio.current_task()
     assert main is not None
     _stop_on_signals(main)
     try:
-        return await _run_signalled(settings)
+        return await _run_signalled(settings, journal)
     except asyncio.CancelledError:  # stopped before the daemon ran (while starting): a clean stop
         log.info("stopped while starting")
         return ExitCode.OK
 
 
-async def _run_signalled(settings: DaemonSettings) -> ExitCode:
+async def _run_signalled(settings: DaemonSettings, journal: JournalFields | None = None) -> ExitCode:
     from locksmithd.host.journal import Notifier
     from locksmithd.host.statefile import CoordinatorFile
     from locksmithd.strategies import make_strategy
@@ -152,7 +159,7 @@ async def _run_signalled(settings: DaemonSettings) -> ExitCode:
         log.info("locksmithd %s starting: %s", __version__, settings.describe())
         coordinator.write(strategy.label, "starting", "starting")
         try:
-            return await _serve(settings, strategy, coordinator, Notifier(settings.notify_socket))
+            return await _serve(settings, strategy, coordinator, Notifier(settings.notify_socket), journal)
         finally:
             await strategy.close()
     finally:
@@ -160,7 +167,7 @@ async def _run_signalled(settings: DaemonSettings) -> ExitCode:
 
 
 async def _serve(settings: DaemonSettings, strategy: RebootStrategy, coordinator: CoordinatorFile,
-                 notifier: Notifier) -> ExitCode:
+                 notifier: Notifier, journal: JournalFields | None = None) -> ExitCode:
     """Connect to D-Bus (retrying), then run the daemon until a stop signal or a lost bus."""
     from locksmithd.bus.connection import connect, disconnect
 
@@ -173,27 +180,36 @@ async def _serve(settings: DaemonSettings, strategy: RebootStrategy, coordinator
         log.info("stopped while connecting to D-Bus")
         return ExitCode.OK
     try:
-        return await _serve_on_bus(settings, strategy, coordinator, notifier, bus, main)
+        return await _serve_on_bus(settings, strategy, coordinator, notifier, bus, main, journal)
     finally:
         await disconnect(bus)
 
 
 async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coordinator: CoordinatorFile,
-                        notifier: Notifier, bus: MessageBus, main: asyncio.Task[Any]) -> ExitCode:
+                        notifier: Notifier, bus: MessageBus, main: asyncio.Task[Any],
+                        journal: JournalFields | None = None) -> ExitCode:
     """Watch update_engine and run the state machine; cancelling ``main`` stops both cleanly."""
     from locksmithd.bus.logind import LogindClient
     from locksmithd.bus.systemd import SystemdClient
     from locksmithd.bus.update_engine import UpdateEngineWatcher
     from locksmithd.daemon.health import HealthGateOnWallClock
+    from locksmithd.daemon.observing import Observers
     from locksmithd.daemon.run import Daemon
+    from locksmithd.daemon.supervise import Supervisor, watchdog_interval_s
     from locksmithd.host.wall import reboot_notice, write_to_terminals
 
     reboot_needed = asyncio.Event()
+    observers = Observers(settings, strategy)
+    if journal is not None:  # one structured entry per event, with a fixed MESSAGE_ID (journal only)
+        from locksmithd.host.journal_events import journal_listener
+
+        observers.add_listener(journal_listener(journal))
 
     def on_status(status: UpdateStatus) -> None:
         log.debug("update_engine status: %s", status.current_operation)
         if status.needs_reboot and not reboot_needed.is_set():
             reboot_needed.set()
+            observers.event("reboot-needed", "update_engine")
 
     watcher = UpdateEngineWatcher(on_status)
     daemon = Daemon(
@@ -201,7 +217,10 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
         login_delay_s=settings.login_delay_s, retry_max_s=settings.retry_max_s,
         health=HealthGateOnWallClock(settings.health_policy(), SystemdClient(bus)) if strategy.uses_lock else None,
         warn_users=lambda ttys, delay: write_to_terminals(ttys, reboot_notice(socket.gethostname(), delay)),
-        notify=lambda state: notifier.send(STATUS=state))
+        notify=lambda text: supervisor.note(text), on_event=observers.event)
+    supervisor = Supervisor(notifier, state=lambda: daemon.state,
+                            watchdog_s=watchdog_interval_s(settings.watchdog_usec, settings.watchdog_pid, os.getpid()),
+                            position=getattr(strategy, "queue_position", lambda: None))
     stop_reason: dict[str, ExitCode] = {"code": ExitCode.OK}
 
     async def bus_lost() -> None:
@@ -211,19 +230,32 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
         stop_reason["code"] = ExitCode.BUS
         main.cancel()
 
+    await observers.start()  # before the daemon runs: a bad address is a config error at start-up
+    if settings.test_block_loop:  # tests only: a wedged loop, to prove the watchdog pings stop
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _block_the_loop)
     lost = asyncio.create_task(bus_lost())
+    supervising = asyncio.create_task(supervisor.run())
     run = asyncio.create_task(daemon.run())
     try:
         await watcher.start(bus)
-        notifier.send(READY="1", STATUS="running")
+        notifier.send(READY="1")
+        supervisor.note(daemon.state.value)
         await run
     except asyncio.CancelledError:
+        supervisor.stopping()
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
     finally:
         lost.cancel()
+        supervising.cancel()
         await watcher.stop()
+        await observers.stop()
     return stop_reason["code"]
+
+
+def _block_the_loop() -> None:
+    log.warning("LOCKSMITHD_TEST_BLOCK_LOOP: blocking the event loop on SIGUSR2")
+    time.sleep(3600)
 
 
 async def _connect_with_retry(connect: Callable[[str | None], Awaitable[MessageBus]], address: str | None,

@@ -73,13 +73,20 @@ class Daemon:
     Step, carrying what the next state needs (such as a pause before trying
     again), so a transition reads in one place. Each state that retries owns
     one Backoff (reset when it succeeds).
+
+    ``on_event(kind, detail)`` hears what an operator may count or search
+    for (metrics, journal): "state" (detail: the new state), "reboot-needed",
+    "slot-taken", "reboot-requested", "slot-released", "reboot-done" (the
+    slot taken before a reboot released in the new boot), "health-failed"
+    and "error" (detail: the error kind). It must not raise.
     """
 
     def __init__(self, strategy: RebootStrategy, rebooter: Rebooter, *, window: RebootWindow | None,
                  publisher: StatePublisher, reboot_needed: asyncio.Event, login_delay_s: float,
                  health: HealthGate | None = None,
                  retry_max_s: float, warn_users: Callable[[list[str], float], object] = lambda t, d: None,
-                 notify: Callable[[str], None] = lambda status: None, now: Callable[[], datetime] = local_now,
+                 notify: Callable[[str], None] = lambda status: None,
+                 on_event: Callable[[str, str], None] = lambda kind, detail: None, now: Callable[[], datetime] = local_now,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, rng: random.Random | None = None) -> None:
         self.strategy = strategy
         self.rebooter = rebooter
@@ -90,6 +97,7 @@ class Daemon:
         self.health = health
         self.warn_users = warn_users
         self.notify = notify
+        self.on_event = on_event
         self.now = now
         self.sleep = sleep
         rng = rng or random.Random()
@@ -146,6 +154,7 @@ class Daemon:
             self.publisher.write(self.strategy.label, published_state(current), current.value)
         except LocksmithError as error:
             log.warning("%s", error.one_line())
+        self.on_event("state", current.value)
         self.notify(current.value)
 
     # -- handlers: each takes the step that led here and returns the next ----
@@ -165,6 +174,9 @@ class Daemon:
             log.info("holding a slot taken in this boot (stopped before rebooting): giving it back")
         await self._until_done(State.RELEASING_AFTER_BOOT, "release the slot held before boot", self.strategy.release)
         log.info("released the reboot slot held from before this boot")
+        self.on_event("slot-released", "")
+        if found is AfterBoot.NEW_BOOT:
+            self.on_event("reboot-done", "")
         return Step(State.IDLE)
 
     async def _checking_health(self, step: Step) -> Step:
@@ -175,6 +187,7 @@ class Daemon:
         if result.passed:
             return await self._release_healthy(State.CHECKING_HEALTH, result)
         log.error("health checks failed: %s; keeping the slot and halting the group", result.summary)
+        self.on_event("health-failed", result.summary)
         await self._until_done(State.CHECKING_HEALTH, "halt the group",
                                lambda: self.strategy.halt_unhealthy(result.summary))
         return Step(State.UNHEALTHY, detail=result.summary)
@@ -193,6 +206,8 @@ class Daemon:
     async def _release_healthy(self, state: State, result: HealthResult) -> Step:
         log.info("health checks passed (%s); releasing the slot", result.summary)
         await self._until_done(state, "release the slot", lambda: self.strategy.release_healthy(result.summary))
+        self.on_event("slot-released", result.summary)
+        self.on_event("reboot-done", "")
         return Step(State.IDLE)
 
     def _health_progress(self, detail: str) -> None:
@@ -206,6 +221,7 @@ class Daemon:
     async def _idle(self, step: Step) -> Step:
         await self.reboot_needed.wait()
         log.info("a reboot is needed")
+        self.on_event("reboot-needed", "update_engine")
         return Step(State.WAITING_FOR_WINDOW)
 
     async def _waiting_for_window(self, step: Step) -> Step:
@@ -233,6 +249,7 @@ class Daemon:
             log.info("the reboot window closed while waiting for a slot")
             return Step(State.WAITING_FOR_WINDOW)
         log.info("acquired a reboot slot")
+        self.on_event("slot-taken", "")
         return Step(State.HOLDING)
 
     async def _holding(self, step: Step) -> Step:
@@ -261,11 +278,13 @@ class Daemon:
             return Step(State.RELEASING, pause_s=pause_s)
         self._succeeded(State.REBOOTING)
         log.info("reboot accepted by logind; waiting to be stopped")
+        self.on_event("reboot-requested", "")
         await asyncio.Event().wait()  # systemd stops us as part of the reboot
         raise AssertionError("unreachable")
 
     async def _releasing(self, step: Step) -> Step:
         await self._until_done(State.RELEASING, "release the reboot slot", self.strategy.release)
+        self.on_event("slot-released", "")
         # The pause (after a refused reboot) is spent without the slot, before queueing again.
         return Step(State.WAITING_FOR_WINDOW, pause_s=step.pause_s)
 
@@ -320,6 +339,7 @@ class Daemon:
         else:
             log.log(logging.ERROR if must_act else logging.WARNING, "%s: %s; retrying in %.1fs", what, text, pause_s)
         self._reported[state] = text
+        self.on_event("error", error.kind)
         return pause_s
 
     def _succeeded(self, state: State) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import etcd3
@@ -68,6 +69,9 @@ class EtcdStore:
         self._clients: dict[Endpoint, Any] = {}
         self._preferred = 0
         self._credentials = self._load_tls() if any(ep.secure for ep in settings.endpoints) else None
+        self.observer: Callable[[str, float, str], None] | None = None
+        """Called after each request with (operation, seconds, "ok" or the error kind); the daemon
+        sets it to feed its latency histogram, so this edge stays free of any metrics library."""
 
     # -- KeyValueStore -------------------------------------------------------
 
@@ -250,7 +254,25 @@ class EtcdStore:
             yield index, endpoints[index]
 
     def _call(self, what: str, op: Callable[[Any], T], *, write: bool = False) -> T:
-        """Run ``op`` on the first endpoint that answers; map failures into StoreError."""
+        """Run ``op`` on the first endpoint that answers; map failures into StoreError.
+
+        The one place every request passes: ``observer`` (if set) sees its
+        duration, failover included, and outcome.
+        """
+        observer = self.observer
+        if observer is None:
+            return self._call_endpoints(what, op, write)
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            return self._call_endpoints(what, op, write)
+        except StoreError as error:
+            outcome = error.kind
+            raise
+        finally:
+            observer(what.split(" ", 1)[0], time.monotonic() - started, outcome)
+
+    def _call_endpoints(self, what: str, op: Callable[[Any], T], write: bool) -> T:
         failures: list[str] = []
         for index, endpoint in self._endpoint_order():
             reauthenticated = False

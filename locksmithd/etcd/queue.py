@@ -119,6 +119,7 @@ class GroupQueue:
         self._synced = False
         self._reported_corruption: str | None = None
         self.stale: StaleHolders | None = None  # set by the strategy: the head acts on stale holders
+        self.handoffs_observed = 0  # slots released, as seen by the watch (for metrics)
 
     async def acquire(self, holder: str, info: Mapping[str, Any] | None = None,
                       deadline: datetime | None = None) -> bool:
@@ -170,6 +171,13 @@ class GroupQueue:
                 await self._leave(holder)
             if not self._local:
                 self._stop_watch()
+
+    def position(self, holder: str) -> tuple[int, int] | None:
+        """(1-based place, queue length) of ``holder`` while the view is current, else None."""
+        if not self._synced:
+            return None
+        place = self.view.position(holder)
+        return None if place is None else (place + 1, len(self.view.queue()))
 
     async def close(self) -> None:
         """Stop watching and revoke the session lease."""
@@ -265,7 +273,9 @@ class GroupQueue:
         for event in events:
             entry = event.entry
             if entry.key == self.semaphore_key:
+                before = set(self.view.semaphore.holders)
                 self.view.set_semaphore(entry.value if event.kind == "put" else None, entry.mod_revision)
+                self.handoffs_observed += len(before - set(self.view.semaphore.holders))
             elif entry.key == self.halt_key:
                 self.view.set_halt(entry.value if event.kind == "put" else None)
                 if not self.view.halted:

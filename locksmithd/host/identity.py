@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
+from locksmithd.core.app_specific import app_specific_id
 from locksmithd.core.names import name_problem
 from locksmithd.errors import IdentityError
 
@@ -49,6 +50,25 @@ def read_machine_id(path: str = DEFAULT_MACHINE_ID_PATH) -> str:
     if machine_id == "uninitialized":
         raise IdentityError(path, "machine-id", machine_id, "the machine id is not initialized yet")
     return validate_holder_id(machine_id, path, "machine-id")
+
+
+HOLDER_ID_MODES = ("machine-id", "app-specific")
+"""How the holder id is made: the machine id as is (locksmith's), or derived from it (app_specific.py)."""
+
+
+def read_holder_id(path: str = DEFAULT_MACHINE_ID_PATH, mode: str = "machine-id") -> str:
+    """This host's holder id: the machine id, or for ``mode`` "app-specific" the id derived from it.
+
+    Raises IdentityError as ``read_machine_id`` does, and when an app-specific
+    id is asked of a machine id that is not 32 hex digits.
+    """
+    machine_id = read_machine_id(path)
+    if mode != "app-specific":
+        return machine_id
+    try:
+        return app_specific_id(machine_id)
+    except ValueError as exc:
+        raise IdentityError(path, "machine-id", machine_id, f"{exc}: cannot derive an app-specific id") from None
 
 
 def read_boot_id(path: str = DEFAULT_BOOT_ID_PATH) -> str | None:

@@ -5,34 +5,44 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 
-def setup_logging(debug: bool, journal_stream: str | None = None, journal_socket: str = JOURNAL_SOCKET) -> None:
+def setup_logging(debug: bool, journal_stream: str | None = None, journal_socket: str = JOURNAL_SOCKET, *,
+                  fields: logging.Filter | None = None, sender: Callable[..., None] | None = None) -> bool:
     """Route the ``locksmithd`` loggers to journald when systemd gave us the journal, else to stderr.
 
     ``journal_stream`` is systemd's JOURNAL_STREAM (set when our stderr is the
     journal); a daemon started by hand or by tests keeps logging to stderr even
-    on a host that runs journald.
+    on a host that runs journald. ``fields`` (a filter adding LOCKSMITHD_*
+    attributes, see journal_events.py) goes on the handler; ``sender``
+    replaces ``systemd.journal.send`` (tests). Returns True when logging goes
+    to journald.
     """
     level = logging.DEBUG if debug else logging.INFO
     handler: logging.Handler
     use_journal = bool(journal_stream) and os.path.exists(journal_socket)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("locksmithd[%(process)d]: %(levelname)s %(message)s"))
+    journal = False
     if use_journal:
         try:
-            from systemd.journal import JournalHandler
+            from systemd.journal import JournalHandler, send
 
-            handler = JournalHandler(SYSLOG_IDENTIFIER="locksmithd")
+            handler = JournalHandler(SYSLOG_IDENTIFIER="locksmithd", sender_function=sender or send)
             handler.setFormatter(logging.Formatter("%(message)s"))
+            journal = True
         except ImportError:
             pass
+    if fields is not None:
+        handler.addFilter(fields)
     root = logging.getLogger("locksmithd")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    return journal
 
 
 class Notifier:

@@ -11,9 +11,11 @@ from locksmithd.core.window import RebootWindow, parse_window_length, parse_wind
 from locksmithd.errors import ConfigError
 from locksmithd.etcd.settings import EtcdSettings, validate_tls_and_auth
 from locksmithd.etcd.stale import StalePolicy
-from locksmithd.host.identity import DEFAULT_MACHINE_ID_PATH, read_machine_id
+from locksmithd.observe.address import MetricsAddress
+from locksmithd.host.identity import DEFAULT_MACHINE_ID_PATH, read_holder_id
 from locksmithd.settings import table
 from locksmithd.settings.conffile import read_conf_file
+from locksmithd.settings.credentials import apply_credential_files
 from locksmithd.settings.raw import COMMAND_LINE, ENVIRONMENT, RawSetting
 from locksmithd.settings.table import ALIASES, KNOWN_KEYS, SETTINGS, Setting, hidden, parse_row
 
@@ -65,8 +67,12 @@ class DaemonSettings:
     health_timeout_s: float = _default(table.HEALTH_TIMEOUT)
     fleetlock_url: str | None = None
     fleetlock_group: str = _default(table.FLEETLOCK_GROUP)
+    metrics_address: MetricsAddress | None = None
     journal_stream: str | None = None
     notify_socket: str | None = None
+    watchdog_usec: int | None = None
+    watchdog_pid: str | None = None
+    test_block_loop: bool = False
     sources: tuple[str, ...] = ()
     unknown_keys: tuple[tuple[str, str], ...] = ()
 
@@ -169,11 +175,13 @@ def _build(
         else:
             top[row.field] = value
     override = given.get(table.MACHINE_ID.key)
+    mode = given.get(table.HOLDER_ID.key)
     settings = DaemonSettings(
         **top,
         etcd=_etcd(etcd, given),
         window=_window(given.get(table.WINDOW_START.key), given.get(table.WINDOW_LENGTH.key)),
-        machine_id=parse_row(table.MACHINE_ID, override) if override else read_machine_id(machine_id_path),
+        machine_id=parse_row(table.MACHINE_ID, override) if override else read_holder_id(
+            machine_id_path, parse_row(table.HOLDER_ID, mode) if mode else "machine-id"),
         sources=sources,
         unknown_keys=unknown,
     )
@@ -193,9 +201,12 @@ def _build(
 def _etcd(fields: Mapping[str, Any], given: Mapping[str, RawSetting]) -> EtcdSettings:
     """The etcd rows' values, checked to fit together (TLS files, credentials)."""
     related = (table.ENDPOINT, table.CAFILE, table.CERTFILE, table.KEYFILE, table.USERNAME, table.PASSWORD,
-               table.KEY_PREFIX)
+               table.PASSWORD_FILE, table.KEY_PREFIX, table.CREDENTIALS_DIRECTORY)
     where = list(dict.fromkeys(given[row.key].source for row in related if row.key in given))
-    return validate_tls_and_auth(EtcdSettings(**fields), ", ".join(where) or "defaults", "LOCKSMITHD_")
+    filled = dict(fields)
+    apply_credential_files(filled, given.get(table.PASSWORD_FILE.key), given.get(table.PASSWORD.key),
+                           given.get(table.CREDENTIALS_DIRECTORY.key))
+    return validate_tls_and_auth(EtcdSettings(**filled), ", ".join(where) or "defaults", "LOCKSMITHD_")
 
 
 def _window(start: RawSetting | None, length: RawSetting | None) -> RebootWindow | None:

@@ -98,6 +98,10 @@ USERNAME = Setting("LOCKSMITHD_ETCD_USERNAME", values.optional_text, "etcd user 
 PASSWORD = Setting("LOCKSMITHD_ETCD_PASSWORD", values.optional_text,
                    "etcd password; never appears in logs, errors or `--debug` output", "etcd.password",
                    flag="--etcd-password", secret=True)
+PASSWORD_FILE = Setting("LOCKSMITHD_ETCD_PASSWORD_FILE", values.readable_file,
+                        "file whose first line is the etcd password: out of the environment and `ps`; "
+                        "`LoadCredential=etcd-password:PATH` in the unit does the same", None,
+                        flag="--etcd-password-file")
 KEY_PREFIX = Setting("LOCKSMITHD_ETCD_KEY_PREFIX", values.text,
                      "prefix before locksmith's keys, for a shared (multi-tenant) etcd", "etcd.key_prefix", "",
                      "", flag="--etcd-key-prefix")
@@ -113,6 +117,10 @@ LOGIN_DELAY = Setting("LOCKSMITHD_LOGIN_DELAY", values.delay_s,
                       "5m", flag="--login-delay")
 MACHINE_ID = Setting("LOCKSMITHD_MACHINE_ID", values.holder_id, "holder id override (tests, demos)", None,
                      shown_default=f"`{DEFAULT_MACHINE_ID_PATH}`", flag="--machine-id", error=IdentityError)
+HOLDER_ID = Setting("LOCKSMITHD_HOLDER_ID", values.holder_id_mode,
+                    "`machine-id` (locksmith's holder id) or `app-specific`: derived from it as "
+                    "`sd_id128_get_machine_app_specific()` does, so the machine id never leaves the host; "
+                    "give locksmithctl the same with `--holder-id`", None, "machine-id", flag="--holder-id")
 STATE_FILE = Setting("LOCKSMITHD_STATE_FILE", values.state_file,
                      "coordinator state file; only its last directory is created", "state_file",
                      DEFAULT_STATE_FILE, flag="--state-file")
@@ -157,17 +165,31 @@ FLEETLOCK_URL = Setting("LOCKSMITHD_FLEETLOCK_URL", values.fleetlock_url,
 FLEETLOCK_GROUP = Setting("LOCKSMITHD_FLEETLOCK_GROUP", values.fleetlock_group,
                           "FleetLock group for strategy `fleet-lock` (`[a-zA-Z0-9.-]+`)", "fleetlock_group",
                           "default", flag="--fleetlock-group")
+METRICS_ADDRESS = Setting("LOCKSMITHD_METRICS_ADDRESS", values.metrics_address,
+                          "serve Prometheus metrics at `/metrics` on `host:port` (e.g. `127.0.0.1:9474`) or "
+                          "`unix:/path`; empty: off", "metrics_address", "", "(off)", flag="--metrics-address")
 # Set by systemd for the service, read through the same loader, not operator settings.
 JOURNAL_STREAM = Setting("JOURNAL_STREAM", values.optional_text, "stderr is the journal (systemd)",
                          "journal_stream", operator=False)
 NOTIFY_SOCKET = Setting("NOTIFY_SOCKET", values.optional_text, "where sd_notify goes (systemd)",
                         "notify_socket", operator=False)
+CREDENTIALS_DIRECTORY = Setting("CREDENTIALS_DIRECTORY", values.optional_text,
+                                "systemd credentials (LoadCredential=): etcd-password, etcd-username, etcd-ca.pem, "
+                                "etcd-cert.pem, etcd-key.pem", None, operator=False)
+WATCHDOG_USEC = Setting("WATCHDOG_USEC", values.watchdog_usec, "WatchdogSec= in microseconds (systemd)",
+                        "watchdog_usec", operator=False)
+WATCHDOG_PID = Setting("WATCHDOG_PID", values.optional_text, "the process the watchdog is for (systemd)",
+                       "watchdog_pid", operator=False)
+TEST_BLOCK_LOOP = Setting("LOCKSMITHD_TEST_BLOCK_LOOP", values.boolean,
+                          "tests only: SIGUSR2 blocks the event loop, to prove the watchdog stops",
+                          "test_block_loop", "false", operator=False)
 
 SETTINGS: tuple[Setting[object], ...] = (
-    STRATEGY, ENDPOINT, GROUP, CAFILE, CERTFILE, KEYFILE, USERNAME, PASSWORD, KEY_PREFIX, WINDOW_START,
-    WINDOW_LENGTH, LOGIN_DELAY, MACHINE_ID, STATE_FILE, RECHECK_INTERVAL, RETRY_MAX, ETCD_TIMEOUT, BOOT_ID_PATH,
+    STRATEGY, ENDPOINT, GROUP, CAFILE, CERTFILE, KEYFILE, USERNAME, PASSWORD, PASSWORD_FILE, KEY_PREFIX, WINDOW_START,
+    WINDOW_LENGTH, LOGIN_DELAY, MACHINE_ID, HOLDER_ID, STATE_FILE, RECHECK_INTERVAL, RETRY_MAX, ETCD_TIMEOUT, BOOT_ID_PATH,
     BUS_ADDRESS, DEBUG, REBOOT_DEADLINE, STALE_POLICY, HEALTH_SYSTEM_STATES, HEALTH_UNITS, HEALTH_DIR, HEALTH_SOAK,
-    HEALTH_TIMEOUT, FLEETLOCK_URL, FLEETLOCK_GROUP, JOURNAL_STREAM, NOTIFY_SOCKET,
+    HEALTH_TIMEOUT, FLEETLOCK_URL, FLEETLOCK_GROUP, METRICS_ADDRESS, JOURNAL_STREAM, NOTIFY_SOCKET,
+    CREDENTIALS_DIRECTORY, WATCHDOG_USEC, WATCHDOG_PID, TEST_BLOCK_LOOP,
 )  # fmt: skip
 """Every setting, in the order of the README's table."""
 

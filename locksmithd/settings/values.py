@@ -16,11 +16,13 @@ from locksmithd.core.duration import format_duration, parse_duration
 from locksmithd.core.fleetlock_protocol import group_problem as fleetlock_group_problem
 from locksmithd.core.names import group_problem, name_problem
 from locksmithd.etcd.settings import Endpoint, check_readable_file, parse_endpoints, request_timeout_problem
+from locksmithd.host.identity import HOLDER_ID_MODES
 from locksmithd.settings.raw import RawSetting
 from locksmithd.strategies import ALIASES as STRATEGY_ALIASES
 from locksmithd.strategies import LABELS, resolve_label
 from locksmithd.core.health_policy import parse_check_dir, parse_system_states, parse_units
 from locksmithd.etcd.stale import StalePolicy, parse_stale_policy
+from locksmithd.observe.address import MetricsAddress, parse_metrics_address
 
 MAX_INTERVAL = timedelta(hours=24)
 """Longest login delay, recheck interval or retry pause: beyond a day they only hide a typo."""
@@ -80,6 +82,12 @@ def fleetlock_group(raw: RawSetting) -> str:
     if problem is not None:
         raise ValueError(problem)
     return raw.value
+def holder_id_mode(raw: RawSetting) -> str:
+    """``machine-id`` or ``app-specific`` (any case)."""
+    mode = raw.value.strip().lower()
+    if mode not in HOLDER_ID_MODES:
+        raise ValueError(f"use one of {', '.join(HOLDER_ID_MODES)}")
+    return mode
 
 
 def holder_id(raw: RawSetting) -> str:
@@ -227,3 +235,17 @@ def health_units(raw: RawSetting) -> tuple[str, ...]:
 def health_dir(raw: RawSetting) -> str:
     """An absolute directory of check commands (it may be missing: then there are none)."""
     return parse_check_dir(raw.value)
+
+
+def metrics_address(raw: RawSetting) -> MetricsAddress | None:
+    """``host:port`` or ``unix:/path`` for the metrics endpoint; empty turns it off."""
+    return parse_metrics_address(raw.value) if raw.value else None
+
+
+def watchdog_usec(raw: RawSetting) -> int | None:
+    """systemd's WATCHDOG_USEC: a positive whole number of microseconds; empty or 0 means none."""
+    if not raw.value or raw.value == "0":
+        return None
+    if not raw.value.isascii() or not raw.value.isdigit():
+        raise ValueError("must be a whole number of microseconds")
+    return int(raw.value)

@@ -118,6 +118,14 @@ class EtcdLockStrategy:
     async def release(self) -> None:
         await self._unlock(self._event("released"))
 
+    def queue_position(self) -> tuple[int, int] | None:
+        """(1-based place, queue length) while queued with a current view, else None."""
+        return self.queue.position(self.holder)
+
+    def handoffs_observed(self) -> int:
+        """Slot releases this daemon's queue watch has seen."""
+        return self.queue.handoffs_observed
+
     async def close(self) -> None:
         if self._alive_task is not None:
             self._alive_task.cancel()

@@ -1,0 +1,103 @@
+"""Wiring the daemon's observers: Prometheus metrics (when an address is set) fed by daemon and etcd events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from locksmithd.core.states import State
+from locksmithd.errors import StoreError
+
+if TYPE_CHECKING:
+    from locksmithd.observe.group import GroupFigures
+    from locksmithd.observe.metrics import DaemonMetrics
+    from locksmithd.settings import DaemonSettings
+    from locksmithd.strategies.base import RebootStrategy
+
+log = logging.getLogger("locksmithd.observe")
+GROUP_READ_MIN_INTERVAL_S = 5.0  # scrapes closer together reuse the last read: etcd is shared by the fleet
+
+
+class Observers:
+    """Fans the daemon's events out to the metrics (and whatever else observes it).
+
+    ``event`` is the Daemon's ``on_event`` hook; listeners (the journal's)
+    hear every event too. With no metrics address no metric is kept and
+    ``start`` does nothing.
+    """
+
+    def __init__(self, settings: DaemonSettings, strategy: RebootStrategy) -> None:
+        self.settings = settings
+        self.strategy = strategy
+        self.metrics: DaemonMetrics | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._last_read_at: float | None = None
+        self._listeners: list[Callable[[str, str], None]] = []
+        if settings.metrics_address is not None:
+            self._make_metrics()
+
+    def _make_metrics(self) -> None:
+        from locksmithd.observe.metrics import DaemonMetrics
+
+        position: Callable[[], tuple[int, int] | None] = getattr(self.strategy, "queue_position", lambda: None)
+        handoffs: Callable[[], int] = getattr(self.strategy, "handoffs_observed", lambda: 0)
+        self.metrics = DaemonMetrics(self.settings.group, position=position, handoffs=handoffs)
+        store: Any = getattr(self.strategy, "store", None)
+        if store is not None and hasattr(store, "observer"):
+            store.observer = self.metrics.etcd_request
+
+    def add_listener(self, listener: Callable[[str, str], None]) -> None:
+        self._listeners.append(listener)
+
+    def event(self, kind: str, detail: str) -> None:
+        """The Daemon's on_event: count it; never raises (a broken observer must not stop a reboot)."""
+        try:
+            if self.metrics is not None:
+                if kind == "state":
+                    self.metrics.state_changed(State(detail))
+                else:
+                    self.metrics.event(kind, detail)
+            for listener in self._listeners:
+                listener(kind, detail)
+        except Exception:  # observing is best effort
+            log.debug("observer failed on %s", kind, exc_info=True)
+
+    async def start(self) -> None:
+        """Listen on the metrics address (ConfigError if it cannot be bound)."""
+        if self.metrics is None or self.settings.metrics_address is None:
+            return
+        from locksmithd.observe.server import start_metrics_server
+
+        self._server = await start_metrics_server(self.settings.metrics_address, self._render)
+        log.info("serving metrics on %s", self.settings.metrics_address)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _render(self) -> bytes:
+        assert self.metrics is not None
+        loop = asyncio.get_running_loop()
+        if self.strategy.uses_lock and (self._last_read_at is None
+                                        or loop.time() - self._last_read_at >= GROUP_READ_MIN_INTERVAL_S):
+            self._last_read_at = loop.time()
+            self.metrics.group_read(await asyncio.to_thread(self._read_group))
+        return self.metrics.exposition()
+
+    def _read_group(self) -> GroupFigures | None:
+        from locksmithd.etcd.lock import SemaphoreClient
+        from locksmithd.observe.group import read_group_figures
+
+        store: Any = getattr(self.strategy, "store")
+        client = SemaphoreClient(store, self.settings.group, self.settings.etcd.key_prefix)
+        try:
+            return read_group_figures(client, self.settings.group, self.settings.etcd.key_prefix,
+                                      datetime.now(timezone.utc))
+        except StoreError as error:
+            log.debug("metrics: cannot read the group: %s", error.one_line())
+            return None
