@@ -60,8 +60,12 @@ async def fleet(tmp_path: Path, cluster: EtcdCluster, prefix: str, count: int,
     hosts = [SimulatedHost(f"sd-{i}", tmp_path / f"h{i}", cluster.client_urls,
                            options=HostOptions(key_prefix=prefix, retry_max="2s", extra_env=dict(env)),
                            reboot_delay_s=0.5) for i in range(count)]
-    await asyncio.gather(*(host.start() for host in hosts))
-    await wait_for(lambda: all(state(h) == "idle" for h in hosts), 20, "every daemon idle")
+    try:
+        await asyncio.gather(*(host.start() for host in hosts))
+        await wait_for(lambda: all(state(h) == "idle" for h in hosts), 20, "every daemon idle")
+    except BaseException:  # never leave daemons running behind a failed start
+        await asyncio.gather(*(host.stop() for host in hosts), return_exceptions=True)
+        raise
     return hosts
 
 
