@@ -95,6 +95,17 @@ BAD: list[tuple[list[Arg], dict[Arg, Arg], list[str]]] = [
     ([], {"DBUS_SYSTEM_BUS_ADDRESS": "nfs:path=/x"}, ["DBUS_SYSTEM_BUS_ADDRESS", "unsupported transport"]),
     (["--group", "a", "--group", "b"], {}, ["command line", "--group", "given 2 times"]),
     (["--etcd-password", "hunter2-a", "--etcd-password", "hunter2-b"], {}, ["--etcd-password", "(hidden)"]),
+    ([], {"LOCKSMITHD_REBOOT_WINDOWS": "Mon-Fry 03:00 1h"},
+     ["environment", "LOCKSMITHD_REBOOT_WINDOWS", "Mon-Fry", "not a day"]),
+    ([], {"LOCKSMITHD_REBOOT_WINDOWS": "Mon 25:00 1h"}, ["LOCKSMITHD_REBOOT_WINDOWS", "hour 25"]),
+    ([], {"LOCKSMITHD_REBOOT_WINDOWS": "Mon 03:00 0s"}, ["LOCKSMITHD_REBOOT_WINDOWS", "must be positive"]),
+    ([], {"LOCKSMITHD_REBOOT_WINDOWS": "Mon 03:00"}, ["LOCKSMITHD_REBOOT_WINDOWS", "expected '[days] HH:MM length'"]),
+    (["--reboot-windows", ";"], {}, ["command line", "LOCKSMITHD_REBOOT_WINDOWS", "no window given"]),
+    ([], {"LOCKSMITHD_REBOOT_WINDOWS": "Mon 03:00 1h", "REBOOT_WINDOW_START": "04:00", "REBOOT_WINDOW_LENGTH": "1h"},
+     ["LOCKSMITHD_REBOOT_WINDOWS", "cannot be combined with REBOOT_WINDOW_START"]),
+    ([], {"LOCKSMITHD_TIMEZONE": "Mars/Olympus_Mons"},
+     ["environment", "LOCKSMITHD_TIMEZONE", "Mars/Olympus_Mons", "unknown time zone"]),
+    (["--timezone", "../../etc/passwd"], {}, ["command line", "LOCKSMITHD_TIMEZONE", "unknown time zone"]),
 ]
 
 

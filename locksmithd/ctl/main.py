@@ -15,6 +15,7 @@ from locksmithd.ctl.bus_commands import reboot, send_need_reboot
 from locksmithd.ctl.context import CtlContext, fail, handled, is_not_utf8, value_problem
 from locksmithd.ctl.group_commands import halt, history, resume
 from locksmithd.ctl.semaphore_commands import lock, reset, set_max, status, unlock
+from locksmithd.ctl.window_command import window
 from locksmithd.errors import Aborted, ConfigError, ExitCode, InvalidName, LocksmithError, UsageError
 from locksmithd.etcd.settings import (
     DEFAULT_ENDPOINT,
@@ -84,7 +85,7 @@ def cli(ctx: click.Context, endpoints: tuple[str, ...], group: str, etcd_cafile:
     ctx.obj = CtlContext(settings, group, machine_id_file, bus_address or None)
 
 
-for _command in (status, lock, unlock, set_max, reset, halt, resume, history, send_need_reboot, reboot):
+for _command in (status, lock, unlock, set_max, reset, halt, resume, history, send_need_reboot, reboot, window):
     cli.add_command(_command)
 
 

@@ -18,7 +18,7 @@ from locksmithd.core.holder_record import AfterBoot
 from locksmithd.core.states import MAY_HOLD_UNUSED_SLOT, RETRYING_STATES, State, StateMachine, Step, published_state
 from locksmithd.errors import CorruptDocument, DocumentTooLarge, LocksmithError, RebootRefused, StoreDenied, StoreError
 from locksmithd.strategies.base import RebootStrategy
-from locksmithd.core.window import RebootWindow
+from locksmithd.core.schedule import Window
 
 log = logging.getLogger("locksmithd.daemon")
 T = TypeVar("T")
@@ -75,7 +75,7 @@ class Daemon:
     one Backoff (reset when it succeeds).
     """
 
-    def __init__(self, strategy: RebootStrategy, rebooter: Rebooter, *, window: RebootWindow | None,
+    def __init__(self, strategy: RebootStrategy, rebooter: Rebooter, *, window: Window | None,
                  publisher: StatePublisher, reboot_needed: asyncio.Event, login_delay_s: float,
                  health: HealthGate | None = None,
                  retry_max_s: float, warn_users: Callable[[list[str], float], object] = lambda t, d: None,

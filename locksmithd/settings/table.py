@@ -101,12 +101,19 @@ KEY_PREFIX = Setting("LOCKSMITHD_ETCD_KEY_PREFIX", values.text,
                      "prefix before locksmith's keys, for a shared (multi-tenant) etcd", "etcd.key_prefix", "",
                      "", flag="--etcd-key-prefix")
 WINDOW_START = Setting("LOCKSMITHD_REBOOT_WINDOW_START", values.text,
-                       "`HH:MM` (daily) or `Day HH:MM` (weekly, e.g. `Thu 04:00`), local time; "
+                       "`HH:MM` (daily) or `Day HH:MM` (weekly, e.g. `Thu 04:00`), in `LOCKSMITHD_TIMEZONE`; "
                        "`REBOOT_WINDOW_START` also accepted", None, flag="--reboot-window-start",
                        aliases=("REBOOT_WINDOW_START",))
 WINDOW_LENGTH = Setting("LOCKSMITHD_REBOOT_WINDOW_LENGTH", values.text,
                         "Go duration, e.g. `1h30m`; both or neither of the pair; `REBOOT_WINDOW_LENGTH` also accepted",
                         None, flag="--reboot-window-length", aliases=("REBOOT_WINDOW_LENGTH",))
+WINDOWS = Setting("LOCKSMITHD_REBOOT_WINDOWS", values.windows,
+                  "several windows, `;`-separated, each `[days] HH:MM length` (e.g. `Mon-Fri 03:00 1h; Sat,Sun "
+                  "22:30 90m`); overlapping ones merge; not together with the START/LENGTH pair", None,
+                  shown_default="(any time)", flag="--reboot-windows")
+TIMEZONE = Setting("LOCKSMITHD_TIMEZONE", values.time_zone,
+                   "IANA time zone of the reboot windows (e.g. `Europe/Berlin`); DST-aware", None,
+                   shown_default="host's (`TZ`, else `/etc/localtime`)", flag="--timezone")
 LOGIN_DELAY = Setting("LOCKSMITHD_LOGIN_DELAY", values.delay_s,
                       "how long to wait after warning logged-in users (0 allowed, at most 24h)", "login_delay_s",
                       "5m", flag="--login-delay")
@@ -158,9 +165,9 @@ NOTIFY_SOCKET = Setting("NOTIFY_SOCKET", values.optional_text, "where sd_notify 
 
 SETTINGS: tuple[Setting[object], ...] = (
     STRATEGY, ENDPOINT, GROUP, CAFILE, CERTFILE, KEYFILE, USERNAME, PASSWORD, KEY_PREFIX, WINDOW_START,
-    WINDOW_LENGTH, LOGIN_DELAY, MACHINE_ID, STATE_FILE, RECHECK_INTERVAL, RETRY_MAX, ETCD_TIMEOUT, BOOT_ID_PATH,
-    BUS_ADDRESS, DEBUG, REBOOT_DEADLINE, STALE_POLICY, HEALTH_SYSTEM_STATES, HEALTH_UNITS, HEALTH_DIR, HEALTH_SOAK,
-    HEALTH_TIMEOUT, JOURNAL_STREAM, NOTIFY_SOCKET,
+    WINDOW_LENGTH, WINDOWS, TIMEZONE, LOGIN_DELAY, MACHINE_ID, STATE_FILE, RECHECK_INTERVAL, RETRY_MAX,
+    ETCD_TIMEOUT, BOOT_ID_PATH, BUS_ADDRESS, DEBUG, REBOOT_DEADLINE, STALE_POLICY, HEALTH_SYSTEM_STATES,
+    HEALTH_UNITS, HEALTH_DIR, HEALTH_SOAK, HEALTH_TIMEOUT, JOURNAL_STREAM, NOTIFY_SOCKET,
 )  # fmt: skip
 """Every setting, in the order of the README's table."""
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import timedelta
+from datetime import timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from locksmithd.core.duration import format_duration, parse_duration
 from locksmithd.core.names import group_problem, name_problem
+from locksmithd.core.schedule import WindowSpec, parse_windows
 from locksmithd.etcd.settings import Endpoint, check_readable_file, parse_endpoints, request_timeout_problem
 from locksmithd.settings.raw import RawSetting
 from locksmithd.strategies import ALIASES as STRATEGY_ALIASES
@@ -201,3 +203,22 @@ def health_units(raw: RawSetting) -> tuple[str, ...]:
 def health_dir(raw: RawSetting) -> str:
     """An absolute directory of check commands (it may be missing: then there are none)."""
     return parse_check_dir(raw.value)
+
+
+def windows(raw: RawSetting) -> tuple[WindowSpec, ...] | None:
+    """Reboot windows ("Mon-Fri 03:00 1h; Sat,Sun 22:30 90m"), or None when empty."""
+    if raw.value.strip() == "":
+        return None
+    return parse_windows(raw.value)
+
+
+def time_zone(raw: RawSetting) -> tuple[tzinfo, str] | None:
+    """An IANA time zone name ("Europe/Berlin", "UTC") and its name, or None when empty (host's zone)."""
+    name = raw.value.strip()
+    if name == "":
+        return None
+    try:
+        return ZoneInfo(name), name
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError("unknown time zone; use an IANA name such as Europe/Berlin, America/New_York "
+                         "or UTC (see timedatectl list-timezones)") from None
