@@ -106,6 +106,15 @@ BAD: list[tuple[list[Arg], dict[Arg, Arg], list[str]]] = [
     ([], {"LOCKSMITHD_TIMEZONE": "Mars/Olympus_Mons"},
      ["environment", "LOCKSMITHD_TIMEZONE", "Mars/Olympus_Mons", "unknown time zone"]),
     (["--timezone", "../../etc/passwd"], {}, ["command line", "LOCKSMITHD_TIMEZONE", "unknown time zone"]),
+    ([], {"LOCKSMITHD_SOURCES": "update-engine,apt"}, ["environment", "LOCKSMITHD_SOURCES", "unknown source 'apt'"]),
+    ([], {"LOCKSMITHD_SOURCES": " , "}, ["LOCKSMITHD_SOURCES", "no source given"]),
+    ([], {"LOCKSMITHD_SOURCES": "command"}, ["LOCKSMITHD_SOURCES", "needs LOCKSMITHD_REBOOT_CHECK_COMMAND"]),
+    ([], {"LOCKSMITHD_REBOOT_REQUIRED_FILE": "run/reboot-required"},
+     ["LOCKSMITHD_REBOOT_REQUIRED_FILE", "must be an absolute path"]),
+    (["--reboot-check-command", "needs-restarting -r 'x"], {},
+     ["command line", "LOCKSMITHD_REBOOT_CHECK_COMMAND", "cannot be split into words"]),
+    ([], {"LOCKSMITHD_REBOOT_CHECK_INTERVAL": "0s"}, ["LOCKSMITHD_REBOOT_CHECK_INTERVAL", "greater than zero"]),
+    ([], {"LOCKSMITHD_REBOOT_CHECK_INTERVAL": "often"}, ["LOCKSMITHD_REBOOT_CHECK_INTERVAL", "invalid duration"]),
 ]
 
 

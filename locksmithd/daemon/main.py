@@ -160,14 +160,28 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
     from locksmithd.daemon.run import Daemon
     from locksmithd.host.wall import reboot_notice, write_to_terminals
 
+    from locksmithd.daemon.sources import Source, UpdateEngineSource, bounded_reason, make_sources, start_sources
+
     reboot_needed = asyncio.Event()
+
+    def need(reason: str) -> None:
+        """A source says a reboot is needed: the first reason is the one recorded with the slot."""
+        if reboot_needed.is_set():
+            log.debug("also needed: %s", reason)
+            return
+        reason = bounded_reason(reason)
+        log.info("a reboot is needed: %s", reason)
+        strategy.reason = reason
+        reboot_needed.set()
 
     def on_status(status: UpdateStatus) -> None:
         log.debug("update_engine status: %s", status.current_operation)
-        if status.needs_reboot and not reboot_needed.is_set():
-            reboot_needed.set()
+        if status.needs_reboot:
+            need("update-engine" + (f": version {status.new_version}" if status.new_version else ""))
 
     watcher = UpdateEngineWatcher(on_status)
+    sources = make_sources(settings, need, UpdateEngineSource(watcher, bus))
+    started: list[Source] = []
     daemon = Daemon(
         strategy, LogindClient(bus), window=settings.window, publisher=coordinator, reboot_needed=reboot_needed,
         login_delay_s=settings.login_delay_s, retry_max_s=settings.retry_max_s,
@@ -186,15 +200,18 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
     lost = asyncio.create_task(bus_lost())
     run = asyncio.create_task(daemon.run())
     try:
-        await watcher.start(bus)
+        await start_sources(sources, started)
         notifier.send(READY="1", STATUS="running")
         await run
     except asyncio.CancelledError:
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
     finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
         lost.cancel()
-        await watcher.stop()
+        for source in started:
+            await source.stop()
     return stop_reason["code"]
 
 

@@ -66,6 +66,10 @@ class DaemonSettings:
     health_dir: str = _default(table.HEALTH_DIR)
     health_soak_s: float = 0.0
     health_timeout_s: float = _default(table.HEALTH_TIMEOUT)
+    reboot_sources: tuple[str, ...] = _default(table.SOURCES)
+    reboot_required_file: str = _default(table.REBOOT_REQUIRED_FILE)
+    reboot_check_command: tuple[str, ...] | None = None
+    reboot_check_interval_s: float = _default(table.REBOOT_CHECK_INTERVAL)
     journal_stream: str | None = None
     notify_socket: str | None = None
     sources: tuple[str, ...] = ()
@@ -81,6 +85,7 @@ class DaemonSettings:
         window = str(self.window) if self.window else "any time"
         return (
             f"strategy={self.strategy} group={self.group!r} window={window!r} "
+            f"sources={','.join(self.reboot_sources)} "
             f"endpoints={self.etcd.describe_endpoints()} machine_id={self.machine_id}"
         )
 
@@ -181,6 +186,11 @@ def _build(
         sources=sources,
         unknown_keys=unknown,
     )
+    if "command" in settings.reboot_sources and settings.reboot_check_command is None:
+        raw = given.get(table.SOURCES.key)
+        assert raw is not None  # the default has no command source
+        raise ConfigError(raw.source, raw.key, raw.value,
+                          f"source 'command' needs {table.REBOOT_CHECK_COMMAND.key} (the command to run)")
     try:
         settings.health_policy()
     except ValueError as exc:  # the soak must be shorter than the timeout

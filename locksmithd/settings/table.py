@@ -157,6 +157,21 @@ HEALTH_SOAK = Setting("LOCKSMITHD_HEALTH_SOAK", values.delay_s,
 HEALTH_TIMEOUT = Setting("LOCKSMITHD_HEALTH_TIMEOUT", values.interval_s,
                          "checks repeat until all pass or this runs out; then the host keeps its slot and halts "
                          "its group", "health_timeout_s", "15m", flag="--health-timeout")
+SOURCES = Setting("LOCKSMITHD_SOURCES", values.reboot_sources,
+                  "where \"a reboot is needed\" comes from, comma-separated: `update-engine` (D-Bus signal), "
+                  "`reboot-required` (the file below appears), `command` (the check command exits 1)",
+                  "reboot_sources", "update-engine", flag="--sources")
+REBOOT_REQUIRED_FILE = Setting("LOCKSMITHD_REBOOT_REQUIRED_FILE", values.absolute_path,
+                               "the file of source `reboot-required` (its directory is watched with inotify; "
+                               "packages are read from the same path + `.pkgs`)", "reboot_required_file",
+                               "/run/reboot-required", flag="--reboot-required-file")
+REBOOT_CHECK_COMMAND = Setting("LOCKSMITHD_REBOOT_CHECK_COMMAND", values.command_line,
+                               "command of source `command` (words split as by a shell, no shell): exit 1 = reboot "
+                               "needed, 0 = not, anything else is logged and retried", "reboot_check_command",
+                               flag="--reboot-check-command")
+REBOOT_CHECK_INTERVAL = Setting("LOCKSMITHD_REBOOT_CHECK_INTERVAL", values.interval_s,
+                                "how often the check command runs (with 10 % jitter; it may run at most this long "
+                                "or 5m)", "reboot_check_interval_s", "10m", flag="--reboot-check-interval")
 # Set by systemd for the service, read through the same loader, not operator settings.
 JOURNAL_STREAM = Setting("JOURNAL_STREAM", values.optional_text, "stderr is the journal (systemd)",
                          "journal_stream", operator=False)
@@ -167,7 +182,8 @@ SETTINGS: tuple[Setting[object], ...] = (
     STRATEGY, ENDPOINT, GROUP, CAFILE, CERTFILE, KEYFILE, USERNAME, PASSWORD, KEY_PREFIX, WINDOW_START,
     WINDOW_LENGTH, WINDOWS, TIMEZONE, LOGIN_DELAY, MACHINE_ID, STATE_FILE, RECHECK_INTERVAL, RETRY_MAX,
     ETCD_TIMEOUT, BOOT_ID_PATH, BUS_ADDRESS, DEBUG, REBOOT_DEADLINE, STALE_POLICY, HEALTH_SYSTEM_STATES,
-    HEALTH_UNITS, HEALTH_DIR, HEALTH_SOAK, HEALTH_TIMEOUT, JOURNAL_STREAM, NOTIFY_SOCKET,
+    HEALTH_UNITS, HEALTH_DIR, HEALTH_SOAK, HEALTH_TIMEOUT, SOURCES, REBOOT_REQUIRED_FILE, REBOOT_CHECK_COMMAND,
+    REBOOT_CHECK_INTERVAL, JOURNAL_STREAM, NOTIFY_SOCKET,
 )  # fmt: skip
 """Every setting, in the order of the README's table."""
 

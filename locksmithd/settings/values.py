@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from datetime import timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -222,3 +223,34 @@ def time_zone(raw: RawSetting) -> tuple[tzinfo, str] | None:
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError("unknown time zone; use an IANA name such as Europe/Berlin, America/New_York "
                          "or UTC (see timedatectl list-timezones)") from None
+
+
+SOURCE_NAMES = ("update-engine", "reboot-required", "command")
+
+
+def reboot_sources(raw: RawSetting) -> tuple[str, ...]:
+    """Comma-separated source names, each once, at least one."""
+    names = [name.strip().lower() for name in raw.value.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"no source given; use one or more of {', '.join(SOURCE_NAMES)}")
+    for name in names:
+        if name not in SOURCE_NAMES:
+            raise ValueError(f"unknown source {name!r}; use one or more of {', '.join(SOURCE_NAMES)}")
+    return tuple(dict.fromkeys(names))
+
+
+def absolute_path(raw: RawSetting) -> str:
+    """An absolute path (whether it exists is checked when it is used)."""
+    given = path(raw)
+    if not os.path.isabs(given):
+        raise ValueError("must be an absolute path")
+    return given
+
+
+def command_line(raw: RawSetting) -> tuple[str, ...] | None:
+    """A command and its arguments, split as a shell would (no shell runs it); None when empty."""
+    try:
+        argv = shlex.split(raw.value)
+    except ValueError as exc:
+        raise ValueError(f"cannot be split into words: {exc}") from None
+    return tuple(argv) or None

@@ -52,6 +52,7 @@ class EtcdLockStrategy:
         self.group = group
         self.hostname = hostname
         self.boot_id = boot_id
+        self.reason: str | None = None
         self.reboot_deadline_s = reboot_deadline_s
         self.now = now
         self.alive_key = alive_key(holder, group, key_prefix)
@@ -69,7 +70,7 @@ class EtcdLockStrategy:
 
     async def rebooting(self) -> None:
         await self._update_record("rebooting", lambda record: record.with_changes(phase=PHASE_REBOOTING),
-                                  self._event("reboot-requested"))
+                                  self._event("reboot-requested", self.reason or ""))
 
     async def booted(self) -> datetime:
         """Record the first sight of the new boot (with a "booted" event) and show the host is alive."""
@@ -109,7 +110,7 @@ class EtcdLockStrategy:
     async def acquire(self, deadline: datetime | None) -> bool:
         record = new_record(now=self.now(), deadline_after=None if self.reboot_deadline_s is None
                             else timedelta(seconds=self.reboot_deadline_s), hostname=self.hostname,
-                            source="locksmithd", boot_id=self.boot_id)
+                            source="locksmithd", boot_id=self.boot_id, reason=self.reason)
         acquired = await self.queue.acquire(self.holder, record.to_info(), deadline)
         if acquired:
             await self._stay_alive()
