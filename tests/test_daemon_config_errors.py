@@ -115,6 +115,10 @@ BAD: list[tuple[list[Arg], dict[Arg, Arg], list[str]]] = [
      ["command line", "LOCKSMITHD_REBOOT_CHECK_COMMAND", "cannot be split into words"]),
     ([], {"LOCKSMITHD_REBOOT_CHECK_INTERVAL": "0s"}, ["LOCKSMITHD_REBOOT_CHECK_INTERVAL", "greater than zero"]),
     ([], {"LOCKSMITHD_REBOOT_CHECK_INTERVAL": "often"}, ["LOCKSMITHD_REBOOT_CHECK_INTERVAL", "invalid duration"]),
+    ([], {"LOCKSMITHD_PRE_REBOOT_DIR": "pre-reboot.d"}, ["environment", "LOCKSMITHD_PRE_REBOOT_DIR", "absolute"]),
+    (["--post-boot-dir", ""], {}, ["command line", "LOCKSMITHD_POST_BOOT_DIR", "must not be empty"]),
+    ([], {"LOCKSMITHD_HOOK_TIMEOUT": "10 minutes"}, ["LOCKSMITHD_HOOK_TIMEOUT", "invalid duration"]),
+    ([], {"LOCKSMITHD_HOOK_TIMEOUT": "25h"}, ["LOCKSMITHD_HOOK_TIMEOUT", "at most 24h"]),
 ]
 
 

@@ -157,6 +157,7 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
     from locksmithd.bus.systemd import SystemdClient
     from locksmithd.bus.update_engine import UpdateEngineWatcher
     from locksmithd.daemon.health import HealthGateOnWallClock
+    from locksmithd.daemon.hooks import Hooks
     from locksmithd.daemon.run import Daemon
     from locksmithd.host.wall import reboot_notice, write_to_terminals
 
@@ -186,6 +187,8 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
         strategy, LogindClient(bus), window=settings.window, publisher=coordinator, reboot_needed=reboot_needed,
         login_delay_s=settings.login_delay_s, retry_max_s=settings.retry_max_s,
         health=HealthGateOnWallClock(settings.health_policy(), SystemdClient(bus)) if strategy.uses_lock else None,
+        hooks=Hooks(settings.pre_reboot_dir, settings.post_boot_dir, settings.hook_timeout_s, group=settings.group,
+                    holder=settings.machine_id),
         warn_users=lambda ttys, delay: write_to_terminals(ttys, reboot_notice(socket.gethostname(), delay)),
         notify=lambda state: notifier.send(STATUS=state))
     stop_reason: dict[str, ExitCode] = {"code": ExitCode.OK}

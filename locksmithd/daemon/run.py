@@ -52,6 +52,14 @@ class Rebooter(Protocol):
     async def tty_sessions(self) -> list[str]: ...
 
 
+class RebootHooks(Protocol):
+    """What the daemon needs of the hooks (``daemon/hooks.py``): None when all passed, else the failure."""
+
+    async def pre_reboot(self, reason: str) -> str | None: ...
+
+    async def post_boot(self, reason: str) -> str | None: ...
+
+
 class StatePublisher(Protocol):
     def write(self, strategy: str, state: str, detail: str = "") -> None: ...
 
@@ -77,7 +85,7 @@ class Daemon:
 
     def __init__(self, strategy: RebootStrategy, rebooter: Rebooter, *, window: Window | None,
                  publisher: StatePublisher, reboot_needed: asyncio.Event, login_delay_s: float,
-                 health: HealthGate | None = None,
+                 health: HealthGate | None = None, hooks: RebootHooks | None = None,
                  retry_max_s: float, warn_users: Callable[[list[str], float], object] = lambda t, d: None,
                  notify: Callable[[str], None] = lambda status: None, now: Callable[[], datetime] = local_now,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, rng: random.Random | None = None) -> None:
@@ -88,6 +96,9 @@ class Daemon:
         self.reboot_needed = reboot_needed
         self.login_delay_s = login_delay_s
         self.health = health
+        self.hooks = hooks
+        self._hook_backoff = Backoff(1.0, max(retry_max_s, 1.0), rng or random.Random())
+        self._undo_hooks = False  # pre-reboot hooks ran and the host has not rebooted since
         self.warn_users = warn_users
         self.notify = notify
         self.now = now
@@ -171,6 +182,9 @@ class Daemon:
         assert self.health is not None
         booted_at = await self._until_done(State.CHECKING_HEALTH, "record the boot", self.strategy.booted)
         give_up_at = booted_at + timedelta(seconds=self.health.timeout_s)
+        if self.hooks is not None:
+            await self._post_boot_hooks()
+            give_up_at = max(give_up_at, self.now() + timedelta(seconds=self.health.timeout_s))
         result = await self.health.wait_until_healthy(booted_at, give_up_at, self._health_progress)
         if result.passed:
             return await self._release_healthy(State.CHECKING_HEALTH, result)
@@ -194,6 +208,19 @@ class Daemon:
         log.info("health checks passed (%s); releasing the slot", result.summary)
         await self._until_done(state, "release the slot", lambda: self.strategy.release_healthy(result.summary))
         return Step(State.IDLE)
+
+    async def _post_boot_hooks(self) -> None:
+        """Run the post-boot hooks until they all pass, keeping the slot: the host is not back in service yet."""
+        assert self.hooks is not None
+        while True:
+            failure = await self.hooks.post_boot(self.strategy.reason or "")
+            if failure is None:
+                self._hook_backoff.reset()
+                return
+            pause_s = self._hook_backoff.next_delay_s()
+            log.warning("%s; keeping the slot and trying again in %.0fs", failure, pause_s)
+            self._health_progress(failure)
+            await self.sleep(pause_s)
 
     def _health_progress(self, detail: str) -> None:
         if detail == self._health_detail:
@@ -236,6 +263,16 @@ class Daemon:
         return Step(State.HOLDING)
 
     async def _holding(self, step: Step) -> Step:
+        closed = self._release_if_window_closed()
+        if closed is not None or self.hooks is None:
+            return closed or Step(State.WARNING_USERS)
+        self._undo_hooks = True
+        failure = await self.hooks.pre_reboot(self.strategy.reason or "")
+        if failure is not None:
+            pause_s = self._hook_backoff.next_delay_s()
+            log.warning("%s; giving the slot back and trying again in %.0fs", failure, pause_s)
+            return Step(State.RELEASING, pause_s=pause_s, detail=failure)
+        self._hook_backoff.reset()
         return self._release_if_window_closed() or Step(State.WARNING_USERS)
 
     async def _warning_users(self, step: Step) -> Step:
@@ -265,6 +302,12 @@ class Daemon:
         raise AssertionError("unreachable")
 
     async def _releasing(self, step: Step) -> Step:
+        if self._undo_hooks and self.hooks is not None:
+            # Pre-reboot hooks ran (a drain, say) but the host will not reboot now: undo with the post-boot ones.
+            self._undo_hooks = False
+            failure = await self.hooks.post_boot(self.strategy.reason or "")
+            if failure is not None:
+                log.error("%s while undoing the pre-reboot hooks (the host did not reboot)", failure)
         await self._until_done(State.RELEASING, "release the reboot slot", self.strategy.release)
         # The pause (after a refused reboot) is spent without the slot, before queueing again.
         return Step(State.WAITING_FOR_WINDOW, pause_s=step.pause_s)

@@ -70,6 +70,9 @@ class DaemonSettings:
     reboot_required_file: str = _default(table.REBOOT_REQUIRED_FILE)
     reboot_check_command: tuple[str, ...] | None = None
     reboot_check_interval_s: float = _default(table.REBOOT_CHECK_INTERVAL)
+    pre_reboot_dir: str = _default(table.PRE_REBOOT_DIR)
+    post_boot_dir: str = _default(table.POST_BOOT_DIR)
+    hook_timeout_s: float = _default(table.HOOK_TIMEOUT)
     journal_stream: str | None = None
     notify_socket: str | None = None
     sources: tuple[str, ...] = ()

@@ -172,6 +172,17 @@ REBOOT_CHECK_COMMAND = Setting("LOCKSMITHD_REBOOT_CHECK_COMMAND", values.command
 REBOOT_CHECK_INTERVAL = Setting("LOCKSMITHD_REBOOT_CHECK_INTERVAL", values.interval_s,
                                 "how often the check command runs (with 10 % jitter; it may run at most this long "
                                 "or 5m)", "reboot_check_interval_s", "10m", flag="--reboot-check-interval")
+PRE_REBOOT_DIR = Setting("LOCKSMITHD_PRE_REBOOT_DIR", values.absolute_path,
+                         "hooks run in name order after the slot is taken, before users are warned (e.g. drain); "
+                         "one failing gives the slot back and retries later", "pre_reboot_dir",
+                         "/etc/locksmithd/pre-reboot.d", flag="--pre-reboot-dir")
+POST_BOOT_DIR = Setting("LOCKSMITHD_POST_BOOT_DIR", values.absolute_path,
+                        "hooks run in name order after boot, before the health checks (e.g. uncordon); one failing "
+                        "keeps the slot and is retried; also run when pre-reboot hooks ran but the host did not "
+                        "reboot", "post_boot_dir", "/etc/locksmithd/post-boot.d", flag="--post-boot-dir")
+HOOK_TIMEOUT = Setting("LOCKSMITHD_HOOK_TIMEOUT", values.interval_s,
+                       "each hook's time limit (its process group is killed after it)", "hook_timeout_s", "10m",
+                       flag="--hook-timeout")
 # Set by systemd for the service, read through the same loader, not operator settings.
 JOURNAL_STREAM = Setting("JOURNAL_STREAM", values.optional_text, "stderr is the journal (systemd)",
                          "journal_stream", operator=False)
@@ -183,7 +194,7 @@ SETTINGS: tuple[Setting[object], ...] = (
     WINDOW_LENGTH, WINDOWS, TIMEZONE, LOGIN_DELAY, MACHINE_ID, STATE_FILE, RECHECK_INTERVAL, RETRY_MAX,
     ETCD_TIMEOUT, BOOT_ID_PATH, BUS_ADDRESS, DEBUG, REBOOT_DEADLINE, STALE_POLICY, HEALTH_SYSTEM_STATES,
     HEALTH_UNITS, HEALTH_DIR, HEALTH_SOAK, HEALTH_TIMEOUT, SOURCES, REBOOT_REQUIRED_FILE, REBOOT_CHECK_COMMAND,
-    REBOOT_CHECK_INTERVAL, JOURNAL_STREAM, NOTIFY_SOCKET,
+    REBOOT_CHECK_INTERVAL, PRE_REBOOT_DIR, POST_BOOT_DIR, HOOK_TIMEOUT, JOURNAL_STREAM, NOTIFY_SOCKET,
 )  # fmt: skip
 """Every setting, in the order of the README's table."""
 

@@ -77,6 +77,8 @@ class EtcdLockStrategy:
         await self._stay_alive()
         snapshot = await asyncio.to_thread(self.semaphore.read)
         record = snapshot.semaphore.record(self.holder)
+        if record is not None and self.reason is None:
+            self.reason = record.reason  # why this reboot happened, for the post-boot hooks
         if record is not None and record.booted_at is not None:
             return record.booted_at
         now = self.now()
