@@ -148,6 +148,8 @@ class SimulatedHost:
             "LOCKSMITHD_RETRY_MAX": opts.retry_max,
             "LOCKSMITHD_ETCD_TIMEOUT": opts.etcd_timeout,
             "LOCKSMITHD_HEALTH_DIR": str(self.health_dir),
+            "LOCKSMITHD_PRE_REBOOT_DIR": str(self.workdir / "pre-reboot.d"),  # this host's hooks, none by default
+            "LOCKSMITHD_POST_BOOT_DIR": str(self.workdir / "post-boot.d"),
         }
         if opts.window_start is not None and opts.window_length is not None:
             env["LOCKSMITHD_REBOOT_WINDOW_START"] = opts.window_start

@@ -119,6 +119,7 @@ BAD: list[tuple[list[Arg], dict[Arg, Arg], list[str]]] = [
     (["--post-boot-dir", ""], {}, ["command line", "LOCKSMITHD_POST_BOOT_DIR", "must not be empty"]),
     ([], {"LOCKSMITHD_HOOK_TIMEOUT": "10 minutes"}, ["LOCKSMITHD_HOOK_TIMEOUT", "invalid duration"]),
     ([], {"LOCKSMITHD_HOOK_TIMEOUT": "25h"}, ["LOCKSMITHD_HOOK_TIMEOUT", "at most 24h"]),
+    ([], {"LOCKSMITHD_IGNORE_INHIBITORS": "sometimes"}, ["environment", "LOCKSMITHD_IGNORE_INHIBITORS", "boolean"]),
 ]
 
 

@@ -183,10 +183,12 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
     watcher = UpdateEngineWatcher(on_status)
     sources = make_sources(settings, need, UpdateEngineSource(watcher, bus))
     started: list[Source] = []
+    logind = LogindClient(bus)
     daemon = Daemon(
-        strategy, LogindClient(bus), window=settings.window, publisher=coordinator, reboot_needed=reboot_needed,
+        strategy, logind, window=settings.window, publisher=coordinator, reboot_needed=reboot_needed,
         login_delay_s=settings.login_delay_s, retry_max_s=settings.retry_max_s,
         health=HealthGateOnWallClock(settings.health_policy(), SystemdClient(bus)) if strategy.uses_lock else None,
+        inhibitors=None if settings.ignore_inhibitors else logind.list_inhibitors,
         hooks=Hooks(settings.pre_reboot_dir, settings.post_boot_dir, settings.hook_timeout_s, group=settings.group,
                     holder=settings.machine_id),
         warn_users=lambda ttys, delay: write_to_terminals(ttys, reboot_notice(socket.gethostname(), delay)),

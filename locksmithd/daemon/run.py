@@ -15,6 +15,7 @@ from typing import Awaitable, Callable, Protocol, TypeVar
 
 from locksmithd.core.backoff import Backoff
 from locksmithd.core.holder_record import AfterBoot
+from locksmithd.core.inhibitors import Inhibitor, describe, shutdown_blockers
 from locksmithd.core.states import MAY_HOLD_UNUSED_SLOT, RETRYING_STATES, State, StateMachine, Step, published_state
 from locksmithd.errors import CorruptDocument, DocumentTooLarge, LocksmithError, RebootRefused, StoreDenied, StoreError
 from locksmithd.strategies.base import RebootStrategy
@@ -24,6 +25,7 @@ log = logging.getLogger("locksmithd.daemon")
 T = TypeVar("T")
 UNHEALTHY_RECHECK_S = 60.0
 BEST_EFFORT_TIMEOUT_S = 10.0
+INHIBITOR_POLL_S = 5.0  # logind has no signal for inhibitors coming and going: ask this often while blocked
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class Daemon:
     def __init__(self, strategy: RebootStrategy, rebooter: Rebooter, *, window: Window | None,
                  publisher: StatePublisher, reboot_needed: asyncio.Event, login_delay_s: float,
                  health: HealthGate | None = None, hooks: RebootHooks | None = None,
+                 inhibitors: Callable[[], Awaitable[list[Inhibitor]]] | None = None,
                  retry_max_s: float, warn_users: Callable[[list[str], float], object] = lambda t, d: None,
                  notify: Callable[[str], None] = lambda status: None, now: Callable[[], datetime] = local_now,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, rng: random.Random | None = None) -> None:
@@ -97,6 +100,7 @@ class Daemon:
         self.login_delay_s = login_delay_s
         self.health = health
         self.hooks = hooks
+        self.inhibitors = inhibitors
         self._hook_backoff = Backoff(1.0, max(retry_max_s, 1.0), rng or random.Random())
         self._undo_hooks = False  # pre-reboot hooks ran and the host has not rebooted since
         self.warn_users = warn_users
@@ -116,6 +120,7 @@ class Daemon:
             State.UNHEALTHY: self._unhealthy,
             State.IDLE: self._idle,
             State.WAITING_FOR_WINDOW: self._waiting_for_window,
+            State.WAITING_FOR_INHIBITOR: self._waiting_for_inhibitor,
             State.WAITING_FOR_LOCK: self._waiting_for_lock,
             State.HOLDING: self._holding,
             State.WARNING_USERS: self._warning_users,
@@ -238,14 +243,25 @@ class Daemon:
     async def _waiting_for_window(self, step: Step) -> Step:
         if step.pause_s:
             await self.sleep(step.pause_s)
-        if self.window is None:
-            return Step(State.WAITING_FOR_LOCK)
+        if self.window is None or self.window.contains(self.now()):
+            blockers = await self._shutdown_blockers()
+            return Step(State.WAITING_FOR_INHIBITOR, detail=blockers) if blockers else Step(State.WAITING_FOR_LOCK)
         now = self.now()
-        if self.window.contains(now):
-            return Step(State.WAITING_FOR_LOCK)
         wait_s = self.window.seconds_until_open(now)
         log.info("outside the reboot window %s; next opening in %.0fs", self.window, wait_s)
         await self.sleep(min(wait_s, 60.0) + 0.05)  # wake at least each minute: clocks jump
+        return Step(State.WAITING_FOR_WINDOW)
+
+    async def _waiting_for_inhibitor(self, step: Step) -> Step:
+        """Wait, holding no slot, until no logind inhibitor blocks shutdown; then look at the window again."""
+        blockers = step.detail
+        while blockers:
+            log.info("a reboot is blocked by logind inhibitors: %s; waiting without a slot", blockers)
+            self.notify(f"{State.WAITING_FOR_INHIBITOR.value}: {blockers}")
+            while (now_blocking := await self._shutdown_blockers()) == blockers:
+                await self.sleep(INHIBITOR_POLL_S)
+            blockers = now_blocking
+        log.info("no inhibitor blocks the reboot any more")
         return Step(State.WAITING_FOR_WINDOW)
 
     async def _waiting_for_lock(self, step: Step) -> Step:
@@ -264,6 +280,10 @@ class Daemon:
 
     async def _holding(self, step: Step) -> Step:
         closed = self._release_if_window_closed()
+        if closed is None and (blockers := await self._shutdown_blockers()):
+            # Taken while queued; an inhibitor came meanwhile: give it back at once, before any hook drains.
+            log.info("logind inhibitors block the reboot (%s); giving the slot back to wait without it", blockers)
+            return Step(State.RELEASING)
         if closed is not None or self.hooks is None:
             return closed or Step(State.WARNING_USERS)
         self._undo_hooks = True
@@ -286,6 +306,10 @@ class Daemon:
             self.warn_users(ttys, self.login_delay_s)
             if self.login_delay_s > 0:
                 await self.sleep(self.login_delay_s)
+        blockers = await self._shutdown_blockers()
+        if blockers:
+            log.info("logind inhibitors block the reboot (%s); giving the slot back to wait without it", blockers)
+            return Step(State.RELEASING)
         return self._release_if_window_closed() or Step(State.REBOOTING)
 
     async def _rebooting(self, step: Step) -> Step:
@@ -313,6 +337,16 @@ class Daemon:
         return Step(State.WAITING_FOR_WINDOW, pause_s=step.pause_s)
 
     # -- helpers -------------------------------------------------------------
+
+    async def _shutdown_blockers(self) -> str:
+        """Who blocks shutdown and why ("" for nobody, or when inhibitors are ignored or cannot be listed)."""
+        if self.inhibitors is None:
+            return ""
+        try:
+            return describe(shutdown_blockers(await self.inhibitors()))
+        except LocksmithError as error:
+            log.warning("cannot list logind inhibitors, going on as if there were none: %s", error.one_line())
+            return ""
 
     def _release_if_window_closed(self) -> Step | None:
         if self.window is not None and not self.window.contains(self.now()):

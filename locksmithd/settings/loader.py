@@ -73,6 +73,7 @@ class DaemonSettings:
     pre_reboot_dir: str = _default(table.PRE_REBOOT_DIR)
     post_boot_dir: str = _default(table.POST_BOOT_DIR)
     hook_timeout_s: float = _default(table.HOOK_TIMEOUT)
+    ignore_inhibitors: bool = _default(table.IGNORE_INHIBITORS)
     journal_stream: str | None = None
     notify_socket: str | None = None
     sources: tuple[str, ...] = ()

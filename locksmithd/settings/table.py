@@ -183,6 +183,10 @@ POST_BOOT_DIR = Setting("LOCKSMITHD_POST_BOOT_DIR", values.absolute_path,
 HOOK_TIMEOUT = Setting("LOCKSMITHD_HOOK_TIMEOUT", values.interval_s,
                        "each hook's time limit (its process group is killed after it)", "hook_timeout_s", "10m",
                        flag="--hook-timeout")
+IGNORE_INHIBITORS = Setting("LOCKSMITHD_IGNORE_INHIBITORS", values.boolean,
+                            "reboot despite logind `block` inhibitors on shutdown (locksmith's behaviour); by default "
+                            "the host waits for them without holding a slot", "ignore_inhibitors", "false",
+                            flag="--ignore-inhibitors", switch=True)
 # Set by systemd for the service, read through the same loader, not operator settings.
 JOURNAL_STREAM = Setting("JOURNAL_STREAM", values.optional_text, "stderr is the journal (systemd)",
                          "journal_stream", operator=False)
@@ -194,7 +198,8 @@ SETTINGS: tuple[Setting[object], ...] = (
     WINDOW_LENGTH, WINDOWS, TIMEZONE, LOGIN_DELAY, MACHINE_ID, STATE_FILE, RECHECK_INTERVAL, RETRY_MAX,
     ETCD_TIMEOUT, BOOT_ID_PATH, BUS_ADDRESS, DEBUG, REBOOT_DEADLINE, STALE_POLICY, HEALTH_SYSTEM_STATES,
     HEALTH_UNITS, HEALTH_DIR, HEALTH_SOAK, HEALTH_TIMEOUT, SOURCES, REBOOT_REQUIRED_FILE, REBOOT_CHECK_COMMAND,
-    REBOOT_CHECK_INTERVAL, PRE_REBOOT_DIR, POST_BOOT_DIR, HOOK_TIMEOUT, JOURNAL_STREAM, NOTIFY_SOCKET,
+    REBOOT_CHECK_INTERVAL, PRE_REBOOT_DIR, POST_BOOT_DIR, HOOK_TIMEOUT, IGNORE_INHIBITORS,
+    JOURNAL_STREAM, NOTIFY_SOCKET,
 )  # fmt: skip
 """Every setting, in the order of the README's table."""
 
