@@ -43,7 +43,7 @@ async def run_reboot_check(argv: Sequence[str], timeout_s: float) -> CommandResu
 def make_sources(settings: DaemonSettings, need: Callable[[str], None],
                  update_engine: Source) -> list[tuple[str, Source]]:
     """The sources ``settings`` names, in its order, not started."""
-    from locksmithd.sources.command import CheckCommandSource
+    from locksmithd.sources.check_command import CheckCommandSource
     from locksmithd.sources.reboot_required import RebootRequiredWatcher
 
     sources: list[tuple[str, Source]] = []
