@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -90,12 +91,14 @@ class SimulatedHost:
         self.boot_id_file = workdir / "boot_id"
         self.conf_file = workdir / "update.conf"
         self.health_dir = workdir / "health.d"  # this host's check commands (none unless a test writes some)
+        self.run_dir = workdir / "run"  # this host's /run: emptied by each reboot, as a tmpfs is
 
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self, *, needs_reboot: bool = False) -> None:
         """Start the bus, the services and the first boot's locksmithd."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(exist_ok=True)
         self.conf_file.write_text("# simulated host: no update.conf settings\n")
         bus = PrivateBus()
         self.bus = bus  # set before starting, so stop() finds it even if start is cancelled
@@ -145,6 +148,8 @@ class SimulatedHost:
             "LOCKSMITHD_RETRY_MAX": opts.retry_max,
             "LOCKSMITHD_ETCD_TIMEOUT": opts.etcd_timeout,
             "LOCKSMITHD_HEALTH_DIR": str(self.health_dir),
+            "LOCKSMITHD_PRE_REBOOT_DIR": str(self.workdir / "pre-reboot.d"),  # this host's hooks, none by default
+            "LOCKSMITHD_POST_BOOT_DIR": str(self.workdir / "post-boot.d"),
         }
         if opts.window_start is not None and opts.window_length is not None:
             env["LOCKSMITHD_REBOOT_WINDOW_START"] = opts.window_start
@@ -231,6 +236,8 @@ class SimulatedHost:
         await self.stop_daemon()
         assert self.services is not None
         self.services.update_engine.set_operation(IDLE)  # the new version is now booted
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.run_dir.mkdir()
         await asyncio.sleep(self.reboot_delay_s)
         if self.auto_restart:
             await asyncio.shield(self.boot())  # never leave a half-spawned daemon behind

@@ -28,6 +28,7 @@ log = logging.getLogger("harness.services")
 
 StatusBody = Annotated[list[Any], DBusSignature("xdssx")]
 SessionList = Annotated[list[list[Any]], DBusSignature("a(susso)")]
+InhibitorList = Annotated[list[list[Any]], DBusSignature("a(ssssuu)")]
 RebootHook = Callable[[], Awaitable[None] | None]
 
 IDLE_STATUS = UpdateStatus(0, 0.0, IDLE, "", 0)
@@ -157,6 +158,8 @@ class FakeLogind(ServiceInterface):
         self.refuse_message = "reboot refused by the test"
         self.reboots: list[RebootRecord] = []
         self.sessions: dict[str, tuple[int, FakeSession]] = {}
+        # (what, who, why, mode, uid, pid) as ListInhibitors returns them; tests add and remove entries.
+        self.inhibitors: list[tuple[str, str, str, str, int, int]] = []
         self._clock = clock
         self._bus: MessageBus | None = None
         self._hook_tasks: set[asyncio.Future[Any]] = set()
@@ -176,6 +179,10 @@ class FakeLogind(ServiceInterface):
             [session.session_id, uid, session.user, "seat0", session_path(session_id)]
             for session_id, (uid, session) in self.sessions.items()
         ]
+
+    @dbus_method(name="ListInhibitors")
+    def dbus_list_inhibitors(self) -> InhibitorList:
+        return [list(inhibitor) for inhibitor in self.inhibitors]
 
     def attach(self, bus: MessageBus) -> None:
         """Export the manager and every session on ``bus``."""

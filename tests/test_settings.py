@@ -16,7 +16,7 @@ from locksmithd.settings import (
     load_settings,
     parse_conf_text,
 )
-from locksmithd.core.window import RebootWindow
+from locksmithd.core.schedule import WindowSpec
 from harness.certs import make_pki
 
 MACHINE_ID = "0123456789abcdef0123456789abcdef"
@@ -142,7 +142,8 @@ class TestWindowKeys:
     def test_unprefixed_names_are_accepted(self, host: Host) -> None:
         """REBOOT_WINDOW_START/LENGTH work as in locksmith."""
         host.write("etc-coreos", "REBOOT_WINDOW_START=Thu 04:00\nREBOOT_WINDOW_LENGTH=1h\n")
-        assert host.load().window == RebootWindow(3, 4, 0, timedelta(hours=1))
+        window = host.load().window
+        assert window is not None and window.windows == (WindowSpec(frozenset({3}), 4, 0, timedelta(hours=1)),)
 
     @pytest.mark.parametrize(
         "text",
@@ -155,19 +156,19 @@ class TestWindowKeys:
         """Whatever the line order, the prefixed name wins in the same file."""
         host.write("locksmithd", text + "REBOOT_WINDOW_LENGTH=30m\n")
         window = host.load().window
-        assert window is not None and (window.hour, window.length) == (5, timedelta(minutes=30))
+        assert window is not None and window.windows == (WindowSpec(frozenset(range(7)), 5, 0, timedelta(minutes=30)),)
 
     def test_prefixed_name_wins_in_environment(self, host: Host) -> None:
         """The same rule applies to the environment."""
         env = {"REBOOT_WINDOW_START": "06:00", "LOCKSMITHD_REBOOT_WINDOW_START": "05:00", "REBOOT_WINDOW_LENGTH": "1h"}
         window = host.load(env).window
-        assert window is not None and window.hour == 5
+        assert window is not None and window.windows[0].hour == 5
 
     def test_higher_source_beats_prefix(self, host: Host) -> None:
         """An unprefixed key in the environment overrides a prefixed one in a file."""
         host.write("locksmithd", "LOCKSMITHD_REBOOT_WINDOW_START=05:00\nLOCKSMITHD_REBOOT_WINDOW_LENGTH=1h\n")
         window = host.load({"REBOOT_WINDOW_START": "Sun 23:00"}).window
-        assert window is not None and (window.weekday, window.hour, window.length) == (6, 23, timedelta(hours=1))
+        assert window is not None and window.windows == (WindowSpec(frozenset({6}), 23, 0, timedelta(hours=1)),)
 
     def test_both_empty_means_no_window(self, host: Host) -> None:
         """Emptying both halves in a higher source removes a lower source's window."""

@@ -14,6 +14,7 @@ from locksmithd.bus.connection import (
     call_if_present,
     error_of,
 )
+from locksmithd.core.inhibitors import INHIBITORS_SIGNATURE, Inhibitor
 from locksmithd.errors import BusError, RebootRefused
 
 log = logging.getLogger("locksmithd.bus")
@@ -84,6 +85,21 @@ class LogindClient:
         paths = [str(session[4]) for session in reply.body[0]]
         ttys = await asyncio.gather(*(self._session_tty(path) for path in paths))
         return [tty for tty in ttys if tty]
+
+    async def list_inhibitors(self) -> list[Inhibitor]:
+        """Every inhibitor logind knows (``ListInhibitors``); ``[]`` when logind is not on the bus.
+
+        Raises ``BusError`` when the call fails otherwise or the reply is malformed.
+        """
+        reply = await call_if_present(self._bus, destination=SERVICE, path=PATH, interface=INTERFACE,
+                                      member="ListInhibitors", timeout_s=self._call_timeout_s)
+        if reply is None:
+            return []
+        if reply.signature != INHIBITORS_SIGNATURE:
+            raise BusError(f"{INTERFACE}.ListInhibitors returned {reply.signature!r}, "
+                           f"expected {INHIBITORS_SIGNATURE!r}")
+        return [Inhibitor(str(what), str(who), str(why), str(mode), int(uid), int(pid))
+                for what, who, why, mode, uid, pid in reply.body[0]]
 
     async def _session_tty(self, session_path: str) -> str:
         reply = await call(

@@ -16,6 +16,7 @@ class State(enum.Enum):
     UNHEALTHY = "unhealthy"
     IDLE = "idle"
     WAITING_FOR_WINDOW = "waiting-for-window"
+    WAITING_FOR_INHIBITOR = "waiting-for-inhibitor"
     WAITING_FOR_LOCK = "waiting-for-lock"
     HOLDING = "holding"
     WARNING_USERS = "warning-users"
@@ -30,7 +31,8 @@ ALLOWED: dict[State, frozenset[State]] = {
     State.CHECKING_HEALTH: frozenset({State.IDLE, State.UNHEALTHY, State.STOPPED}),
     State.UNHEALTHY: frozenset({State.IDLE, State.STOPPED}),
     State.IDLE: frozenset({State.WAITING_FOR_WINDOW, State.STOPPED}),
-    State.WAITING_FOR_WINDOW: frozenset({State.WAITING_FOR_LOCK, State.STOPPED}),
+    State.WAITING_FOR_WINDOW: frozenset({State.WAITING_FOR_LOCK, State.WAITING_FOR_INHIBITOR, State.STOPPED}),
+    State.WAITING_FOR_INHIBITOR: frozenset({State.WAITING_FOR_WINDOW, State.STOPPED}),
     State.WAITING_FOR_LOCK: frozenset({State.HOLDING, State.WAITING_FOR_WINDOW, State.STOPPED}),
     State.HOLDING: frozenset({State.WARNING_USERS, State.RELEASING, State.STOPPED}),
     State.WARNING_USERS: frozenset({State.REBOOTING, State.RELEASING, State.STOPPED}),

@@ -16,6 +16,7 @@ from locksmithd.ctl.context import CtlContext, fail, handled, is_not_utf8, value
 from locksmithd.ctl.group_commands import halt, history, resume
 from locksmithd.ctl.metrics_command import metrics
 from locksmithd.ctl.semaphore_commands import lock, reset, set_max, status, unlock
+from locksmithd.ctl.window_command import window
 from locksmithd.errors import Aborted, ConfigError, ExitCode, InvalidName, LocksmithError, UsageError
 from locksmithd.etcd.settings import (
     DEFAULT_ENDPOINT,
@@ -93,7 +94,8 @@ def cli(ctx: click.Context, endpoints: tuple[str, ...], group: str, etcd_cafile:
     ctx.obj = CtlContext(settings, group, machine_id_file, bus_address or None, holder_id_mode)
 
 
-for _command in (status, lock, unlock, set_max, reset, halt, resume, history, metrics, send_need_reboot, reboot):
+for _command in (status, lock, unlock, set_max, reset, halt, resume, history, metrics, send_need_reboot, reboot,
+                 window):
     cli.add_command(_command)
 
 

@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -135,43 +135,54 @@ class HealthChecker:
             await self._sleep(pause_s)
 
     def _check_commands(self) -> tuple[list[str], list[str]]:
-        """Executable regular files of the check directory in name order, and failures.
+        """Executable regular files of the check directory in name order, and failures (``list_commands``)."""
+        if not os.path.lexists(self.policy.check_dir) and not self._said_no_dir:
+            log.debug("no health check directory %s: no check commands", self.policy.check_dir)
+            self._said_no_dir = True
+        return list_commands(self.policy.check_dir, "health check", self._warned_skipped, named="check")
 
-        Directories are ignored; other non-executables are skipped with one
-        warning each. An entry or directory that cannot be examined is a
-        failure naming it: a check we cannot see must not pass by omission.
-        """
-        directory = self.policy.check_dir
+
+def list_commands(directory: str, what: str, warned: set[str], *, named: str | None = None,
+                  ) -> tuple[list[str], list[str]]:
+    """Executable regular files of ``directory`` in name order, and failures; none if it is missing.
+
+    Directories are ignored; other non-executables are skipped with one
+    warning each (``warned`` remembers them). An entry or directory that
+    cannot be examined is a failure naming it: a command we cannot see must
+    not pass by omission. Logs call a command ``what``, failures ``named`` (default ``what``).
+    """
+    named = named or what
+    try:
+        entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+    except FileNotFoundError:
+        return [], []
+    except OSError as exc:
+        return [], [f"{named} directory {directory} cannot be read: {exc.strerror or exc}"]
+    paths: list[str] = []
+    problems: list[str] = []
+    for entry in entries:
         try:
-            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
-        except FileNotFoundError:
-            if not self._said_no_dir:
-                log.debug("no health check directory %s: no check commands", directory)
-                self._said_no_dir = True
-            return [], []
-        except OSError as exc:
-            return [], [f"check directory {directory} cannot be read: {exc.strerror or exc}"]
-        paths: list[str] = []
-        problems: list[str] = []
-        for entry in entries:
-            try:
-                if entry.is_dir():
-                    continue
-                runnable = entry.is_file() and os.access(entry.path, os.X_OK)
-            except OSError as exc:
-                problems.append(f"check {entry.path} cannot be examined: {exc.strerror or exc}")
+            if entry.is_dir():
                 continue
-            if runnable:
-                paths.append(entry.path)
-            elif entry.path not in self._warned_skipped:
-                self._warned_skipped.add(entry.path)
-                log.warning("skipping health check %s: not an executable regular file", entry.path)
-        return paths, problems
+            runnable = entry.is_file() and os.access(entry.path, os.X_OK)
+        except OSError as exc:
+            problems.append(f"{named} {entry.path} cannot be examined: {exc.strerror or exc}")
+            continue
+        if runnable:
+            paths.append(entry.path)
+        elif entry.path not in warned:
+            warned.add(entry.path)
+            log.warning("skipping %s %s: not an executable regular file", what, entry.path)
+    return paths, problems
 
 
-async def run_check_command(path: str, timeout_s: float, *,
+async def run_check_command(path: str, timeout_s: float, *, args: Sequence[str] = (), what: str = "health check",
+                            env: Mapping[str, str] | None = None,
                             output_limit_bytes: int = OUTPUT_LIMIT_BYTES) -> CommandResult:
-    """Run ``path`` in its own process group; exit 0 is healthy.
+    """Run ``path`` (with ``args``) in its own process group; exit 0 is healthy.
+
+    ``what`` names the command in the log ("health check", "reboot check");
+    ``env`` replaces the daemon's environment when given.
 
     stdout and stderr are captured together, the last ``output_limit_bytes``
     kept and logged with the check's name. After ``timeout_s`` the whole
@@ -183,11 +194,11 @@ async def run_check_command(path: str, timeout_s: float, *,
         # Our own pipe, not asyncio's PIPE: Process.wait() would also wait for
         # asyncio's pipes to close, which a leftover background child delays.
         process = await asyncio.create_subprocess_exec(
-            path, stdin=asyncio.subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
-            start_new_session=True)
+            path, *args, stdin=asyncio.subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
+            env=None if env is None else dict(env), start_new_session=True)
     except OSError as exc:
         os.close(read_fd)
-        log.warning("health check %s could not be run: %s", path, exc.strerror or exc)
+        log.warning("%s %s could not be run: %s", what, path, exc.strerror or exc)
         return CommandResult(path=path, error=exc.strerror or str(exc))
     finally:
         os.close(write_fd)
@@ -203,7 +214,7 @@ async def run_check_command(path: str, timeout_s: float, *,
         transport.close()
     result = CommandResult(path=path, exit_code=None if timed_out else process.returncode,
                            timed_out=timed_out, timeout_s=timeout_s, output=tail.text())
-    _log_result(result)
+    _log_result(result, what)
     return result
 
 
@@ -246,14 +257,14 @@ def _kill_group(pgid: int) -> None:
         pass  # the group is already gone
 
 
-def _log_result(result: CommandResult) -> None:
+def _log_result(result: CommandResult, what: str) -> None:
     failure = result.failure()
     outcome = "passed" if failure is None else failure.removeprefix(f"check {result.path} ")
     level = logging.INFO if failure is None else logging.WARNING
     if result.output:
-        log.log(level, "health check %s %s; output:\n%s", result.path, outcome, result.output)
+        log.log(level, "%s %s %s; output:\n%s", what, result.path, outcome, result.output)
     else:
-        log.log(level, "health check %s %s (no output)", result.path, outcome)
+        log.log(level, "%s %s %s (no output)", what, result.path, outcome)
 
 
 class _Tail:

@@ -193,10 +193,13 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
     from locksmithd.bus.systemd import SystemdClient
     from locksmithd.bus.update_engine import UpdateEngineWatcher
     from locksmithd.daemon.health import HealthGateOnWallClock
+    from locksmithd.daemon.hooks import Hooks
     from locksmithd.daemon.observing import Observers
     from locksmithd.daemon.run import Daemon
     from locksmithd.daemon.supervise import Supervisor, watchdog_interval_s
     from locksmithd.host.wall import reboot_notice, write_to_terminals
+
+    from locksmithd.daemon.sources import Source, UpdateEngineSource, bounded_reason, make_sources, start_sources
 
     reboot_needed = asyncio.Event()
     observers = Observers(settings, strategy)
@@ -205,17 +208,33 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
 
         observers.add_listener(journal_listener(journal))
 
+    def need(reason: str) -> None:
+        """A source says a reboot is needed: the first reason is the one recorded with the slot."""
+        if reboot_needed.is_set():
+            log.debug("also needed: %s", reason)
+            return
+        reason = bounded_reason(reason)
+        log.info("a reboot is needed: %s", reason)
+        strategy.reason = reason
+        reboot_needed.set()
+        observers.event("reboot-needed", reason.split(":", 1)[0])
+
     def on_status(status: UpdateStatus) -> None:
         log.debug("update_engine status: %s", status.current_operation)
-        if status.needs_reboot and not reboot_needed.is_set():
-            reboot_needed.set()
-            observers.event("reboot-needed", "update_engine")
+        if status.needs_reboot:
+            need("update-engine" + (f": version {status.new_version}" if status.new_version else ""))
 
     watcher = UpdateEngineWatcher(on_status)
+    sources = make_sources(settings, need, UpdateEngineSource(watcher, bus))
+    started: list[Source] = []
+    logind = LogindClient(bus)
     daemon = Daemon(
-        strategy, LogindClient(bus), window=settings.window, publisher=coordinator, reboot_needed=reboot_needed,
+        strategy, logind, window=settings.window, publisher=coordinator, reboot_needed=reboot_needed,
         login_delay_s=settings.login_delay_s, retry_max_s=settings.retry_max_s,
         health=HealthGateOnWallClock(settings.health_policy(), SystemdClient(bus)) if strategy.uses_lock else None,
+        inhibitors=None if settings.ignore_inhibitors else logind.list_inhibitors,
+        hooks=Hooks(settings.pre_reboot_dir, settings.post_boot_dir, settings.hook_timeout_s, group=settings.group,
+                    holder=settings.machine_id),
         warn_users=lambda ttys, delay: write_to_terminals(ttys, reboot_notice(socket.gethostname(), delay)),
         notify=lambda text: supervisor.note(text), on_event=observers.event)
     supervisor = Supervisor(notifier, state=lambda: daemon.state,
@@ -237,7 +256,7 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
     supervising = asyncio.create_task(supervisor.run())
     run = asyncio.create_task(daemon.run())
     try:
-        await watcher.start(bus)
+        await start_sources(sources, started)
         notifier.send(READY="1")
         supervisor.note(daemon.state.value)
         await run
@@ -246,9 +265,12 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
     finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
         lost.cancel()
         supervising.cancel()
-        await watcher.stop()
+        for source in started:
+            await source.stop()
         await observers.stop()
     return stop_reason["code"]
 

@@ -15,15 +15,17 @@ from typing import Awaitable, Callable, Protocol, TypeVar
 
 from locksmithd.core.backoff import Backoff
 from locksmithd.core.holder_record import AfterBoot
+from locksmithd.core.inhibitors import Inhibitor, describe, shutdown_blockers
 from locksmithd.core.states import MAY_HOLD_UNUSED_SLOT, RETRYING_STATES, State, StateMachine, Step, published_state
 from locksmithd.errors import CorruptDocument, DocumentTooLarge, LocksmithError, RebootRefused, StoreDenied, StoreError
 from locksmithd.strategies.base import RebootStrategy
-from locksmithd.core.window import RebootWindow
+from locksmithd.core.schedule import Window
 
 log = logging.getLogger("locksmithd.daemon")
 T = TypeVar("T")
 UNHEALTHY_RECHECK_S = 60.0
 BEST_EFFORT_TIMEOUT_S = 10.0
+INHIBITOR_POLL_S = 5.0  # logind has no signal for inhibitors coming and going: ask this often while blocked
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,14 @@ class Rebooter(Protocol):
     async def reboot(self) -> None: ...
 
     async def tty_sessions(self) -> list[str]: ...
+
+
+class RebootHooks(Protocol):
+    """What the daemon needs of the hooks (``daemon/hooks.py``): None when all passed, else the failure."""
+
+    async def pre_reboot(self, reason: str) -> str | None: ...
+
+    async def post_boot(self, reason: str) -> str | None: ...
 
 
 class StatePublisher(Protocol):
@@ -81,9 +91,10 @@ class Daemon:
     and "error" (detail: the error kind). It must not raise.
     """
 
-    def __init__(self, strategy: RebootStrategy, rebooter: Rebooter, *, window: RebootWindow | None,
+    def __init__(self, strategy: RebootStrategy, rebooter: Rebooter, *, window: Window | None,
                  publisher: StatePublisher, reboot_needed: asyncio.Event, login_delay_s: float,
-                 health: HealthGate | None = None,
+                 health: HealthGate | None = None, hooks: RebootHooks | None = None,
+                 inhibitors: Callable[[], Awaitable[list[Inhibitor]]] | None = None,
                  retry_max_s: float, warn_users: Callable[[list[str], float], object] = lambda t, d: None,
                  notify: Callable[[str], None] = lambda status: None,
                  on_event: Callable[[str, str], None] = lambda kind, detail: None, now: Callable[[], datetime] = local_now,
@@ -95,6 +106,10 @@ class Daemon:
         self.reboot_needed = reboot_needed
         self.login_delay_s = login_delay_s
         self.health = health
+        self.hooks = hooks
+        self.inhibitors = inhibitors
+        self._hook_backoff = Backoff(1.0, max(retry_max_s, 1.0), rng or random.Random())
+        self._undo_hooks = False  # pre-reboot hooks ran and the host has not rebooted since
         self.warn_users = warn_users
         self.notify = notify
         self.on_event = on_event
@@ -113,6 +128,7 @@ class Daemon:
             State.UNHEALTHY: self._unhealthy,
             State.IDLE: self._idle,
             State.WAITING_FOR_WINDOW: self._waiting_for_window,
+            State.WAITING_FOR_INHIBITOR: self._waiting_for_inhibitor,
             State.WAITING_FOR_LOCK: self._waiting_for_lock,
             State.HOLDING: self._holding,
             State.WARNING_USERS: self._warning_users,
@@ -183,6 +199,9 @@ class Daemon:
         assert self.health is not None
         booted_at = await self._until_done(State.CHECKING_HEALTH, "record the boot", self.strategy.booted)
         give_up_at = booted_at + timedelta(seconds=self.health.timeout_s)
+        if self.hooks is not None:
+            await self._post_boot_hooks()
+            give_up_at = max(give_up_at, self.now() + timedelta(seconds=self.health.timeout_s))
         result = await self.health.wait_until_healthy(booted_at, give_up_at, self._health_progress)
         if result.passed:
             return await self._release_healthy(State.CHECKING_HEALTH, result)
@@ -210,6 +229,19 @@ class Daemon:
         self.on_event("reboot-done", "")
         return Step(State.IDLE)
 
+    async def _post_boot_hooks(self) -> None:
+        """Run the post-boot hooks until they all pass, keeping the slot: the host is not back in service yet."""
+        assert self.hooks is not None
+        while True:
+            failure = await self.hooks.post_boot(self.strategy.reason or "")
+            if failure is None:
+                self._hook_backoff.reset()
+                return
+            pause_s = self._hook_backoff.next_delay_s()
+            log.warning("%s; keeping the slot and trying again in %.0fs", failure, pause_s)
+            self._health_progress(failure)
+            await self.sleep(pause_s)
+
     def _health_progress(self, detail: str) -> None:
         if detail == self._health_detail:
             return
@@ -227,14 +259,25 @@ class Daemon:
     async def _waiting_for_window(self, step: Step) -> Step:
         if step.pause_s:
             await self.sleep(step.pause_s)
-        if self.window is None:
-            return Step(State.WAITING_FOR_LOCK)
+        if self.window is None or self.window.contains(self.now()):
+            blockers = await self._shutdown_blockers()
+            return Step(State.WAITING_FOR_INHIBITOR, detail=blockers) if blockers else Step(State.WAITING_FOR_LOCK)
         now = self.now()
-        if self.window.contains(now):
-            return Step(State.WAITING_FOR_LOCK)
         wait_s = self.window.seconds_until_open(now)
         log.info("outside the reboot window %s; next opening in %.0fs", self.window, wait_s)
         await self.sleep(min(wait_s, 60.0) + 0.05)  # wake at least each minute: clocks jump
+        return Step(State.WAITING_FOR_WINDOW)
+
+    async def _waiting_for_inhibitor(self, step: Step) -> Step:
+        """Wait, holding no slot, until no logind inhibitor blocks shutdown; then look at the window again."""
+        blockers = step.detail
+        while blockers:
+            log.info("a reboot is blocked by logind inhibitors: %s; waiting without a slot", blockers)
+            self.notify(f"{State.WAITING_FOR_INHIBITOR.value}: {blockers}")
+            while (now_blocking := await self._shutdown_blockers()) == blockers:
+                await self.sleep(INHIBITOR_POLL_S)
+            blockers = now_blocking
+        log.info("no inhibitor blocks the reboot any more")
         return Step(State.WAITING_FOR_WINDOW)
 
     async def _waiting_for_lock(self, step: Step) -> Step:
@@ -253,6 +296,20 @@ class Daemon:
         return Step(State.HOLDING)
 
     async def _holding(self, step: Step) -> Step:
+        closed = self._release_if_window_closed()
+        if closed is None and (blockers := await self._shutdown_blockers()):
+            # Taken while queued; an inhibitor came meanwhile: give it back at once, before any hook drains.
+            log.info("logind inhibitors block the reboot (%s); giving the slot back to wait without it", blockers)
+            return Step(State.RELEASING)
+        if closed is not None or self.hooks is None:
+            return closed or Step(State.WARNING_USERS)
+        self._undo_hooks = True
+        failure = await self.hooks.pre_reboot(self.strategy.reason or "")
+        if failure is not None:
+            pause_s = self._hook_backoff.next_delay_s()
+            log.warning("%s; giving the slot back and trying again in %.0fs", failure, pause_s)
+            return Step(State.RELEASING, pause_s=pause_s, detail=failure)
+        self._hook_backoff.reset()
         return self._release_if_window_closed() or Step(State.WARNING_USERS)
 
     async def _warning_users(self, step: Step) -> Step:
@@ -266,6 +323,10 @@ class Daemon:
             self.warn_users(ttys, self.login_delay_s)
             if self.login_delay_s > 0:
                 await self.sleep(self.login_delay_s)
+        blockers = await self._shutdown_blockers()
+        if blockers:
+            log.info("logind inhibitors block the reboot (%s); giving the slot back to wait without it", blockers)
+            return Step(State.RELEASING)
         return self._release_if_window_closed() or Step(State.REBOOTING)
 
     async def _rebooting(self, step: Step) -> Step:
@@ -283,12 +344,28 @@ class Daemon:
         raise AssertionError("unreachable")
 
     async def _releasing(self, step: Step) -> Step:
+        if self._undo_hooks and self.hooks is not None:
+            # Pre-reboot hooks ran (a drain, say) but the host will not reboot now: undo with the post-boot ones.
+            self._undo_hooks = False
+            failure = await self.hooks.post_boot(self.strategy.reason or "")
+            if failure is not None:
+                log.error("%s while undoing the pre-reboot hooks (the host did not reboot)", failure)
         await self._until_done(State.RELEASING, "release the reboot slot", self.strategy.release)
         self.on_event("slot-released", "")
         # The pause (after a refused reboot) is spent without the slot, before queueing again.
         return Step(State.WAITING_FOR_WINDOW, pause_s=step.pause_s)
 
     # -- helpers -------------------------------------------------------------
+
+    async def _shutdown_blockers(self) -> str:
+        """Who blocks shutdown and why ("" for nobody, or when inhibitors are ignored or cannot be listed)."""
+        if self.inhibitors is None:
+            return ""
+        try:
+            return describe(shutdown_blockers(await self.inhibitors()))
+        except LocksmithError as error:
+            log.warning("cannot list logind inhibitors, going on as if there were none: %s", error.one_line())
+            return ""
 
     def _release_if_window_closed(self) -> Step | None:
         if self.window is not None and not self.window.contains(self.now()):

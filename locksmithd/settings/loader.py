@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Any, TypeVar
 
 from locksmithd.core.health_policy import HealthPolicy
-from locksmithd.core.window import RebootWindow, parse_window_length, parse_window_start
+from locksmithd.core.schedule import Schedule, WindowSpec
+from locksmithd.core.window import parse_window_length, parse_window_start
 from locksmithd.errors import ConfigError
 from locksmithd.etcd.settings import EtcdSettings, validate_tls_and_auth
 from locksmithd.etcd.stale import StalePolicy
 from locksmithd.observe.address import MetricsAddress
 from locksmithd.host.identity import DEFAULT_MACHINE_ID_PATH, read_holder_id
+from locksmithd.host.timezone import local_zone
 from locksmithd.settings import table
 from locksmithd.settings.conffile import read_conf_file
 from locksmithd.settings.credentials import apply_credential_files
@@ -50,7 +53,7 @@ class DaemonSettings:
     strategy: str = _default(table.STRATEGY)
     etcd: EtcdSettings = field(default_factory=EtcdSettings)
     group: str = _default(table.GROUP)
-    window: RebootWindow | None = None
+    window: Schedule | None = None
     state_file: str = _default(table.STATE_FILE)
     login_delay_s: float = _default(table.LOGIN_DELAY)
     recheck_interval_s: float = _default(table.RECHECK_INTERVAL)
@@ -68,6 +71,14 @@ class DaemonSettings:
     fleetlock_url: str | None = None
     fleetlock_group: str = _default(table.FLEETLOCK_GROUP)
     metrics_address: MetricsAddress | None = None
+    reboot_sources: tuple[str, ...] = _default(table.SOURCES)
+    reboot_required_file: str = _default(table.REBOOT_REQUIRED_FILE)
+    reboot_check_command: tuple[str, ...] | None = None
+    reboot_check_interval_s: float = _default(table.REBOOT_CHECK_INTERVAL)
+    pre_reboot_dir: str = _default(table.PRE_REBOOT_DIR)
+    post_boot_dir: str = _default(table.POST_BOOT_DIR)
+    hook_timeout_s: float = _default(table.HOOK_TIMEOUT)
+    ignore_inhibitors: bool = _default(table.IGNORE_INHIBITORS)
     journal_stream: str | None = None
     notify_socket: str | None = None
     watchdog_usec: int | None = None
@@ -89,6 +100,7 @@ class DaemonSettings:
                     f"fleetlock_group={self.fleetlock_group!r} window={window!r} machine_id={self.machine_id}")
         return (
             f"strategy={self.strategy} group={self.group!r} window={window!r} "
+            f"sources={','.join(self.reboot_sources)} "
             f"endpoints={self.etcd.describe_endpoints()} machine_id={self.machine_id}"
         )
 
@@ -100,13 +112,18 @@ def load_settings(
     machine_id_path: str = DEFAULT_MACHINE_ID_PATH,
     *,
     conf_must_exist: bool = False,
+    host_zone: Callable[[], tuple[tzinfo, str]] | None = None,
+    identity: bool = True,
 ) -> DaemonSettings:
     """Read, merge and validate every source into one DaemonSettings.
 
     Priority, lowest first: each of ``conf_paths`` in order (missing files are
     skipped unless ``conf_must_exist``, for files the operator named), then
     ``environ``, then ``flags`` (source "command line"). Never reads
-    ``os.environ``. Raises ConfigError naming source, key and value for the
+    ``os.environ``. Windows are in LOCKSMITHD_TIMEZONE, else in ``host_zone()``
+    (read only when needed; by default the zone of ``environ``'s TZ or
+    /etc/localtime, the local time locksmith's window always meant). With ``identity`` False (``locksmithctl window``)
+    no machine id is read and ``machine_id`` is "" unless overridden. Raises ConfigError naming source, key and value for the
     first invalid setting, or IdentityError if no machine id is usable.
     """
     layers: list[list[RawSetting]] = []
@@ -119,7 +136,8 @@ def load_settings(
     layers.append(_mapping_settings(environ, ENVIRONMENT))
     layers.append(_mapping_settings(flags or {}, COMMAND_LINE))
     values, unknown = merge_layers(layers)
-    return _build(values, tuple(unknown), tuple(sources), machine_id_path)
+    zone = host_zone or (lambda: local_zone(environ.get("TZ")))
+    return _build(values, tuple(unknown), tuple(sources), machine_id_path if identity else None, zone)
 
 
 def _mapping_settings(mapping: Mapping[str, str], source: str) -> list[RawSetting]:
@@ -158,7 +176,7 @@ def merge_layers(layers: Iterable[Sequence[RawSetting]]) -> tuple[dict[str, RawS
 
 def _build(
     given: Mapping[str, RawSetting], unknown: tuple[tuple[str, str], ...], sources: tuple[str, ...],
-    machine_id_path: str,
+    machine_id_path: str | None, host_zone: Callable[[], tuple[tzinfo, str]],
 ) -> DaemonSettings:
     """Parse every row (given value or default), in table order, into DaemonSettings."""
     top: dict[str, Any] = {}
@@ -179,8 +197,8 @@ def _build(
     settings = DaemonSettings(
         **top,
         etcd=_etcd(etcd, given),
-        window=_window(given.get(table.WINDOW_START.key), given.get(table.WINDOW_LENGTH.key)),
-        machine_id=parse_row(table.MACHINE_ID, override) if override else read_holder_id(
+        window=_schedule(given, host_zone),
+        machine_id=parse_row(table.MACHINE_ID, override) if override else _machine_id(
             machine_id_path, parse_row(table.HOLDER_ID, mode) if mode else "machine-id"),
         sources=sources,
         unknown_keys=unknown,
@@ -189,6 +207,11 @@ def _build(
         raw = given.get(table.FLEETLOCK_URL.key) or given.get(table.STRATEGY.key)
         assert raw is not None  # fleet-lock is never the default
         raise ConfigError(raw.source, raw.key, raw.value, "strategy fleet-lock needs LOCKSMITHD_FLEETLOCK_URL")
+    if "command" in settings.reboot_sources and settings.reboot_check_command is None:
+        raw = given.get(table.SOURCES.key)
+        assert raw is not None  # the default has no command source
+        raise ConfigError(raw.source, raw.key, raw.value,
+                          f"source 'command' needs {table.REBOOT_CHECK_COMMAND.key} (the command to run)")
     try:
         settings.health_policy()
     except ValueError as exc:  # the soak must be shorter than the timeout
@@ -196,6 +219,11 @@ def _build(
         where = raw if raw is not None else RawSetting(table.HEALTH_SOAK.key, "", "defaults")
         raise ConfigError(where.source, where.key, where.value, str(exc)) from None
     return settings
+
+
+def _machine_id(path: str | None, mode: str) -> str:
+    """This host's holder id ("" when no identity is needed, e.g. ``locksmithctl window``)."""
+    return "" if path is None else read_holder_id(path, mode)
 
 
 def _etcd(fields: Mapping[str, Any], given: Mapping[str, RawSetting]) -> EtcdSettings:
@@ -209,8 +237,31 @@ def _etcd(fields: Mapping[str, Any], given: Mapping[str, RawSetting]) -> EtcdSet
     return validate_tls_and_auth(EtcdSettings(**filled), ", ".join(where) or "defaults", "LOCKSMITHD_")
 
 
-def _window(start: RawSetting | None, length: RawSetting | None) -> RebootWindow | None:
-    """The reboot window if both halves are set (non-empty), None if neither; else ConfigError."""
+def _schedule(given: Mapping[str, RawSetting], host_zone: Callable[[], tuple[tzinfo, str]]) -> Schedule | None:
+    """The reboot windows of either form in their zone; None for any time; ConfigError for both forms."""
+    windows_raw = given.get(table.WINDOWS.key)
+    windows = parse_row(table.WINDOWS, windows_raw) if windows_raw is not None else None
+    legacy = _window(given.get(table.WINDOW_START.key), given.get(table.WINDOW_LENGTH.key))
+    zone_raw = given.get(table.TIMEZONE.key)
+    named = parse_row(table.TIMEZONE, zone_raw) if zone_raw is not None else None
+    if windows is not None and legacy is not None:
+        assert windows_raw is not None
+        pair = given.get(table.WINDOW_START.key) or given.get(table.WINDOW_LENGTH.key)
+        assert pair is not None
+        raise ConfigError(windows_raw.source, windows_raw.key, windows_raw.value,
+                          f"cannot be combined with {pair.key} (from {pair.source}): use one form or the other")
+    chosen = windows if windows is not None else legacy
+    if chosen is None:
+        return None
+    zone, name = named if named is not None else host_zone()
+    return Schedule(chosen, zone, name)
+
+
+def _window(start: RawSetting | None, length: RawSetting | None) -> tuple[WindowSpec, ...] | None:
+    """locksmith's window if both halves are set (non-empty), None if neither; else ConfigError.
+
+    A daily window opens every day; a weekly one on its day (same meaning as locksmith).
+    """
     start_set = start is not None and start.value.strip() != ""
     length_set = length is not None and length.value.strip() != ""
     if not start_set and not length_set:
@@ -226,6 +277,7 @@ def _window(start: RawSetting | None, length: RawSetting | None) -> RebootWindow
     except ValueError as exc:
         raise ConfigError(start.source, start.key, hidden(start.key, start.value), str(exc)) from exc
     try:
-        return RebootWindow(weekday, hour, minute, parse_window_length(length.value))
+        days = frozenset(range(7)) if weekday is None else frozenset({weekday})
+        return (WindowSpec(days, hour, minute, parse_window_length(length.value)),)
     except ValueError as exc:
         raise ConfigError(length.source, length.key, hidden(length.key, length.value), str(exc)) from exc

@@ -106,12 +106,19 @@ KEY_PREFIX = Setting("LOCKSMITHD_ETCD_KEY_PREFIX", values.text,
                      "prefix before locksmith's keys, for a shared (multi-tenant) etcd", "etcd.key_prefix", "",
                      "", flag="--etcd-key-prefix")
 WINDOW_START = Setting("LOCKSMITHD_REBOOT_WINDOW_START", values.text,
-                       "`HH:MM` (daily) or `Day HH:MM` (weekly, e.g. `Thu 04:00`), local time; "
+                       "`HH:MM` (daily) or `Day HH:MM` (weekly, e.g. `Thu 04:00`), in `LOCKSMITHD_TIMEZONE`; "
                        "`REBOOT_WINDOW_START` also accepted", None, flag="--reboot-window-start",
                        aliases=("REBOOT_WINDOW_START",))
 WINDOW_LENGTH = Setting("LOCKSMITHD_REBOOT_WINDOW_LENGTH", values.text,
                         "Go duration, e.g. `1h30m`; both or neither of the pair; `REBOOT_WINDOW_LENGTH` also accepted",
                         None, flag="--reboot-window-length", aliases=("REBOOT_WINDOW_LENGTH",))
+WINDOWS = Setting("LOCKSMITHD_REBOOT_WINDOWS", values.windows,
+                  "several windows, `;`-separated, each `[days] HH:MM length` (e.g. `Mon-Fri 03:00 1h; Sat,Sun "
+                  "22:30 90m`); overlapping ones merge; not together with the START/LENGTH pair", None,
+                  shown_default="(any time)", flag="--reboot-windows")
+TIMEZONE = Setting("LOCKSMITHD_TIMEZONE", values.time_zone,
+                   "IANA time zone of the reboot windows (e.g. `Europe/Berlin`); DST-aware", None,
+                   shown_default="host's (`TZ`, else `/etc/localtime`)", flag="--timezone")
 LOGIN_DELAY = Setting("LOCKSMITHD_LOGIN_DELAY", values.delay_s,
                       "how long to wait after warning logged-in users (0 allowed, at most 24h)", "login_delay_s",
                       "5m", flag="--login-delay")
@@ -168,6 +175,36 @@ FLEETLOCK_GROUP = Setting("LOCKSMITHD_FLEETLOCK_GROUP", values.fleetlock_group,
 METRICS_ADDRESS = Setting("LOCKSMITHD_METRICS_ADDRESS", values.metrics_address,
                           "serve Prometheus metrics at `/metrics` on `host:port` (e.g. `127.0.0.1:9474`) or "
                           "`unix:/path`; empty: off", "metrics_address", "", "(off)", flag="--metrics-address")
+SOURCES = Setting("LOCKSMITHD_SOURCES", values.reboot_sources,
+                  "where \"a reboot is needed\" comes from, comma-separated: `update-engine` (D-Bus signal), "
+                  "`reboot-required` (the file below appears), `command` (the check command exits 1)",
+                  "reboot_sources", "update-engine", flag="--sources")
+REBOOT_REQUIRED_FILE = Setting("LOCKSMITHD_REBOOT_REQUIRED_FILE", values.absolute_path,
+                               "the file of source `reboot-required` (its directory is watched with inotify; "
+                               "packages are read from the same path + `.pkgs`)", "reboot_required_file",
+                               "/run/reboot-required", flag="--reboot-required-file")
+REBOOT_CHECK_COMMAND = Setting("LOCKSMITHD_REBOOT_CHECK_COMMAND", values.command_line,
+                               "command of source `command` (words split as by a shell, no shell): exit 1 = reboot "
+                               "needed, 0 = not, anything else is logged and retried", "reboot_check_command",
+                               flag="--reboot-check-command")
+REBOOT_CHECK_INTERVAL = Setting("LOCKSMITHD_REBOOT_CHECK_INTERVAL", values.interval_s,
+                                "how often the check command runs (with 10 % jitter; it may run at most this long "
+                                "or 5m)", "reboot_check_interval_s", "10m", flag="--reboot-check-interval")
+PRE_REBOOT_DIR = Setting("LOCKSMITHD_PRE_REBOOT_DIR", values.absolute_path,
+                         "hooks run in name order after the slot is taken, before users are warned (e.g. drain); "
+                         "one failing gives the slot back and retries later", "pre_reboot_dir",
+                         "/etc/locksmithd/pre-reboot.d", flag="--pre-reboot-dir")
+POST_BOOT_DIR = Setting("LOCKSMITHD_POST_BOOT_DIR", values.absolute_path,
+                        "hooks run in name order after boot, before the health checks (e.g. uncordon); one failing "
+                        "keeps the slot and is retried; also run when pre-reboot hooks ran but the host did not "
+                        "reboot", "post_boot_dir", "/etc/locksmithd/post-boot.d", flag="--post-boot-dir")
+HOOK_TIMEOUT = Setting("LOCKSMITHD_HOOK_TIMEOUT", values.interval_s,
+                       "each hook's time limit (its process group is killed after it)", "hook_timeout_s", "10m",
+                       flag="--hook-timeout")
+IGNORE_INHIBITORS = Setting("LOCKSMITHD_IGNORE_INHIBITORS", values.boolean,
+                            "reboot despite logind `block` inhibitors on shutdown (locksmith's behaviour); by default "
+                            "the host waits for them without holding a slot", "ignore_inhibitors", "false",
+                            flag="--ignore-inhibitors", switch=True)
 # Set by systemd for the service, read through the same loader, not operator settings.
 JOURNAL_STREAM = Setting("JOURNAL_STREAM", values.optional_text, "stderr is the journal (systemd)",
                          "journal_stream", operator=False)
@@ -186,10 +223,12 @@ TEST_BLOCK_LOOP = Setting("LOCKSMITHD_TEST_BLOCK_LOOP", values.boolean,
 
 SETTINGS: tuple[Setting[object], ...] = (
     STRATEGY, ENDPOINT, GROUP, CAFILE, CERTFILE, KEYFILE, USERNAME, PASSWORD, PASSWORD_FILE, KEY_PREFIX, WINDOW_START,
-    WINDOW_LENGTH, LOGIN_DELAY, MACHINE_ID, HOLDER_ID, STATE_FILE, RECHECK_INTERVAL, RETRY_MAX, ETCD_TIMEOUT, BOOT_ID_PATH,
-    BUS_ADDRESS, DEBUG, REBOOT_DEADLINE, STALE_POLICY, HEALTH_SYSTEM_STATES, HEALTH_UNITS, HEALTH_DIR, HEALTH_SOAK,
-    HEALTH_TIMEOUT, FLEETLOCK_URL, FLEETLOCK_GROUP, METRICS_ADDRESS, JOURNAL_STREAM, NOTIFY_SOCKET,
-    CREDENTIALS_DIRECTORY, WATCHDOG_USEC, WATCHDOG_PID, TEST_BLOCK_LOOP,
+    WINDOW_LENGTH, WINDOWS, TIMEZONE, LOGIN_DELAY, MACHINE_ID, HOLDER_ID, STATE_FILE, RECHECK_INTERVAL, RETRY_MAX,
+    ETCD_TIMEOUT, BOOT_ID_PATH, BUS_ADDRESS, DEBUG, REBOOT_DEADLINE, STALE_POLICY, HEALTH_SYSTEM_STATES,
+    HEALTH_UNITS, HEALTH_DIR, HEALTH_SOAK, HEALTH_TIMEOUT, SOURCES, REBOOT_REQUIRED_FILE, REBOOT_CHECK_COMMAND,
+    REBOOT_CHECK_INTERVAL, PRE_REBOOT_DIR, POST_BOOT_DIR, HOOK_TIMEOUT, IGNORE_INHIBITORS, FLEETLOCK_URL,
+    FLEETLOCK_GROUP, METRICS_ADDRESS, JOURNAL_STREAM, NOTIFY_SOCKET, CREDENTIALS_DIRECTORY, WATCHDOG_USEC,
+    WATCHDOG_PID, TEST_BLOCK_LOOP,
 )  # fmt: skip
 """Every setting, in the order of the README's table."""
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import timedelta
+import shlex
+from datetime import timedelta, tzinfo
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 
 from locksmithd.core.duration import format_duration, parse_duration
 from locksmithd.core.fleetlock_protocol import group_problem as fleetlock_group_problem
 from locksmithd.core.names import group_problem, name_problem
+from locksmithd.core.schedule import WindowSpec, parse_windows
 from locksmithd.etcd.settings import Endpoint, check_readable_file, parse_endpoints, request_timeout_problem
 from locksmithd.host.identity import HOLDER_ID_MODES
 from locksmithd.settings.raw import RawSetting
@@ -249,3 +253,53 @@ def watchdog_usec(raw: RawSetting) -> int | None:
     if not raw.value.isascii() or not raw.value.isdigit():
         raise ValueError("must be a whole number of microseconds")
     return int(raw.value)
+
+
+def windows(raw: RawSetting) -> tuple[WindowSpec, ...] | None:
+    """Reboot windows ("Mon-Fri 03:00 1h; Sat,Sun 22:30 90m"), or None when empty."""
+    if raw.value.strip() == "":
+        return None
+    return parse_windows(raw.value)
+
+
+def time_zone(raw: RawSetting) -> tuple[tzinfo, str] | None:
+    """An IANA time zone name ("Europe/Berlin", "UTC") and its name, or None when empty (host's zone)."""
+    name = raw.value.strip()
+    if name == "":
+        return None
+    try:
+        return ZoneInfo(name), name
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError("unknown time zone; use an IANA name such as Europe/Berlin, America/New_York "
+                         "or UTC (see timedatectl list-timezones)") from None
+
+
+SOURCE_NAMES = ("update-engine", "reboot-required", "command")
+
+
+def reboot_sources(raw: RawSetting) -> tuple[str, ...]:
+    """Comma-separated source names, each once, at least one."""
+    names = [name.strip().lower() for name in raw.value.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"no source given; use one or more of {', '.join(SOURCE_NAMES)}")
+    for name in names:
+        if name not in SOURCE_NAMES:
+            raise ValueError(f"unknown source {name!r}; use one or more of {', '.join(SOURCE_NAMES)}")
+    return tuple(dict.fromkeys(names))
+
+
+def absolute_path(raw: RawSetting) -> str:
+    """An absolute path (whether it exists is checked when it is used)."""
+    given = path(raw)
+    if not os.path.isabs(given):
+        raise ValueError("must be an absolute path")
+    return given
+
+
+def command_line(raw: RawSetting) -> tuple[str, ...] | None:
+    """A command and its arguments, split as a shell would (no shell runs it); None when empty."""
+    try:
+        argv = shlex.split(raw.value)
+    except ValueError as exc:
+        raise ValueError(f"cannot be split into words: {exc}") from None
+    return tuple(argv) or None

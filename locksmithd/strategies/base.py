@@ -21,6 +21,8 @@ class RebootStrategy(Protocol):
     label: str
     enabled: bool
     uses_lock: bool
+    reason: str | None
+    """Why a reboot is needed (set by the daemon's sources before it queues): recorded with the slot."""
 
     async def held_from_before(self) -> AfterBoot:
         """Whether this host holds a slot from before, and whether it has rebooted since."""
@@ -52,6 +54,8 @@ class RebootStrategy(Protocol):
 
 class WithoutSlot:
     """The slot methods of strategies that take no slot (``off``, ``reboot``): nothing to hold or give back."""
+
+    reason: str | None = None
 
     async def held_from_before(self) -> AfterBoot:
         return AfterBoot.NOT_HOLDING

@@ -52,6 +52,7 @@ class EtcdLockStrategy:
         self.group = group
         self.hostname = hostname
         self.boot_id = boot_id
+        self.reason: str | None = None
         self.reboot_deadline_s = reboot_deadline_s
         self.now = now
         self.alive_key = alive_key(holder, group, key_prefix)
@@ -69,13 +70,15 @@ class EtcdLockStrategy:
 
     async def rebooting(self) -> None:
         await self._update_record("rebooting", lambda record: record.with_changes(phase=PHASE_REBOOTING),
-                                  self._event("reboot-requested"))
+                                  self._event("reboot-requested", self.reason or ""))
 
     async def booted(self) -> datetime:
         """Record the first sight of the new boot (with a "booted" event) and show the host is alive."""
         await self._stay_alive()
         snapshot = await asyncio.to_thread(self.semaphore.read)
         record = snapshot.semaphore.record(self.holder)
+        if record is not None and self.reason is None:
+            self.reason = record.reason  # why this reboot happened, for the post-boot hooks
         if record is not None and record.booted_at is not None:
             return record.booted_at
         now = self.now()
@@ -109,7 +112,7 @@ class EtcdLockStrategy:
     async def acquire(self, deadline: datetime | None) -> bool:
         record = new_record(now=self.now(), deadline_after=None if self.reboot_deadline_s is None
                             else timedelta(seconds=self.reboot_deadline_s), hostname=self.hostname,
-                            source="locksmithd", boot_id=self.boot_id)
+                            source="locksmithd", boot_id=self.boot_id, reason=self.reason)
         acquired = await self.queue.acquire(self.holder, record.to_info(), deadline)
         if acquired:
             await self._stay_alive()

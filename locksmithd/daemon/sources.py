@@ -1,0 +1,94 @@
+"""Start the configured sources of "a reboot is needed" (update_engine, reboot-required, command)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from locksmithd.core.health_policy import CommandResult
+from locksmithd.errors import ConfigError, LocksmithError
+from locksmithd.settings import table
+
+if TYPE_CHECKING:
+    from dbus_fast.aio import MessageBus
+
+    from locksmithd.bus.update_engine import UpdateEngineWatcher
+    from locksmithd.settings import DaemonSettings
+
+log = logging.getLogger("locksmithd")
+
+MAX_CHECK_TIMEOUT_S = 300.0  # the check command may run for its interval, at most 5 minutes
+MAX_REASON_CHARS = 1000
+
+
+class Source(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def bounded_reason(reason: str) -> str:
+    """A reason short enough for the holder record and the history."""
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 3] + "..."
+
+
+async def run_reboot_check(argv: Sequence[str], timeout_s: float) -> CommandResult:
+    """The check command through the daemon's one command runner (process group, timeout, bounded output)."""
+    from locksmithd.daemon.health import run_check_command
+
+    return await run_check_command(argv[0], timeout_s, args=argv[1:], what="reboot check")
+
+
+def make_sources(settings: DaemonSettings, need: Callable[[str], None],
+                 update_engine: Source) -> list[tuple[str, Source]]:
+    """The sources ``settings`` names, in its order, not started."""
+    from locksmithd.sources.check_command import CheckCommandSource
+    from locksmithd.sources.reboot_required import RebootRequiredWatcher
+
+    sources: list[tuple[str, Source]] = []
+    for name in settings.reboot_sources:
+        if name == "update-engine":
+            sources.append((name, update_engine))
+        elif name == "reboot-required":
+            sources.append((name, RebootRequiredWatcher(settings.reboot_required_file, need)))
+        else:
+            assert name == "command" and settings.reboot_check_command is not None  # checked by the loader
+            timeout_s = min(settings.reboot_check_interval_s, MAX_CHECK_TIMEOUT_S)
+            sources.append((name, CheckCommandSource(settings.reboot_check_command, settings.reboot_check_interval_s,
+                                                     need, run_reboot_check, timeout_s=timeout_s)))
+    return sources
+
+
+async def start_sources(sources: Sequence[tuple[str, Source]], started: list[Source]) -> None:
+    """Start each source, appending it to ``started``; one that cannot start is a warning.
+
+    Raises the source's error when it is the only source, and ConfigError
+    (exit 3) when none of several could start.
+    """
+    for name, source in sources:
+        try:
+            await source.start()
+        except LocksmithError as error:
+            if len(sources) == 1:
+                raise
+            log.warning("reboot source %s cannot start, going on without it: %s", name, error.one_line())
+        else:
+            started.append(source)
+    if not started:
+        names = ",".join(name for name, _ in sources)
+        raise ConfigError("start-up", table.SOURCES.key, names, "none of the reboot sources could start")
+
+
+class UpdateEngineSource:
+    """The update_engine watcher as a source: it starts on the daemon's bus."""
+
+    def __init__(self, watcher: UpdateEngineWatcher, bus: MessageBus) -> None:
+        self.watcher = watcher
+        self.bus = bus
+
+    async def start(self) -> None:
+        await self.watcher.start(self.bus)
+
+    async def stop(self) -> None:
+        await self.watcher.stop()

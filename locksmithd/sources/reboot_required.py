@@ -1,0 +1,119 @@
+"""The reboot-required source: Debian's /run/reboot-required, noticed through inotify on its directory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+
+from asyncinotify import Inotify, Mask
+
+from locksmithd.core.names import printable
+from locksmithd.errors import ConfigError
+
+log = logging.getLogger("locksmithd.sources")
+
+DEFAULT_PATH = "/run/reboot-required"
+MAX_PACKAGES_BYTES = 65536
+SHOWN_PACKAGES = 20
+REWATCH_S = 1.0  # after the directory went away (/run remounted): how often to try watching it again
+_FILE_EVENTS = Mask.CREATE | Mask.MOVED_TO | Mask.CLOSE_WRITE | Mask.ATTRIB
+_GONE_EVENTS = Mask.IGNORED | Mask.UNMOUNT | Mask.DELETE_SELF | Mask.MOVE_SELF
+
+
+class RebootRequiredWatcher:
+    """Calls ``on_needed(reason)`` once when ``path`` exists (at start, or within a second of appearing).
+
+    The directory is watched, not the file, so a file created before the
+    start, or after the directory is remounted or recreated (the watch is
+    added again), is seen. The reason names the file and the packages listed
+    in ``path + ".pkgs"`` when present.
+    """
+
+    def __init__(self, path: str, on_needed: Callable[[str], None], key: str = "LOCKSMITHD_REBOOT_REQUIRED_FILE"):
+        self.path = os.path.abspath(path)
+        self.directory = os.path.dirname(self.path)
+        self.name = os.path.basename(self.path)
+        self.on_needed = on_needed
+        self.key = key
+        self._inotify: Inotify | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._told = False
+
+    async def start(self) -> None:
+        """Watch the directory, then look once (no window between the two).
+
+        Raises ConfigError (source "start-up") naming the key and path when the
+        directory cannot be watched (missing, unreadable, no inotify).
+        """
+        try:
+            self._inotify = Inotify()
+            self._watch()
+        except OSError as exc:
+            self.close()
+            raise ConfigError("start-up", self.key, self.path,
+                              f"cannot watch {self.directory}: {exc.strerror or exc}") from None
+        log.info("watching %s for %s", self.directory, self.name)
+        self._check()
+        self._task = asyncio.create_task(self._follow(), name="reboot-required watcher")
+
+    async def stop(self) -> None:
+        """Stop watching; never raises."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self.close()
+
+    def close(self) -> None:
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
+
+    def _watch(self) -> None:
+        assert self._inotify is not None
+        self._inotify.add_watch(self.directory, _FILE_EVENTS | Mask.ONLYDIR | Mask.DELETE_SELF | Mask.MOVE_SELF)
+
+    async def _follow(self) -> None:
+        assert self._inotify is not None
+        async for event in self._inotify:
+            if event.mask & Mask.Q_OVERFLOW or (event.name is not None and str(event.name) == self.name):
+                self._check()
+            elif event.mask & _GONE_EVENTS and event.name is None:
+                await self._rewatch()
+
+    async def _rewatch(self) -> None:
+        """The directory's watch ended (unmounted, removed): watch it again once it is back, then look."""
+        log.warning("%s went away (remounted?); watching it again when it is back", self.directory)
+        while True:
+            try:
+                self._watch()
+            except OSError:
+                await asyncio.sleep(REWATCH_S)
+                continue
+            log.info("watching %s again", self.directory)
+            self._check()
+            return
+
+    def _check(self) -> None:
+        if self._told or not os.path.lexists(self.path):
+            return
+        self._told = True
+        packages = read_packages(self.path + ".pkgs")
+        reason = f"reboot-required: {self.path}"
+        if packages:
+            more = f" and {len(packages) - SHOWN_PACKAGES} more" if len(packages) > SHOWN_PACKAGES else ""
+            reason += f" (packages: {', '.join(packages[:SHOWN_PACKAGES])}{more})"
+        self.on_needed(reason)
+
+
+def read_packages(path: str) -> list[str]:
+    """The distinct package names listed in ``path`` (one a line), escaped; [] when it is missing or unreadable."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_PACKAGES_BYTES)
+    except OSError:
+        return []
+    names = (printable(line.decode("utf-8", "backslashreplace").strip(), 100) for line in data.splitlines())
+    return list(dict.fromkeys(name for name in names if name))
