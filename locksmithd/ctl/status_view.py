@@ -10,8 +10,8 @@ from urllib.parse import unquote_plus
 
 from locksmithd.core.halt import Halt
 from locksmithd.core.holder_record import HolderView, format_time, view_holders
-from locksmithd.core.names import name_problem, printable
-from locksmithd.etcd.keys import alive_prefix, holder_from_waiter_key, waiter_key, waiters_prefix
+from locksmithd.core.names import printable
+from locksmithd.etcd.keys import alive_prefix, waiter_holder, waiters_prefix
 from locksmithd.etcd.lock import SemaphoreClient
 
 _MAX_SINCE_CHARS = 40
@@ -68,7 +68,7 @@ def collect_status(client: SemaphoreClient, group: str, key_prefix: str, now: da
     if read_prefix is not None:
         position = 0
         for entry in read_prefix(waiters_prefix(group, key_prefix)):
-            holder = _waiter_holder(entry.key, group, key_prefix)
+            holder = waiter_holder(entry.key, group, key_prefix)
             if holder is None:
                 ignored.append(entry.key)  # the full key, so the operator can delete it
                 continue
@@ -79,22 +79,6 @@ def collect_status(client: SemaphoreClient, group: str, key_prefix: str, now: da
     return StatusReport(group, semaphore.max, semaphore.available, semaphore.holders,
                         {h: dict(v) for h, v in semaphore.holder_info.items()}, tuple(waiters), tuple(ignored),
                         snapshot.halt, views)
-
-
-def _waiter_holder(key: str, group: str, key_prefix: str) -> str | None:
-    """The holder id a waiter key names, or None when the key is not one a host would write.
-
-    A valid key is exactly ``waiter_key(id)`` for an id that follows the naming
-    rule; anything else (control characters, bytes that are not UTF-8,
-    non-canonical escapes that decode lossily) is not shown as a waiter.
-    """
-    try:
-        holder = holder_from_waiter_key(key, group, key_prefix)
-    except ValueError:
-        return None
-    if name_problem(holder) is not None or waiter_key(holder, group, key_prefix) != key:
-        return None
-    return holder
 
 
 def render_text(report: StatusReport) -> str:
