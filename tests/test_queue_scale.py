@@ -147,7 +147,7 @@ class CompactedStartStore(EtcdStore):
 
     def watch_range(self, start_key: str, end_key: str, start_revision: int,
                     on_events: Callable[[list[WatchEvent], int], None],
-                    on_broken: Callable[[BaseException], None]) -> RangeWatch:
+                    on_broken: Callable[[BaseException], None], **options: Any) -> RangeWatch:
         if not self.compacted_watches:
             self.compacted_watches += 1
             start_revision = 1
@@ -156,8 +156,8 @@ class CompactedStartStore(EtcdStore):
                 self.compaction_error = error
                 on_broken(error)
 
-            return super().watch_range(start_key, end_key, start_revision, on_events, broken)
-        return super().watch_range(start_key, end_key, start_revision, on_events, on_broken)
+            return super().watch_range(start_key, end_key, start_revision, on_events, broken, **options)
+        return super().watch_range(start_key, end_key, start_revision, on_events, on_broken, **options)
 
 
 class TestCompaction:
@@ -208,4 +208,44 @@ class TestSharedLease:
             return leases
 
         assert len(asyncio.run(scenario())) == 1
+        store.close()
+
+
+class TestTieredLeases:
+    def test_far_waiters_keep_the_long_lease_and_move_to_the_short_one_near_the_head(
+            self, etcd_node: EtcdCluster, key_prefix: str) -> None:
+        """The head and the next one are on the short lease, the rest on the long one; as the queue moves,
+        the waiter that becomes next in line moves its key to the short lease, keeping its place."""
+        store = make_store(etcd_node, key_prefix)
+        client = fresh_semaphore(store, key_prefix, 1, "blocker")
+        session = LeaseSession(store, 10, 600)
+        queue = GroupQueue(store, "", key_prefix, session=session, retry_max_s=RETRY_MAX_S)
+        names = [f"h{i}" for i in range(6)]
+
+        def leases() -> dict[str, int]:
+            prefix = waiters_prefix("", key_prefix)
+            return {e.key[len(prefix):]: e.lease for e in store.read_prefix(prefix)}
+
+        async def scenario() -> tuple[dict[str, int], dict[str, int], int, int]:
+            tasks = await start_in_order(store, key_prefix, [(n, lambda n=n: queue.acquire(n)) for n in names])
+            near = await session.ensure()
+            far = await session.ensure(far=True)
+            await wait_until(lambda: list(leases().values()).count(near) == 2, "two waiters on the short lease")
+            before = leases()
+            await asyncio.to_thread(client.unlock, "blocker")
+            assert await asyncio.wait_for(tasks[0], 20)  # h0 holds the only slot now; h1 is the head
+            await wait_until(lambda: leases().get("h2") == near, "h2 to move to the short lease")
+            after = leases()
+            order = queued(store, key_prefix)
+            for task in tasks[1:]:
+                task.cancel()
+            await asyncio.gather(*tasks[1:], return_exceptions=True)
+            await queue.close()
+            assert order == names[1:]
+            return before, after, near, far
+
+        before, after, near, far = asyncio.run(scenario())
+        assert near != far
+        assert before == {"h0": near, "h1": near, "h2": far, "h3": far, "h4": far, "h5": far}
+        assert after == {"h1": near, "h2": near, "h3": far, "h4": far, "h5": far}
         store.close()

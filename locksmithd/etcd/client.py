@@ -35,7 +35,7 @@ from locksmithd.etcd.grpc_errors import Action, classify
 from locksmithd.etcd.keys import prefix_end
 from locksmithd.etcd.settings import Endpoint, EtcdSettings
 from locksmithd.etcd.store import Place, StoredKey, Versioned
-from locksmithd.etcd.watch import RangeWatch, WatchEvent
+from locksmithd.etcd.watch import RangeWatch, WatchEvent, WatchStream
 
 __all__ = ["EtcdStore", "RangeWatch", "StoredKey", "WatchEvent", "prefix_end"]
 
@@ -68,6 +68,7 @@ class EtcdStore:
         self._clients: dict[Endpoint, Any] = {}
         self._preferred = 0
         self._credentials = self._load_tls() if any(ep.secure for ep in settings.endpoints) else None
+        self._watches = WatchStream(self._open_stream)  # every watch of this store shares one gRPC stream
 
     # -- KeyValueStore -------------------------------------------------------
 
@@ -225,19 +226,24 @@ class EtcdStore:
 
     def watch_range(self, start_key: str, end_key: str, start_revision: int,
                     on_events: Callable[[list[WatchEvent], int], None],
-                    on_broken: Callable[[BaseException], None]) -> RangeWatch:
-        """Watch keys in [start_key, end_key) from ``start_revision`` in a background thread.
+                    on_broken: Callable[[BaseException], None], *, deletes_only: bool = False) -> RangeWatch:
+        """Watch keys in [start_key, end_key) from ``start_revision``, on this store's one watch stream.
 
-        ``on_events(events, revision)`` runs for each response (events may be
-        empty for progress notifications). If the stream breaks (endpoint
-        down, leader lost, compaction), ``on_broken`` runs once and the watch
-        ends: the caller re-reads and starts a new one, so nothing is missed.
+        All watches of a store share one gRPC stream and one thread
+        (``watch.py``), so a process can hold thousands. ``on_events(events,
+        revision)`` runs on that thread for each response with events; with
+        ``deletes_only`` etcd sends no put events at all. If the watch or the
+        stream breaks (endpoint down, leader lost, compaction), ``on_broken``
+        runs once and the watch ends: the caller re-reads and starts a new
+        one, so nothing is missed.
         """
-        watch = RangeWatch(self._open_stream, start_key, end_key, start_revision, on_events, on_broken)
+        watch = RangeWatch(self._watches, start_key, end_key, start_revision, on_events, on_broken,
+                           deletes_only=deletes_only)
         watch.start()
         return watch
 
     def close(self) -> None:
+        self._watches.close()
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
         for client in clients:

@@ -47,6 +47,12 @@ __all__ = ["GroupQueue", "LeaseSession"]
 
 log = logging.getLogger("locksmithd.queue")
 
+NEAR_POSITIONS = 2
+"""The head and the next one keep their keys on the short lease (and so drop out quickly if they crash)."""
+
+FAR_RECHECK_S = 900.0
+"""Safety-net re-read of a waiter on the long lease: with its keep-alive, about 0.17 requests a minute."""
+
 RECOVERY_JITTER_MAX_S = 5.0
 """Longest pause before a waiter that is not the head re-reads after a broken watch."""
 
@@ -61,9 +67,12 @@ class _Waiter:
     create_revision: int = 0  # 0: no key in etcd (not queued yet, or the key is gone)
     located: bool = False  # False: the place must be read (again) before acting
     predecessor: StoredKey | None = None
-    watch: Any = None
+    second: StoredKey | None = None  # the waiter ahead of the predecessor (None: the predecessor is the head)
+    watches: list[Any] = field(default_factory=list)
     generation: int = 0  # which watch is current: late deliveries of a stopped one are dropped
     ahead: int = 0  # waiter keys ahead when it queued, less departures seen (see _locate)
+    lease_id: int = 0  # the lease the key is on (a tiered session: the long one far from the head)
+    since: bytes = b""  # the key's value, kept when the key moves to another lease
     jitter_s: float = 0.0  # pause before the next read (recovery without a herd)
     suspect: tuple[str, int] | None = None  # a head seen not taking a free slot (key, create revision)
 
@@ -171,14 +180,28 @@ class GroupQueue:
 
     async def _enqueue(self, me: _Waiter) -> None:
         """Put the waiter key (one request); its create revision is the place in the queue."""
-        lease_id = await self.session.ensure()
-        since = json.dumps({"since": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}).encode()
+        lease_id = await self.session.ensure(far=True)  # the short one without tiers; moved when near the head
+        me.since = json.dumps({"since": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}).encode()
         try:
-            entry, count = await asyncio.to_thread(self.store.enqueue, me.key, since, lease_id, self.prefix)
+            entry, count = await asyncio.to_thread(self.store.enqueue, me.key, me.since, lease_id, self.prefix)
         except LeaseLost:
             self.session.invalidate(lease_id)
             raise
-        me.create_revision, me.located, me.ahead = entry.create_revision, False, count
+        me.create_revision, me.located, me.ahead, me.lease_id = entry.create_revision, False, count, lease_id
+
+    async def _move_near(self, me: _Waiter) -> bool:
+        """Near the head, put the key on the short lease (its place is kept); False if the key was gone."""
+        lease_id = await self.session.ensure()
+        try:
+            entry, _ = await asyncio.to_thread(self.store.enqueue, me.key, me.since, lease_id, self.prefix)
+        except LeaseLost:
+            self.session.invalidate(lease_id)
+            raise
+        me.lease_id = lease_id
+        if entry.create_revision != me.create_revision:  # gone meanwhile: this put queued it anew, at the back
+            me.create_revision, me.located = entry.create_revision, False
+            return False
+        return True
 
     async def _locate(self, me: _Waiter) -> None:
         """Read where ``me`` stands (one request; one more per key passed over) and watch accordingly."""
@@ -192,12 +215,15 @@ class GroupQueue:
             return
         ahead = await self._waiters_ahead(place)
         me.predecessor = ahead[0] if ahead else None
+        me.second = ahead[1] if len(ahead) > 1 else None
         if me.predecessor is None or me.predecessor.key != (me.suspect or ("", 0))[0]:
             me.suspect = None
         # Exact at the head (0) and next in line (1); further back, the count when it queued,
         # less the departures it saw (an upper bound: etcd cannot count keys by create revision).
         position = len(ahead) if len(ahead) < 2 else max(2, me.ahead)
         me.ahead = position
+        if position < NEAR_POSITIONS and self.session.is_far(me.lease_id) and not await self._move_near(me):
+            return
         self.view.place(me.holder, position, me.predecessor is None)
         self._start_watch(me, place.revision + 1)
         me.located = True
@@ -206,6 +232,7 @@ class GroupQueue:
         sem = place.semaphore
         self.view.snapshot(place.revision, (sem.value, sem.mod_revision) if sem else None,
                            place.halt.value if place.halt else None)
+        self._wake_heads()  # a newer view than theirs: let them decide again
 
     async def _waiters_ahead(self, place: Place) -> list[StoredKey]:
         """The (at most two) nearest waiters ahead, newest first, passing over keys no host waits on.
@@ -237,13 +264,18 @@ class GroupQueue:
     # -- watches -------------------------------------------------------------
 
     def _start_watch(self, me: _Waiter, start_revision: int) -> None:
-        """The head watches [halt, semaphore]; any other waiter only its predecessor's key."""
+        """The head watches [halt, semaphore]; any other waiter the deletion of the (at most) two keys ahead.
+
+        Watching two keys, not one, tells the waiter next in line at once
+        that the head left, so it always knows when it is next (to move to
+        the short lease, and to skip a head that leaves a free slot untaken).
+        """
         loop = self._loop
         assert loop is not None
         if me.predecessor is None:
-            start, end = self.halt_key, self.semaphore_key + "\0"  # halt < semaphore < waiters/
+            ranges = [(self.halt_key, self.semaphore_key + "\0", False)]  # halt < semaphore < waiters/
         else:
-            start, end = me.predecessor.key, me.predecessor.key + "\0"
+            ranges = [(entry.key, entry.key + "\0", True) for entry in (me.predecessor, me.second) if entry]
 
         me.generation += 1
         generation = me.generation
@@ -254,16 +286,17 @@ class GroupQueue:
         def on_broken(error: BaseException) -> None:
             loop.call_soon_threadsafe(self._watch_broken, me, generation, error)
 
-        me.watch = self.store.watch_range(start, end, start_revision, on_events, on_broken)
+        me.watches = [self.store.watch_range(start, end, start_revision, on_events, on_broken, deletes_only=only)
+                      for start, end, only in ranges]
 
     def _stop_watch(self, me: _Waiter) -> None:
-        if me.watch is not None:
-            me.watch.cancel()
-            me.watch = None
+        for watch in me.watches:
+            watch.cancel()
+        me.watches = []
 
     def _current(self, me: _Waiter, generation: int) -> bool:
         """False for a late delivery of a watch already stopped."""
-        return me.watch is not None and me.generation == generation and self._local.get(me.holder) is me
+        return bool(me.watches) and me.generation == generation and self._local.get(me.holder) is me
 
     def _apply(self, me: _Waiter, generation: int, events: list[WatchEvent]) -> None:
         if not self._current(me, generation):
@@ -274,21 +307,27 @@ class GroupQueue:
                 me.ahead -= 1
                 me.wake.set()
             return
-        changed = False
         for event in events:
             entry = event.entry
-            changed |= self.view.changed(entry.key, entry.value if event.kind == "put" else None, entry.mod_revision)
-        if changed:
-            for other in self._local.values():  # local heads and local hosts that now hold a slot
-                if other.holder in self.view.heads or self.view.semaphore.holds(other.holder):
-                    other.wake.set()
+            self.view.changed(entry.key, entry.value if event.kind == "put" else None, entry.mod_revision)
+        # Wake this head even when another waiter's read already brought the view this far:
+        # it may have been asleep on the older view.
+        me.wake.set()
+        self._wake_heads()
+
+    def _wake_heads(self) -> None:
+        """Wake local heads and local hosts that now hold a slot (O(local heads + holders))."""
+        for holder in (*self.view.heads, *self.view.semaphore.holders):
+            other = self._local.get(holder)
+            if other is not None:
+                other.wake.set()
 
     def _watch_broken(self, me: _Waiter, generation: int, error: BaseException) -> None:
         if not self._current(me, generation):
             return
         message = error.one_line() if hasattr(error, "one_line") else repr(error)
         log.warning("queue watch of %s broke (%s); re-reading", me.holder, message)
-        me.watch = None
+        self._stop_watch(me)
         me.located = False
         if me.predecessor is not None:  # the head comes back at once, the others spread out
             me.jitter_s = self._rng.uniform(0.0, min(RECOVERY_JITTER_MAX_S, self.retry_max_s))
@@ -366,7 +405,10 @@ class GroupQueue:
 
     def _pause_for(self, me: _Waiter) -> float:
         """The recheck pause; shorter next in line behind a free slot, and at the head before a deadline."""
-        pause = self.recheck_interval_s * (0.8 + 0.4 * self._rng.random())
+        pause = self.recheck_interval_s
+        if self.session.is_far(me.lease_id):
+            pause = max(pause, FAR_RECHECK_S)
+        pause *= 0.8 + 0.4 * self._rng.random()
         view = self.view
         if me.suspect is not None:
             pause = min(pause, self.head_timeout_s)
@@ -393,8 +435,11 @@ class GroupQueue:
                 return False
             pause_s = min(pause_s, left)
         try:
-            await asyncio.wait_for(me.wake.wait(), timeout=pause_s)
-        except asyncio.TimeoutError:
+            # asyncio.timeout, not wait_for: wait_for (before 3.12) can swallow a cancellation
+            # that arrives as the event is set, and the waiter would never leave.
+            async with asyncio.timeout(pause_s):
+                await me.wake.wait()
+        except TimeoutError:
             if relocate_on_timeout:
                 me.located = False
         me.wake.clear()

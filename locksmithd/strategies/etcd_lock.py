@@ -24,6 +24,7 @@ from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.halt import halt_group
 from locksmithd.etcd.keys import alive_key
 from locksmithd.etcd.lock import Change, SemaphoreClient
+from locksmithd.etcd.lease import FAR_TTL_S
 from locksmithd.etcd.queue import GroupQueue, LeaseSession
 from locksmithd.etcd.stale import StaleHolders, StalePolicy
 
@@ -55,7 +56,7 @@ class EtcdLockStrategy:
         self.reboot_deadline_s = reboot_deadline_s
         self.now = now
         self.alive_key = alive_key(holder, group, key_prefix)
-        self.queue = GroupQueue(store, group, key_prefix, session=LeaseSession(store, lease_ttl_s),
+        self.queue = GroupQueue(store, group, key_prefix, session=LeaseSession(store, lease_ttl_s, FAR_TTL_S),
                                 recheck_interval_s=recheck_interval_s, retry_max_s=retry_max_s,
                                 head_timeout_s=head_timeout_s)
         self.semaphore: SemaphoreClient = self.queue.semaphore  # the same guarded write for both ways
