@@ -249,3 +249,35 @@ class TestTieredLeases:
         assert before == {"h0": near, "h1": near, "h2": far, "h3": far, "h4": far, "h5": far}
         assert after == {"h1": near, "h2": near, "h3": far, "h4": far, "h5": far}
         store.close()
+
+
+class TestOperatorView:
+    def test_status_reports_a_leaseless_waiter_and_reset_removes_it(self, etcd_node: EtcdCluster,
+                                                                    key_prefix: str) -> None:
+        """`status` summarises without listing waiters, warns about a waiter key bound to no lease, and
+        `reset --yes` removes that key but leaves a live waiter's key alone."""
+        import os
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        store = make_store(etcd_node, key_prefix)
+        fresh_semaphore(store, key_prefix, 1, "holder-x")
+        forgotten = waiter_key("forgotten", "", key_prefix)
+        store.put(forgotten, b'{"since": "2026-01-01T00:00:00+00:00"}')
+        lease = store.grant_lease(60)
+        live = waiter_key("live", "", key_prefix)
+        store.put(live, b'{"since": "2026-01-01T00:00:00+00:00"}', lease)
+        ctl = [str(Path(sys.executable).parent / "locksmithctl"), "--endpoint", etcd_node.client_urls[0],
+               "--etcd-key-prefix", key_prefix]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKSMITHCTL_")}
+        status = subprocess.run(ctl + ["status"], capture_output=True, text=True, env=env, timeout=30, check=True)
+        reset = subprocess.run(ctl + ["reset", "--max", "1", "--yes"], capture_output=True, text=True, env=env,
+                               timeout=30, check=True)
+        assert "bound to no lease" in status.stderr and forgotten in status.stderr
+        assert "Waiting: 1 (head live," in status.stdout
+        assert "WAITING" not in status.stdout  # listed only with --waiters
+        assert "Removed 1 waiter key(s) bound to no lease" in reset.stdout
+        assert store.read(forgotten) is None and store.read(live) is not None
+        store.revoke_lease(lease)
+        store.close()

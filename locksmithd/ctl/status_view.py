@@ -20,11 +20,12 @@ _MAX_SHOWN_KEY_CHARS = 100
 
 @dataclass(frozen=True)
 class Waiter:
-    """One host in the queue: its id, 1-based position and when it queued (if recorded)."""
+    """One host in the queue: its id, 1-based position, when it queued (if recorded) and for how long."""
 
     holder: str
     position: int
     since: str | None
+    age: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class StatusReport:
     waiters: tuple[Waiter, ...] = ()
     ignored_waiters: tuple[str, ...] = ()
     """Waiter keys (as stored) whose id breaks the naming rule; not part of the queue."""
+    leaseless_waiters: tuple[str, ...] = ()
+    """Waiter keys bound to no lease (they would never expire); passed over by the queue, removed by reset."""
     halt: Halt | None = None
     holder_views: tuple[HolderView, ...] = ()
 
@@ -46,6 +49,13 @@ class StatusReport:
         more = f" and {len(self.ignored_waiters) - 1} more" if len(self.ignored_waiters) > 1 else ""
         return (f"ignored waiter key {first}{more}: not the key of a valid holder id, "
                 "so not listed as waiting (remove it with 'etcdctl del')")
+
+    def leaseless_waiters_line(self) -> str:
+        """One escaped, bounded line reporting the waiter keys bound to no lease."""
+        first = printable(self.leaseless_waiters[0], _MAX_SHOWN_KEY_CHARS)
+        more = f" and {len(self.leaseless_waiters) - 1} more" if len(self.leaseless_waiters) > 1 else ""
+        return (f"ignored waiter key {first}{more}: bound to no lease, so it would never expire; hosts pass "
+                "over it (remove it with 'locksmithctl reset')")
 
 
 def collect_status(client: SemaphoreClient, group: str, key_prefix: str, now: datetime) -> StatusReport:
@@ -64,6 +74,7 @@ def collect_status(client: SemaphoreClient, group: str, key_prefix: str, now: da
     views = tuple(view_holders(semaphore.holders, records, alive, now))
     waiters: list[Waiter] = []
     ignored: list[str] = []
+    leaseless: list[str] = []
     read_prefix = getattr(client.store, "read_prefix", None)
     if read_prefix is not None:
         position = 0
@@ -72,20 +83,39 @@ def collect_status(client: SemaphoreClient, group: str, key_prefix: str, now: da
             if holder is None:
                 ignored.append(entry.key)  # the full key, so the operator can delete it
                 continue
+            if entry.lease == 0:
+                leaseless.append(entry.key)
+                continue
             if semaphore.holds(holder):
                 continue
             position += 1
-            waiters.append(Waiter(holder, position, _since(entry.value)))
+            since = _since(entry.value)
+            waiters.append(Waiter(holder, position, since, _age(since, now)))
     return StatusReport(group, semaphore.max, semaphore.available, semaphore.holders,
                         {h: dict(v) for h, v in semaphore.holder_info.items()}, tuple(waiters), tuple(ignored),
-                        snapshot.halt, views)
+                        tuple(leaseless), snapshot.halt, views)
 
 
-def render_text(report: StatusReport) -> str:
-    """locksmith's layout (Available, Max, blank line, MACHINE ID, holders), then the queue.
+def remove_leaseless_waiters(client: SemaphoreClient, group: str, key_prefix: str) -> int:
+    """Delete the group's waiter keys bound to no lease (each guarded by its create revision); how many went.
 
-    One line per holder and per waiter: ids follow the naming rule (decode and
-    ``collect_status`` enforce it) and the free-form ``since`` is escaped.
+    Such a key would never expire; hosts pass over it, but it is clutter an
+    operator's reset should clear. Stores without a queue remove nothing.
+    """
+    read_prefix = getattr(client.store, "read_prefix", None)
+    delete_if_created = getattr(client.store, "delete_if_created", None)
+    if read_prefix is None or delete_if_created is None:
+        return 0
+    return sum(bool(delete_if_created(entry.key, entry.create_revision))
+               for entry in read_prefix(waiters_prefix(group, key_prefix)) if entry.lease == 0)
+
+
+def render_text(report: StatusReport, list_waiters: bool = False) -> str:
+    """locksmith's layout (Available, Max, blank line, MACHINE ID, holders), then a queue summary.
+
+    One line per holder and (with ``list_waiters``) per waiter: ids follow the
+    naming rule (decode and ``collect_status`` enforce it) and the free-form
+    ``since`` is escaped.
     """
     lines = []
     if report.halt is not None:
@@ -98,9 +128,13 @@ def render_text(report: StatusReport) -> str:
         lines += ["", f"{'HOLDER':<40} {'AGE':>8}  {'DEADLINE':<24}  STATE"]
         lines += [_holder_line(view) for view in report.holder_views]
     if report.waiters:
-        lines += ["", f"{'WAITING':<40} {'POSITION':>8}  SINCE"]
-        lines += [f"{w.holder:<40} {w.position:>8}  {printable(w.since or '-', _MAX_SINCE_CHARS)}"
-                  for w in report.waiters]
+        head, oldest = report.waiters[0], max((w.age for w in report.waiters if w.age is not None), default=None)
+        lines += ["", f"Waiting: {len(report.waiters)} (head {head.holder}, longest wait "
+                      f"{_span(oldest) if oldest is not None else '-'})"]
+    if report.waiters and list_waiters:
+        lines += ["", f"{'WAITING':<40} {'POSITION':>8}  {'SINCE':<{_MAX_SINCE_CHARS}}  AGE"]
+        lines += [f"{w.holder:<40} {w.position:>8}  {printable(w.since or '-', _MAX_SINCE_CHARS):<{_MAX_SINCE_CHARS}}"
+                  f"  {_span(w.age) if w.age is not None else '-'}" for w in report.waiters]
     return "\n".join(lines)
 
 
@@ -146,8 +180,21 @@ def render_json(report: StatusReport) -> str:
                 "stale": view.stale,
             } for view in report.holder_views},
         "holder_info": report.holder_info,
-        "waiting": [{"id": w.holder, "position": w.position, "since": w.since} for w in report.waiters],
+        "waiting": [{"id": w.holder, "position": w.position, "since": w.since,
+                     "age_s": None if w.age is None else round(w.age.total_seconds(), 3)} for w in report.waiters],
+        "ignored_waiter_keys": [*report.ignored_waiters, *report.leaseless_waiters],
     }, sort_keys=False)  # ensure_ascii (the default) escapes every control character
+
+
+def _age(since: str | None, now: datetime) -> timedelta | None:
+    """How long a waiter has waited, from its recorded ``since`` (None when absent or unreadable)."""
+    try:
+        moment = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        return None
+    if moment is None or moment.tzinfo is None:
+        return None
+    return max(now - moment, timedelta(0))
 
 
 def _since(value: bytes) -> str | None:

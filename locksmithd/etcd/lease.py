@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from dataclasses import dataclass
 from typing import Callable
 
@@ -90,17 +91,23 @@ class LeaseSession:
 
     async def _keep_alive(self, lease: _Lease) -> None:
         period_s = max(lease.ttl_s / 3.0, 0.5)
+        # A long lease is first renewed at a random point of its period: a fleet that queued
+        # at once (an update landing everywhere) then renews spread out, not all together.
+        first_s = period_s * random.uniform(0.1, 1.0) if lease.ttl_s > self.ttl_s else period_s
+        await asyncio.sleep(first_s)
         while True:
-            await asyncio.sleep(period_s)
             lease_id = lease.lease_id
             if lease_id is None:
+                await asyncio.sleep(period_s)
                 continue
             try:
                 remaining = await asyncio.to_thread(self.store.keep_alive, lease_id)
             except StoreError as error:
                 log.warning("lease keep-alive failed: %s", error.one_line())
+                await asyncio.sleep(period_s)
                 continue
             if remaining <= 0 and lease.lease_id == lease_id:
                 log.warning("lease %x expired; waiting hosts will queue again", lease_id)
                 lease.lease_id = None
                 self.on_lost()
+            await asyncio.sleep(period_s)

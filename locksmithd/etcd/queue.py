@@ -405,10 +405,10 @@ class GroupQueue:
 
     def _pause_for(self, me: _Waiter) -> float:
         """The recheck pause; shorter next in line behind a free slot, and at the head before a deadline."""
-        pause = self.recheck_interval_s
+        pause = self.recheck_interval_s * (0.8 + 0.4 * self._rng.random())
         if self.session.is_far(me.lease_id):
-            pause = max(pause, FAR_RECHECK_S)
-        pause *= 0.8 + 0.4 * self._rng.random()
+            # Far from the head the watch is enough for longer; a random phase spreads a fleet's re-reads.
+            pause = max(self.recheck_interval_s, FAR_RECHECK_S) * self._rng.uniform(0.1, 1.2)
         view = self.view
         if me.suspect is not None:
             pause = min(pause, self.head_timeout_s)
