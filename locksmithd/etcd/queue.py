@@ -74,6 +74,7 @@ class _Waiter:
     lease_id: int = 0  # the lease the key is on (a tiered session: the long one far from the head)
     since: bytes = b""  # the key's value, kept when the key moves to another lease
     jitter_s: float = 0.0  # pause before the next read (recovery without a herd)
+    verify: bool = False  # the next pass checks only that the key still exists (one key read)
     suspect: tuple[str, int] | None = None  # a head seen not taking a free slot (key, create revision)
 
 
@@ -133,6 +134,8 @@ class GroupQueue:
                             return False
                     if me.create_revision == 0:
                         await self._enqueue(me)
+                    if me.verify:
+                        await self._verify(me)
                     if not me.located:
                         await self._locate(me)
                         if me.create_revision == 0:
@@ -202,6 +205,14 @@ class GroupQueue:
             me.create_revision, me.located = entry.create_revision, False
             return False
         return True
+
+    async def _verify(self, me: _Waiter) -> None:
+        """The far waiter's safety net: one single-key read (a place read makes etcd scan the queue)."""
+        me.verify = False
+        if await asyncio.to_thread(self.store.created_revision, me.key) != me.create_revision:
+            log.warning("the queue key of %s is gone (lease expired or removed); queueing again", me.holder)
+            self._stop_watch(me)
+            me.create_revision, me.located = 0, False
 
     async def _locate(self, me: _Waiter) -> None:
         """Read where ``me`` stands (one request; one more per key passed over) and watch accordingly."""
@@ -440,7 +451,9 @@ class GroupQueue:
             async with asyncio.timeout(pause_s):
                 await me.wake.wait()
         except TimeoutError:
-            if relocate_on_timeout:
+            if relocate_on_timeout and self.session.is_far(me.lease_id) and me.located:
+                me.verify = True  # far back the watch covers the place: only check the key still lives
+            elif relocate_on_timeout:
                 me.located = False
         me.wake.clear()
         if deadline is not None and datetime.now(deadline.tzinfo) >= deadline:
