@@ -1,5 +1,5 @@
 # The two entry points the README promises; each does all its own set-up.
-.PHONY: setup demo test bench soak lint
+.PHONY: setup demo test bench bench-scale soak lint
 
 # The long fault-injection run; its defaults (200 runs, about 45 minutes on 2 cores) and
 # options: .venv/bin/python -m harness.soak --help
@@ -16,6 +16,11 @@ test: setup
 
 bench: setup
 	.venv/bin/python bench/run.py $(BENCH_ARGS)
+
+# N = 100, 1,000 (also on 3 members with a leader restart) and 10,000 hosts, each with its own
+# lease and watches; about 15 minutes on 2 cores. Options: .venv/bin/python bench/scale_bench.py --help
+bench-scale: setup
+	.venv/bin/python bench/scale_bench.py $(SCALE_ARGS)
 
 soak: setup
 	.venv/bin/python -m harness.soak $(SOAK_ARGS)

@@ -99,20 +99,27 @@ def test_hostile_waiter_keys_are_reported_once_and_not_listed(etcd_node: EtcdClu
     """Waiter keys whose id breaks the rule are ignored with one warning line; status shows one line per host."""
     raw_put(etcd_node, semaphore_key("", key_prefix), document(["h1", "h2"], 3))
     prefix = waiters_prefix("", key_prefix)
-    raw_put(etcd_node, prefix + "w1", json.dumps({"since": "\x1b]0;x\x07\nWAITING fake 1"}).encode())
+    import etcd3
+
+    client = etcd3.client(host="127.0.0.1", port=int(etcd_node.client_urls[0].rsplit(":", 1)[1]))
+    lease = client.lease(60)  # a live host's key: a key bound to no lease is passed over (and reported)
+    client.put(prefix + "w1", json.dumps({"since": "\x1b]0;x\x07\nWAITING fake 1"}).encode(), lease=lease)
     for tail in (b"evil\nWAITING", b"%0Afake", b"%FF", b"\xff\xfe", b"%1B%5D0%3Bt%07", b"%77%31"):
         raw_put(etcd_node, prefix.encode() + tail, b"{}")
-    result = on(etcd_node, key_prefix, "status")
+    result = on(etcd_node, key_prefix, "status", "--waiters")
     assert result.returncode == 0
     warning = one_error_line(result)
     assert "ignored waiter key" in warning and "and 5 more" in warning
     lines = result.stdout.decode("utf-8").splitlines()
     assert not has_control(result.stdout.decode("utf-8"))
     assert lines[:7] == ["Available: 1", "Max: 3", "", "MACHINE ID", "h1", "h2", ""]
-    assert len(lines) == 9 and lines[7].startswith("WAITING") and lines[8].split()[:2] == ["w1", "1"]
-    assert "\\x1b]0;x\\x07\\nWAITING" in lines[8]
+    assert lines[7].startswith("Waiting: 1 (head w1,") and lines[8] == ""
+    assert len(lines) == 11 and lines[9].startswith("WAITING") and lines[10].split()[:2] == ["w1", "1"]
+    assert "\\x1b]0;x\\x07\\nWAITING" in lines[10]
     report = json.loads(on(etcd_node, key_prefix, "status", "--json").stdout)
     assert [w["id"] for w in report["waiting"]] == ["w1"] and report["holders"] == ["h1", "h2"]
+    lease.revoke()
+    client.close()
 
 
 def test_semaphore_full_error_is_escaped(etcd_node: EtcdCluster, key_prefix: str) -> None:

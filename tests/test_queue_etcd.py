@@ -393,7 +393,8 @@ class TestGroups:
 
 class TestStatus:
     def test_status_shows_the_waiting_queue(self, etcd_node: EtcdCluster, key_prefix: str) -> None:
-        """`locksmithctl status` lists waiters with position and since; --json has them under "waiting"."""
+        """`locksmithctl status` summarises the queue; --waiters lists waiters with position, since and age;
+        --json has them under "waiting"."""
         store = make_store(etcd_node, key_prefix)
         fresh_semaphore(store, key_prefix, 1, "holder-x")
         queue = GroupQueue(store, "", key_prefix, retry_max_s=RETRY_MAX_S)
@@ -403,8 +404,8 @@ class TestStatus:
         async def scenario() -> tuple[str, str]:
             tasks = await start_in_order(store, key_prefix, [("w-1", lambda: queue.acquire("w-1")),
                                                               ("w-2", lambda: queue.acquire("w-2"))])
-            text = await asyncio.to_thread(subprocess.run, base, capture_output=True, text=True, env=env,
-                                           timeout=30, check=True)
+            text = await asyncio.to_thread(subprocess.run, base + ["--waiters"], capture_output=True, text=True,
+                                           env=env, timeout=30, check=True)
             as_json = await asyncio.to_thread(subprocess.run, base + ["--json"], capture_output=True, text=True,
                                               env=env, timeout=30, check=True)
             for task in tasks:
@@ -415,7 +416,8 @@ class TestStatus:
 
         text, raw = asyncio.run(scenario())
         rows = [line.split() for line in text.splitlines()]
-        assert ["WAITING", "POSITION", "SINCE"] in rows
+        assert any(r[:4] == ["Waiting:", "2", "(head", "w-1,"] for r in rows)
+        assert ["WAITING", "POSITION", "SINCE", "AGE"] in rows
         waiting_rows = [r for r in rows if r and r[0].startswith("w-")]
         assert [(r[0], r[1]) for r in waiting_rows] == [("w-1", "1"), ("w-2", "2")]
         assert all(datetime.fromisoformat(r[2]) for r in waiting_rows)
@@ -423,4 +425,5 @@ class TestStatus:
         assert document["holders"] == ["holder-x"]
         assert [(w["id"], w["position"]) for w in document["waiting"]] == [("w-1", 1), ("w-2", 2)]
         assert all(datetime.fromisoformat(w["since"]) for w in document["waiting"])
+        assert all(w["age_s"] >= 0 for w in document["waiting"])
         store.close()

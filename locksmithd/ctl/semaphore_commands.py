@@ -27,10 +27,11 @@ def operator_event(kind: str, host: str, detail: str = "by locksmithctl") -> His
 @click.option("--raw", is_flag=True, help="print the stored document on one line, control characters escaped")
 @click.option("--raw-bytes", is_flag=True,
               help="write the stored document's exact bytes to a file or pipe (refuses a terminal)")
+@click.option("--waiters", "list_waiters", is_flag=True, help="list every waiting host (--json always does)")
 @click.pass_obj
 @handled
-def status(obj: CtlContext, as_json: bool, raw: bool, raw_bytes: bool) -> None:
-    """Show the semaphore: free slots, maximum, holders and the waiting queue.
+def status(obj: CtlContext, as_json: bool, raw: bool, raw_bytes: bool, list_waiters: bool) -> None:
+    """Show the semaphore: free slots, maximum, holders and a summary of the waiting queue.
 
     Every string read from etcd is printed escaped, so stored bytes can neither
     add lines nor send terminal sequences; only --raw-bytes writes them as they
@@ -60,7 +61,9 @@ def status(obj: CtlContext, as_json: bool, raw: bool, raw_bytes: bool) -> None:
     report = collect_status(client, obj.group, obj.etcd.key_prefix, datetime.now(timezone.utc))
     if report.ignored_waiters:
         click.echo(f"locksmithctl: warning: {report.ignored_waiters_line()}", err=True)
-    click.echo(render_json(report) if as_json else render_text(report))
+    if report.leaseless_waiters:
+        click.echo(f"locksmithctl: warning: {report.leaseless_waiters_line()}", err=True)
+    click.echo(render_json(report) if as_json else render_text(report, list_waiters))
 
 
 @click.command()
@@ -132,3 +135,7 @@ def reset(obj: CtlContext, new_max: str, yes: bool) -> None:
     client.reset(max_slots, stored, extra_fields=plan.kept_fields,
                  events=[operator_event("reset", "operator", f"max {max_slots}, no holders")])
     click.echo(f"Reset {key}: max {max_slots}, no holders{plan.note()}")
+    from locksmithd.ctl.status_view import remove_leaseless_waiters
+    removed = remove_leaseless_waiters(client, obj.group, obj.etcd.key_prefix)
+    if removed:
+        click.echo(f"Removed {removed} waiter key(s) bound to no lease (they would never expire)")

@@ -11,7 +11,7 @@ from urllib.parse import unquote_plus
 from locksmithd.core.halt import Halt
 from locksmithd.core.holder_record import HolderView, format_time, view_holders
 from locksmithd.core.names import name_problem, printable
-from locksmithd.etcd.keys import alive_prefix, holder_from_waiter_key, waiter_key, waiters_prefix
+from locksmithd.etcd.keys import alive_prefix, waiter_holder, waiters_prefix
 from locksmithd.etcd.lock import SemaphoreClient
 
 _MAX_SINCE_CHARS = 40
@@ -20,11 +20,12 @@ _MAX_SHOWN_KEY_CHARS = 100
 
 @dataclass(frozen=True)
 class Waiter:
-    """One host in the queue: its id, 1-based position and when it queued (if recorded)."""
+    """One host in the queue: its id, 1-based position, when it queued (if recorded) and for how long."""
 
     holder: str
     position: int
     since: str | None
+    age: timedelta | None = None
     via: str | None = None
     """``fleetlock`` for a client queued through the FleetLock server."""
 
@@ -39,6 +40,8 @@ class StatusReport:
     waiters: tuple[Waiter, ...] = ()
     ignored_waiters: tuple[str, ...] = ()
     """Waiter keys (as stored) whose id breaks the naming rule; not part of the queue."""
+    leaseless_waiters: tuple[str, ...] = ()
+    """Waiter keys bound to no lease (they would never expire); passed over by the queue, removed by reset."""
     halt: Halt | None = None
     holder_views: tuple[HolderView, ...] = ()
 
@@ -48,6 +51,13 @@ class StatusReport:
         more = f" and {len(self.ignored_waiters) - 1} more" if len(self.ignored_waiters) > 1 else ""
         return (f"ignored waiter key {first}{more}: not the key of a valid holder id, "
                 "so not listed as waiting (remove it with 'etcdctl del')")
+
+    def leaseless_waiters_line(self) -> str:
+        """One escaped, bounded line reporting the waiter keys bound to no lease."""
+        first = printable(self.leaseless_waiters[0], _MAX_SHOWN_KEY_CHARS)
+        more = f" and {len(self.leaseless_waiters) - 1} more" if len(self.leaseless_waiters) > 1 else ""
+        return (f"ignored waiter key {first}{more}: bound to no lease, so it would never expire; hosts pass "
+                "over it (remove it with 'locksmithctl reset')")
 
 
 def collect_status(client: SemaphoreClient, group: str, key_prefix: str, now: datetime) -> StatusReport:
@@ -66,44 +76,48 @@ def collect_status(client: SemaphoreClient, group: str, key_prefix: str, now: da
     views = tuple(view_holders(semaphore.holders, records, alive, now))
     waiters: list[Waiter] = []
     ignored: list[str] = []
+    leaseless: list[str] = []
     read_prefix = getattr(client.store, "read_prefix", None)
     if read_prefix is not None:
         position = 0
         for entry in read_prefix(waiters_prefix(group, key_prefix)):
-            holder = _waiter_holder(entry.key, group, key_prefix)
+            holder = waiter_holder(entry.key, group, key_prefix)
             if holder is None:
                 ignored.append(entry.key)  # the full key, so the operator can delete it
+                continue
+            if entry.lease == 0:
+                leaseless.append(entry.key)
                 continue
             if semaphore.holds(holder):
                 continue
             position += 1
-            waiters.append(Waiter(holder, position, _since(entry.value), _field(entry.value, "via")))
+            since = _since(entry.value)
+            waiters.append(Waiter(holder, position, since, _age(since, now), _field(entry.value, "via")))
     return StatusReport(group, semaphore.max, semaphore.available, semaphore.holders,
                         {h: dict(v) for h, v in semaphore.holder_info.items()}, tuple(waiters), tuple(ignored),
-                        snapshot.halt, views)
+                        tuple(leaseless), snapshot.halt, views)
 
 
-def _waiter_holder(key: str, group: str, key_prefix: str) -> str | None:
-    """The holder id a waiter key names, or None when the key is not one a host would write.
+def remove_leaseless_waiters(client: SemaphoreClient, group: str, key_prefix: str) -> int:
+    """Delete the group's waiter keys bound to no lease (each guarded by its create revision); how many went.
 
-    A valid key is exactly ``waiter_key(id)`` for an id that follows the naming
-    rule; anything else (control characters, bytes that are not UTF-8,
-    non-canonical escapes that decode lossily) is not shown as a waiter.
+    Such a key would never expire; hosts pass over it, but it is clutter an
+    operator's reset should clear. Stores without a queue remove nothing.
     """
-    try:
-        holder = holder_from_waiter_key(key, group, key_prefix)
-    except ValueError:
-        return None
-    if name_problem(holder) is not None or waiter_key(holder, group, key_prefix) != key:
-        return None
-    return holder
+    read_prefix = getattr(client.store, "read_prefix", None)
+    delete_if_created = getattr(client.store, "delete_if_created", None)
+    if read_prefix is None or delete_if_created is None:
+        return 0
+    return sum(bool(delete_if_created(entry.key, entry.create_revision))
+               for entry in read_prefix(waiters_prefix(group, key_prefix)) if entry.lease == 0)
 
 
-def render_text(report: StatusReport) -> str:
-    """locksmith's layout (Available, Max, blank line, MACHINE ID, holders), then the queue.
+def render_text(report: StatusReport, list_waiters: bool = False) -> str:
+    """locksmith's layout (Available, Max, blank line, MACHINE ID, holders), then a queue summary.
 
-    One line per holder and per waiter: ids follow the naming rule (decode and
-    ``collect_status`` enforce it) and the free-form ``since`` is escaped.
+    One line per holder and (with ``list_waiters``) per waiter: ids follow the
+    naming rule (decode and ``collect_status`` enforce it) and the free-form
+    ``since`` is escaped.
     """
     lines = []
     if report.halt is not None:
@@ -117,9 +131,14 @@ def render_text(report: StatusReport) -> str:
         lines += ["", f"{'HOLDER':<40} {'AGE':>8}  {'DEADLINE':<24}  STATE"]
         lines += [_holder_line(view) for view in report.holder_views]
     if report.waiters:
-        lines += ["", f"{'WAITING':<40} {'POSITION':>8}  SINCE"]
-        lines += [f"{w.holder:<40} {w.position:>8}  {printable(w.since or '-', _MAX_SINCE_CHARS)}"
-                  f"{'  via fleetlock' if w.via == 'fleetlock' else ''}" for w in report.waiters]
+        head, oldest = report.waiters[0], max((w.age for w in report.waiters if w.age is not None), default=None)
+        lines += ["", f"Waiting: {len(report.waiters)} (head {head.holder}, longest wait "
+                      f"{_span(oldest) if oldest is not None else '-'})"]
+    if report.waiters and list_waiters:
+        lines += ["", f"{'WAITING':<40} {'POSITION':>8}  {'SINCE':<{_MAX_SINCE_CHARS}}  AGE"]
+        lines += [f"{w.holder:<40} {w.position:>8}  {printable(w.since or '-', _MAX_SINCE_CHARS):<{_MAX_SINCE_CHARS}}"
+                  f"  {_span(w.age) if w.age is not None else '-'}{'  via fleetlock' if w.via == 'fleetlock' else ''}"
+                  for w in report.waiters]
     return "\n".join(lines)
 
 
@@ -168,9 +187,22 @@ def render_json(report: StatusReport) -> str:
                 "source": view.record.source if view.record else None,
             } for view in report.holder_views},
         "holder_info": report.holder_info,
-        "waiting": [{"id": w.holder, "position": w.position, "since": w.since, "via": w.via}
+        "waiting": [{"id": w.holder, "position": w.position, "since": w.since,
+                     "age_s": None if w.age is None else round(w.age.total_seconds(), 3), "via": w.via}
                     for w in report.waiters],
+        "ignored_waiter_keys": [*report.ignored_waiters, *report.leaseless_waiters],
     }, sort_keys=False)  # ensure_ascii (the default) escapes every control character
+
+
+def _age(since: str | None, now: datetime) -> timedelta | None:
+    """How long a waiter has waited, from its recorded ``since`` (None when absent or unreadable)."""
+    try:
+        moment = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        return None
+    if moment is None or moment.tzinfo is None:
+        return None
+    return max(now - moment, timedelta(0))
 
 
 def _field(value: bytes, name: str) -> str | None:

@@ -31,7 +31,8 @@ def status_text(state: State, noted: str, position: tuple[int, int] | None) -> s
     """What ``systemctl status`` shows: the queue position while waiting for a slot, else the noted text."""
     if state is State.WAITING_FOR_LOCK:
         if position is not None:
-            return f"waiting for a slot: position {position[0]} of {position[1]}"
+            total = f" of {position[1]}" if position[1] else ""  # 0: the queue's length is not known
+            return f"waiting for a slot: position {position[0]}{total}"
         return "waiting for a slot"
     return noted or state.value
 

@@ -35,8 +35,8 @@ from locksmithd.errors import AmbiguousWrite, LeaseLost, StoreDenied, StoreError
 from locksmithd.etcd.grpc_errors import Action, classify
 from locksmithd.etcd.keys import prefix_end
 from locksmithd.etcd.settings import Endpoint, EtcdSettings
-from locksmithd.etcd.store import StoredKey, Versioned
-from locksmithd.etcd.watch import RangeWatch, WatchEvent
+from locksmithd.etcd.store import Place, StoredKey, Versioned
+from locksmithd.etcd.watch import RangeWatch, WatchEvent, WatchStream
 
 __all__ = ["EtcdStore", "RangeWatch", "StoredKey", "WatchEvent", "prefix_end"]
 
@@ -72,6 +72,7 @@ class EtcdStore:
         self.observer: Callable[[str, float, str], None] | None = None
         """Called after each request with (operation, seconds, "ok" or the error kind); the daemon
         sets it to feed its latency histogram, so this edge stays free of any metrics library."""
+        self._watches = WatchStream(self._open_stream)  # every watch of this store shares one gRPC stream
 
     # -- KeyValueStore -------------------------------------------------------
 
@@ -128,7 +129,10 @@ class EtcdStore:
     def enqueue_and_read(self, waiter_key: str, value: bytes, lease_id: int, semaphore_key: str,
                          waiters_prefix: str, halt_key: str
                          ) -> tuple[int, Versioned | None, Versioned | None, list[StoredKey]]:
-        """Put ``waiter_key`` on ``lease_id`` and read the semaphore, the halt and the queue, atomically.
+        """Put ``waiter_key`` on ``lease_id`` and read the semaphore, the halt and the whole queue, atomically.
+
+        Used by the FleetLock server, which decides statelessly per request
+        (the daemons' queue reads only its place: ``locate``).
 
         Returns (revision of the snapshot, semaphore or None, halt or None,
         waiters oldest first). One request: the snapshot and the enqueue share a revision, so
@@ -149,18 +153,93 @@ class EtcdStore:
 
         return self._call(f"enqueue {waiter_key}", op)
 
-    def enqueue(self, waiter_key: str, value: bytes, lease_id: int) -> StoredKey:
-        """Put ``waiter_key`` on ``lease_id`` and return it as stored (its create revision is its place).
+    def enqueue(self, waiter_key: str, value: bytes, lease_id: int, waiters_prefix: str) -> tuple[StoredKey, int]:
+        """Put ``waiter_key`` on ``lease_id``; return it as stored and how many waiter keys were there before.
 
-        One request whatever the queue length. A re-put keeps the key's create
-        revision, so a retried put (after a lost reply) keeps its place.
+        One request whatever the queue length (etcd counts without sending
+        the keys). The key's create revision is its place; a re-put keeps it,
+        so a retried put (after a lost reply) keeps its place, and is not
+        reported ambiguous.
         """
-        def op(client: Any) -> StoredKey:
+        def op(client: Any) -> tuple[StoredKey, int]:
             tx = client.transactions
-            response = _txn(client, [tx.put(waiter_key, value, lease=lease_id), tx.get(waiter_key)])
-            return StoredKey.from_kv(response.responses[1].response_range.kvs[0])
+            response = _txn(client, [_range(waiters_prefix, prefix_end(waiters_prefix), count_only=True),
+                                     tx.put(waiter_key, value, lease=lease_id), tx.get(waiter_key)])
+            return (StoredKey.from_kv(response.responses[2].response_range.kvs[0]),
+                    int(response.responses[0].response_range.count))
 
         return self._call(f"enqueue {waiter_key}", op)
+
+    def locate(self, waiter_key: str, create_revision: int, semaphore_key: str, halt_key: str,
+               waiters_prefix: str) -> Place:
+        """Where the waiter created at ``create_revision`` stands: one request, five keys at most.
+
+        Reads the waiter's own key, the semaphore, the halt record and the two
+        newest waiter keys created before it (newest first: with fewer than
+        two, the waiter is the head or next in line), all at one revision,
+        whatever the queue length.
+        """
+        end = prefix_end(waiters_prefix)
+
+        def op(client: Any) -> Place:
+            below = create_revision - 1
+            response = _txn(client, [
+                _range(waiter_key), _range(semaphore_key), _range(halt_key),
+                _range(waiters_prefix, end, max_create_revision=below, limit=2,
+                       sort_order=etcdrpc.RangeRequest.DESCEND, sort_target=etcdrpc.RangeRequest.CREATE)])
+            ranges = [reply.response_range for reply in response.responses]
+
+            def first(index: int) -> StoredKey | None:
+                return StoredKey.from_kv(ranges[index].kvs[0]) if ranges[index].kvs else None
+
+            sem, halt = first(1), first(2)
+            return Place(int(response.header.revision), first(0),
+                         Versioned(sem.value, sem.mod_revision) if sem else None,
+                         Versioned(halt.value, halt.mod_revision) if halt else None,
+                         tuple(StoredKey.from_kv(kv) for kv in ranges[3].kvs))
+
+        return self._call(f"locate {waiter_key}", op)
+
+    def predecessors(self, waiters_prefix: str, create_revision: int, revision: int) -> tuple[StoredKey, ...]:
+        """The two newest waiter keys created before ``create_revision`` as of ``revision``, newest first."""
+        request = _range(waiters_prefix, prefix_end(waiters_prefix), max_create_revision=create_revision - 1,
+                         limit=2, sort_order=etcdrpc.RangeRequest.DESCEND, sort_target=etcdrpc.RangeRequest.CREATE,
+                         revision=revision).request_range
+
+        def op(client: Any) -> tuple[StoredKey, ...]:
+            reply = client.kvstub.Range(request, client.timeout, credentials=client.call_credentials,
+                                        metadata=client.metadata)
+            return tuple(StoredKey.from_kv(kv) for kv in reply.kvs)
+
+        return self._call(f"read the waiter before revision {create_revision}", op)
+
+    def created_revision(self, key: str) -> int:
+        """The create revision of ``key`` (0: it does not exist); one single-key read."""
+        def op(client: Any) -> int:
+            reply = client.kvstub.Range(_range(key, keys_only=True).request_range, client.timeout,
+                                        credentials=client.call_credentials, metadata=client.metadata)
+            return int(reply.kvs[0].create_revision) if reply.kvs else 0
+
+        return self._call(f"read {key}", op)
+
+    def count_prefix(self, prefix: str) -> tuple[int, int]:
+        """(number of keys under ``prefix``, revision): etcd counts without sending the keys."""
+        request = _range(prefix, prefix_end(prefix), count_only=True).request_range
+
+        def op(client: Any) -> tuple[int, int]:
+            reply = client.kvstub.Range(request, client.timeout, credentials=client.call_credentials,
+                                        metadata=client.metadata)
+            return int(reply.count), int(reply.header.revision)
+
+        return self._call(f"count {prefix}*", op)
+
+    def delete_if_created(self, key: str, create_revision: int) -> bool:
+        """Delete ``key`` only if it is still the key created at ``create_revision``; True if deleted."""
+        def op(client: Any) -> bool:
+            tx = client.transactions
+            return bool(_txn(client, [tx.delete(key)], [tx.create(key) == create_revision]).succeeded)
+
+        return self._call(f"delete {key}", op, write=True)
 
     def grant_lease(self, ttl_s: int) -> int:
         """A new lease of ``ttl_s`` seconds; returns its id."""
@@ -187,19 +266,24 @@ class EtcdStore:
 
     def watch_range(self, start_key: str, end_key: str, start_revision: int,
                     on_events: Callable[[list[WatchEvent], int], None],
-                    on_broken: Callable[[BaseException], None]) -> RangeWatch:
-        """Watch keys in [start_key, end_key) from ``start_revision`` in a background thread.
+                    on_broken: Callable[[BaseException], None], *, deletes_only: bool = False) -> RangeWatch:
+        """Watch keys in [start_key, end_key) from ``start_revision``, on this store's one watch stream.
 
-        ``on_events(events, revision)`` runs for each response (events may be
-        empty for progress notifications). If the stream breaks (endpoint
-        down, leader lost, compaction), ``on_broken`` runs once and the watch
-        ends: the caller re-reads and starts a new one, so nothing is missed.
+        All watches of a store share one gRPC stream and one thread
+        (``watch.py``), so a process can hold thousands. ``on_events(events,
+        revision)`` runs on that thread for each response with events; with
+        ``deletes_only`` etcd sends no put events at all. If the watch or the
+        stream breaks (endpoint down, leader lost, compaction), ``on_broken``
+        runs once and the watch ends: the caller re-reads and starts a new
+        one, so nothing is missed.
         """
-        watch = RangeWatch(self._open_stream, start_key, end_key, start_revision, on_events, on_broken)
+        watch = RangeWatch(self._watches, start_key, end_key, start_revision, on_events, on_broken,
+                           deletes_only=deletes_only)
         watch.start()
         return watch
 
     def close(self) -> None:
+        self._watches.close()
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
         for client in clients:
@@ -320,14 +404,21 @@ class EtcdStore:
 def _txn(client: Any, ops: Sequence[Any], guards: Sequence[Any] = ()) -> Any:
     """One etcd transaction: ``ops`` (python3-etcd3 Put/Get/Delete), all only if every guard holds.
 
-    The one place that sends a raw Txn. Raw, not ``client.transaction``,
+    ``ops`` may also be raw RequestOps (see ``_range``). The one place that sends a raw Txn. Raw, not ``client.transaction``,
     because the caller needs the response header's revision and ranges with
     create revisions and leases, which python3-etcd3's wrapper drops. Raises
     grpc.RpcError, which ``EtcdStore._call`` classifies.
     """
-    request = etcdrpc.TxnRequest(compare=[guard.build_message() for guard in guards],
-                                 success=client._ops_to_requests(list(ops)), failure=[])
+    success = [op if isinstance(op, etcdrpc.RequestOp) else client._ops_to_requests([op])[0] for op in ops]
+    request = etcdrpc.TxnRequest(compare=[guard.build_message() for guard in guards], success=success, failure=[])
     return client.kvstub.Txn(request, client.timeout, credentials=client.call_credentials, metadata=client.metadata)
+
+
+def _range(key: str, range_end: str = "", **options: Any) -> Any:
+    """A raw range request (as a transaction op): python3-etcd3 cannot count, limit or bound create revisions."""
+    return etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(
+        key=key.encode("utf-8", errors="surrogateescape"),
+        range_end=range_end.encode("utf-8", errors="surrogateescape"), **options))
 
 
 def _classify(exc: BaseException) -> tuple[Action | type[StoreError], str, str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import quote_plus, unquote_plus
 
+from locksmithd.core.names import name_problem
+
 ROOT = "coreos.com/updateengine/rebootlock"
 
 
@@ -35,6 +37,23 @@ def holder_from_waiter_key(key: str, group: str = "", key_prefix: str = "") -> s
     if not key.startswith(prefix):
         raise ValueError(f"{key!r} is not a waiter key under {prefix!r}")
     return unquote_plus(key[len(prefix):])
+
+
+def waiter_holder(key: str, group: str = "", key_prefix: str = "") -> str | None:
+    """The holder id a waiter key names, or None when the key is not one a host would write.
+
+    A valid key is exactly ``waiter_key(id)`` for an id that follows the naming
+    rule; anything else (control characters, bytes that are not UTF-8,
+    non-canonical escapes that decode lossily) is not a waiter: the queue
+    passes over it and ``locksmithctl status`` reports it.
+    """
+    try:
+        holder = holder_from_waiter_key(key, group, key_prefix)
+    except ValueError:
+        return None
+    if name_problem(holder) is not None or waiter_key(holder, group, key_prefix) != key:
+        return None
+    return holder
 
 
 def prefix_end(prefix: str) -> str:

@@ -116,3 +116,19 @@ class MemoryStore:
         with self._lock:
             self._revision += 1
             self._data[key] = Versioned(value, self._revision)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where one waiter stands, all read at ``revision`` in one request (see EtcdStore.locate).
+
+    ``mine`` is the waiter's own key (None: it is gone, e.g. its lease
+    expired or an operator removed it), ``before`` the (at most two) newest
+    keys created before it, newest first.
+    """
+
+    revision: int
+    mine: StoredKey | None
+    semaphore: Versioned | None
+    halt: Versioned | None
+    before: tuple[StoredKey, ...]

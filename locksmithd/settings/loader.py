@@ -58,6 +58,8 @@ class DaemonSettings:
     login_delay_s: float = _default(table.LOGIN_DELAY)
     recheck_interval_s: float = _default(table.RECHECK_INTERVAL)
     retry_max_s: float = _default(table.RETRY_MAX)
+    queue_drop_out_s: float = _default(table.QUEUE_DROP_OUT)
+    queue_head_timeout_s: float = _default(table.QUEUE_HEAD_TIMEOUT)
     bus_address: str | None = None
     boot_id_path: str = _default(table.BOOT_ID_PATH)
     debug: bool = _default(table.DEBUG)

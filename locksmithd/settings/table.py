@@ -134,6 +134,14 @@ STATE_FILE = Setting("LOCKSMITHD_STATE_FILE", values.state_file,
 RECHECK_INTERVAL = Setting("LOCKSMITHD_RECHECK_INTERVAL", values.interval_s,
                            "safety-net re-read while waiting (the watch is the main path)", "recheck_interval_s",
                            "5m", flag="--recheck-interval")
+QUEUE_DROP_OUT = Setting("LOCKSMITHD_QUEUE_DROP_OUT", values.drop_out_s,
+                         "longest a crashed waiter holds up the hosts behind it once it is next in line: the short "
+                         "lease of the head and the next host (hosts further back renew a 30m lease every 10m)",
+                         "queue_drop_out_s", "10s", flag="--queue-drop-out")
+QUEUE_HEAD_TIMEOUT = Setting("LOCKSMITHD_QUEUE_HEAD_TIMEOUT", values.interval_s,
+                             "a head of the queue that leaves a free slot untaken this long is skipped "
+                             "(and reported) by the host behind it", "queue_head_timeout_s", "1m",
+                             flag="--queue-head-timeout")
 RETRY_MAX = Setting("LOCKSMITHD_RETRY_MAX", values.interval_s, "longest pause between retries after errors",
                     "retry_max_s", "60s", flag="--retry-max")
 ETCD_TIMEOUT = Setting("LOCKSMITHD_ETCD_TIMEOUT", values.request_timeout_s, "per etcd request (0.1s to 5m)",
@@ -223,7 +231,8 @@ TEST_BLOCK_LOOP = Setting("LOCKSMITHD_TEST_BLOCK_LOOP", values.boolean,
 
 SETTINGS: tuple[Setting[object], ...] = (
     STRATEGY, ENDPOINT, GROUP, CAFILE, CERTFILE, KEYFILE, USERNAME, PASSWORD, PASSWORD_FILE, KEY_PREFIX, WINDOW_START,
-    WINDOW_LENGTH, WINDOWS, TIMEZONE, LOGIN_DELAY, MACHINE_ID, HOLDER_ID, STATE_FILE, RECHECK_INTERVAL, RETRY_MAX,
+    WINDOW_LENGTH, WINDOWS, TIMEZONE, LOGIN_DELAY, MACHINE_ID, HOLDER_ID, STATE_FILE, RECHECK_INTERVAL, QUEUE_DROP_OUT,
+    QUEUE_HEAD_TIMEOUT, RETRY_MAX,
     ETCD_TIMEOUT, BOOT_ID_PATH, BUS_ADDRESS, DEBUG, REBOOT_DEADLINE, STALE_POLICY, HEALTH_SYSTEM_STATES,
     HEALTH_UNITS, HEALTH_DIR, HEALTH_SOAK, HEALTH_TIMEOUT, SOURCES, REBOOT_REQUIRED_FILE, REBOOT_CHECK_COMMAND,
     REBOOT_CHECK_INTERVAL, PRE_REBOOT_DIR, POST_BOOT_DIR, HOOK_TIMEOUT, IGNORE_INHIBITORS, FLEETLOCK_URL,

@@ -154,6 +154,14 @@ def interval_s(raw: RawSetting) -> float:
     return duration_s(raw)
 
 
+def drop_out_s(raw: RawSetting) -> float:
+    """A Go duration from 2s (etcd's shortest lease) to 1h, in seconds."""
+    seconds = duration_s(raw)
+    if not 2 <= seconds <= 3600:
+        raise ValueError("must be between 2s and 1h")
+    return seconds
+
+
 def delay_s(raw: RawSetting) -> float:
     """A Go duration of at most a day, in seconds; zero allowed."""
     return duration_s(raw, allow_zero=True)

@@ -27,6 +27,7 @@ def _reboot(settings: DaemonSettings) -> RebootStrategy:
 
 def _etcd_lock(settings: DaemonSettings) -> RebootStrategy:
     # Imported here: the etcd client loads gRPC, which "off" and "reboot" never need.
+    import math
     import socket
 
     from locksmithd.etcd.client import EtcdStore
@@ -36,7 +37,9 @@ def _etcd_lock(settings: DaemonSettings) -> RebootStrategy:
     return EtcdLockStrategy(EtcdStore(settings.etcd), settings.machine_id, settings.group, settings.etcd.key_prefix,
                             hostname=socket.gethostname(), boot_id=read_boot_id(settings.boot_id_path),
                             reboot_deadline_s=settings.reboot_deadline_s, stale_policy=settings.stale_policy,
-                            recheck_interval_s=settings.recheck_interval_s, retry_max_s=settings.retry_max_s)
+                            recheck_interval_s=settings.recheck_interval_s, retry_max_s=settings.retry_max_s,
+                            lease_ttl_s=math.ceil(settings.queue_drop_out_s),
+                            head_timeout_s=settings.queue_head_timeout_s)
 
 
 def _fleet_lock(settings: DaemonSettings) -> RebootStrategy:

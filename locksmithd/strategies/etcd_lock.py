@@ -24,6 +24,7 @@ from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.halt import halt_group
 from locksmithd.etcd.keys import alive_key
 from locksmithd.etcd.lock import Change, SemaphoreClient
+from locksmithd.etcd.lease import FAR_TTL_S
 from locksmithd.etcd.queue import GroupQueue, LeaseSession
 from locksmithd.etcd.stale import StaleHolders, StalePolicy
 
@@ -45,7 +46,7 @@ class EtcdLockStrategy:
     def __init__(self, store: EtcdStore, holder: str, group: str = "", key_prefix: str = "", *,
                  retry_max_s: float, hostname: str = "", boot_id: str | None = None,
                  reboot_deadline_s: float | None = None, recheck_interval_s: float,
-                 lease_ttl_s: int = 10, stale_policy: StalePolicy = StalePolicy.HALT,
+                 lease_ttl_s: int = 10, head_timeout_s: float = 60.0, stale_policy: StalePolicy = StalePolicy.HALT,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.store = store
         self.holder = holder
@@ -56,8 +57,9 @@ class EtcdLockStrategy:
         self.reboot_deadline_s = reboot_deadline_s
         self.now = now
         self.alive_key = alive_key(holder, group, key_prefix)
-        self.queue = GroupQueue(store, group, key_prefix, session=LeaseSession(store, lease_ttl_s),
-                                recheck_interval_s=recheck_interval_s, retry_max_s=retry_max_s)
+        self.queue = GroupQueue(store, group, key_prefix, session=LeaseSession(store, lease_ttl_s, FAR_TTL_S),
+                                recheck_interval_s=recheck_interval_s, retry_max_s=retry_max_s,
+                                head_timeout_s=head_timeout_s)
         self.semaphore: SemaphoreClient = self.queue.semaphore  # the same guarded write for both ways
         self.queue.stale = StaleHolders(self.semaphore, stale_policy, holder, now)
         self._alive_lease: int | None = None

@@ -1,0 +1,94 @@
+"""One scale-benchmark worker: many simulated hosts, each with its own GroupQueue, lease and watches.
+
+Run by bench/scale_bench.py as ``python bench/scale_worker.py '<json spec>'``.
+The hosts of a worker share one EtcdStore (one gRPC connection, one watch
+stream carrying all their watches) and nothing else: each has its own
+LeaseSession (tiered, as the daemon's) and its own GroupQueue. Every host
+queues at once, takes its slot when the package's queue code says so,
+releases at once through the one CAS path, and reports. Commands on stdin:
+"stop" revokes the leases and exits. Reports are JSON lines on stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from locksmithd.etcd.client import EtcdStore  # noqa: E402
+from locksmithd.etcd.lease import FAR_TTL_S, LeaseSession  # noqa: E402
+from locksmithd.etcd.lock import SemaphoreClient  # noqa: E402
+from locksmithd.etcd.queue import GroupQueue  # noqa: E402
+from locksmithd.etcd.settings import EtcdSettings, parse_endpoints  # noqa: E402
+from locksmithd.etcd.store import Place, StoredKey  # noqa: E402
+
+
+class KeyCountingStore(EtcdStore):
+    """Counts the queue's reads and the waiter keys they returned (recovery cost per host)."""
+
+    reads = 0
+    keys = 0
+
+    def locate(self, *args: Any) -> Place:
+        place = super().locate(*args)
+        KeyCountingStore.reads += 1
+        KeyCountingStore.keys += 3 + len(place.before)  # own key, semaphore, halt (as read), keys ahead
+        return place
+
+    def predecessors(self, *args: Any) -> tuple[StoredKey, ...]:
+        found = super().predecessors(*args)
+        KeyCountingStore.reads += 1
+        KeyCountingStore.keys += len(found)
+        return found
+
+
+def emit(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+async def serve(spec: dict[str, Any]) -> None:
+    endpoints = parse_endpoints(",".join(spec["endpoints"]), "bench", "endpoint")
+    store = KeyCountingStore(EtcdSettings(endpoints=endpoints, request_timeout_s=10.0))
+    releaser = SemaphoreClient(store)
+    queues: list[GroupQueue] = []
+
+    async def host(holder: str) -> None:
+        queue = GroupQueue(store, retry_max_s=10.0, session=LeaseSession(store, 10, FAR_TTL_S),
+                           head_timeout_s=60.0)
+        queues.append(queue)
+        if not await queue.acquire(holder):
+            return
+        acquired = time.time()
+        await asyncio.to_thread(releaser.unlock, holder)
+        emit(served=holder, acquired=acquired, released=time.time())
+        await queue.session.close()
+
+    asyncio.get_running_loop().set_default_executor(
+        __import__("concurrent.futures").futures.ThreadPoolExecutor(max_workers=16))
+    tasks = [asyncio.create_task(host(h)) for h in spec["holders"]]
+    emit(started=len(tasks))
+    while True:
+        line = await asyncio.to_thread(sys.stdin.readline)
+        command = line.strip()
+        if command == "counts":
+            emit(reads=KeyCountingStore.reads, keys=KeyCountingStore.keys)
+        elif command in ("stop", ""):
+            break
+    os._exit(0)  # the coordinator throws the etcd away: no need to leave the queue politely
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.CRITICAL, stream=sys.stderr,
+                        format="scale_worker[%(process)d]: %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(json.loads(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()

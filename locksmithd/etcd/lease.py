@@ -1,0 +1,113 @@
+"""The leases a process's waiters share: a short one near the head of the queue, a long one further back.
+
+A waiter key lives as long as its lease. Near the head, a crashed host must
+drop out quickly, so those keys are on a short lease (``ttl_s``, the
+daemon's LOCKSMITHD_QUEUE_DROP_OUT) renewed every third of it. Far from the
+head nobody waits on a crashed host yet, so (when ``far_ttl_s`` is given)
+those keys are on a long lease renewed rarely: the steady cost of a waiting
+host is then one keep-alive per ``far_ttl_s / 3``. A waiter moves its key to
+the short lease as it nears the head (a put keeps the key's place).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from locksmithd.errors import StoreError
+from locksmithd.etcd.client import EtcdStore
+
+log = logging.getLogger("locksmithd.queue")
+
+FAR_TTL_S = 1800
+"""The long lease of waiters far from the head: renewed every 10 minutes (0.1 requests a minute)."""
+
+
+@dataclass
+class _Lease:
+    ttl_s: int
+    lease_id: int | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class LeaseSession:
+    """The short lease (and optionally a long one) of one process, each kept alive by one task.
+
+    Without ``far_ttl_s`` every waiter uses the short lease.
+    """
+
+    def __init__(self, store: EtcdStore, ttl_s: int = 10, far_ttl_s: int | None = None) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self.far_ttl_s = far_ttl_s
+        self._near = _Lease(ttl_s)
+        self._far = _Lease(far_ttl_s) if far_ttl_s else self._near
+        self._granting = asyncio.Lock()  # concurrent waiters must share one lease, not grant one each
+        self.on_lost: Callable[[], None] = lambda: None
+
+    @property
+    def lease_id(self) -> int | None:
+        """The short lease's id, if granted."""
+        return self._near.lease_id
+
+    @property
+    def tiered(self) -> bool:
+        return self._far is not self._near
+
+    def is_far(self, lease_id: int) -> bool:
+        """True when ``lease_id`` is this session's long lease."""
+        return self.tiered and lease_id == self._far.lease_id
+
+    async def ensure(self, far: bool = False) -> int:
+        """The id of the short (or, with ``far``, the long) lease, granting it and starting keep-alives if needed."""
+        lease = self._far if far else self._near
+        async with self._granting:
+            if lease.lease_id is None:
+                lease.lease_id = await asyncio.to_thread(self.store.grant_lease, lease.ttl_s)
+                if lease.task is None or lease.task.done():
+                    lease.task = asyncio.create_task(self._keep_alive(lease), name=f"lease keep-alive {lease.ttl_s}s")
+            return lease.lease_id
+
+    def invalidate(self, lease_id: int | None = None) -> None:
+        """Forget a lease (only if it is still ``lease_id``: a newer one granted meanwhile stays)."""
+        for lease in (self._near, self._far):
+            if lease_id is None or lease.lease_id == lease_id:
+                lease.lease_id = None
+
+    async def close(self) -> None:
+        """Stop keep-alives and revoke the leases (their waiter keys go with them); best effort."""
+        for lease in {id(self._near): self._near, id(self._far): self._far}.values():
+            if lease.task is not None:
+                lease.task.cancel()
+            lease_id, lease.lease_id = lease.lease_id, None
+            if lease_id is not None:
+                try:
+                    await asyncio.to_thread(self.store.revoke_lease, lease_id)
+                except StoreError as error:
+                    log.info("could not revoke lease %x (it expires by itself): %s", lease_id, error.one_line())
+
+    async def _keep_alive(self, lease: _Lease) -> None:
+        period_s = max(lease.ttl_s / 3.0, 0.5)
+        # A long lease is first renewed at a random point of its period: a fleet that queued
+        # at once (an update landing everywhere) then renews spread out, not all together.
+        first_s = period_s * random.uniform(0.1, 1.0) if lease.ttl_s > self.ttl_s else period_s
+        await asyncio.sleep(first_s)
+        while True:
+            lease_id = lease.lease_id
+            if lease_id is None:
+                await asyncio.sleep(period_s)
+                continue
+            try:
+                remaining = await asyncio.to_thread(self.store.keep_alive, lease_id)
+            except StoreError as error:
+                log.warning("lease keep-alive failed: %s", error.one_line())
+                await asyncio.sleep(period_s)
+                continue
+            if remaining <= 0 and lease.lease_id == lease_id:
+                log.warning("lease %x expired; waiting hosts will queue again", lease_id)
+                lease.lease_id = None
+                self.on_lost()
+            await asyncio.sleep(period_s)
