@@ -165,7 +165,11 @@ def test_metrics_move_with_a_rollout(tmp_path: Path, etcd_node: EtcdCluster, key
     after = asyncio.run(scenario())
     assert {"waiting-for-lock", "idle"} <= seen["states"], seen
     assert max_position >= 1 and max_wait > 0 and max_waiters >= 1 and max_holders == 1
-    assert max_handoffs >= 1  # a waiter's watch saw an earlier holder release its slot
+    # Only the head watches the semaphore (issue 10's O(1) queue), and it reboots moments after
+    # it sees the release it was waiting for: a scrape every 0.2 s cannot be sure to catch that
+    # count. The counter is tested where it is deterministic: tests/test_queue_scale.py
+    # (TestHandoffCount). Here: it is exported.
+    assert "locksmithd_handoffs_observed_total" in {name for samples in after for (name, _) in samples}
     for samples in after:  # each is the new boot's daemon
         assert value(samples, "locksmithd_state", state="idle") == 1
         assert value(samples, "locksmithd_reboots_total") == 1  # the slot from before the boot was released

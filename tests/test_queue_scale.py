@@ -137,6 +137,53 @@ class TestStuckHead:
         store.close()
 
 
+    def test_a_fleetlock_head_is_not_skipped(self, etcd_node: EtcdCluster, key_prefix: str) -> None:
+        """A head queued through the FleetLock server takes its slot when its client next polls: the waiter
+        behind it never removes it (the key's grace lease bounds how long a silent client keeps a slot free)."""
+        store = make_store(etcd_node, key_prefix)
+        fresh_semaphore(store, key_prefix, 1)
+        lease = store.grant_lease(60)
+        head = waiter_key("zincati-1", "", key_prefix)
+        store.put(head, b'{"since": "2026-01-01T00:00:00+00:00", "via": "fleetlock", "grace_s": 600}', lease)
+        queue = GroupQueue(make_store(etcd_node, key_prefix), "", key_prefix, retry_max_s=RETRY_MAX_S,
+                           head_timeout_s=0.2, recheck_interval_s=0.2)
+
+        async def scenario() -> None:
+            waiting = asyncio.create_task(queue.acquire("daemon-1"))
+            await wait_until(lambda: queue.view.position("daemon-1") == 1, "the daemon to queue behind it")
+            await asyncio.sleep(1.5)  # several head timeouts pass with a free slot
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+            await queue.close()
+            queue.store.close()
+
+        asyncio.run(scenario())
+        assert store.read(head) is not None
+        store.revoke_lease(lease)
+        store.close()
+
+
+class TestHandoffCount:
+    def test_the_head_counts_the_release_it_is_woken_by(self, etcd_node: EtcdCluster, key_prefix: str) -> None:
+        """handoffs_observed (exported as a metric) counts releases seen by a waiting head."""
+        store = make_store(etcd_node, key_prefix)
+        client = fresh_semaphore(store, key_prefix, 1, "holder")
+        queue = GroupQueue(make_store(etcd_node, key_prefix), "", key_prefix, retry_max_s=RETRY_MAX_S)
+
+        async def scenario() -> None:
+            waiting = asyncio.create_task(queue.acquire("next"))
+            await wait_until(lambda: queue.view.position("next") == 0, "next to be the head")
+            assert queue.handoffs_observed == 0
+            await asyncio.to_thread(client.unlock, "holder")
+            assert await asyncio.wait_for(waiting, 15)
+            await queue.close()
+            queue.store.close()
+
+        asyncio.run(scenario())
+        assert queue.handoffs_observed == 1
+        store.close()
+
+
 class CompactedStartStore(EtcdStore):
     """Starts the first queue watch at revision 1, after etcd was compacted past it."""
 
