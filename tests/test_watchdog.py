@@ -68,6 +68,8 @@ def test_watchdog_interval_follows_systemd() -> None:
 
 def test_status_text_shows_the_queue_position() -> None:
     assert status_text(State.WAITING_FOR_LOCK, "waiting-for-lock", (3, 12)) == "waiting for a slot: position 3 of 12"
+    # The O(1) queue knows a waiter's place but not the queue's length (0: unknown).
+    assert status_text(State.WAITING_FOR_LOCK, "waiting-for-lock", (3, 0)) == "waiting for a slot: position 3"
     assert status_text(State.WAITING_FOR_LOCK, "waiting-for-lock", None) == "waiting for a slot"
     assert status_text(State.CHECKING_HEALTH, "checking-health: 2 units", None) == "checking-health: 2 units"
 
@@ -112,7 +114,7 @@ def test_real_daemon_notifies_systemd(tmp_path: Path, etcd_node: EtcdCluster, ke
         try:
             await wait_for(lambda: "1" in notify.values("READY"), 30, "READY=1")
             host.need_reboot()
-            await wait_for(lambda: "waiting for a slot: position 1 of 1" in notify.values("STATUS"), 30,
+            await wait_for(lambda: "waiting for a slot: position 1" in notify.values("STATUS"), 30,
                            "STATUS with the queue position")
             await wait_for(lambda: len(notify.values("WATCHDOG")) >= 10, 10, "watchdog pings")
             assert host.process is not None
@@ -127,7 +129,7 @@ def test_real_daemon_notifies_systemd(tmp_path: Path, etcd_node: EtcdCluster, ke
             await host.spawn_daemon()  # as systemd would, after WatchdogSec=
             restarted = time.monotonic()
             await wait_for(lambda: len(notify.values("WATCHDOG", since=restarted)) >= 3, 30, "pings again")
-            await wait_for(lambda: "waiting for a slot: position 1 of 1" in notify.values("STATUS", since=restarted),
+            await wait_for(lambda: "waiting for a slot: position 1" in notify.values("STATUS", since=restarted),
                            30, "waiting again")
             assert await host.stop_daemon() == 0
             assert "1" in notify.values("STOPPING", since=restarted)
