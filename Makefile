@@ -11,8 +11,11 @@ setup:
 demo: setup
 	.venv/bin/python contrib/demo.py $(DEMO_ARGS)
 
+# Two workers: the suite mostly waits on real etcd, D-Bus and daemons (12 min serial, about 7 on 2).
+PYTEST_WORKERS ?= 2
+
 test: setup
-	.venv/bin/python -m pytest $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: setup
 	.venv/bin/python bench/run.py $(BENCH_ARGS)
