@@ -6,13 +6,13 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import unquote_plus
 
 from locksmithd.core.halt import Halt
-from locksmithd.core.holder_record import HolderView, format_time, view_holders
+from locksmithd.core.holder_record import HolderView, format_time
 from locksmithd.core.names import name_problem, printable
-from locksmithd.etcd.keys import alive_prefix, waiter_holder, waiters_prefix
+from locksmithd.etcd.keys import waiter_holder, waiters_prefix
 from locksmithd.etcd.lock import SemaphoreClient
+from locksmithd.etcd.stale import read_holder_views
 
 _MAX_SINCE_CHARS = 40
 _MAX_SHOWN_KEY_CHARS = 100
@@ -70,10 +70,7 @@ def collect_status(client: SemaphoreClient, group: str, key_prefix: str, now: da
     if snapshot.halt_corrupt is not None:
         raise snapshot.halt_corrupt
     semaphore = snapshot.semaphore
-    alive_root = alive_prefix(group, key_prefix)
-    alive = {unquote_plus(entry.key[len(alive_root):]) for entry in client.store.read_prefix(alive_root)}
-    records = {h: record for h in semaphore.holders if (record := semaphore.record(h)) is not None}
-    views = tuple(view_holders(semaphore.holders, records, alive, now))
+    views = tuple(read_holder_views(client, semaphore, now))
     waiters: list[Waiter] = []
     ignored: list[str] = []
     leaseless: list[str] = []

@@ -10,7 +10,7 @@ from urllib.parse import unquote_plus
 
 from locksmithd.core.halt import Halt
 from locksmithd.core.history import HistoryEvent
-from locksmithd.core.holder_record import HolderRecord, HolderView, view_holders
+from locksmithd.core.holder_record import HolderView, view_holders
 from locksmithd.core.semaphore import Semaphore
 from locksmithd.etcd.halt import halt_group
 from locksmithd.etcd.keys import alive_key, alive_prefix
@@ -32,6 +32,18 @@ def parse_stale_policy(text: str) -> StalePolicy:
         return StalePolicy(text.strip().lower())
     except ValueError:
         raise ValueError("expected halt or reclaim") from None
+
+
+def read_holder_views(client: SemaphoreClient, semaphore: Semaphore, now: datetime) -> list[HolderView]:
+    """Each holder of ``semaphore`` with its age, lateness and liveness (one range read of the alive keys).
+
+    Shared by the stale-holder policy, ``locksmithctl status`` and the
+    group's metrics, so all three judge "stale" the same way.
+    """
+    prefix = alive_prefix(client.group, client.key_prefix)
+    alive = {unquote_plus(entry.key[len(prefix):]) for entry in client.store.read_prefix(prefix)}
+    records = {holder: record for holder in semaphore.holders if (record := semaphore.record(holder)) is not None}
+    return view_holders(semaphore.holders, records, alive, now)
 
 
 def next_deadline(semaphore: Semaphore) -> datetime | None:
@@ -74,8 +86,7 @@ class StaleHolders:
         snapshot = self.client.read()
         semaphore = snapshot.semaphore
         now = self.now()
-        overdue = [view for view in view_holders(semaphore.holders, self._records(semaphore), self._alive(), now)
-                   if view.overdue is not None]
+        overdue = [view for view in read_holder_views(self.client, semaphore, now) if view.overdue is not None]
         stale = [view for view in overdue if view.stale]
         for view in overdue:
             if not view.stale:
@@ -110,13 +121,6 @@ class StaleHolders:
             log.warning("reclaimed the slot of %s: %s, no live daemon", view.holder, late)
         else:
             log.info("did not reclaim %s: the group changed meanwhile (looked again later)", view.holder)
-
-    def _records(self, semaphore: Semaphore) -> dict[str, HolderRecord]:
-        return {holder: record for holder in semaphore.holders if (record := semaphore.record(holder)) is not None}
-
-    def _alive(self) -> set[str]:
-        prefix = alive_prefix(self.client.group, self.client.key_prefix)
-        return {unquote_plus(entry.key[len(prefix):]) for entry in self.client.store.read_prefix(prefix)}
 
     def _report_once(self, holder: str, why: str, message: str, *args: object) -> None:
         if (holder, why) not in self._reported:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import unquote_plus
 
-from locksmithd.core.holder_record import view_holders
 from locksmithd.errors import CorruptDocument
-from locksmithd.etcd.keys import alive_prefix, holder_from_waiter_key, waiters_prefix
+from locksmithd.etcd.keys import holder_from_waiter_key, waiters_prefix
 from locksmithd.etcd.lock import SemaphoreClient
+from locksmithd.etcd.stale import read_holder_views
 
 
 @dataclass(frozen=True)
@@ -45,10 +44,7 @@ def read_group_figures(client: SemaphoreClient, group: str, key_prefix: str, now
     except CorruptDocument:
         return GroupFigures(group, corrupt=True)
     semaphore = snapshot.semaphore
-    alive_root = alive_prefix(group, key_prefix)
-    alive = {unquote_plus(entry.key[len(alive_root):]) for entry in client.store.read_prefix(alive_root)}
-    records = {h: record for h in semaphore.holders if (record := semaphore.record(h)) is not None}
-    views = view_holders(semaphore.holders, records, alive, now)
+    views = read_holder_views(client, semaphore, now)
     waiters = 0
     for entry in client.store.read_prefix(waiters_prefix(group, key_prefix)):
         try:
