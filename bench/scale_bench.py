@@ -83,13 +83,14 @@ class Workers:
             elif "reads" in report:
                 self._counts.put(report)
 
-    def counts(self) -> tuple[int, int]:
-        """(reads, keys) of the queue's place reads, summed over the workers."""
+    def counts(self) -> tuple[int, int, int]:
+        """(reads, keys, queue scans) of the queue's reads, summed over the workers."""
         for proc in self.procs:
             assert proc.stdin is not None
             proc.stdin.write("counts\n")
         replies = [self._counts.get(timeout=60) for _ in self.procs]
-        return sum(r["reads"] for r in replies), sum(r["keys"] for r in replies)
+        return (sum(r["reads"] for r in replies), sum(r["keys"] for r in replies),
+                sum(r["scans"] for r in replies))
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -124,6 +125,7 @@ def run(n: int, members: int, sample: int, settle_s: float, idle_s: float, resta
         result: dict[str, Any] = {"n": n, "members": members, "workers": workers_count}
         try:
             result["enqueue_s"] = wait_queued(store, n, 600)
+            result["enqueue_scans_per_host"] = workers.counts()[2] / n
             time.sleep(settle_s)
             before = messages_received(nodes)
             time.sleep(idle_s)
@@ -132,6 +134,7 @@ def run(n: int, members: int, sample: int, settle_s: float, idle_s: float, resta
                 result.update(recover(cluster, store, workers, n))
             prefix = waiters_prefix()
             arrival = [h for e in store.read_prefix(prefix) if (h := waiter_holder(e.key))]
+            scans0 = workers.counts()[2]
             events0, requests0, seen0 = events_sent(nodes), messages_received(nodes), monitor.changes
             freed = time.time()
             client.unlock("seed")
@@ -140,6 +143,7 @@ def run(n: int, members: int, sample: int, settle_s: float, idle_s: float, resta
             while len(workers.served) < want and time.monotonic() < deadline:
                 time.sleep(0.005)
             events1, requests1, seen1 = events_sent(nodes), messages_received(nodes), monitor.changes
+            result["scans_per_acq"] = (workers.counts()[2] - scans0) / want
             store.put(halt_key(), b"bench: done")  # stops further handoffs (a corrupt halt halts too)
             served = sorted(list(workers.served), key=lambda r: r["acquired"])[:want]
             result.update(handoffs(served, arrival, freed))
@@ -162,14 +166,15 @@ def recover(cluster: EtcdCluster, store: EtcdStore, workers: Workers, n: int) ->
     leader = cluster.leader()
     # The restarted member's counters start again from zero: count only the members that stayed up.
     stayed = [m for m in cluster.members if m is not leader]
-    reads0, keys0 = workers.counts()
+    reads0, keys0, scans0 = workers.counts()
     before = messages_received(stayed)
     leader.restart()
     cluster.wait_healthy()
     time.sleep(20)  # broken watches re-read after up to 5 s of jitter; give the herd that never comes time
     after = messages_received(stayed)
-    reads1, keys1 = workers.counts()
+    reads1, keys1, scans1 = workers.counts()
     return {"recovery_reads_per_host": (reads1 - reads0) / n, "recovery_keys_per_host": (keys1 - keys0) / n,
+            "recovery_scans_per_host": (scans1 - scans0) / n,
             "recovery_note": f"leader {leader.name} restarted; requests counted on the {len(stayed)} others",
             "recovery_requests_per_host": max(0.0, after - before) / n}
 
@@ -207,7 +212,8 @@ def main() -> None:
     RESULTS.write_text(json.dumps(results, indent=2))
     cols = ["n", "members", "events_per_acq", "requests_per_acq", "idle_req_per_host_min", "gap_p50_ms",
             "gap_p99_ms", "gap_max_ms", "overtakes", "max_holders_seen", "etcd_rss_mib", "etcd_cpu_s",
-            "recovery_requests_per_host", "recovery_reads_per_host", "recovery_keys_per_host"]
+            "recovery_requests_per_host", "recovery_reads_per_host", "recovery_keys_per_host",
+            "recovery_scans_per_host", "enqueue_s", "enqueue_scans_per_host", "scans_per_acq"]
     print(" | ".join(cols))
     for r in results:
         print(" | ".join(f"{r[c]:.3g}" if isinstance(r.get(c), float) else str(r.get(c, "-")) for c in cols))

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -27,24 +27,45 @@ from locksmithd.etcd.lease import FAR_TTL_S, LeaseSession  # noqa: E402
 from locksmithd.etcd.lock import SemaphoreClient  # noqa: E402
 from locksmithd.etcd.queue import GroupQueue  # noqa: E402
 from locksmithd.etcd.settings import EtcdSettings, parse_endpoints  # noqa: E402
-from locksmithd.etcd.store import Place, StoredKey  # noqa: E402
+from locksmithd.etcd.store import Enqueued, Place, Snapshot, StoredKey  # noqa: E402
 
 
 class KeyCountingStore(EtcdStore):
-    """Counts the queue's reads and the waiter keys they returned (recovery cost per host)."""
+    """Counts the queue's reads, the keys they read, and the reads that make etcd scan the queue."""
 
     reads = 0
     keys = 0
+    scans = 0  # place reads bounded by create revision: etcd reads the whole waiter range for each
+
+    def enqueue(self, *args: Any) -> Enqueued:
+        result = super().enqueue(*args)
+        KeyCountingStore.reads += 1
+        KeyCountingStore.keys += 1  # the tail's previous value (the key itself is written, not read)
+        return result
+
+    def snapshot(self, keys: Sequence[str], semaphore_key: str = "", written_at: int = 0) -> Snapshot:
+        found = super().snapshot(keys, semaphore_key, written_at)
+        KeyCountingStore.reads += 1
+        KeyCountingStore.keys += len(keys) + (1 if written_at else 0)
+        return found
+
+    def created_revision(self, key: str) -> int:
+        found = super().created_revision(key)
+        KeyCountingStore.reads += 1
+        KeyCountingStore.keys += 1
+        return found
 
     def locate(self, *args: Any) -> Place:
         place = super().locate(*args)
         KeyCountingStore.reads += 1
+        KeyCountingStore.scans += 1
         KeyCountingStore.keys += 3 + len(place.before)  # own key, semaphore, halt (as read), keys ahead
         return place
 
     def predecessors(self, *args: Any) -> tuple[StoredKey, ...]:
         found = super().predecessors(*args)
         KeyCountingStore.reads += 1
+        KeyCountingStore.scans += 1
         KeyCountingStore.keys += len(found)
         return found
 
@@ -78,7 +99,7 @@ async def serve(spec: dict[str, Any]) -> None:
         line = await asyncio.to_thread(sys.stdin.readline)
         command = line.strip()
         if command == "counts":
-            emit(reads=KeyCountingStore.reads, keys=KeyCountingStore.keys)
+            emit(reads=KeyCountingStore.reads, keys=KeyCountingStore.keys, scans=KeyCountingStore.scans)
         elif command in ("stop", ""):
             break
     os._exit(0)  # the coordinator throws the etcd away: no need to leave the queue politely

@@ -246,8 +246,9 @@ class TestSharedLease:
             tasks = [asyncio.create_task(queue.acquire(f"h{i}")) for i in range(10)]
             await wait_until(lambda: len(queued(store, key_prefix)) == 10, "10 waiters")
             await wait_until(lambda: len(queue.view.positions) == 10, "10 waiters placed")
+            # The next in line learns it is next once the head has written its `after` pointer.
+            await wait_until(lambda: sorted(queue.view.positions.values())[:2] == [0, 1], "head and next known")
             leases = {e.lease for e in store.read_prefix(waiters_prefix("", key_prefix))}
-            assert sorted(queue.view.positions.values())[:2] == [0, 1]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

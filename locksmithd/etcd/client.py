@@ -35,7 +35,7 @@ from locksmithd.errors import AmbiguousWrite, LeaseLost, StoreDenied, StoreError
 from locksmithd.etcd.grpc_errors import Action, classify
 from locksmithd.etcd.keys import prefix_end
 from locksmithd.etcd.settings import Endpoint, EtcdSettings
-from locksmithd.etcd.store import Place, StoredKey, Versioned
+from locksmithd.etcd.store import Enqueued, Place, Snapshot, StoredKey, Versioned
 from locksmithd.etcd.watch import RangeWatch, WatchEvent, WatchStream
 
 __all__ = ["EtcdStore", "RangeWatch", "StoredKey", "WatchEvent", "prefix_end"]
@@ -127,7 +127,7 @@ class EtcdStore:
         return self._call(f"read {prefix}*", op)
 
     def enqueue_and_read(self, waiter_key: str, value: bytes, lease_id: int, semaphore_key: str,
-                         waiters_prefix: str, halt_key: str
+                         waiters_prefix: str, halt_key: str, tail_key: str
                          ) -> tuple[int, Versioned | None, Versioned | None, list[StoredKey]]:
         """Put ``waiter_key`` on ``lease_id`` and read the semaphore, the halt and the whole queue, atomically.
 
@@ -137,12 +137,15 @@ class EtcdStore:
         Returns (revision of the snapshot, semaphore or None, halt or None,
         waiters oldest first). One request: the snapshot and the enqueue share a revision, so
         a watch started at revision + 1 misses nothing. A put is idempotent, so
-        a lost reply is retried rather than reported ambiguous.
+        a lost reply is retried rather than reported ambiguous. A key created
+        here also becomes the tail (see ``enqueue``), so daemons queueing
+        later find it ahead of them.
         """
         def op(client: Any) -> tuple[int, Versioned | None, Versioned | None, list[StoredKey]]:
             tx = client.transactions
-            response = _txn(client, [tx.put(waiter_key, value, lease=lease_id), tx.get(semaphore_key),
-                                     tx.get(halt_key), tx.get(waiters_prefix, prefix_end(waiters_prefix))])
+            reads = [tx.get(semaphore_key), tx.get(halt_key), tx.get(waiters_prefix, prefix_end(waiters_prefix))]
+            response = _txn(client, [tx.put(waiter_key, value, lease=lease_id), *reads, tx.put(tail_key, waiter_key)],
+                            [tx.create(waiter_key) == 0], otherwise=[tx.put(waiter_key, value, lease=lease_id), *reads])
 
             def one(index: int) -> Versioned | None:
                 kvs = response.responses[index].response_range.kvs
@@ -153,22 +156,73 @@ class EtcdStore:
 
         return self._call(f"enqueue {waiter_key}", op)
 
-    def enqueue(self, waiter_key: str, value: bytes, lease_id: int, waiters_prefix: str) -> tuple[StoredKey, int]:
-        """Put ``waiter_key`` on ``lease_id``; return it as stored and how many waiter keys were there before.
+    def enqueue(self, waiter_key: str, value: bytes, lease_id: int, tail_key: str) -> Enqueued:
+        """Create ``waiter_key`` on ``lease_id`` at the back of the queue, learning the waiter just ahead.
 
-        One request whatever the queue length (etcd counts without sending
-        the keys). The key's create revision is its place; a re-put keeps it,
-        so a retried put (after a lost reply) keeps its place, and is not
-        reported ambiguous.
+        One request, one key read, whatever the queue length: the key is
+        created only if it does not exist, and in the same transaction the
+        tail key is set to it, returning the tail's previous value (the newest
+        waiter key before it; its create revision is the tail's mod revision).
+        When the key exists (a retried request whose reply was lost, a
+        restarted daemon) nothing is written and it is returned as stored, so
+        a retry never loses a place.
         """
-        def op(client: Any) -> tuple[StoredKey, int]:
+        def op(client: Any) -> Enqueued:
             tx = client.transactions
-            response = _txn(client, [_range(waiters_prefix, prefix_end(waiters_prefix), count_only=True),
-                                     tx.put(waiter_key, value, lease=lease_id), tx.get(waiter_key)])
-            return (StoredKey.from_kv(response.responses[2].response_range.kvs[0]),
-                    int(response.responses[0].response_range.count))
+            mine = waiter_key.encode("utf-8", errors="surrogateescape")
+            put_tail = etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(
+                key=tail_key.encode("utf-8", errors="surrogateescape"), value=mine, prev_kv=True))
+            response = _txn(client, [tx.put(waiter_key, value, lease=lease_id), put_tail, _range(waiter_key)],
+                            [tx.create(waiter_key) == 0], otherwise=[_range(waiter_key)])
+            entry = StoredKey.from_kv(response.responses[-1].response_range.kvs[0])
+            if not response.succeeded:
+                return Enqueued(entry, created=False)
+            prev = response.responses[1].response_put.prev_kv
+            previous = None
+            if prev.key and prev.value:
+                previous = StoredKey(bytes(prev.value).decode("utf-8", errors="surrogateescape"), b"",
+                                     int(prev.mod_revision), int(prev.mod_revision), 0)
+            return Enqueued(entry, created=True, previous=previous)
 
         return self._call(f"enqueue {waiter_key}", op)
+
+    def snapshot(self, keys: Sequence[str], semaphore_key: str = "", written_at: int = 0) -> Snapshot:
+        """The named keys (those that exist) read at one revision, in one request of ``len(keys)`` key reads.
+
+        With ``written_at``, also whether ``semaphore_key`` was written at that
+        earlier revision (one more key read, at that revision); a compacted
+        revision raises StoreError.
+        """
+        def op(client: Any) -> Snapshot:
+            ops = [_range(key) for key in keys]
+            if written_at:
+                ops.append(_range(semaphore_key, revision=written_at))
+            response = _txn(client, ops)
+            found: dict[str, StoredKey] = {}
+            for reply in response.responses[:len(keys)]:
+                for kv in reply.response_range.kvs:
+                    entry = StoredKey.from_kv(kv)
+                    found[entry.key] = entry
+            served = None
+            if written_at:
+                kvs = response.responses[-1].response_range.kvs
+                served = bool(kvs) and int(kvs[0].mod_revision) == written_at
+            return Snapshot(int(response.header.revision), found, served)
+
+        return self._call(f"read {len(keys)} keys", op)
+
+    def reput(self, key: str, value: bytes, lease_id: int, create_revision: int) -> bool:
+        """Write ``value`` on ``lease_id`` to ``key`` only if it is still the key created at ``create_revision``.
+
+        Keeps its place (create revision); False (nothing written) when the
+        key is gone or was created anew. Idempotent, so retried on a lost reply.
+        """
+        def op(client: Any) -> bool:
+            tx = client.transactions
+            response = _txn(client, [tx.put(key, value, lease=lease_id)], [tx.create(key) == create_revision])
+            return bool(response.succeeded)
+
+        return self._call(f"rewrite {key}", op)
 
     def locate(self, waiter_key: str, create_revision: int, semaphore_key: str, halt_key: str,
                waiters_prefix: str) -> Place:
@@ -401,16 +455,19 @@ class EtcdStore:
             return LeaseLost(f"etcd at {endpoint.url}: {what}: {details}")
         return StoreError(f"etcd at {endpoint.url} failed {what}: {code} {details}")
 
-def _txn(client: Any, ops: Sequence[Any], guards: Sequence[Any] = ()) -> Any:
-    """One etcd transaction: ``ops`` (python3-etcd3 Put/Get/Delete), all only if every guard holds.
+def _txn(client: Any, ops: Sequence[Any], guards: Sequence[Any] = (), otherwise: Sequence[Any] = ()) -> Any:
+    """One etcd transaction: ``ops`` (python3-etcd3 Put/Get/Delete) if every guard holds, else ``otherwise``.
 
     ``ops`` may also be raw RequestOps (see ``_range``). The one place that sends a raw Txn. Raw, not ``client.transaction``,
     because the caller needs the response header's revision and ranges with
     create revisions and leases, which python3-etcd3's wrapper drops. Raises
     grpc.RpcError, which ``EtcdStore._call`` classifies.
     """
-    success = [op if isinstance(op, etcdrpc.RequestOp) else client._ops_to_requests([op])[0] for op in ops]
-    request = etcdrpc.TxnRequest(compare=[guard.build_message() for guard in guards], success=success, failure=[])
+    def raw(branch: Sequence[Any]) -> list[Any]:
+        return [op if isinstance(op, etcdrpc.RequestOp) else client._ops_to_requests([op])[0] for op in branch]
+
+    request = etcdrpc.TxnRequest(compare=[guard.build_message() for guard in guards], success=raw(ops),
+                                 failure=raw(otherwise))
     return client.kvstub.Txn(request, client.timeout, credentials=client.call_credentials, metadata=client.metadata)
 
 

@@ -67,6 +67,17 @@ def prefix_end(prefix: str) -> str:
     return raw.decode("utf-8", errors="surrogateescape")
 
 
+def tail_key(group: str = "", key_prefix: str = "") -> str:
+    """The key naming the newest waiter key of ``group``'s queue (its mod revision is that key's create revision).
+
+    Every host that creates a waiter key rewrites it in the same transaction
+    and gets the old value back: the waiter just ahead of it, found without
+    reading the queue. It sorts after ``semaphore``, so the head's watch on
+    [halt, semaphore] never sees it.
+    """
+    return f"{_group_root(group, key_prefix)}/tail"
+
+
 def halt_key(group: str = "", key_prefix: str = "") -> str:
     """The key of ``group``'s halt record; while it exists nobody in the group takes a slot."""
     return f"{_group_root(group, key_prefix)}/halt"

@@ -11,10 +11,21 @@ revision it holds, its waiter key deleted and history recorded in the same
 transaction, refused while the group is halted. A lost race needs no retry
 loop: the watch delivers the newer document and the head decides again.
 
-Finding one's place (``EtcdStore.locate``) is one request reading at most
-five keys, whatever the queue length; so is every recovery (broken watch,
-lost lease, leader change), after a jittered pause so that a fleet does not
-come back all at once. Keys no host could have written are passed over and
+Finding one's place costs etcd a constant amount of work, whatever the
+queue length (a range bounded by create revision would make etcd read the
+whole queue). Creating a waiter key also sets the group's tail key and reads
+its old value back: the waiter just ahead. Each waiter then records in its
+own key's value the waiter ahead of it (``after``: key, create revision and
+a revision at which it existed; null at the head), so the host behind it
+learns the second key ahead from one key read. When a key ahead is deleted,
+one read of a handful of named keys tells whether it left by taking a slot
+(the semaphore was written at the revision of the deletion): then the host
+behind it is the new head, or the new next in line. Only when a waiter in the
+middle of the queue leaves otherwise (crashed, gave up, removed) do the two
+hosts behind it read their place the expensive way (``EtcdStore.locate``),
+once. Every recovery (broken watch, lost lease, leader change) is the same
+read of named keys, after a jittered pause so that a fleet does not come
+back all at once. Keys no host could have written are passed over and
 reported: a waiter key bound to no lease (it would never expire) and one
 whose id breaks the naming rule. The waiter next in line checks every
 ``head_timeout_s`` that the head takes a free slot, and removes a head that
@@ -36,11 +47,11 @@ from locksmithd.core.history import HistoryEvent
 from locksmithd.core.queue_view import GroupView
 from locksmithd.errors import AmbiguousWrite, LeaseLost, StoreError
 from locksmithd.etcd.client import EtcdStore
-from locksmithd.etcd.keys import waiter_holder, waiter_key, waiters_prefix
+from locksmithd.etcd.keys import tail_key, waiter_holder, waiter_key, waiters_prefix
 from locksmithd.etcd.lease import LeaseSession
 from locksmithd.etcd.lock import SemaphoreClient
 from locksmithd.etcd.stale import StaleHolders, next_deadline
-from locksmithd.etcd.store import Place, StoredKey
+from locksmithd.etcd.store import Place, Snapshot, StoredKey
 from locksmithd.etcd.watch import WatchEvent
 
 __all__ = ["GroupQueue", "LeaseSession"]
@@ -57,25 +68,36 @@ RECOVERY_JITTER_MAX_S = 5.0
 """Longest pause before a waiter that is not the head re-reads after a broken watch."""
 
 
+_UNKNOWN: Any = object()
+"""An ``after`` pointer not (yet) written: the key's own host has not located it."""
+
+
 @dataclass
 class _Waiter:
-    """One local host in the queue and the one watch it keeps."""
+    """One local host in the queue, what it knows of the keys ahead, and the watches it keeps."""
 
     holder: str
     key: str
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     create_revision: int = 0  # 0: no key in etcd (not queued yet, or the key is gone)
     located: bool = False  # False: the place must be read (again) before acting
-    predecessor: StoredKey | None = None
+    cheap: bool = False  # True: the keys ahead are known well enough to re-read them by name
+    predecessor: StoredKey | None = None  # the waiter just ahead (None: this one is the head)
     second: StoredKey | None = None  # the waiter ahead of the predecessor (None: the predecessor is the head)
+    second_known: bool = True  # False: the predecessor's own predecessor is not known yet
+    second_from: int = 0  # the revision from which to watch ``second`` (its deletion since then matters)
+    departed: tuple[str, int] | None = None  # a key ahead seen deleted, and the revision of the deletion
     watches: list[Any] = field(default_factory=list)
     generation: int = 0  # which watch is current: late deliveries of a stopped one are dropped
-    ahead: int = 0  # waiter keys ahead when it queued, less departures seen (see _locate)
+    ahead: int = 0  # keys ahead: exact at the head (0) and next in line (1); 2 means two or more
     lease_id: int = 0  # the lease the key is on (a tiered session: the long one far from the head)
-    since: bytes = b""  # the key's value, kept when the key moves to another lease
+    since: str = ""  # when it queued (kept in the key's value, which also carries ``after``)
+    after: Any = _UNKNOWN  # the ``after`` pointer stored in the key's value (dict, None, or _UNKNOWN)
     jitter_s: float = 0.0  # pause before the next read (recovery without a herd)
     verify: bool = False  # the next pass checks only that the key still exists (one key read)
     suspect: tuple[str, int] | None = None  # a head seen not taking a free slot (key, create revision)
+    located_at: int = 0  # the revision of the last read of the keys ahead
+    rewrite_due: bool = False  # the key's value or lease may need writing (see _write_own_key)
 
 
 class GroupQueue:
@@ -100,6 +122,7 @@ class GroupQueue:
         self.semaphore_key = self.semaphore.key
         self.halt_key = self.semaphore.halt_key
         self.prefix = waiters_prefix(group, key_prefix)
+        self.tail_key = tail_key(group, key_prefix)
         self.session = session or LeaseSession(store)
         self.session.on_lost = self._lease_lost
         self.view = GroupView(self.semaphore_key, halt_key=self.halt_key)
@@ -147,6 +170,8 @@ class GroupQueue:
                     if self.view.may_attempt(holder) and await self._attempt(me, info):
                         acquired = True  # the winning transaction deleted the waiter key
                         return True
+                    if me.rewrite_due and not await self._write_own_key(me):
+                        continue  # our key is gone: queue again
                     self._report_corruption(me)
                     await self._mind_stale_holders(me)
                     await self._mind_stuck_head(me)
@@ -177,9 +202,10 @@ class GroupQueue:
     def position(self, holder: str) -> tuple[int, int] | None:
         """(1-based place, 0) of a local waiter while its place is known, else None.
 
-        Only the place is known (exactly at the head and next, an upper bound
-        further back); the queue's length would cost reading the whole queue,
-        so the second number is 0 ("unknown").
+        The place is exact at the head (1) and next in line (2); 3 means third
+        or later: counting the keys ahead would make etcd read the whole
+        queue (etcd 3.4 ignores a create-revision bound when it counts), so
+        the queue's length is not known either and the second number is 0.
         """
         me = self._local.get(holder)
         ahead = self.view.position(holder)
@@ -196,29 +222,41 @@ class GroupQueue:
     # -- finding one's place -------------------------------------------------
 
     async def _enqueue(self, me: _Waiter) -> None:
-        """Put the waiter key (one request); its create revision is the place in the queue."""
+        """Create the waiter key at the back (one request), learning the waiter just ahead from the tail key."""
         lease_id = await self.session.ensure(far=True)  # the short one without tiers; moved when near the head
-        me.since = json.dumps({"since": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}).encode()
+        me.since = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        me.after = _UNKNOWN
         try:
-            entry, count = await asyncio.to_thread(self.store.enqueue, me.key, me.since, lease_id, self.prefix)
+            result = await asyncio.to_thread(self.store.enqueue, me.key, self._value(me), lease_id, self.tail_key)
         except LeaseLost:
             self.session.invalidate(lease_id)
             raise
-        me.create_revision, me.located, me.ahead, me.lease_id = entry.create_revision, False, count, lease_id
+        entry = result.entry
+        me.create_revision, me.located, me.lease_id, me.departed = entry.create_revision, False, lease_id, None
+        me.predecessor, me.second, me.second_known = result.previous, None, False
+        me.cheap = result.created and result.previous is not None
+        if not result.created:  # ours from before (a lost reply, a restart): keep its place, move it to our lease
+            me.since, me.after = _since(entry.value) or me.since, _after(entry.value)
+            if entry.lease != lease_id and not await self._rewrite(me, lease_id):
+                me.create_revision = 0
 
-    async def _move_near(self, me: _Waiter) -> bool:
-        """Near the head, put the key on the short lease (its place is kept); False if the key was gone."""
-        lease_id = await self.session.ensure()
+    async def _rewrite(self, me: _Waiter, lease_id: int) -> bool:
+        """Write the key's value (``since``, ``after``) on ``lease_id``, keeping its place; False if it is gone."""
         try:
-            entry, _ = await asyncio.to_thread(self.store.enqueue, me.key, me.since, lease_id, self.prefix)
+            done = await asyncio.to_thread(self.store.reput, me.key, self._value(me), lease_id, me.create_revision)
         except LeaseLost:
             self.session.invalidate(lease_id)
             raise
-        me.lease_id = lease_id
-        if entry.create_revision != me.create_revision:  # gone meanwhile: this put queued it anew, at the back
-            me.create_revision, me.located = entry.create_revision, False
-            return False
-        return True
+        if done:
+            me.lease_id = lease_id
+        return done
+
+    @staticmethod
+    def _value(me: _Waiter) -> bytes:
+        value: dict[str, Any] = {"since": me.since}
+        if me.after is not _UNKNOWN:
+            value["after"] = me.after
+        return json.dumps(value).encode()
 
     async def _verify(self, me: _Waiter) -> None:
         """The far waiter's safety net: one single-key read (a place read makes etcd scan the queue)."""
@@ -227,13 +265,127 @@ class GroupQueue:
             log.warning("the queue key of %s is gone (lease expired or removed); queueing again", me.holder)
             self._stop_watch(me)
             me.create_revision, me.located = 0, False
+        elif not me.second_known:  # the host ahead never said who is ahead of it: read the place once
+            me.located, me.cheap = False, False
 
     async def _locate(self, me: _Waiter) -> None:
-        """Read where ``me`` stands (one request; one more per key passed over) and watch accordingly."""
+        """Read where ``me`` stands, by name when the keys ahead are known, and watch accordingly."""
         self._stop_watch(me)
+        departed, me.departed = me.departed, None
+        if not (me.cheap and await self._step(me, departed)):
+            if me.create_revision == 0:
+                return
+            await self._read_place(me)
+            if me.create_revision == 0:
+                return
+        me.ahead = 0 if me.predecessor is None else 1 if me.second is None and me.second_known else 2
+        if me.predecessor is None or me.predecessor.key != (me.suspect or ("", 0))[0]:
+            me.suspect = None
+        me.rewrite_due = True
+        if me.predecessor is not None and not await self._write_own_key(me):
+            return  # the head writes after trying for a slot: a won slot deletes the key anyway
+        self.view.place(me.holder, me.ahead, me.predecessor is None)
+        self._start_watch(me, me.located_at + 1)
+        me.located = True
+
+    async def _write_own_key(self, me: _Waiter) -> bool:
+        """Near the head, move the key to the short lease; record who is ahead in its value. False if it is gone.
+
+        Writes only what changed: usually nothing, one put when the waiter
+        ahead changed or the key moves to the short lease (its place is kept).
+        """
+        me.rewrite_due = False
+        near = me.ahead < NEAR_POSITIONS
+        lease_id = await self.session.ensure() if near and self.session.is_far(me.lease_id) else me.lease_id
+        if me.predecessor is None:
+            # The head keeps a pointer it has: hosts queueing behind it see the key it names leave
+            # (replayed by their watch) by taking a slot. One it lacks becomes null ("the head").
+            after = None if me.after is _UNKNOWN else me.after
+        else:
+            after = {"key": me.predecessor.key, "created": me.predecessor.create_revision, "seen": me.located_at}
+        stored = me.after if isinstance(me.after, dict) else {}
+        if lease_id == me.lease_id and me.after is not _UNKNOWN and (after is None) == (me.after is None) and (
+                after is None or (stored.get("key"), stored.get("created")) == (after["key"], after["created"])):
+            return True
+        me.after = after
+        if await self._rewrite(me, lease_id):
+            return True
+        log.warning("the queue key of %s is gone (lease expired or removed); queueing again", me.holder)
+        self._stop_watch(me)
+        me.create_revision, me.located = 0, False
+        return False
+
+    async def _step(self, me: _Waiter, departed: tuple[str, int] | None) -> bool:
+        """Re-read the keys ahead by name (one request, at most six keys); False when that cannot place ``me``.
+
+        Knows the new place without reading the queue in the usual cases: the
+        key ahead (or the one ahead of it) took a slot, so it was the head; or
+        the key ahead left and the one ahead of it is still there.
+        """
+        pred, second = me.predecessor, me.second
+        names = [me.key, self.semaphore_key, self.halt_key, *(entry.key for entry in (pred, second) if entry)]
+        snapshot = await asyncio.to_thread(self.store.snapshot, names, self.semaphore_key,
+                                           departed[1] if departed else 0)
+        self._snapshot(snapshot.revision, snapshot.keys.get(self.semaphore_key), snapshot.keys.get(self.halt_key))
+        mine = snapshot.keys.get(me.key)
+        if mine is None or mine.create_revision != me.create_revision:
+            log.warning("the queue key of %s is gone (lease expired or removed); queueing again", me.holder)
+            me.create_revision = 0
+            return False
+        me.located_at = snapshot.revision
+        pred_now, second_now = _same(snapshot, pred), _same(snapshot, second)
+        served = bool(snapshot.served)
+        if second_now is not None:
+            me.second_from = snapshot.revision + 1  # it existed then: watching from there misses nothing
+
+        def left_served(entry: StoredKey | None) -> bool:
+            return entry is not None and served and departed is not None and departed[0] == entry.key
+
+        if pred is None:
+            return True  # the head stays the head
+        if pred_now is None:
+            if (me.second_known and second is None) or left_served(pred):
+                me.predecessor, me.second, me.second_known = None, None, True
+                return True
+            if second_now is None:
+                return False  # both gone, or the one ahead of it unknown: read the place
+            me.predecessor = second_now
+            return self._learn_second(me, second_now, snapshot)
+        if not self._waits(pred_now):
+            return False  # passed over: only a place read finds who is really ahead
+        me.predecessor = pred_now
+        if second is not None and second_now is None:
+            if not left_served(second):
+                return False
+            me.second, me.second_known = None, True  # it took a slot: the predecessor is the head now
+            return True
+        if not me.second_known:
+            return self._learn_second(me, pred_now, snapshot)
+        return True
+
+    def _learn_second(self, me: _Waiter, pred: StoredKey, snapshot: Snapshot) -> bool:
+        """Take the predecessor's ``after`` pointer as the second key ahead; False when only a place read will do."""
+        pointer = _after(pred.value)
+        if pointer is _UNKNOWN:
+            if _field(pred.value, "via") is not None:
+                return False  # queued through FleetLock: its value never names the key ahead of it
+            me.second, me.second_known = None, False  # its host has not written it yet: watch for it
+            return True
+        if pointer is None:
+            me.second, me.second_known = None, True
+            return True
+        me.second = StoredKey(pointer["key"], b"", pointer["created"], pointer["created"], 0)
+        me.second_known, me.second_from = True, min(pointer["seen"], snapshot.revision) + 1
+        return True
+
+    async def _read_place(self, me: _Waiter) -> None:
+        """Read where ``me`` stands the expensive way (etcd reads the queue); rarely needed."""
         place = await asyncio.to_thread(self.store.locate, me.key, me.create_revision, self.semaphore_key,
                                         self.halt_key, self.prefix)
-        self._snapshot(place)
+        sem, halt = place.semaphore, place.halt
+        self.view.snapshot(place.revision, (sem.value, sem.mod_revision) if sem else None,
+                           halt.value if halt else None)
+        self._wake_heads()
         if place.mine is None or place.mine.create_revision != me.create_revision:
             log.warning("the queue key of %s is gone (lease expired or removed); queueing again", me.holder)
             me.create_revision = 0
@@ -241,22 +393,11 @@ class GroupQueue:
         ahead = await self._waiters_ahead(place)
         me.predecessor = ahead[0] if ahead else None
         me.second = ahead[1] if len(ahead) > 1 else None
-        if me.predecessor is None or me.predecessor.key != (me.suspect or ("", 0))[0]:
-            me.suspect = None
-        # Exact at the head (0) and next in line (1); further back, the count when it queued,
-        # less the departures it saw (an upper bound: etcd cannot count keys by create revision).
-        position = len(ahead) if len(ahead) < 2 else max(2, me.ahead)
-        me.ahead = position
-        if position < NEAR_POSITIONS and self.session.is_far(me.lease_id) and not await self._move_near(me):
-            return
-        self.view.place(me.holder, position, me.predecessor is None)
-        self._start_watch(me, place.revision + 1)
-        me.located = True
+        me.second_known, me.second_from, me.located_at, me.cheap = True, place.revision + 1, place.revision, True
 
-    def _snapshot(self, place: Place) -> None:
-        sem = place.semaphore
-        self.view.snapshot(place.revision, (sem.value, sem.mod_revision) if sem else None,
-                           place.halt.value if place.halt else None)
+    def _snapshot(self, revision: int, semaphore: StoredKey | None, halt: StoredKey | None) -> None:
+        self.view.snapshot(revision, (semaphore.value, semaphore.mod_revision) if semaphore else None,
+                           halt.value if halt else None)
         self._wake_heads()  # a newer view than theirs: let them decide again
 
     async def _waiters_ahead(self, place: Place) -> list[StoredKey]:
@@ -272,6 +413,11 @@ class GroupQueue:
                 return ahead[:2]
             batch = await asyncio.to_thread(self.store.predecessors, self.prefix, batch[-1].create_revision,
                                             place.revision)
+
+    def _waits(self, entry: StoredKey) -> bool:
+        """True for a key that is a host waiting its turn (without reporting anything)."""
+        holder = waiter_holder(entry.key, self.group, self.key_prefix)
+        return holder is not None and entry.lease != 0 and not self.view.semaphore.holds(holder)
 
     def _passed_over(self, entry: StoredKey) -> bool:
         """True for a key ahead that is no waiter to wait for (reported once per key)."""
@@ -294,13 +440,17 @@ class GroupQueue:
         Watching two keys, not one, tells the waiter next in line at once
         that the head left, so it always knows when it is next (to move to
         the short lease, and to skip a head that leaves a free slot untaken).
+        While the predecessor's own predecessor is unknown, its puts are
+        watched too (its host writes ``after`` once it has located itself).
         """
         loop = self._loop
         assert loop is not None
         if me.predecessor is None:
-            ranges = [(self.halt_key, self.semaphore_key + "\0", False)]  # halt < semaphore < waiters/
+            ranges = [(self.halt_key, self.semaphore_key + "\0", False, start_revision)]  # halt < semaphore < waiters/
         else:
-            ranges = [(entry.key, entry.key + "\0", True) for entry in (me.predecessor, me.second) if entry]
+            ranges = [(me.predecessor.key, me.predecessor.key + "\0", me.second_known, start_revision)]
+            if me.second is not None:
+                ranges.append((me.second.key, me.second.key + "\0", True, me.second_from or start_revision))
 
         me.generation += 1
         generation = me.generation
@@ -311,8 +461,8 @@ class GroupQueue:
         def on_broken(error: BaseException) -> None:
             loop.call_soon_threadsafe(self._watch_broken, me, generation, error)
 
-        me.watches = [self.store.watch_range(start, end, start_revision, on_events, on_broken, deletes_only=only)
-                      for start, end, only in ranges]
+        me.watches = [self.store.watch_range(start, end, since, on_events, on_broken, deletes_only=only)
+                      for start, end, only, since in ranges]
 
     def _stop_watch(self, me: _Waiter) -> None:
         for watch in me.watches:
@@ -327,10 +477,14 @@ class GroupQueue:
         if not self._current(me, generation):
             return
         if me.predecessor is not None:
-            if any(event.kind == "delete" for event in events):
-                me.located = False  # the one ahead left (took a slot, gave up, crashed): look again
-                me.ahead -= 1
+            for event in events:
+                if event.kind == "delete":  # a key ahead left (took a slot, gave up, crashed): look again
+                    me.departed = (event.entry.key, event.entry.mod_revision)
+                elif event.entry.key != me.predecessor.key or _after(event.entry.value) is _UNKNOWN:
+                    continue  # the predecessor moved to another lease: nothing new
+                me.located = False
                 me.wake.set()
+                return
             return
         for event in events:
             entry = event.entry
@@ -355,7 +509,7 @@ class GroupQueue:
         message = error.one_line() if hasattr(error, "one_line") else repr(error)
         log.warning("queue watch of %s broke (%s); re-reading", me.holder, message)
         self._stop_watch(me)
-        me.located = False
+        me.located, me.second_from = False, 0  # events may be lost: re-read the second key ahead by name too
         if me.predecessor is not None:  # the head comes back at once, the others spread out
             me.jitter_s = self._rng.uniform(0.0, min(RECOVERY_JITTER_MAX_S, self.retry_max_s))
         me.wake.set()
@@ -495,3 +649,42 @@ def _bounded_by_its_lease(head: StoredKey) -> bool:
     except (ValueError, UnicodeDecodeError):
         return False
     return isinstance(value, dict) and value.get("via") == "fleetlock"
+
+
+def _same(snapshot: Snapshot, entry: StoredKey | None) -> StoredKey | None:
+    """``entry``'s key as read in ``snapshot`` if it is still the key created then, else None."""
+    if entry is None:
+        return None
+    found = snapshot.keys.get(entry.key)
+    return found if found is not None and found.create_revision == entry.create_revision else None
+
+
+def _field(value: bytes, name: str) -> Any:
+    try:
+        decoded = json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return decoded.get(name) if isinstance(decoded, dict) else None
+
+
+def _since(value: bytes) -> str | None:
+    since = _field(value, "since")
+    return since if isinstance(since, str) else None
+
+
+def _after(value: bytes) -> Any:
+    """A waiter key's ``after`` pointer: None (its host was the head), a dict, or _UNKNOWN (absent or malformed)."""
+    try:
+        decoded = json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        return _UNKNOWN
+    if not isinstance(decoded, dict) or "after" not in decoded:
+        return _UNKNOWN
+    pointer = decoded["after"]
+    if pointer is None:
+        return None
+    if (isinstance(pointer, dict) and isinstance(pointer.get("key"), str)
+            and all(isinstance(pointer.get(name), int) and not isinstance(pointer.get(name), bool)
+                    and pointer[name] > 0 for name in ("created", "seen"))):
+        return pointer
+    return _UNKNOWN

@@ -30,7 +30,7 @@ from locksmithd.core.names import name_problem
 from locksmithd.core.semaphore import Semaphore, decode, initial_semaphore
 from locksmithd.errors import AmbiguousWrite, CorruptDocument, LeaseLost, NotHolder
 from locksmithd.etcd.client import EtcdStore
-from locksmithd.etcd.keys import holder_from_waiter_key, waiter_key, waiters_prefix
+from locksmithd.etcd.keys import holder_from_waiter_key, tail_key, waiter_key, waiters_prefix
 from locksmithd.etcd.lock import SemaphoreClient
 from locksmithd.etcd.store import ABSENT, StoredKey, Versioned
 
@@ -66,6 +66,7 @@ class RemoteWaiter:
         self.clock = clock
         self.semaphore = SemaphoreClient(store, group, key_prefix)
         self.prefix = waiters_prefix(group, key_prefix)
+        self.tail_key = tail_key(group, key_prefix)
 
     def pre_reboot(self, client_id: str, peer: str) -> Granted | ProtocolError:
         """RecursiveLock: hold a slot (already held: fine), or queue and say why not yet."""
@@ -115,7 +116,7 @@ class RemoteWaiter:
                 lease_id = self.store.grant_lease(self.grace_s)
             try:
                 return self.store.enqueue_and_read(key, value, lease_id, self.semaphore.key, self.prefix,
-                                                   self.semaphore.halt_key)
+                                                   self.semaphore.halt_key, self.tail_key)
             except LeaseLost:  # expired between the keep-alive and the put
                 lease_id = 0
         raise LeaseLost(f"could not queue {key}: its lease kept expiring")

@@ -132,3 +132,33 @@ class Place:
     semaphore: Versioned | None
     halt: Versioned | None
     before: tuple[StoredKey, ...]
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """The outcome of putting a waiter key (see EtcdStore.enqueue).
+
+    ``created`` is True when this request created the key, at the back of
+    the queue; ``previous`` is then the waiter key that was newest before it
+    (from the tail key; None when there was none), which may have left since.
+    When the key existed already (a retried request, a restarted daemon)
+    nothing was written and ``entry`` is the key as stored.
+    """
+
+    entry: StoredKey
+    created: bool
+    previous: StoredKey | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Named keys read at one ``revision`` (absent keys are missing from ``keys``).
+
+    ``served`` answers, when asked, whether the semaphore was written at the
+    given earlier revision: true exactly when the waiter key deleted then was
+    taken out by the guarded write that gave its host a slot.
+    """
+
+    revision: int
+    keys: dict[str, StoredKey]
+    served: bool | None = None
