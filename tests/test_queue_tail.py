@@ -217,3 +217,40 @@ class TestCompactedPointer:
         assert asyncio.run(scenario()) == ["b", "c"]
         assert SemaphoreClient(store).read().semaphore.holders == ("c",)
         store.close()
+
+
+class TestHostilePointer:
+    def test_a_pointer_no_host_could_have_written_is_not_followed(self, etcd_node: EtcdCluster,
+                                                                   key_prefix: str) -> None:
+        """A waiter value naming the semaphore as the key ahead (written by hand) is not watched as a waiter:
+        the host behind reads its place the expensive way, knows it is next, and is served in order."""
+        store = make_store(etcd_node, key_prefix)
+        client = fresh_semaphore(store, key_prefix, 1, "blocker")
+        queue = GroupQueue(make_store(etcd_node, key_prefix), "", key_prefix, retry_max_s=RETRY_MAX_S)
+        behind = GroupQueue(counting_store(etcd_node, key_prefix), "", key_prefix, retry_max_s=RETRY_MAX_S)
+        key_a = waiter_key("a", "", key_prefix)
+
+        async def scenario() -> list[str]:
+            (a,) = await start_in_order(store, key_prefix, [("a", lambda: queue.acquire("a"))])
+            await wait_until(lambda: queue.position("a") == (1, 0), "a to head the queue")
+            entry = store.read_prefix(key_a)[0]
+            hostile = {"since": "2026-12-01T00:00:00.000+00:00",
+                       "after": {"key": client.key, "created": 1, "seen": 1}}
+            assert store.reput(key_a, json.dumps(hostile).encode(), entry.lease, entry.create_revision)
+            (b,) = await start_in_order(store, key_prefix, [("b", lambda: behind.acquire("b"))])
+            await wait_until(lambda: behind.position("b") == (2, 0), "b to know it is next in line")
+            assert behind.store.scans >= 1  # it read its place instead of following the pointer
+            order = []
+            await asyncio.to_thread(client.unlock, "blocker")
+            assert await asyncio.wait_for(a, 20)
+            order.append("a")
+            await asyncio.to_thread(client.unlock, "a")
+            assert await asyncio.wait_for(b, 20)
+            order.append("b")
+            await queue.close()
+            await behind.close()
+            return order
+
+        assert asyncio.run(scenario()) == ["a", "b"]
+        behind.store.close()
+        store.close()

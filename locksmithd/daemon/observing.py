@@ -18,7 +18,13 @@ if TYPE_CHECKING:
     from locksmithd.strategies.base import RebootStrategy
 
 log = logging.getLogger("locksmithd.observe")
-GROUP_READ_MIN_INTERVAL_S = 5.0  # scrapes closer together reuse the last read: etcd is shared by the fleet
+GROUP_READ_MIN_INTERVAL_S = 5.0
+"""Scrapes closer together reuse the last read (the head of the queue and the holders: full figures)."""
+
+GROUP_PROBE_MIN_INTERVAL_S = 60.0
+"""Every other daemon exports no group figures and reads only the semaphore (for ``locksmithd_etcd_up``), at
+most once a minute: etcd is shared by the fleet, and 10,000 hosts reading the whole queue at every scrape
+would cost it O(N^2)."""
 
 
 class Observers:
@@ -35,6 +41,7 @@ class Observers:
         self.metrics: DaemonMetrics | None = None
         self._server: asyncio.AbstractServer | None = None
         self._last_read_at: float | None = None
+        self._last_read_involved = False
         self._listeners: list[Callable[[str, str], None]] = []
         if settings.metrics_address is not None:
             self._make_metrics()
@@ -83,11 +90,45 @@ class Observers:
     async def _render(self) -> bytes:
         assert self.metrics is not None
         loop = asyncio.get_running_loop()
-        if self.strategy.uses_lock and (self._last_read_at is None
-                                        or loop.time() - self._last_read_at >= GROUP_READ_MIN_INTERVAL_S):
-            self._last_read_at = loop.time()
-            self.metrics.group_read(await asyncio.to_thread(self._read_group))
+        involved = self._involved()
+        interval = GROUP_READ_MIN_INTERVAL_S if involved else GROUP_PROBE_MIN_INTERVAL_S
+        if self.strategy.uses_lock and (self._last_read_at is None or involved != self._last_read_involved
+                                        or loop.time() - self._last_read_at >= interval):
+            self._last_read_at, self._last_read_involved = loop.time(), involved
+            if involved:
+                self.metrics.group_read(await asyncio.to_thread(self._read_group))
+            else:
+                self.metrics.group_probed(await asyncio.to_thread(self._probe))
         return self.metrics.exposition()
+
+    def _involved(self) -> bool:
+        """True while this host holds a slot or heads the queue: then it exports the group's figures.
+
+        At most ``max`` + 1 hosts of a group do, so the figures that read the
+        whole queue (``waiters``) cost etcd O(N) per scrape interval, not O(N^2),
+        and the figures a group's hosts export are never older than 5 s.
+        """
+        from locksmithd.observe.metrics import HOLDS_SLOT
+
+        assert self.metrics is not None
+        state = self.metrics.state
+        if state in HOLDS_SLOT:
+            return True
+        position: Callable[[], tuple[int, int] | None] = getattr(self.strategy, "queue_position", lambda: None)
+        place = position() if state is State.WAITING_FOR_LOCK else None
+        return place is not None and place[0] == 1
+
+    def _probe(self) -> bool:
+        """One read of the semaphore and halt record: True when etcd answered."""
+        from locksmithd.etcd.lock import SemaphoreClient
+
+        store: Any = getattr(self.strategy, "store")
+        try:
+            SemaphoreClient(store, self.settings.group, self.settings.etcd.key_prefix).read_raw()
+        except StoreError as error:
+            log.debug("metrics: cannot read the group: %s", error.one_line())
+            return False
+        return True
 
     def _read_group(self) -> GroupFigures | None:
         from locksmithd.etcd.lock import SemaphoreClient

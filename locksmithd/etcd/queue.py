@@ -347,8 +347,8 @@ class GroupQueue:
             if (me.second_known and second is None) or left_served(pred):
                 me.predecessor, me.second, me.second_known = None, None, True
                 return True
-            if second_now is None:
-                return False  # both gone, or the one ahead of it unknown: read the place
+            if second_now is None or not self._waits(second_now):
+                return False  # both gone, the one ahead of it unknown or passed over: read the place
             me.predecessor = second_now
             return self._learn_second(me, second_now, snapshot)
         if not self._waits(pred_now):
@@ -374,6 +374,9 @@ class GroupQueue:
         if pointer is None:
             me.second, me.second_known = None, True
             return True
+        if waiter_holder(pointer["key"], self.group, self.key_prefix) is None or \
+                pointer["created"] >= pred.create_revision:
+            return False  # not a key its host could have named (written by hand?): read the place
         me.second = StoredKey(pointer["key"], b"", pointer["created"], pointer["created"], 0)
         me.second_known, me.second_from = True, min(pointer["seen"], snapshot.revision) + 1
         return True

@@ -104,6 +104,11 @@ class DaemonMetrics(Collector):
                                       registry=self.registry)
         self.registry.register(self)
 
+    @property
+    def state(self) -> State:
+        """The daemon's current state, as last reported."""
+        return self._state
+
     def state_changed(self, state: State) -> None:
         """Note the new state; the wait for a slot runs from the first queueing until a slot or idle."""
         self._state = state
@@ -132,6 +137,10 @@ class DaemonMetrics(Collector):
         self._etcd_up = figures is not None
         if figures is not None:
             self._figures = figures
+
+    def group_probed(self, answered: bool) -> None:
+        """This host exports no group figures now (see daemon/observing.py); etcd answered or not."""
+        self._etcd_up, self._figures = answered, None
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
