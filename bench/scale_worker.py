@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -28,6 +29,7 @@ from locksmithd.etcd.lock import SemaphoreClient  # noqa: E402
 from locksmithd.etcd.queue import GroupQueue  # noqa: E402
 from locksmithd.etcd.settings import EtcdSettings, parse_endpoints  # noqa: E402
 from locksmithd.etcd.store import Enqueued, Place, Snapshot, StoredKey  # noqa: E402
+from locksmithd.settings.loader import DaemonSettings  # noqa: E402
 
 
 class KeyCountingStore(EtcdStore):
@@ -70,6 +72,9 @@ class KeyCountingStore(EtcdStore):
         return found
 
 
+DROP_OUT_S = math.ceil(DaemonSettings(machine_id="0" * 32).queue_drop_out_s)  # the shipped default, as a daemon
+
+
 def emit(**fields: Any) -> None:
     print(json.dumps(fields), flush=True)
 
@@ -81,7 +86,7 @@ async def serve(spec: dict[str, Any]) -> None:
     queues: list[GroupQueue] = []
 
     async def host(holder: str) -> None:
-        queue = GroupQueue(store, retry_max_s=10.0, session=LeaseSession(store, 10, FAR_TTL_S),
+        queue = GroupQueue(store, retry_max_s=10.0, session=LeaseSession(store, DROP_OUT_S, FAR_TTL_S),
                            head_timeout_s=60.0)
         queues.append(queue)
         if not await queue.acquire(holder):
