@@ -45,10 +45,10 @@ class KeyCountingStore(EtcdStore):
         KeyCountingStore.keys += 1  # the tail's previous value (the key itself is written, not read)
         return result
 
-    def snapshot(self, keys: Sequence[str], semaphore_key: str = "", written_at: int = 0) -> Snapshot:
+    def snapshot(self, keys: Sequence[str], semaphore_key: str = "", written_at: Sequence[int] = ()) -> Snapshot:
         found = super().snapshot(keys, semaphore_key, written_at)
         KeyCountingStore.reads += 1
-        KeyCountingStore.keys += len(keys) + (1 if written_at else 0)
+        KeyCountingStore.keys += len(keys) + len(written_at)
         return found
 
     def created_revision(self, key: str) -> int:

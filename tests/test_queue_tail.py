@@ -183,6 +183,34 @@ class TestRestart:
         store.close()
 
 
+class TestOwnKeyRemoved:
+    def test_a_waiter_whose_key_an_operator_removed_queues_again_at_once(self, etcd_node: EtcdCluster,
+                                                                        key_prefix: str) -> None:
+        """A waiter behind others watches its own key's deletion: it queues again (at the back) within
+        moments, not at its hourly check."""
+        store = make_store(etcd_node, key_prefix)
+        fresh_semaphore(store, key_prefix, 1, "blocker")
+        queue = GroupQueue(make_store(etcd_node, key_prefix), "", key_prefix, retry_max_s=RETRY_MAX_S,
+                           session=LeaseSession(queue_store := make_store(etcd_node, key_prefix), 10, 600))
+        key_c = waiter_key("c", "", key_prefix)
+
+        async def scenario() -> None:
+            tasks = await start_in_order(store, key_prefix, [(n, lambda n=n: queue.acquire(n)) for n in "abc"])
+            await wait_until(lambda: queue.position("c") is not None, "c to be placed")
+            before = store.read_prefix(key_c)[0].create_revision
+            assert store.delete(key_c)
+            await wait_until(lambda: bool(store.read_prefix(key_c)) and
+                             store.read_prefix(key_c)[0].create_revision != before, "c to queue again", 10)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await queue.close()
+
+        asyncio.run(scenario())
+        queue_store.close()
+        store.close()
+
+
 class TestCompactedPointer:
     def test_a_pointer_seen_before_a_compaction_still_places_the_host_behind(self, fresh_etcd_node: EtcdCluster) -> None:
         """b names a as the key ahead; a takes a slot and etcd is compacted past both; c queues behind b:

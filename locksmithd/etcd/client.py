@@ -186,28 +186,24 @@ class EtcdStore:
 
         return self._call(f"enqueue {waiter_key}", op)
 
-    def snapshot(self, keys: Sequence[str], semaphore_key: str = "", written_at: int = 0) -> Snapshot:
+    def snapshot(self, keys: Sequence[str], semaphore_key: str = "", written_at: Sequence[int] = ()) -> Snapshot:
         """The named keys (those that exist) read at one revision, in one request of ``len(keys)`` key reads.
 
-        With ``written_at``, also whether ``semaphore_key`` was written at that
-        earlier revision (one more key read, at that revision); a compacted
-        revision raises StoreError.
+        For each revision in ``written_at``, also whether ``semaphore_key`` was
+        written at that earlier revision (one more key read each, at that
+        revision); a compacted revision raises StoreError.
         """
         def op(client: Any) -> Snapshot:
-            ops = [_range(key) for key in keys]
-            if written_at:
-                ops.append(_range(semaphore_key, revision=written_at))
+            ops = [_range(key) for key in keys] + [_range(semaphore_key, revision=at) for at in written_at]
             response = _txn(client, ops)
             found: dict[str, StoredKey] = {}
             for reply in response.responses[:len(keys)]:
                 for kv in reply.response_range.kvs:
                     entry = StoredKey.from_kv(kv)
                     found[entry.key] = entry
-            served = None
-            if written_at:
-                kvs = response.responses[-1].response_range.kvs
-                served = bool(kvs) and int(kvs[0].mod_revision) == written_at
-            return Snapshot(int(response.header.revision), found, served)
+            written = frozenset(at for at, reply in zip(written_at, response.responses[len(keys):])
+                                if reply.response_range.kvs and int(reply.response_range.kvs[0].mod_revision) == at)
+            return Snapshot(int(response.header.revision), found, written)
 
         return self._call(f"read {len(keys)} keys", op)
 

@@ -22,8 +22,11 @@ from locksmithd.etcd.client import EtcdStore
 
 log = logging.getLogger("locksmithd.queue")
 
-FAR_TTL_S = 1800
-"""The long lease of waiters far from the head: renewed every 10 minutes (0.1 requests a minute)."""
+FAR_TTL_S = 3600
+"""The long lease of waiters far from the head: renewed every 20 minutes (0.05 requests a minute).
+
+A crashed host's key far back lingers at most this long, or until it reaches
+the head and is skipped (LOCKSMITHD_QUEUE_HEAD_TIMEOUT)."""
 
 
 @dataclass

@@ -61,8 +61,9 @@ log = logging.getLogger("locksmithd.queue")
 NEAR_POSITIONS = 2
 """The head and the next one keep their keys on the short lease (and so drop out quickly if they crash)."""
 
-FAR_RECHECK_S = 900.0
-"""Safety-net re-read of a waiter on the long lease: with its keep-alive, about 0.17 requests a minute."""
+FAR_RECHECK_S = 3600.0
+"""Safety-net one-key read of a waiter on the long lease, about hourly (its watch on its own key's deletion
+tells it sooner): with its lease's keep-alive, about 0.07 requests a minute."""
 
 RECOVERY_JITTER_MAX_S = 5.0
 """Longest pause before a waiter that is not the head re-reads after a broken watch."""
@@ -86,7 +87,7 @@ class _Waiter:
     second: StoredKey | None = None  # the waiter ahead of the predecessor (None: the predecessor is the head)
     second_known: bool = True  # False: the predecessor's own predecessor is not known yet
     second_from: int = 0  # the revision from which to watch ``second`` (its deletion since then matters)
-    departed: tuple[str, int] | None = None  # a key ahead seen deleted, and the revision of the deletion
+    departed: dict[str, int] = field(default_factory=dict)  # keys ahead seen deleted -> revision of the deletion
     watches: list[Any] = field(default_factory=list)
     generation: int = 0  # which watch is current: late deliveries of a stopped one are dropped
     ahead: int = 0  # keys ahead: exact at the head (0) and next in line (1); 2 means two or more
@@ -232,7 +233,7 @@ class GroupQueue:
             self.session.invalidate(lease_id)
             raise
         entry = result.entry
-        me.create_revision, me.located, me.lease_id, me.departed = entry.create_revision, False, lease_id, None
+        me.create_revision, me.located, me.lease_id, me.departed = entry.create_revision, False, lease_id, {}
         me.predecessor, me.second, me.second_known = result.previous, None, False
         me.cheap = result.created and result.previous is not None
         if not result.created:  # ours from before (a lost reply, a restart): keep its place, move it to our lease
@@ -271,7 +272,7 @@ class GroupQueue:
     async def _locate(self, me: _Waiter) -> None:
         """Read where ``me`` stands, by name when the keys ahead are known, and watch accordingly."""
         self._stop_watch(me)
-        departed, me.departed = me.departed, None
+        departed, me.departed = me.departed, {}
         if not (me.cheap and await self._step(me, departed)):
             if me.create_revision == 0:
                 return
@@ -315,7 +316,7 @@ class GroupQueue:
         me.create_revision, me.located = 0, False
         return False
 
-    async def _step(self, me: _Waiter, departed: tuple[str, int] | None) -> bool:
+    async def _step(self, me: _Waiter, departed: dict[str, int]) -> bool:
         """Re-read the keys ahead by name (one request, at most six keys); False when that cannot place ``me``.
 
         Knows the new place without reading the queue in the usual cases: the
@@ -325,7 +326,7 @@ class GroupQueue:
         pred, second = me.predecessor, me.second
         names = [me.key, self.semaphore_key, self.halt_key, *(entry.key for entry in (pred, second) if entry)]
         snapshot = await asyncio.to_thread(self.store.snapshot, names, self.semaphore_key,
-                                           departed[1] if departed else 0)
+                                           sorted(departed.values()))
         self._snapshot(snapshot.revision, snapshot.keys.get(self.semaphore_key), snapshot.keys.get(self.halt_key))
         mine = snapshot.keys.get(me.key)
         if mine is None or mine.create_revision != me.create_revision:
@@ -334,17 +335,17 @@ class GroupQueue:
             return False
         me.located_at = snapshot.revision
         pred_now, second_now = _same(snapshot, pred), _same(snapshot, second)
-        served = bool(snapshot.served)
         if second_now is not None:
             me.second_from = snapshot.revision + 1  # it existed then: watching from there misses nothing
 
         def left_served(entry: StoredKey | None) -> bool:
-            return entry is not None and served and departed is not None and departed[0] == entry.key
+            return entry is not None and departed.get(entry.key, 0) in snapshot.semaphore_written_at
 
         if pred is None:
             return True  # the head stays the head
         if pred_now is None:
-            if (me.second_known and second is None) or left_served(pred):
+            # It was the head (as known, or because it, or the one ahead of it, left by taking a slot).
+            if (me.second_known and second is None) or left_served(pred) or left_served(second):
                 me.predecessor, me.second, me.second_known = None, None, True
                 return True
             if second_now is None or not self._waits(second_now):
@@ -438,7 +439,8 @@ class GroupQueue:
     # -- watches -------------------------------------------------------------
 
     def _start_watch(self, me: _Waiter, start_revision: int) -> None:
-        """The head watches [halt, semaphore]; any other waiter the deletion of the (at most) two keys ahead.
+        """The head watches [halt, semaphore]; any other waiter the deletion of the (at most) two keys ahead
+        and of its own key.
 
         Watching two keys, not one, tells the waiter next in line at once
         that the head left, so it always knows when it is next (to move to
@@ -451,7 +453,8 @@ class GroupQueue:
         if me.predecessor is None:
             ranges = [(self.halt_key, self.semaphore_key + "\0", False, start_revision)]  # halt < semaphore < waiters/
         else:
-            ranges = [(me.predecessor.key, me.predecessor.key + "\0", me.second_known, start_revision)]
+            ranges = [(me.predecessor.key, me.predecessor.key + "\0", me.second_known, start_revision),
+                      (me.key, me.key + "\0", True, start_revision)]  # removed by an operator: queue again
             if me.second is not None:
                 ranges.append((me.second.key, me.second.key + "\0", True, me.second_from or start_revision))
 
@@ -480,14 +483,16 @@ class GroupQueue:
         if not self._current(me, generation):
             return
         if me.predecessor is not None:
+            news = False
             for event in events:
                 if event.kind == "delete":  # a key ahead left (took a slot, gave up, crashed): look again
-                    me.departed = (event.entry.key, event.entry.mod_revision)
-                elif event.entry.key != me.predecessor.key or _after(event.entry.value) is _UNKNOWN:
-                    continue  # the predecessor moved to another lease: nothing new
+                    me.departed[event.entry.key] = event.entry.mod_revision
+                    news = True
+                elif event.entry.key == me.predecessor.key and _after(event.entry.value) is not _UNKNOWN:
+                    news = True  # the predecessor named the key ahead of it (other puts: a lease move)
+            if news:
                 me.located = False
                 me.wake.set()
-                return
             return
         for event in events:
             entry = event.entry
@@ -592,7 +597,7 @@ class GroupQueue:
         pause = self.recheck_interval_s * (0.8 + 0.4 * self._rng.random())
         if self.session.is_far(me.lease_id):
             # Far from the head the watch is enough for longer; a random phase spreads a fleet's re-reads.
-            pause = max(self.recheck_interval_s, FAR_RECHECK_S) * self._rng.uniform(0.1, 1.2)
+            pause = max(self.recheck_interval_s, FAR_RECHECK_S) * self._rng.uniform(0.5, 1.5)
         view = self.view
         if me.suspect is not None:
             pause = min(pause, self.head_timeout_s)

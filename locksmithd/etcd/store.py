@@ -154,11 +154,11 @@ class Enqueued:
 class Snapshot:
     """Named keys read at one ``revision`` (absent keys are missing from ``keys``).
 
-    ``served`` answers, when asked, whether the semaphore was written at the
-    given earlier revision: true exactly when the waiter key deleted then was
-    taken out by the guarded write that gave its host a slot.
+    ``semaphore_written_at`` holds those of the asked earlier revisions at
+    which the semaphore was written: a waiter key deleted at such a revision
+    was taken out by the guarded write that gave its host a slot.
     """
 
     revision: int
     keys: dict[str, StoredKey]
-    served: bool | None = None
+    semaphore_written_at: frozenset[int] = frozenset()

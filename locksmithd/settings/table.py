@@ -136,7 +136,7 @@ RECHECK_INTERVAL = Setting("LOCKSMITHD_RECHECK_INTERVAL", values.interval_s,
                            "5m", flag="--recheck-interval")
 QUEUE_DROP_OUT = Setting("LOCKSMITHD_QUEUE_DROP_OUT", values.drop_out_s,
                          "longest a crashed waiter holds up the hosts behind it once it is next in line: the short "
-                         "lease of the head and the next host (hosts further back renew a 30m lease every 10m)",
+                         "lease of the head and the next host (hosts further back renew a 1h lease every 20m)",
                          "queue_drop_out_s", "30s", flag="--queue-drop-out")
 QUEUE_HEAD_TIMEOUT = Setting("LOCKSMITHD_QUEUE_HEAD_TIMEOUT", values.interval_s,
                              "a head of the queue that leaves a free slot untaken this long is skipped "
