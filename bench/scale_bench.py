@@ -121,6 +121,9 @@ def run(n: int, members: int, sample: int, settle_s: float, idle_s: float, resta
         monitor.start()
         cpu0 = {m.name: cpu_s(m.pid) for m in nodes if m.pid}
         holders = [f"host-{i:05d}" for i in range(n)]
+        if restart_leader:  # hosts talk to the leader first, so that restarting it breaks their watches
+            leader_url = cluster.leader().client_url
+            endpoints = [leader_url, *(url for url in endpoints if url != leader_url)]
         workers = Workers(endpoints, holders, workers_count)
         result: dict[str, Any] = {"n": n, "members": members, "workers": workers_count}
         try:
@@ -163,7 +166,7 @@ def run(n: int, members: int, sample: int, settle_s: float, idle_s: float, resta
 
 def recover(cluster: EtcdCluster, store: EtcdStore, workers: Workers, n: int) -> dict[str, Any]:
     """Restart the leader; count what the hosts send and read until the queue is quiet again."""
-    leader = cluster.leader()
+    leader = cluster.leader()  # the member the hosts talk to (see run), unless leadership moved since
     # The restarted member's counters start again from zero: count only the members that stayed up.
     stayed = [m for m in cluster.members if m is not leader]
     reads0, keys0, scans0 = workers.counts()
