@@ -50,6 +50,28 @@ def events_sent(members: list[EtcdMember]) -> float:
     return sum(member.metrics().get("etcd_debugging_mvcc_events_total", 0.0) for member in members)
 
 
+def fsync_buckets(members: list[EtcdMember]) -> dict[float, float]:
+    """etcd's WAL fsync histogram (cumulative counts by upper bound, all members summed)."""
+    buckets: dict[float, float] = {}
+    for member in members:
+        for key, value in member.metrics().items():
+            if key.startswith("etcd_disk_wal_fsync_duration_seconds_bucket{"):
+                bound = key.split('le="', 1)[1].split('"', 1)[0]
+                upper = float("inf") if bound == "+Inf" else float(bound)
+                buckets[upper] = buckets.get(upper, 0.0) + value
+    return buckets
+
+
+def fsync_quantile_ms(before: dict[float, float], after: dict[float, float], quantile: float) -> float | None:
+    """The bucket bound (ms) below which ``quantile`` of the fsyncs between the two scrapes fell."""
+    deltas = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
+    total = deltas[-1][1] if deltas else 0.0
+    for bound, count in deltas:
+        if total and count >= quantile * total:
+            return bound * 1000
+    return None
+
+
 def cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -139,6 +161,7 @@ def run(n: int, members: int, sample: int, settle_s: float, idle_s: float, resta
             arrival = [h for e in store.read_prefix(prefix) if (h := waiter_holder(e.key))]
             scans0 = workers.counts()[2]
             events0, requests0, seen0 = events_sent(nodes), messages_received(nodes), monitor.changes
+            fsync0 = fsync_buckets(nodes)
             freed = time.time()
             client.unlock("seed")
             want = min(sample, n)
@@ -147,6 +170,9 @@ def run(n: int, members: int, sample: int, settle_s: float, idle_s: float, resta
                 time.sleep(0.005)
             events1, requests1, seen1 = events_sent(nodes), messages_received(nodes), monitor.changes
             result["scans_per_acq"] = (workers.counts()[2] - scans0) / want
+            fsync1 = fsync_buckets(nodes)  # the floor under each handoff: the acquirer's write is fsynced
+            result["wal_fsync_p50_ms"] = fsync_quantile_ms(fsync0, fsync1, 0.5)
+            result["wal_fsync_p99_ms"] = fsync_quantile_ms(fsync0, fsync1, 0.99)
             store.put(halt_key(), b"bench: done")  # stops further handoffs (a corrupt halt halts too)
             served = sorted(list(workers.served), key=lambda r: r["acquired"])[:want]
             result.update(handoffs(served, arrival, freed))
@@ -216,7 +242,8 @@ def main() -> None:
     cols = ["n", "members", "events_per_acq", "requests_per_acq", "idle_req_per_host_min", "gap_p50_ms",
             "gap_p99_ms", "gap_max_ms", "overtakes", "max_holders_seen", "etcd_rss_mib", "etcd_cpu_s",
             "recovery_requests_per_host", "recovery_reads_per_host", "recovery_keys_per_host",
-            "recovery_scans_per_host", "enqueue_s", "enqueue_scans_per_host", "scans_per_acq"]
+            "recovery_scans_per_host", "enqueue_s", "enqueue_scans_per_host", "scans_per_acq", "wal_fsync_p50_ms",
+            "wal_fsync_p99_ms"]
     print(" | ".join(cols))
     for r in results:
         print(" | ".join(f"{r[c]:.3g}" if isinstance(r.get(c), float) else str(r.get(c, "-")) for c in cols))
