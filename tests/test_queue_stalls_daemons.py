@@ -311,10 +311,6 @@ def test_a_stuck_head_is_skipped_by_the_daemon_behind_it(
         revoke(lease)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: the waiter next in line takes its second look at a head at its next read of the queue, whatever "
-    "caused it, not head_timeout after the first: after a broken watch (etcd restart, leader change) it skips "
-    "a head within seconds and logs that the head left the slot untaken for the whole head timeout"))
 def test_a_broken_watch_does_not_shorten_the_head_timeout(tmp_path: Path, fresh_etcd_node: EtcdCluster) -> None:
     """etcd restarts while a daemon waits next in line behind a head leaving a free slot untaken (head timeout
     60 s): the head is not skipped in the 12 s after the restart."""

@@ -44,6 +44,7 @@ from typing import Any, Mapping
 
 from locksmithd.core.backoff import Backoff
 from locksmithd.core.history import HistoryEvent
+from locksmithd.core.names import printable
 from locksmithd.core.queue_view import GroupView
 from locksmithd.errors import AmbiguousWrite, LeaseLost, StoreError
 from locksmithd.etcd.client import EtcdStore
@@ -96,7 +97,8 @@ class _Waiter:
     after: Any = _UNKNOWN  # the ``after`` pointer stored in the key's value (dict, None, or _UNKNOWN)
     jitter_s: float = 0.0  # pause before the next read (recovery without a herd)
     verify: bool = False  # the next pass checks only that the key still exists (one key read)
-    suspect: tuple[str, int] | None = None  # a head seen not taking a free slot (key, create revision)
+    suspect: tuple[str, int, float] | None = None  # a head seen not taking a free slot: key, create revision,
+    # and when it was first seen so (the event loop's clock)
     located_at: int = 0  # the revision of the last read of the keys ahead
     rewrite_due: bool = False  # the key's value or lease may need writing (see _write_own_key)
 
@@ -431,9 +433,11 @@ class GroupQueue:
         mark = (entry.key, entry.create_revision)
         if mark not in self._reported_keys:
             self._reported_keys.add(mark)
-            why = "is bound to no lease, so it would never expire" if holder else "does not name a valid holder id"
-            log.warning("ignoring queue key %r: it %s (remove it with 'locksmithctl reset' or 'etcdctl del')",
-                        entry.key, why)
+            if holder:
+                why, remedy = "is bound to no lease, so it would never expire", "'locksmithctl reset' or 'etcdctl del'"
+            else:
+                why, remedy = "does not name a valid holder id", "'etcdctl del'"
+            log.warning("ignoring queue key %r: it %s (remove it with %s)", entry.key, why, remedy)
         return True
 
     # -- watches -------------------------------------------------------------
@@ -514,7 +518,7 @@ class GroupQueue:
     def _watch_broken(self, me: _Waiter, generation: int, error: BaseException) -> None:
         if not self._current(me, generation):
             return
-        message = error.one_line() if hasattr(error, "one_line") else repr(error)
+        message = error.one_line() if hasattr(error, "one_line") else printable(str(error) or repr(error), 300)
         log.warning("queue watch of %s broke (%s); re-reading", me.holder, message)
         self._stop_watch(me)
         me.located, me.second_from = False, 0  # events may be lost: re-read the second key ahead by name too
@@ -580,10 +584,12 @@ class GroupQueue:
         if head is None or me.ahead != 1 or not self.view.slot_free() or _bounded_by_its_lease(head):
             me.suspect = None
             return
-        mark = (head.key, head.create_revision)
-        if me.suspect != mark:
-            me.suspect = mark  # first look: check again after head_timeout_s
+        now = asyncio.get_running_loop().time()
+        if me.suspect is None or me.suspect[:2] != (head.key, head.create_revision):
+            me.suspect = (head.key, head.create_revision, now)  # first look: check again after head_timeout_s
             return
+        if now - me.suspect[2] < self.head_timeout_s:
+            return  # an earlier look (a broken watch, a lost reply): the head still has time
         me.suspect = None
         if await asyncio.to_thread(self.store.delete_if_created, head.key, head.create_revision):
             log.warning("skipped the head of the queue %r: it left a free slot untaken for %.0fs",
@@ -599,8 +605,9 @@ class GroupQueue:
             # Far from the head the watch is enough for longer; a random phase spreads a fleet's re-reads.
             pause = max(self.recheck_interval_s, FAR_RECHECK_S) * self._rng.uniform(0.5, 1.5)
         view = self.view
-        if me.suspect is not None:
-            pause = min(pause, self.head_timeout_s)
+        if me.suspect is not None:  # wake when the head's time is up (a small margin past it)
+            left_s = me.suspect[2] + self.head_timeout_s - asyncio.get_running_loop().time()
+            pause = min(pause, max(left_s, 0.0) + 0.05)
         elif me.predecessor is not None and me.ahead == 1 and view.slot_free():
             pause = min(pause, self.head_timeout_s)
         if self.stale is not None and me.predecessor is None and view.semaphore.available <= 0:
