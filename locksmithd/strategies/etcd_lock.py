@@ -91,7 +91,8 @@ class EtcdLockStrategy:
         return record.booted_at if record is not None and record.booted_at is not None else now
 
     async def note_health(self, detail: str) -> None:
-        await self._update_record("note health", lambda record: record.with_changes(health=detail))
+        # Sent in the background: it may land after this host released its slot, which is fine.
+        await self._update_record("note health", lambda record: record.with_changes(health=detail), moot=True)
 
     async def release_healthy(self, detail: str) -> None:
         await self._unlock(self._event("health-passed", detail), self._event("released"))
@@ -178,8 +179,13 @@ class EtcdLockStrategy:
         return HistoryEvent(at=self.now(), host=self.holder, event=kind, detail=detail)
 
     async def _update_record(self, what: str, change: Callable[[Any], Any],
-                             *events: HistoryEvent) -> Semaphore | None:
-        """Apply ``change`` to this host's holder record through the CAS path; None if it holds no slot."""
+                             *events: HistoryEvent, moot: bool = False) -> Semaphore | None:
+        """Apply ``change`` to this host's holder record through the CAS path; None if it holds no slot.
+
+        Holding no slot is a warning (an operator released it?), or with
+        ``moot`` a debug message (a background note that lost the race with
+        this host's own release).
+        """
         def apply(semaphore: Semaphore) -> Semaphore:
             record = semaphore.record(self.holder)
             if record is None:
@@ -194,5 +200,8 @@ class EtcdLockStrategy:
             return await asyncio.to_thread(self.semaphore.update,
                                            Change(f"{what} {self.holder}", apply, in_effect, events))
         except NotHolder:
-            log.warning("cannot record %s: %s holds no slot (an operator released it?)", what, self.holder)
+            if moot:
+                log.debug("not recording %s: %s holds no slot any more", what, self.holder)
+            else:
+                log.warning("cannot record %s: %s holds no slot (an operator released it?)", what, self.holder)
             return None
