@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from etcd3 import etcdrpc
 
 from locksmithd.errors import AmbiguousWrite
 from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
@@ -301,9 +302,11 @@ class TestLostReply:
 class TestSafety:
     def test_a_reply_that_loses_to_the_watch_does_not_stale_the_view(self, etcd_node: EtcdCluster,
                                                                      key_prefix: str) -> None:
-        """When the watch has already delivered later changes (here the winner's own release), the
-        winning reply must not put its older document back into the view: the next guarded write
-        would then be built on a document etcd no longer holds (e.g. with a released host in it)."""
+        """A winning reply that arrives after later changes (here the winner's own release) must not
+        leave the view with a document etcd never held at the view's revision: the next guarded write
+        would then be built on it (e.g. with a released host in it). The head stops watching while it
+        writes, so the view keeps the winner's document at the write's own revision; either way the
+        pair must match etcd's history."""
         store = make_store(etcd_node, key_prefix)
         client = fresh_semaphore(store, key_prefix, 1, "blocker")
         endpoints = parse_endpoints(etcd_node.client_urls[0], "test", "endpoint")
@@ -319,11 +322,12 @@ class TestSafety:
 
         asyncio.run(scenario())
         assert slow.delayed
-        stored = store.read(client.key)
-        assert stored is not None
-        assert queue.view.semaphore_revision == stored.mod_revision
-        assert queue.view.semaphore == decode(stored.value)
-        assert queue.view.semaphore.holders == ()
+        at_view = store.snapshot([], client.key, [queue.view.semaphore_revision])
+        assert at_view.semaphore_written_at == {queue.view.semaphore_revision}
+        held = store._call("read at", lambda c: c.kvstub.Range(  # noqa: SLF001 - a historical read
+            etcdrpc.RangeRequest(key=client.key.encode(), revision=queue.view.semaphore_revision), c.timeout))
+        assert queue.view.semaphore == decode(bytes(held.kvs[0].value))
+        assert SemaphoreClient(store, "", key_prefix).read().semaphore.holders == ()
         slow.close()
         store.close()
 

@@ -316,7 +316,8 @@ class EtcdStore:
 
     def watch_range(self, start_key: str, end_key: str, start_revision: int,
                     on_events: Callable[[list[WatchEvent], int], None],
-                    on_broken: Callable[[BaseException], None], *, deletes_only: bool = False) -> RangeWatch:
+                    on_broken: Callable[[BaseException], None], *, deletes_only: bool = False,
+                    on_created: Callable[[int], None] | None = None) -> RangeWatch:
         """Watch keys in [start_key, end_key) from ``start_revision``, on this store's one watch stream.
 
         All watches of a store share one gRPC stream and one thread
@@ -325,10 +326,12 @@ class EtcdStore:
         ``deletes_only`` etcd sends no put events at all. If the watch or the
         stream breaks (endpoint down, leader lost, compaction), ``on_broken``
         runs once and the watch ends: the caller re-reads and starts a new
-        one, so nothing is missed.
+        one, so nothing is missed. ``on_created(revision)`` runs once etcd has
+        set the watch up: with ``start_revision`` 0 it then sends every change
+        after that revision.
         """
         watch = RangeWatch(self._watches, start_key, end_key, start_revision, on_events, on_broken,
-                           deletes_only=deletes_only)
+                           deletes_only=deletes_only, on_created=on_created)
         watch.start()
         return watch
 

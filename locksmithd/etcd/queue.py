@@ -66,12 +66,24 @@ FAR_RECHECK_S = 3600.0
 """Safety-net one-key read of a waiter on the long lease, about hourly (its watch on its own key's deletion
 tells it sooner): with its lease's keep-alive, about 0.07 requests a minute."""
 
+WATCH_SETUP_WAIT_S = 2.0
+"""Longest wait for etcd to set up a new head's watch before reading the semaphore (normally a millisecond)."""
+
 RECOVERY_JITTER_MAX_S = 5.0
 """Longest pause before a waiter that is not the head re-reads after a broken watch."""
 
 
 _UNKNOWN: Any = object()
 """An ``after`` pointer not (yet) written: the key's own host has not located it."""
+
+
+@dataclass(frozen=True)
+class _Watch:
+    """One watch of a waiter; ``token`` tells its deliveries from those of a watch already replaced."""
+
+    handle: Any
+    token: object
+    deletes_only: bool
 
 
 @dataclass
@@ -89,8 +101,9 @@ class _Waiter:
     second_known: bool = True  # False: the predecessor's own predecessor is not known yet
     second_from: int = 0  # the revision from which to watch ``second`` (its deletion since then matters)
     departed: dict[str, int] = field(default_factory=dict)  # keys ahead seen deleted -> revision of the deletion
-    watches: list[Any] = field(default_factory=list)
-    generation: int = 0  # which watch is current: late deliveries of a stopped one are dropped
+    watches: dict[str, _Watch] = field(default_factory=dict)  # by first key watched
+    retiring: list[_Watch] = field(default_factory=list)  # replaced, delivering until the new one is set up
+    news: int = 0  # counts watch events that call for a new read (one arriving during a read is not lost)
     ahead: int = 0  # keys ahead: exact at the head (0) and next in line (1); 2 means two or more
     lease_id: int = 0  # the lease the key is on (a tiered session: the long one far from the head)
     since: str = ""  # when it queued (kept in the key's value, which also carries ``after``)
@@ -273,8 +286,19 @@ class GroupQueue:
 
     async def _locate(self, me: _Waiter) -> None:
         """Read where ``me`` stands, by name when the keys ahead are known, and watch accordingly."""
-        self._stop_watch(me)
-        departed, me.departed = me.departed, {}
+        news, departed, me.departed = me.news, me.departed, {}
+        if (me.predecessor is not None and me.predecessor.key in departed and me.second_known
+                and me.second is None and self.halt_key not in me.watches):
+            # The one ahead was the head and left: this host heads the queue now. Watch the semaphore
+            # from now (a watch from a past revision waits for etcd's catch-up, every 100 ms) and read
+            # it once etcd has set the watch up, so that no change falls between the two.
+            created = asyncio.get_running_loop().create_future()
+            self._add_watch(me, self.halt_key, self.semaphore_key + "\0", False, 0, created)
+            try:
+                async with asyncio.timeout(WATCH_SETUP_WAIT_S):
+                    await created
+            except TimeoutError:
+                self._stop_watch(me)  # not set up in time (a broken stream?): watch from the read below
         if not (me.cheap and await self._step(me, departed)):
             if me.create_revision == 0:
                 return
@@ -284,12 +308,13 @@ class GroupQueue:
         me.ahead = 0 if me.predecessor is None else 1 if me.second is None and me.second_known else 2
         if me.predecessor is None or me.predecessor.key != (me.suspect or ("", 0))[0]:
             me.suspect = None
-        me.rewrite_due = True
-        if me.predecessor is not None and not await self._write_own_key(me):
-            return  # the head writes after trying for a slot: a won slot deletes the key anyway
         self.view.place(me.holder, me.ahead, me.predecessor is None)
+        # Watch first: an event between the read and the watch's creation would reach us only by
+        # etcd's catch-up of lagging watches, which runs every 100 ms.
         self._start_watch(me, me.located_at + 1)
-        me.located = True
+        me.located, me.rewrite_due = me.news == news, True  # an event during the read: read again
+        if me.predecessor is not None:
+            await self._write_own_key(me)  # the head writes after trying for a slot: a won slot deletes the key
 
     async def _write_own_key(self, me: _Waiter) -> bool:
         """Near the head, move the key to the short lease; record who is ahead in its value. False if it is gone.
@@ -451,50 +476,82 @@ class GroupQueue:
         the short lease, and to skip a head that leaves a free slot untaken).
         While the predecessor's own predecessor is unknown, its puts are
         watched too (its host writes ``after`` once it has located itself).
+        Watches already in place are kept: one created from a past revision
+        is served by etcd's catch-up of lagging watches, every 100 ms.
         """
+        if me.predecessor is None:
+            wanted = {self.halt_key: (self.semaphore_key + "\0", False, start_revision)}  # halt < semaphore < waiters/
+        else:
+            wanted = {me.predecessor.key: (me.predecessor.key + "\0", me.second_known, start_revision),
+                      me.key: (me.key + "\0", True, start_revision)}  # removed by an operator: queue again
+            if me.second is not None:
+                wanted[me.second.key] = (me.second.key + "\0", True, me.second_from or start_revision)
+        for key in [key for key in me.watches if key not in wanted]:
+            me.watches.pop(key).handle.cancel()
+        for key, (end, deletes_only, since) in wanted.items():
+            kept = me.watches.get(key)
+            if kept is not None and kept.deletes_only == deletes_only:
+                continue
+            if kept is None:
+                self._add_watch(me, key, end, deletes_only, since)
+                continue
+            # Watched already in another mode: the new watch starts now, and the old one keeps
+            # delivering until etcd has set the new one up, so that no change falls between them.
+            me.retiring.append(kept)
+            self._add_watch(me, key, end, deletes_only, 0, retire=kept)
+
+    def _add_watch(self, me: _Waiter, start: str, end: str, deletes_only: bool, since: int,
+                   created: asyncio.Future[int] | None = None, retire: _Watch | None = None) -> None:
         loop = self._loop
         assert loop is not None
-        if me.predecessor is None:
-            ranges = [(self.halt_key, self.semaphore_key + "\0", False, start_revision)]  # halt < semaphore < waiters/
-        else:
-            ranges = [(me.predecessor.key, me.predecessor.key + "\0", me.second_known, start_revision),
-                      (me.key, me.key + "\0", True, start_revision)]  # removed by an operator: queue again
-            if me.second is not None:
-                ranges.append((me.second.key, me.second.key + "\0", True, me.second_from or start_revision))
-
-        me.generation += 1
-        generation = me.generation
+        token = object()
+        head = start == self.halt_key
 
         def on_events(events: list[WatchEvent], revision: int) -> None:
-            loop.call_soon_threadsafe(self._apply, me, generation, events)
+            loop.call_soon_threadsafe(self._apply, me, token, head, events)
+
+        def settle(revision: int) -> None:
+            if created is not None and not created.done():
+                created.set_result(revision)
+            if retire is not None and retire in me.retiring:
+                me.retiring.remove(retire)
+                retire.handle.cancel()
 
         def on_broken(error: BaseException) -> None:
-            loop.call_soon_threadsafe(self._watch_broken, me, generation, error)
+            loop.call_soon_threadsafe(settle, 0)  # the read below goes ahead without it
+            loop.call_soon_threadsafe(self._watch_broken, me, token, error)
 
-        me.watches = [self.store.watch_range(start, end, since, on_events, on_broken, deletes_only=only)
-                      for start, end, only, since in ranges]
+        def on_created(revision: int) -> None:
+            loop.call_soon_threadsafe(settle, revision)
+
+        handle = self.store.watch_range(start, end, since, on_events, on_broken, deletes_only=deletes_only,
+                                        on_created=on_created if created is not None or retire else None)
+        me.watches[start] = _Watch(handle, token, deletes_only)
 
     def _stop_watch(self, me: _Waiter) -> None:
-        for watch in me.watches:
-            watch.cancel()
-        me.watches = []
+        for watch in (*me.watches.values(), *me.retiring):
+            watch.handle.cancel()
+        me.watches, me.retiring = {}, []
 
-    def _current(self, me: _Waiter, generation: int) -> bool:
+    def _current(self, me: _Waiter, token: object) -> bool:
         """False for a late delivery of a watch already stopped."""
-        return bool(me.watches) and me.generation == generation and self._local.get(me.holder) is me
+        return self._local.get(me.holder) is me and any(
+            watch.token is token for watch in (*me.watches.values(), *me.retiring))
 
-    def _apply(self, me: _Waiter, generation: int, events: list[WatchEvent]) -> None:
-        if not self._current(me, generation):
+    def _apply(self, me: _Waiter, token: object, head: bool, events: list[WatchEvent]) -> None:
+        if not self._current(me, token):
             return
-        if me.predecessor is not None:
+        if not head:
             news = False
             for event in events:
                 if event.kind == "delete":  # a key ahead left (took a slot, gave up, crashed): look again
                     me.departed[event.entry.key] = event.entry.mod_revision
                     news = True
-                elif event.entry.key == me.predecessor.key and _after(event.entry.value) is not _UNKNOWN:
+                elif me.predecessor is not None and event.entry.key == me.predecessor.key \
+                        and _after(event.entry.value) is not _UNKNOWN:
                     news = True  # the predecessor named the key ahead of it (other puts: a lease move)
             if news:
+                me.news += 1
                 me.located = False
                 me.wake.set()
             return
@@ -515,8 +572,8 @@ class GroupQueue:
             if other is not None:
                 other.wake.set()
 
-    def _watch_broken(self, me: _Waiter, generation: int, error: BaseException) -> None:
-        if not self._current(me, generation):
+    def _watch_broken(self, me: _Waiter, token: object, error: BaseException) -> None:
+        if not self._current(me, token):
             return
         message = error.one_line() if hasattr(error, "one_line") else printable(str(error) or repr(error), 300)
         log.warning("queue watch of %s broke (%s); re-reading", me.holder, message)
@@ -539,13 +596,16 @@ class GroupQueue:
         new = self.view.semaphore.lock(me.holder, info)
         taken = HistoryEvent(at=datetime.now(timezone.utc), host=me.holder, event="slot-taken",
                              detail=f"{len(new.holders)} of max {new.max} held")
+        # Stop watching first, so that etcd does not send this write back to us (one event less per
+        # handoff); a lost race reads the group again and watches anew.
+        self._stop_watch(me)
+        me.located = False
         try:
             revision, new = await asyncio.to_thread(
                 self.semaphore.write, new, self.view.semaphore_revision,
                 delete=(me.key,), events=(taken,), admits_holder=True)
         except AmbiguousWrite:
             log.warning("slot request for %s: reply lost; reading back", me.holder)
-            me.located = False
             return False
         if not revision:
             return False

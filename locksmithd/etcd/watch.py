@@ -38,13 +38,15 @@ class RangeWatch:
 
     def __init__(self, stream: WatchStream, start_key: str, end_key: str, start_revision: int,
                  on_events: Callable[[list[WatchEvent], int], None],
-                 on_broken: Callable[[BaseException], None], *, deletes_only: bool = False) -> None:
+                 on_broken: Callable[[BaseException], None], *, deletes_only: bool = False,
+                 on_created: Callable[[int], None] | None = None) -> None:
         self._hub = stream
         self.request = etcdrpc.WatchRequest(create_request=etcdrpc.WatchCreateRequest(
             key=start_key.encode("utf-8", errors="surrogateescape"),
             range_end=end_key.encode("utf-8", errors="surrogateescape"), start_revision=start_revision,
             filters=[etcdrpc.WatchCreateRequest.NOPUT] if deletes_only else []))
         self.on_events = on_events
+        self.on_created = on_created  # called with the revision etcd set the watch up at
         self._on_broken = on_broken
         self.watch_id: int | None = None
         self.done = False  # cancelled or broken: nothing more is delivered
@@ -133,6 +135,8 @@ class WatchStream:
             watch = self._created(response, outbox)
             if watch is None:
                 return
+            if watch.on_created is not None and not response.canceled:
+                watch.on_created(int(response.header.revision))
         else:
             with self._lock:
                 watch = self._active.get(response.watch_id)
