@@ -204,8 +204,12 @@ async def run_check_command(path: str, timeout_s: float, *, args: Sequence[str] 
         os.close(write_fd)
     tail = _Tail(output_limit_bytes)
     stream = asyncio.StreamReader()
-    transport, _ = await asyncio.get_running_loop().connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(stream), os.fdopen(read_fd, "rb", buffering=0))
+    try:
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(stream), os.fdopen(read_fd, "rb", buffering=0))
+    except BaseException:  # cancelled (the daemon stopping) before the check was supervised: kill it too
+        await asyncio.shield(_kill_and_reap(process))
+        raise
     reader = asyncio.ensure_future(tail.drain(stream))
     try:
         timed_out = await _supervise(process, reader, timeout_s)
