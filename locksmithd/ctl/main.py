@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import sys
@@ -173,6 +174,15 @@ def _click_error(error: click.ClickException) -> LocksmithError:
 
 def main(args: list[str] | None = None) -> None:
     """Console entry point: every outcome is an exit code and at most one stderr line."""
+    try:
+        _run(args)
+    finally:
+        # The process ends now: move every object to the permanent generation, so the
+        # interpreter's collections at exit skip them (grpc, protobuf, 10,000 waiters: ~4% of a status).
+        gc.freeze()
+
+
+def _run(args: list[str] | None) -> None:
     quiet_grpc()
     for stream in (sys.stdout, sys.stderr):  # ids are printable but may not fit a non-UTF-8 locale
         if hasattr(stream, "reconfigure"):
