@@ -226,11 +226,13 @@ def render_json(report: StatusReport) -> str:
                 "source": view.record.source if view.record else None,
             } for view in report.holder_views},
         "holder_info": report.holder_info,
-        "waiting": [{"id": w.holder, "position": w.position, "since": w.since,
-                     "age_s": None if w.age is None else round(w.age.total_seconds(), 3), "via": w.via}
-                    for w in report.waiters],
+        "waiting": [{"id": holder, "position": position, "since": since,
+                     "age_s": None if age is None else round(age.total_seconds(), 3), "via": via}
+                    for holder, position, since, age, via in report.waiters],
         "ignored_waiter_keys": [*report.ignored_waiters, *report.leaseless_waiters],
-    }, sort_keys=False)  # ensure_ascii (the default) escapes every control character
+    }, sort_keys=False, check_circular=False)
+    # ensure_ascii (the default) escapes every control character; a tree built here and decoded
+    # from JSON has no cycle to look for (the check would record each of 10,000 entries)
 
 
 _DECODER = json.JSONDecoder()
