@@ -175,9 +175,9 @@ def render_text(report: StatusReport, list_waiters: bool = False) -> str:
                       f"{_span(oldest) if oldest is not None else '-'})"]
     if report.waiters and list_waiters:
         lines += ["", f"{'WAITING':<40} {'POSITION':>8}  {'SINCE':<{_MAX_SINCE_CHARS}}  AGE"]
-        lines += [f"{w.holder:<40} {w.position:>8}  {printable(w.since or '-', _MAX_SINCE_CHARS):<{_MAX_SINCE_CHARS}}"
-                  f"  {_span(w.age) if w.age is not None else '-'}{'  via fleetlock' if w.via == 'fleetlock' else ''}"
-                  for w in report.waiters]
+        lines += [f"{holder:<40} {position:>8}  {printable(since or '-', _MAX_SINCE_CHARS):<{_MAX_SINCE_CHARS}}"
+                  f"  {_span(age) if age is not None else '-'}{'  via fleetlock' if via == 'fleetlock' else ''}"
+                  for holder, position, since, age, via in report.waiters]
     return "\n".join(lines)
 
 
