@@ -10,6 +10,13 @@ MAX_NAME_CHARS = 256
 MAX_SHOWN_CHARS = 100
 """How much of a bad value an error message echoes."""
 
+# _IS_PRINTABLE_ENOUGH: str.isprintable() is False for every character of the
+# categories C* (control, format, surrogate, private use, unassigned), Zl, Zp
+# and Zs except the ASCII space, and every whitespace character is one of
+# those. So a string it accepts has nothing to escape, and one that also has
+# no space breaks no naming rule: the fast paths below skip the per-character
+# checks only then (tests/test_names.py compares both on every code point).
+
 
 def name_problem(value: object, what: str = "holder id") -> str | None:
     """Why ``value`` is not a valid holder id or group name, or None when it is.
@@ -27,6 +34,8 @@ def name_problem(value: object, what: str = "holder id") -> str | None:
         return f"{what} is empty"
     if len(value) > MAX_NAME_CHARS:
         return f"{what} is longer than {MAX_NAME_CHARS} characters"
+    if value.isprintable() and " " not in value:
+        return None  # the common case in one C call; see _IS_PRINTABLE_ENOUGH
     for char in value:
         category = unicodedata.category(char)
         if category == "Cs":
@@ -49,17 +58,19 @@ def printable(text: str, limit: int | None = None) -> str:
     D-Bus can neither add lines nor send terminal sequences. With ``limit``
     the result is cut to about that many characters, ending in "...".
     """
-    out: list[str] = []
-    for char in text:
-        category = unicodedata.category(char)
-        if category.startswith("C") or category in ("Zl", "Zp") or (char.isspace() and char != " "):
-            out.append(ascii(char)[1:-1])
-        else:
-            out.append(char)
-    shown = "".join(out)
+    # The common case in one C call; see _IS_PRINTABLE_ENOUGH.
+    shown = text if text.isprintable() else "".join(_escaped(char) for char in text)
     if limit is not None and len(shown) > limit:
         shown = shown[: max(limit - 3, 0)] + "..."
     return shown
+
+
+def _escaped(char: str) -> str:
+    """``char``, or its escape when it is a control, format, separator, surrogate or non-space whitespace."""
+    category = unicodedata.category(char)
+    if category.startswith("C") or category in ("Zl", "Zp") or (char.isspace() and char != " "):
+        return ascii(char)[1:-1]
+    return char
 
 
 def shown_value(value: object) -> str:

@@ -58,7 +58,8 @@ def status(obj: CtlContext, as_json: bool, raw: bool, raw_bytes: bool, list_wait
 
     from datetime import datetime, timezone
 
-    report = collect_status(client, obj.group, obj.etcd.key_prefix, datetime.now(timezone.utc))
+    report = collect_status(client, obj.group, obj.etcd.key_prefix, datetime.now(timezone.utc),
+                            list_waiters=as_json or list_waiters)
     if report.ignored_waiters:
         click.echo(f"locksmithctl: warning: {report.ignored_waiters_line()}", err=True)
     if report.leaseless_waiters:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote_plus, unquote_plus
 
-from locksmithd.core.names import name_problem
+from locksmithd.core.names import MAX_NAME_CHARS, name_problem
 
 ROOT = "coreos.com/updateengine/rebootlock"
+# An escaped id made only of characters quote_plus never escapes (machine ids, host names) is its
+# own escape: canonical, and a valid name when 1 to MAX_NAME_CHARS long. The shortcut of waiter_holder.
+_PLAIN_ID = re.compile(f"[A-Za-z0-9_.~-]{{1,{MAX_NAME_CHARS}}}")
 
 
 def _group_root(group: str, key_prefix: str = "") -> str:
@@ -47,11 +51,18 @@ def waiter_holder(key: str, group: str = "", key_prefix: str = "") -> str | None
     non-canonical escapes that decode lossily) is not a waiter: the queue
     passes over it and ``locksmithctl status`` reports it.
     """
-    try:
-        holder = holder_from_waiter_key(key, group, key_prefix)
-    except ValueError:
+    return holder_under(key, waiters_prefix(group, key_prefix))
+
+
+def holder_under(key: str, prefix: str) -> str | None:
+    """:func:`waiter_holder` with the group's ``waiters_prefix`` worked out once (for reading a whole queue)."""
+    if not key.startswith(prefix):
         return None
-    if name_problem(holder) is not None or waiter_key(holder, group, key_prefix) != key:
+    escaped = key[len(prefix):]
+    if _PLAIN_ID.fullmatch(escaped):
+        return escaped
+    holder = unquote_plus(escaped)
+    if name_problem(holder) is not None or quote_plus(holder, safe="") != escaped:
         return None
     return holder
 

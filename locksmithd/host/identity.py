@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import stat
 
-from locksmithd.core.app_specific import app_specific_id
 from locksmithd.core.names import name_problem
 from locksmithd.errors import IdentityError
 
@@ -65,6 +64,8 @@ def read_holder_id(path: str = DEFAULT_MACHINE_ID_PATH, mode: str = "machine-id"
     machine_id = read_machine_id(path)
     if mode != "app-specific":
         return machine_id
+    from locksmithd.core.app_specific import app_specific_id  # hashlib: only for the hosts that use it
+
     try:
         return app_specific_id(machine_id)
     except ValueError as exc:
