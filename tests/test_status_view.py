@@ -87,3 +87,18 @@ def test_an_empty_queue_has_no_summary_line() -> None:
     report = collect_status(SemaphoreClient(store), "", "", NOW, list_waiters=False)
     assert (report.waiting, report.head, report.longest_wait) == (0, None, None)
     assert "Waiting" not in render_text(report)
+
+
+def test_the_summary_gives_this_hosts_position() -> None:
+    """The issue's summary: count, head, longest wait and this host's place, without --waiters."""
+    client = SemaphoreClient(queue_store())
+    report = collect_status(client, "", "", NOW, list_waiters=False, this_host="w3")
+    assert report.this_host_position == 3
+    assert "this host at position 3)" in render_text(report).splitlines()[-1]
+    assert json.loads(render_json(report))["this_host"] == {"id": "w3", "position": 3, "holds_slot": False}
+    holder = collect_status(client, "", "", NOW, list_waiters=False, this_host="h")
+    assert holder.this_host_position is None  # its leftover waiter key is not a place in the queue
+    assert json.loads(render_json(holder))["this_host"] == {"id": "h", "position": None, "holds_slot": True}
+    assert "this host" not in render_text(holder)
+    elsewhere = collect_status(client, "", "", NOW, list_waiters=False)
+    assert json.loads(render_json(elsewhere))["this_host"] is None

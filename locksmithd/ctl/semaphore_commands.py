@@ -9,7 +9,7 @@ import click
 from locksmithd.core.history import HistoryEvent
 from locksmithd.core.names import printable
 from locksmithd.ctl.context import CtlContext, group_label, handled, parse_count
-from locksmithd.errors import Aborted, UsageError
+from locksmithd.errors import Aborted, LocksmithError, UsageError
 
 _UNLOCK_HINT = ("; no valid document holds such an id: if 'locksmithctl status' reports the document corrupt, "
                 "repair it with 'locksmithctl reset --max N --yes'")
@@ -59,12 +59,20 @@ def status(obj: CtlContext, as_json: bool, raw: bool, raw_bytes: bool, list_wait
     from datetime import datetime, timezone
 
     report = collect_status(client, obj.group, obj.etcd.key_prefix, datetime.now(timezone.utc),
-                            list_waiters=as_json or list_waiters)
+                            list_waiters=as_json or list_waiters, this_host=_this_host(obj))
     if report.ignored_waiters:
         click.echo(f"locksmithctl: warning: {report.ignored_waiters_line()}", err=True)
     if report.leaseless_waiters:
         click.echo(f"locksmithctl: warning: {report.leaseless_waiters_line()}", err=True)
     click.echo(render_json(report) if as_json else render_text(report, list_waiters))
+
+
+def _this_host(obj: CtlContext) -> str | None:
+    """This machine's holder id, or None where it has none to read (status run from elsewhere)."""
+    try:
+        return obj.default_id(None)
+    except LocksmithError:
+        return None
 
 
 @click.command()

@@ -54,6 +54,10 @@ class StatusReport:
     """Waiter keys bound to no lease (they would never expire); passed over by the queue, removed by reset."""
     halt: Halt | None = None
     holder_views: tuple[HolderView, ...] = ()
+    this_host: str | None = None
+    """This machine's holder id when it could be read (None: status runs elsewhere, e.g. an admin box)."""
+    this_host_position: int | None = None
+    """Its 1-based place in the queue (None: not waiting)."""
 
     def ignored_waiters_line(self) -> str:
         """One escaped, bounded line reporting the ignored waiter keys."""
@@ -71,12 +75,12 @@ class StatusReport:
 
 
 def collect_status(client: SemaphoreClient, group: str, key_prefix: str, now: datetime,
-                   list_waiters: bool = True) -> StatusReport:
+                   list_waiters: bool = True, this_host: str | None = None) -> StatusReport:
     """Read the semaphore, the halt, the holders' liveness and, where the store supports it, the queue.
 
     Every waiter key is checked (ignored and lease-less keys are reported);
     with ``list_waiters`` False only the summary is built, not one Waiter per
-    key. Raises CorruptDocument (naming the fault) for an invalid document or
+    key; ``this_host``'s place is found in the same pass. Raises CorruptDocument (naming the fault) for an invalid document or
     halt record and StoreError subclasses when etcd cannot answer.
     """
     snapshot = client.read()
@@ -85,20 +89,22 @@ def collect_status(client: SemaphoreClient, group: str, key_prefix: str, now: da
     semaphore = snapshot.semaphore
     views = tuple(read_holder_views(client, semaphore, now))
     read_prefix = getattr(client.store, "read_prefix", None)
-    queue = _Queue()
+    queue = _Queue(this_host)
     if read_prefix is not None:
         prefix = waiters_prefix(group, key_prefix)
         queue.scan(read_prefix(prefix), prefix, semaphore.holders, now, list_waiters)
     return StatusReport(group, semaphore.max, semaphore.available, semaphore.holders,
                         {h: dict(v) for h, v in semaphore.holder_info.items()}, tuple(queue.waiters),
                         queue.count, queue.head, queue.longest_wait(now), tuple(queue.ignored),
-                        tuple(queue.leaseless), snapshot.halt, views)
+                        tuple(queue.leaseless), snapshot.halt, views, this_host, queue.this_host_position)
 
 
 class _Queue:
     """The waiter keys of one read, sorted into waiters (counted, listed on demand), ignored and lease-less."""
 
-    def __init__(self) -> None:
+    def __init__(self, this_host: str | None = None) -> None:
+        self.this_host = this_host
+        self.this_host_position: int | None = None
         self.count = 0
         self.head: str | None = None
         self.waiters: list[Waiter] = []
@@ -123,6 +129,8 @@ class _Queue:
             self.count += 1
             if self.head is None:
                 self.head = holder
+            if holder == self.this_host:
+                self.this_host_position = self.count
             document = _document(entry.value)
             since = _text(document, "since")
             moment = _moment(since)
@@ -171,8 +179,9 @@ def render_text(report: StatusReport, list_waiters: bool = False) -> str:
         lines += [_holder_line(view) for view in report.holder_views]
     if report.waiting:
         oldest = report.longest_wait
+        mine = "" if report.this_host_position is None else f", this host at position {report.this_host_position}"
         lines += ["", f"Waiting: {report.waiting} (head {report.head}, longest wait "
-                      f"{_span(oldest) if oldest is not None else '-'})"]
+                      f"{_span(oldest) if oldest is not None else '-'}{mine})"]
     if report.waiters and list_waiters:
         lines += ["", f"{'WAITING':<40} {'POSITION':>8}  {'SINCE':<{_MAX_SINCE_CHARS}}  AGE"]
         lines += [f"{holder:<40} {position:>8}  {printable(since or '-', _MAX_SINCE_CHARS):<{_MAX_SINCE_CHARS}}"
@@ -230,6 +239,9 @@ def render_json(report: StatusReport) -> str:
                      "age_s": None if age is None else round(age.total_seconds(), 3), "via": via}
                     for holder, position, since, age, via in report.waiters],
         "ignored_waiter_keys": [*report.ignored_waiters, *report.leaseless_waiters],
+        "this_host": None if report.this_host is None else {
+            "id": report.this_host, "position": report.this_host_position,
+            "holds_slot": report.this_host in report.holders},
     }, sort_keys=False, check_circular=False)
     # ensure_ascii (the default) escapes every control character; a tree built here and decoded
     # from JSON has no cycle to look for (the check would record each of 10,000 entries)
