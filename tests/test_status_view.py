@@ -24,9 +24,9 @@ class LeasedStore(MemoryStore):
         self.put(key, value)
         self.leases[key] = lease
 
-    def read_prefix(self, prefix: str) -> list[StoredKey]:
-        return [StoredKey(e.key, e.value, e.create_revision, e.mod_revision, self.leases.get(e.key, 0))
-                for e in super().read_prefix(prefix)]
+    def read_prefix(self, prefix: str, keys_only: bool = False) -> list[StoredKey]:
+        return [StoredKey(e.key, b"" if keys_only else e.value, e.create_revision, e.mod_revision,
+                          self.leases.get(e.key, 0)) for e in super().read_prefix(prefix)]
 
 
 def since(minutes_ago: int, **extra: str) -> bytes:
@@ -40,7 +40,7 @@ def queue_store() -> LeasedStore:
     store.put_waiter(waiter_key("h"), since(90))  # a holder's leftover key: passed over
     store.put_waiter(waiter_key("w1"), since(5, after="x"))  # unknown fields are fine
     store.put_waiter(waiter_key("w2"), b'{"since": "not a time"}')
-    store.put_waiter(waiter_key("w3"), since(42, via="fleetlock"))  # waited longest, though not the head
+    store.put_waiter(waiter_key("w3"), since(42, via="fleetlock"))  # an earlier since, but the head queued first
     store.put_waiter(waiter_key("w4"), b'{"since": "2026-12-01T11:00:00"}')  # no zone: no age
     store.put_waiter(waiter_key("w5"), since(60) + b" trailing")  # not JSON
     store.put_waiter(waiter_key("w6"), b"[" * 100_000)  # nested too deep: no since, no crash
@@ -59,11 +59,11 @@ def test_the_summary_alone_matches_the_listing() -> None:
     assert [w.holder for w in listed.waiters] == ["w1", "w2", "w3", "w4", "w5", "w6", "w7"]
     assert [w.position for w in listed.waiters] == [1, 2, 3, 4, 5, 6, 7]
     for report in (listed, summary):
-        assert (report.waiting, report.head, report.longest_wait) == (7, "w1", timedelta(minutes=42))
+        assert (report.waiting, report.head, report.longest_wait) == (7, "w1", timedelta(minutes=5))
         assert report.ignored_waiters == (waiters_prefix() + "bad%0Aid",)
         assert report.leaseless_waiters == (waiter_key("nolease"),)
     assert render_text(summary) == render_text(listed)
-    assert render_text(summary).splitlines()[-1] == "Waiting: 7 (head w1, longest wait 42m00s)"
+    assert render_text(summary).splitlines()[-1] == "Waiting: 7 (head w1, longest wait 5m00s)"
 
 
 def test_each_waiter_keeps_what_its_value_says() -> None:

@@ -47,7 +47,7 @@ class StatusReport:
     waiting: int = 0
     head: str | None = None
     longest_wait: timedelta | None = None
-    """The longest wait among the waiters whose ``since`` reads as a time (None: no such waiter)."""
+    """The head's wait: it queued first (None: no waiter, or its ``since`` does not read as a time)."""
     ignored_waiters: tuple[str, ...] = ()
     """Waiter keys (as stored) whose id breaks the naming rule; not part of the queue."""
     leaseless_waiters: tuple[str, ...] = ()
@@ -92,7 +92,11 @@ def collect_status(client: SemaphoreClient, group: str, key_prefix: str, now: da
     queue = _Queue(this_host)
     if read_prefix is not None:
         prefix = waiters_prefix(group, key_prefix)
-        queue.scan(read_prefix(prefix), prefix, semaphore.holders, now, list_waiters)
+        # The summary needs no value but the head's: etcd then sends only the keys.
+        queue.scan(read_prefix(prefix, keys_only=not list_waiters), prefix, semaphore.holders, now, list_waiters)
+        if not list_waiters and queue.head_key is not None:
+            stored = client.store.read(queue.head_key)
+            queue.head_since = _text(_document(stored.value), "since") if stored is not None else None
     return StatusReport(group, semaphore.max, semaphore.available, semaphore.holders,
                         {h: dict(v) for h, v in semaphore.holder_info.items()}, tuple(queue.waiters),
                         queue.count, queue.head, queue.longest_wait(now), tuple(queue.ignored),
@@ -110,7 +114,8 @@ class _Queue:
         self.waiters: list[Waiter] = []
         self.ignored: list[str] = []
         self.leaseless: list[str] = []
-        self._earliest: datetime | None = None
+        self.head_key: str | None = None
+        self.head_since: str | None = None
 
     def scan(self, entries: Iterable[StoredKey], prefix: str, holders: Collection[str], now: datetime,
              list_waiters: bool) -> None:
@@ -128,21 +133,21 @@ class _Queue:
                 continue
             self.count += 1
             if self.head is None:
-                self.head = holder
+                self.head, self.head_key = holder, entry.key
+                if list_waiters:
+                    self.head_since = _text(_document(entry.value), "since")
             if holder == self.this_host:
                 self.this_host_position = self.count
-            document = _document(entry.value)
-            since = _text(document, "since")
-            moment = _moment(since)
-            if moment is not None and (self._earliest is None or moment < self._earliest):
-                self._earliest = moment
             if list_waiters:
+                document = _document(entry.value)
+                since = _text(document, "since")
+                moment = _moment(since)
                 via = _text(document, "via")
                 self.waiters.append(Waiter(holder, self.count, since, _age(moment, now),
                                            via if via is not None and name_problem(via) is None else None))
 
     def longest_wait(self, now: datetime) -> timedelta | None:
-        return _age(self._earliest, now)
+        return _age(_moment(self.head_since), now)
 
 
 def remove_leaseless_waiters(client: SemaphoreClient, group: str, key_prefix: str) -> int:

@@ -118,10 +118,10 @@ class EtcdStore:
         """Delete ``key``; True if it existed. Deleting twice is harmless."""
         return bool(self._call(f"delete {key}", lambda c: c.delete(key), write=True))
 
-    def read_prefix(self, prefix: str) -> list[StoredKey]:
-        """All keys under ``prefix``, oldest first (by create revision)."""
+    def read_prefix(self, prefix: str, keys_only: bool = False) -> list[StoredKey]:
+        """All keys under ``prefix``, oldest first (by create revision); with ``keys_only``, values empty."""
         def op(client: Any) -> list[StoredKey]:
-            response = _txn(client, [client.transactions.get(prefix, prefix_end(prefix))])
+            response = _txn(client, [_range(prefix, prefix_end(prefix), keys_only=keys_only)])
             return _by_creation(response.responses[0].response_range.kvs)
 
         return self._call(f"read {prefix}*", op)

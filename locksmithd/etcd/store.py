@@ -74,8 +74,8 @@ class KeyValueStore(Protocol):
     def delete(self, key: str) -> bool:
         """Delete ``key``; True if it existed (deleting twice is harmless)."""
 
-    def read_prefix(self, prefix: str) -> list[StoredKey]:
-        """Every key under ``prefix``, oldest first (by create revision)."""
+    def read_prefix(self, prefix: str, keys_only: bool = False) -> list[StoredKey]:
+        """Every key under ``prefix``, oldest first (by create revision); with ``keys_only``, values may be empty."""
 
 
 class MemoryStore:
@@ -110,7 +110,7 @@ class MemoryStore:
                 self._data.pop(other, None)
             return self._revision
 
-    def read_prefix(self, prefix: str) -> list[StoredKey]:
+    def read_prefix(self, prefix: str, keys_only: bool = False) -> list[StoredKey]:
         with self._lock:
             found = [(k, v) for k, v in self._data.items() if k.startswith(prefix)]
         return [StoredKey(k, v.value, v.mod_revision, v.mod_revision, 0) for k, v in sorted(found, key=lambda i: i[1].mod_revision)]
