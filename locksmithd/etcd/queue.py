@@ -66,8 +66,9 @@ FAR_RECHECK_S = 3600.0
 """Safety-net one-key read of a waiter on the long lease, about hourly (its watch on its own key's deletion
 tells it sooner): with its lease's keep-alive, about 0.07 requests a minute."""
 
-WATCH_SETUP_WAIT_S = 2.0
-"""Longest wait for etcd to set up a new head's watch before reading the semaphore (normally a millisecond)."""
+WATCH_SETUP_WAIT_S = 0.5
+"""Longest wait for etcd to set up a new head's watch before reading the semaphore (normally a millisecond);
+past it the head reads at once and again when the watch is set up."""
 
 RECOVERY_JITTER_MAX_S = 5.0
 """Longest pause before a waiter that is not the head re-reads after a broken watch."""
@@ -296,9 +297,9 @@ class GroupQueue:
             self._add_watch(me, self.halt_key, self.semaphore_key + "\0", False, 0, created)
             try:
                 async with asyncio.timeout(WATCH_SETUP_WAIT_S):
-                    await created
-            except TimeoutError:
-                self._stop_watch(me)  # not set up in time (a broken stream?): watch from the read below
+                    await asyncio.shield(created)
+            except TimeoutError:  # a busy stream: read now, and again once the watch is set up
+                created.add_done_callback(lambda _: self._read_again(me))
         if not (me.cheap and await self._step(me, departed)):
             if me.create_revision == 0:
                 return
@@ -564,6 +565,13 @@ class GroupQueue:
         # it may have been asleep on the older view.
         me.wake.set()
         self._wake_heads()
+
+    def _read_again(self, me: _Waiter) -> None:
+        """Make ``me`` read its place again (a change may have fallen between a read and a watch)."""
+        if self._local.get(me.holder) is me:
+            me.news += 1
+            me.located = False
+            me.wake.set()
 
     def _wake_heads(self) -> None:
         """Wake local heads and local hosts that now hold a slot (O(local heads + holders))."""
