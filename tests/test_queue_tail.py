@@ -14,7 +14,7 @@ from typing import Any
 
 from harness.etcd import EtcdCluster
 from locksmithd.etcd.client import EtcdStore
-from locksmithd.etcd.keys import tail_key, waiter_key, waiters_prefix
+from locksmithd.etcd.keys import served_key, tail_key, waiter_key, waiters_prefix
 from locksmithd.etcd.lock import SemaphoreClient
 from locksmithd.etcd.queue import GroupQueue, LeaseSession
 from locksmithd.etcd.store import Place, StoredKey
@@ -281,4 +281,37 @@ class TestHostilePointer:
 
         assert asyncio.run(scenario()) == ["a", "b"]
         behind.store.close()
+        store.close()
+
+
+class TestPositionBound:
+    def test_a_waiter_behind_the_next_knows_an_upper_bound_of_its_place(self, etcd_node: EtcdCluster,
+                                                                       key_prefix: str) -> None:
+        """Tickets (the tail's version) and the last served ticket bound a waiter's place without reading
+        the queue: exact while nobody left without a slot, never below the true place."""
+        store = make_store(etcd_node, key_prefix)
+        client = fresh_semaphore(store, key_prefix, 1, "blocker")
+        queue = GroupQueue(make_store(etcd_node, key_prefix), "", key_prefix, retry_max_s=RETRY_MAX_S)
+        names = ["a", "b", "c", "d", "e"]
+
+        async def scenario() -> None:
+            tasks = dict(zip(names, await start_in_order(store, key_prefix,
+                                                          [(n, lambda n=n: queue.acquire(n)) for n in names])))
+            await wait_until(lambda: [queue.position(n) for n in names] == [(i + 1, 0) for i in range(5)],
+                             "every place known")
+            await asyncio.to_thread(client.unlock, "blocker")
+            assert await asyncio.wait_for(tasks["a"], 20)
+            assert store.read(served_key("", key_prefix)).value == b"1"  # a's ticket
+            await wait_until(lambda: queue.position("b") == (1, 0) and queue.position("c") == (2, 0),
+                             "b heads the queue, c next")
+            for name, true_place in (("d", 3), ("e", 4)):
+                place = queue.position(name)
+                assert place is not None and place[0] >= true_place  # an upper bound, maybe not yet refreshed
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            await queue.close()
+
+        asyncio.run(scenario())
+        queue.store.close()
         store.close()

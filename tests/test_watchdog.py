@@ -69,7 +69,7 @@ def test_watchdog_interval_follows_systemd() -> None:
 def test_status_text_shows_the_queue_position() -> None:
     assert status_text(State.WAITING_FOR_LOCK, "waiting-for-lock", (3, 12)) == "waiting for a slot: position 3 of 12"
     # The O(1) queue knows a waiter's place but not the queue's length (0: unknown).
-    assert status_text(State.WAITING_FOR_LOCK, "waiting-for-lock", (3, 0)) == "waiting for a slot: position 3 or later"
+    assert status_text(State.WAITING_FOR_LOCK, "waiting-for-lock", (3, 0)) == "waiting for a slot: position 3 at most"
     assert status_text(State.WAITING_FOR_LOCK, "waiting-for-lock", (2, 0)) == "waiting for a slot: position 2"
     assert status_text(State.WAITING_FOR_LOCK, "waiting-for-lock", None) == "waiting for a slot"
     assert status_text(State.CHECKING_HEALTH, "checking-health: 2 units", None) == "checking-health: 2 units"

@@ -31,8 +31,9 @@ def status_text(state: State, noted: str, position: tuple[int, int] | None) -> s
     """What ``systemctl status`` shows: the queue position while waiting for a slot, else the noted text."""
     if state is State.WAITING_FOR_LOCK:
         if position is not None:
-            # 0: the queue's length is not known, and then place 3 means third or later (see GroupQueue.position)
-            total = f" of {position[1]}" if position[1] else " or later" if position[0] >= 3 else ""
+            # 0: the queue's length is not known, and from place 3 on the place is an upper bound
+            # (see GroupQueue.position)
+            total = f" of {position[1]}" if position[1] else " at most" if position[0] >= 3 else ""
             return f"waiting for a slot: position {position[0]}{total}"
         return "waiting for a slot"
     return noted or state.value

@@ -182,7 +182,7 @@ class EtcdStore:
             if prev.key and prev.value:
                 previous = StoredKey(bytes(prev.value).decode("utf-8", errors="surrogateescape"), b"",
                                      int(prev.mod_revision), int(prev.mod_revision), 0)
-            return Enqueued(entry, created=True, previous=previous)
+            return Enqueued(entry, created=True, previous=previous, ticket=int(prev.version) + 1 if prev.key else 1)
 
         return self._call(f"enqueue {waiter_key}", op)
 

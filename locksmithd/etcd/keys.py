@@ -89,6 +89,15 @@ def tail_key(group: str = "", key_prefix: str = "") -> str:
     return f"{_group_root(group, key_prefix)}/tail"
 
 
+def served_key(group: str = "", key_prefix: str = "") -> str:
+    """The key holding the ticket of the last waiter that took a slot through the queue (see GroupQueue).
+
+    Written in the taking transaction; waiters read it with their own keys to
+    bound their place. It sorts after ``semaphore``, outside the head's watch.
+    """
+    return f"{_group_root(group, key_prefix)}/served"
+
+
 def halt_key(group: str = "", key_prefix: str = "") -> str:
     """The key of ``group``'s halt record; while it exists nobody in the group takes a slot."""
     return f"{_group_root(group, key_prefix)}/halt"

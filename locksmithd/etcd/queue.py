@@ -48,7 +48,7 @@ from locksmithd.core.names import printable
 from locksmithd.core.queue_view import GroupView
 from locksmithd.errors import AmbiguousWrite, LeaseLost, StoreError
 from locksmithd.etcd.client import EtcdStore
-from locksmithd.etcd.keys import tail_key, waiter_holder, waiter_key, waiters_prefix
+from locksmithd.etcd.keys import served_key, tail_key, waiter_holder, waiter_key, waiters_prefix
 from locksmithd.etcd.lease import LeaseSession
 from locksmithd.etcd.lock import SemaphoreClient
 from locksmithd.etcd.stale import StaleHolders, next_deadline
@@ -105,7 +105,9 @@ class _Waiter:
     watches: dict[str, _Watch] = field(default_factory=dict)  # by first key watched
     retiring: list[_Watch] = field(default_factory=list)  # replaced, delivering until the new one is set up
     news: int = 0  # counts watch events that call for a new read (one arriving during a read is not lost)
-    ahead: int = 0  # keys ahead: exact at the head (0) and next in line (1); 2 means two or more
+    ahead: int = 0  # keys ahead: exact at the head (0) and next in line (1); further back an upper bound (>= 2)
+    ticket: int = 0  # its number in the order of arrival (0: unknown), kept in the key's value
+    served_ticket: int = 0  # the newest ``served`` ticket read: hosts up to it have taken their slots
     lease_id: int = 0  # the lease the key is on (a tiered session: the long one far from the head)
     since: str = ""  # when it queued (kept in the key's value, which also carries ``after``)
     after: Any = _UNKNOWN  # the ``after`` pointer stored in the key's value (dict, None, or _UNKNOWN)
@@ -140,6 +142,7 @@ class GroupQueue:
         self.halt_key = self.semaphore.halt_key
         self.prefix = waiters_prefix(group, key_prefix)
         self.tail_key = tail_key(group, key_prefix)
+        self.served_key = served_key(group, key_prefix)
         self.session = session or LeaseSession(store)
         self.session.on_lost = self._lease_lost
         self.view = GroupView(self.semaphore_key, halt_key=self.halt_key)
@@ -219,10 +222,12 @@ class GroupQueue:
     def position(self, holder: str) -> tuple[int, int] | None:
         """(1-based place, 0) of a local waiter while its place is known, else None.
 
-        The place is exact at the head (1) and next in line (2); 3 means third
-        or later: counting the keys ahead would make etcd read the whole
-        queue (etcd 3.4 ignores a create-revision bound when it counts), so
-        the queue's length is not known either and the second number is 0.
+        The place is exact at the head (1) and next in line (2); further back
+        it is an upper bound, the arrivals since the last host that took a
+        slot, as of the waiter's last read (3 when the tickets are unknown):
+        etcd ignores a create-revision bound when it counts, so counting the
+        keys ahead would read the whole queue. The queue's length is not known
+        either, so the second number is 0.
         """
         me = self._local.get(holder)
         ahead = self.view.position(holder)
@@ -252,8 +257,10 @@ class GroupQueue:
         me.create_revision, me.located, me.lease_id, me.departed = entry.create_revision, False, lease_id, {}
         me.predecessor, me.second, me.second_known = result.previous, None, False
         me.cheap = result.created and result.previous is not None
+        me.ticket = result.ticket
         if not result.created:  # ours from before (a lost reply, a restart): keep its place, move it to our lease
             me.since, me.after = _since(entry.value) or me.since, _after(entry.value)
+            me.ticket = _count(_field(entry.value, "ticket"))
             if entry.lease != lease_id and not await self._rewrite(me, lease_id):
                 me.create_revision = 0
 
@@ -271,19 +278,27 @@ class GroupQueue:
     @staticmethod
     def _value(me: _Waiter) -> bytes:
         value: dict[str, Any] = {"since": me.since}
+        if me.ticket:
+            value["ticket"] = me.ticket
         if me.after is not _UNKNOWN:
             value["after"] = me.after
         return json.dumps(value).encode()
 
     async def _verify(self, me: _Waiter) -> None:
-        """The far waiter's safety net: one single-key read (a place read makes etcd scan the queue)."""
+        """The far waiter's safety net: one read of its key and ``served`` (a place read makes etcd scan the queue)."""
         me.verify = False
-        if await asyncio.to_thread(self.store.created_revision, me.key) != me.create_revision:
+        snapshot = await asyncio.to_thread(self.store.snapshot, [me.key, self.served_key])
+        self._note_served(me, snapshot)
+        mine = snapshot.keys.get(me.key)
+        if (mine.create_revision if mine else 0) != me.create_revision:
             log.warning("the queue key of %s is gone (lease expired or removed); queueing again", me.holder)
             self._stop_watch(me)
             me.create_revision, me.located = 0, False
         elif not me.second_known:  # the host ahead never said who is ahead of it: read the place once
             me.located, me.cheap = False, False
+        elif me.ahead >= 2:
+            me.ahead = self._bound_ahead(me)
+            self.view.place(me.holder, me.ahead, False)
 
     async def _locate(self, me: _Waiter) -> None:
         """Read where ``me`` stands, by name when the keys ahead are known, and watch accordingly."""
@@ -306,7 +321,8 @@ class GroupQueue:
             await self._read_place(me)
             if me.create_revision == 0:
                 return
-        me.ahead = 0 if me.predecessor is None else 1 if me.second is None and me.second_known else 2
+        me.ahead = 0 if me.predecessor is None else 1 if me.second is None and me.second_known else \
+            self._bound_ahead(me)
         if me.predecessor is None or me.predecessor.key != (me.suspect or ("", 0))[0]:
             me.suspect = None
         self.view.place(me.holder, me.ahead, me.predecessor is None)
@@ -352,10 +368,12 @@ class GroupQueue:
         the key ahead left and the one ahead of it is still there.
         """
         pred, second = me.predecessor, me.second
-        names = [me.key, self.semaphore_key, self.halt_key, *(entry.key for entry in (pred, second) if entry)]
+        names = [me.key, self.semaphore_key, self.halt_key, self.served_key,
+                 *(entry.key for entry in (pred, second) if entry)]
         snapshot = await asyncio.to_thread(self.store.snapshot, names, self.semaphore_key,
                                            sorted(departed.values()))
         self._snapshot(snapshot.revision, snapshot.keys.get(self.semaphore_key), snapshot.keys.get(self.halt_key))
+        self._note_served(me, snapshot)
         mine = snapshot.keys.get(me.key)
         if mine is None or mine.create_revision != me.create_revision:
             log.warning("the queue key of %s is gone (lease expired or removed); queueing again", me.holder)
@@ -391,6 +409,22 @@ class GroupQueue:
         if not me.second_known:
             return self._learn_second(me, pred_now, snapshot)
         return True
+
+    def _note_served(self, me: _Waiter, snapshot: Snapshot) -> None:
+        served = snapshot.keys.get(self.served_key)
+        me.served_ticket = max(me.served_ticket, _count(served.value) if served else 0)
+
+    @staticmethod
+    def _bound_ahead(me: _Waiter) -> int:
+        """Keys ahead of a waiter behind the next in line, at most: arrivals after the last host served.
+
+        Hosts that left without a slot (or took one through FleetLock) since
+        are still counted, so it is an upper bound; 2 when its ticket is
+        unknown (a key from an older version).
+        """
+        if me.ticket > me.served_ticket:  # none served yet (0): every arrival before it
+            return max(2, me.ticket - me.served_ticket - 1)
+        return 2
 
     def _learn_second(self, me: _Waiter, pred: StoredKey, snapshot: Snapshot) -> bool:
         """Take the predecessor's ``after`` pointer as the second key ahead; False when only a place read will do."""
@@ -610,8 +644,8 @@ class GroupQueue:
         me.located = False
         try:
             revision, new = await asyncio.to_thread(
-                self.semaphore.write, new, self.view.semaphore_revision,
-                delete=(me.key,), events=(taken,), admits_holder=True)
+                self.semaphore.write, new, self.view.semaphore_revision, delete=(me.key,), events=(taken,),
+                puts=[(self.served_key, str(me.ticket).encode())] if me.ticket else (), admits_holder=True)
         except AmbiguousWrite:
             log.warning("slot request for %s: reply lost; reading back", me.holder)
             return False
@@ -771,3 +805,11 @@ def _after(value: bytes) -> Any:
                     and pointer[name] > 0 for name in ("created", "seen"))):
         return pointer
     return _UNKNOWN
+
+
+def _count(value: Any) -> int:
+    """A positive integer read from etcd (a ticket), else 0; bytes or a decoded JSON field."""
+    if isinstance(value, bytes):
+        text = value.decode("ascii", errors="replace")
+        return int(text) if text.isdigit() and len(text) <= 18 else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

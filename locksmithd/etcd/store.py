@@ -159,6 +159,8 @@ class Enqueued:
     entry: StoredKey
     created: bool
     previous: StoredKey | None = None
+    ticket: int = 0
+    """This key's number in the order of arrival (the tail's version after the request); 0: not created here."""
 
 
 @dataclass(frozen=True)

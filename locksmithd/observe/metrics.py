@@ -155,7 +155,7 @@ class DaemonMetrics(Collector):
                                 value=int(self._state in HOLDS_SLOT))
         position = self._position() if self._state is State.WAITING_FOR_LOCK else None
         queue = GaugeMetricFamily("locksmithd_queue_position", "1-based place in the group's queue while waiting: "
-                                  "exact at 1 and 2, 3 means third or later (absent when not queued or not known).")
+                                  "exact at 1 and 2, an upper bound further back (absent when not queued or not known).")
         if position is not None:
             queue.add_metric([], position[0])
         yield queue
