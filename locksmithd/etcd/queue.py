@@ -29,7 +29,10 @@ back all at once. Keys no host could have written are passed over and
 reported: a waiter key bound to no lease (it would never expire) and one
 whose id breaks the naming rule. The waiter next in line checks every
 ``head_timeout_s`` that the head takes a free slot, and removes a head that
-did not (reporting it), so no single key can stall a group.
+did not (reporting it), so no single key can stall a group. A waiter's place
+is exact at the head and next in line; further back it is bounded by tickets:
+each new key's number in the order of arrival (the tail key's version), and
+the ticket of the last host that took a slot (``served``, written with it).
 """
 
 from __future__ import annotations
