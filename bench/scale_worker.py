@@ -51,12 +51,6 @@ class KeyCountingStore(EtcdStore):
         KeyCountingStore.keys += len(keys) + len(written_at)
         return found
 
-    def created_revision(self, key: str) -> int:
-        found = super().created_revision(key)
-        KeyCountingStore.reads += 1
-        KeyCountingStore.keys += 1
-        return found
-
     def locate(self, *args: Any) -> Place:
         place = super().locate(*args)
         KeyCountingStore.reads += 1

@@ -12,6 +12,7 @@ from locksmithd.core.states import State
 from locksmithd.errors import StoreError
 
 if TYPE_CHECKING:
+    from locksmithd.etcd.lock import SemaphoreClient
     from locksmithd.observe.group import GroupFigures
     from locksmithd.observe.metrics import DaemonMetrics
     from locksmithd.settings import DaemonSettings
@@ -118,26 +119,26 @@ class Observers:
         place = position() if state is State.WAITING_FOR_LOCK else None
         return place is not None and place[0] == 1
 
-    def _probe(self) -> bool:
-        """One read of the semaphore and halt record: True when etcd answered."""
+    def _group_client(self) -> SemaphoreClient:
         from locksmithd.etcd.lock import SemaphoreClient
 
         store: Any = getattr(self.strategy, "store")
+        return SemaphoreClient(store, self.settings.group, self.settings.etcd.key_prefix)
+
+    def _probe(self) -> bool:
+        """One read of the semaphore document: True when etcd answered."""
         try:
-            SemaphoreClient(store, self.settings.group, self.settings.etcd.key_prefix).read_raw()
+            self._group_client().read_raw()
         except StoreError as error:
             log.debug("metrics: cannot read the group: %s", error.one_line())
             return False
         return True
 
     def _read_group(self) -> GroupFigures | None:
-        from locksmithd.etcd.lock import SemaphoreClient
         from locksmithd.observe.group import read_group_figures
 
-        store: Any = getattr(self.strategy, "store")
-        client = SemaphoreClient(store, self.settings.group, self.settings.etcd.key_prefix)
         try:
-            return read_group_figures(client, self.settings.group, self.settings.etcd.key_prefix,
+            return read_group_figures(self._group_client(), self.settings.group, self.settings.etcd.key_prefix,
                                       datetime.now(timezone.utc))
         except StoreError as error:
             log.debug("metrics: cannot read the group: %s", error.one_line())

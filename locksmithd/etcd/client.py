@@ -263,15 +263,6 @@ class EtcdStore:
 
         return self._call(f"read the waiter before revision {create_revision}", op)
 
-    def created_revision(self, key: str) -> int:
-        """The create revision of ``key`` (0: it does not exist); one single-key read."""
-        def op(client: Any) -> int:
-            reply = client.kvstub.Range(_range(key, keys_only=True).request_range, client.timeout,
-                                        credentials=client.call_credentials, metadata=client.metadata)
-            return int(reply.kvs[0].create_revision) if reply.kvs else 0
-
-        return self._call(f"read {key}", op)
-
     def count_prefix(self, prefix: str) -> tuple[int, int]:
         """(number of keys under ``prefix``, revision): etcd counts without sending the keys."""
         request = _range(prefix, prefix_end(prefix), count_only=True).request_range

@@ -764,11 +764,7 @@ def _bounded_by_its_lease(head: StoredKey) -> bool:
     the server's grace time, renewed by each poll) already bounds how long a
     client that stopped asking can keep a slot free.
     """
-    try:
-        value = json.loads(head.value)
-    except (ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(value, dict) and value.get("via") == "fleetlock"
+    return bool(_field(head.value, "via") == "fleetlock")
 
 
 def _same(snapshot: Snapshot, entry: StoredKey | None) -> StoredKey | None:
@@ -779,12 +775,18 @@ def _same(snapshot: Snapshot, entry: StoredKey | None) -> StoredKey | None:
     return found if found is not None and found.create_revision == entry.create_revision else None
 
 
-def _field(value: bytes, name: str) -> Any:
+def _document(value: bytes) -> dict[str, Any] | None:
+    """A waiter key's value as a JSON object, or None (not JSON, not an object: written by hand?)."""
     try:
         decoded = json.loads(value)
     except (ValueError, UnicodeDecodeError):
         return None
-    return decoded.get(name) if isinstance(decoded, dict) else None
+    return decoded if isinstance(decoded, dict) else None
+
+
+def _field(value: bytes, name: str) -> Any:
+    document = _document(value)
+    return document.get(name) if document is not None else None
 
 
 def _since(value: bytes) -> str | None:
@@ -794,13 +796,10 @@ def _since(value: bytes) -> str | None:
 
 def _after(value: bytes) -> Any:
     """A waiter key's ``after`` pointer: None (its host was the head), a dict, or _UNKNOWN (absent or malformed)."""
-    try:
-        decoded = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
+    document = _document(value)
+    if document is None or "after" not in document:
         return _UNKNOWN
-    if not isinstance(decoded, dict) or "after" not in decoded:
-        return _UNKNOWN
-    pointer = decoded["after"]
+    pointer = document["after"]
     if pointer is None:
         return None
     if (isinstance(pointer, dict) and isinstance(pointer.get("key"), str)
