@@ -1,0 +1,120 @@
+"""A fleet of real systemd hosts (``harness.real_host``) sharing one etcd, as an operator would run it.
+
+Each host gets the shipped unit file unchanged, its configuration in
+/etc/locksmithd/locksmithd.conf, and its own machine id and hostname. What the
+tests judge is what an operator sees: etcd (through ``locksmithctl`` run here),
+``journalctl``, ``systemctl`` and exit codes inside the hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from harness.real_host import HostError, RealHost
+from harness.rootfs import Layers
+
+REPO = Path(__file__).resolve().parent.parent
+UNIT = REPO / "systemd/locksmithd.service"
+UNPRIVILEGED_UNIT = REPO / "systemd/locksmithd-unprivileged.service"
+FLEETLOCK_UNIT = REPO / "systemd/locksmithd-fleetlock.service"
+SYSUSERS = REPO / "systemd/sysusers.d/locksmithd.conf"
+POLKIT_RULE = REPO / "systemd/polkit/50-locksmithd.rules"
+CONF = "etc/locksmithd/locksmithd.conf"
+POLKIT_RULE_PATH = "etc/polkit-1/rules.d/50-locksmithd.rules"
+
+
+def conf_text(settings: Mapping[str, str]) -> str:
+    return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+class RealFleet:
+    """Hosts created under ``workdir``, all configured against ``endpoint``; ``stop`` ends them all."""
+
+    def __init__(self, layers: Layers, workdir: Path, endpoint: str) -> None:
+        self.layers = layers
+        self.workdir = workdir
+        self.endpoint = endpoint
+        self.hosts: dict[str, RealHost] = {}
+
+    def add(self, name: str, settings: Mapping[str, str], *, unprivileged: bool = False,
+            files: Mapping[str, tuple[str, int]] | None = None) -> RealHost:
+        """A new host running locksmithd with ``settings`` (LOCKSMITHD_ENDPOINT added), not booted yet.
+
+        ``unprivileged`` installs the unprivileged unit as locksmithd.service with
+        its sysusers entry and polkit rule, as the README tells. ``files`` maps
+        paths in the host to (text, mode).
+        """
+        host = RealHost(name=name, layers=self.layers, workdir=self.workdir / name)
+        host.create()
+        self.hosts[name] = host
+        host.write(CONF, conf_text({"LOCKSMITHD_ENDPOINT": self.endpoint, **settings}))
+        for directory in ("health.d", "pre-reboot.d", "post-boot.d"):
+            (host.root / "etc/locksmithd" / directory).mkdir(parents=True, exist_ok=True)
+        if unprivileged:
+            host.enable(str(UNPRIVILEGED_UNIT), "locksmithd.service")
+            host.write("usr/lib/sysusers.d/locksmithd.conf", SYSUSERS.read_text())
+            host.write(POLKIT_RULE_PATH, POLKIT_RULE.read_text())
+        else:
+            host.enable(str(UNIT))
+        for path, (text, mode) in (files or {}).items():
+            host.write(path, text, mode)
+        return host
+
+    def boot_all(self, timeout_s: float = 60.0) -> None:
+        for host in self.hosts.values():
+            host.boot()
+        for host in self.hosts.values():
+            host.wait_boots(1, timeout_s)
+
+    def ctl(self, *args: str, group: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run this checkout's locksmithctl against the fleet's etcd (as an operator's workstation would)."""
+        argv = [sys.executable, "-m", "locksmithd.ctl.main", "--endpoint", self.endpoint]
+        if group:
+            argv += ["--group", group]
+        done = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=60, check=False)
+        if check and done.returncode != 0:
+            raise AssertionError(f"locksmithctl {' '.join(args)} exited {done.returncode}: {done.stderr}")
+        return done
+
+    def status(self, group: str = "") -> dict[str, Any]:
+        """``locksmithctl status --json`` for ``group``."""
+        parsed: dict[str, Any] = json.loads(self.ctl("status", "--json", group=group).stdout)
+        return parsed
+
+    def stop(self) -> None:
+        for host in self.hosts.values():
+            try:
+                host.stop()
+            except (OSError, subprocess.SubprocessError, HostError):
+                pass
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.25) -> None:
+    """Poll ``predicate`` until true; AssertionError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def events(host: RealHost, kind: str | None = None) -> list[dict[str, Any]]:
+    """The host's locksmithd event entries (LOCKSMITHD_EVENT set), optionally of one kind, oldest first."""
+    match = [f"LOCKSMITHD_EVENT={kind}"] if kind else []
+    return [entry for entry in host.journal("-u", "locksmithd.service", *match) if "LOCKSMITHD_EVENT" in entry]
+
+
+def entry_time(entry: Mapping[str, Any]) -> float:
+    """An entry's wall-clock time in seconds (journald's __REALTIME_TIMESTAMP is in microseconds)."""
+    return int(entry["__REALTIME_TIMESTAMP"]) / 1e6
+
+
+def stamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds).strftime("%H:%M:%S.%f")[:-3]
