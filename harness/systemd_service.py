@@ -8,7 +8,7 @@ from typing import Self
 
 from dbus_fast import DBusError, NameFlag, PropertyAccess, RequestNameReply
 from dbus_fast.aio import MessageBus
-from dbus_fast.annotations import DBusObjectPath, DBusStr
+from dbus_fast.annotations import DBusObjectPath, DBusStr, DBusUInt64
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 from locksmithd.bus import systemd as systemd1
@@ -44,10 +44,15 @@ class FakeSystemdManager(ServiceInterface):
         self.system_state = system_state
         self.units: dict[str, FakeUnit] = {}
         self.get_unit_calls = 0
+        self.userspace_timestamp_us = 2_000_000  # when init started (µs, monotonic); a container's differs per boot
 
     @dbus_property(access=PropertyAccess.READ, name="SystemState")
     def dbus_system_state(self) -> DBusStr:
         return self.system_state
+
+    @dbus_property(access=PropertyAccess.READ, name="UserspaceTimestampMonotonic")
+    def dbus_userspace_timestamp_monotonic(self) -> DBusUInt64:
+        return self.userspace_timestamp_us
 
     @dbus_method(name="GetUnit")
     def dbus_get_unit(self, name: DBusStr) -> DBusObjectPath:

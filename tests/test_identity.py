@@ -1,14 +1,15 @@
-"""Host identity: machine-id, holder-id overrides and the boot id."""
+"""Host identity: machine-id, holder-id overrides, the boot id and the container manager."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from locksmithd.errors import ExitCode, IdentityError
 from locksmithd.core.names import shown_value
-from locksmithd.host.identity import read_boot_id, read_machine_id, validate_holder_id
+from locksmithd.host.identity import read_boot_id, read_container_manager, read_machine_id, validate_holder_id
 
 MACHINE_ID = "3f2b8c1e9a4d4e6f8b7c6d5e4f3a2b1c"
 
@@ -112,3 +113,41 @@ class TestBootId:
         assert read_boot_id(str(tmp_path / "absent")) is None
         (tmp_path / "empty").write_text("")
         assert read_boot_id(str(tmp_path / "empty")) is None
+
+
+class TestContainerManager:
+    """read_container_manager: the name systemd wrote in /run/systemd/container, or None outside one."""
+
+    @pytest.mark.parametrize(("content", "name"), [("systemd-nspawn\n", "systemd-nspawn"), ("lxc", "lxc"),
+                                                   ("docker\n", "docker")])
+    def test_the_manager_name_is_read(self, tmp_path: Path, content: str, name: str) -> None:
+        """systemd writes the manager's name (nspawn: with a newline, others may not): it comes back stripped."""
+        path = tmp_path / "container"
+        path.write_text(content)
+        assert read_container_manager(str(path)) == name
+
+    def test_absent_means_not_in_a_container(self, tmp_path: Path) -> None:
+        """No file: systemd runs on a host (or is not PID 1 of a container)."""
+        assert read_container_manager(str(tmp_path / "absent")) is None
+
+    @pytest.mark.parametrize("content", ["", "\n", "  \n"])
+    def test_empty_means_not_in_a_container(self, tmp_path: Path, content: str) -> None:
+        """An empty file names no manager."""
+        path = tmp_path / "container"
+        path.write_text(content)
+        assert read_container_manager(str(path)) is None
+
+    def test_not_a_regular_file_is_never_opened(self, tmp_path: Path) -> None:
+        """A FIFO (opening it would block) or a directory is not a container marker."""
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        assert read_container_manager(str(fifo)) is None
+        assert read_container_manager(str(tmp_path)) is None
+
+    def test_read_is_bounded_and_not_utf8_is_none(self, tmp_path: Path) -> None:
+        """At most 256 characters are read; bytes that are not UTF-8 name no manager."""
+        path = tmp_path / "container"
+        path.write_text("x" * 10_000)
+        assert read_container_manager(str(path)) == "x" * 256
+        path.write_bytes(b"lxc\xff\xfe")
+        assert read_container_manager(str(path)) is None

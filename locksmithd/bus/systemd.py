@@ -55,6 +55,21 @@ class SystemdClient:
         state = await self._get_string(str(reply.body[0]), UNIT_INTERFACE, "ActiveState", f"unit {name}")
         return NOT_LOADED if state is None else state
 
+    async def userspace_timestamp_monotonic_us(self) -> int:
+        """The manager's ``UserspaceTimestampMonotonic``: when this system's init started (µs, monotonic clock).
+
+        Different for every boot of a container (its kernel's clock goes on),
+        readable by any user; 0 when systemd does not know it.
+        """
+        prop, what = "UserspaceTimestampMonotonic", "when init started"
+        reply = await self._call(PATH, PROPERTIES_INTERFACE, "Get", "ss", [MANAGER_INTERFACE, prop], what)
+        if (error := error_of(reply)) is not None:
+            raise _failed(what, error)
+        value = reply.body[0] if reply.signature == "v" else None
+        if not isinstance(value, Variant) or value.signature != "t":
+            raise BusError(f"cannot read {what}: {MANAGER_INTERFACE}.{prop} is not a uint64")
+        return int(value.value)
+
     async def _get_string(self, path: str, interface: str, prop: str, what: str) -> str | None:
         """The string property, or ``None`` when the object does not exist."""
         reply = await self._call(path, PROPERTIES_INTERFACE, "Get", "ss", [interface, prop], what)

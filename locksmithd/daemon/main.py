@@ -192,6 +192,7 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
     from locksmithd.bus.logind import LogindClient
     from locksmithd.bus.systemd import SystemdClient
     from locksmithd.bus.update_engine import UpdateEngineWatcher
+    from locksmithd.daemon.boot_id import resolve_boot_id
     from locksmithd.daemon.health import HealthGateOnWallClock
     from locksmithd.daemon.hooks import Hooks
     from locksmithd.daemon.observing import Observers
@@ -249,6 +250,8 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
         stop_reason["code"] = ExitCode.BUS
         main.cancel()
 
+    if strategy.uses_lock:  # recorded with the slot; in a container it takes systemd's word (daemon/boot_id.py)
+        strategy.boot_id = await resolve_boot_id(SystemdClient(bus), settings.boot_id_path)
     await observers.start()  # before the daemon runs: a bad address is a config error at start-up
     if settings.test_block_loop:  # tests only: a wedged loop, to prove the watchdog pings stop
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _block_the_loop)

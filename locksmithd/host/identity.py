@@ -1,4 +1,4 @@
-"""This host's identity: the semaphore holder id (machine-id or an override) and boot id."""
+"""This host's identity: the semaphore holder id (machine-id or an override), boot id and container manager."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from locksmithd.errors import IdentityError
 
 DEFAULT_MACHINE_ID_PATH = "/etc/machine-id"
 DEFAULT_BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+DEFAULT_CONTAINER_PATH = "/run/systemd/container"
+"""Where systemd, as PID 1 of a container, writes the container manager's name (nspawn, lxc, docker...)."""
+_CONTAINER_NAME_LIMIT = 256
 _READ_LIMIT = 4096
 
 
@@ -77,6 +80,24 @@ def read_boot_id(path: str = DEFAULT_BOOT_ID_PATH) -> str | None:
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read(_READ_LIMIT).strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text or None
+
+
+def read_container_manager(path: str = DEFAULT_CONTAINER_PATH) -> str | None:
+    """The container manager's name systemd wrote at ``path`` ("systemd-nspawn", "lxc", ...), or None.
+
+    None means not in a container as far as systemd knows: the file is
+    absent, unreadable, empty, not UTF-8, or not a regular file (a FIFO or
+    device is never opened: it could block or never end). At most 256
+    characters are read.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read(_CONTAINER_NAME_LIMIT).strip()
     except (OSError, UnicodeDecodeError):
         return None
     return text or None

@@ -146,7 +146,9 @@ RETRY_MAX = Setting("LOCKSMITHD_RETRY_MAX", values.interval_s, "longest pause be
                     "retry_max_s", "60s", flag="--retry-max")
 ETCD_TIMEOUT = Setting("LOCKSMITHD_ETCD_TIMEOUT", values.request_timeout_s, "per etcd request (0.1s to 5m)",
                        "etcd.request_timeout_s", _seconds(DEFAULT_REQUEST_TIMEOUT_S), flag="--etcd-timeout")
-BOOT_ID_PATH = Setting("LOCKSMITHD_BOOT_ID_PATH", values.path, "recorded with a slot", "boot_id_path",
+BOOT_ID_PATH = Setting("LOCKSMITHD_BOOT_ID_PATH", values.path,
+                       "the kernel's boot id, recorded with a slot (in a container, combined with when the "
+                       "container's systemd started: see Health checks)", "boot_id_path",
                        DEFAULT_BOOT_ID_PATH, flag="--boot-id-path")
 BUS_ADDRESS = Setting("DBUS_SYSTEM_BUS_ADDRESS", values.bus_address,
                       "the bus for update_engine and logind; an address that does not parse is a config error",

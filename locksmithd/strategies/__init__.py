@@ -31,11 +31,10 @@ def _etcd_lock(settings: DaemonSettings) -> RebootStrategy:
     import socket
 
     from locksmithd.etcd.client import EtcdStore
-    from locksmithd.host.identity import read_boot_id
     from locksmithd.strategies.etcd_lock import EtcdLockStrategy
 
     return EtcdLockStrategy(EtcdStore(settings.etcd), settings.machine_id, settings.group, settings.etcd.key_prefix,
-                            hostname=socket.gethostname(), boot_id=read_boot_id(settings.boot_id_path),
+                            hostname=socket.gethostname(),
                             reboot_deadline_s=settings.reboot_deadline_s, stale_policy=settings.stale_policy,
                             recheck_interval_s=settings.recheck_interval_s, retry_max_s=settings.retry_max_s,
                             lease_ttl_s=math.ceil(settings.queue_drop_out_s),

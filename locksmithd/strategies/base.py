@@ -23,6 +23,12 @@ class RebootStrategy(Protocol):
     uses_lock: bool
     reason: str | None
     """Why a reboot is needed (set by the daemon's sources before it queues): recorded with the slot."""
+    boot_id: str | None
+    """This boot's id (set by the daemon once the bus is up, before ``held_from_before``); None if unknown.
+
+    Recorded with a slot; a slot found at start with another boot id was
+    taken before a reboot (see ``daemon/boot_id.py``).
+    """
 
     async def held_from_before(self) -> AfterBoot:
         """Whether this host holds a slot from before, and whether it has rebooted since."""
@@ -56,6 +62,7 @@ class WithoutSlot:
     """The slot methods of strategies that take no slot (``off``, ``reboot``): nothing to hold or give back."""
 
     reason: str | None = None
+    boot_id: str | None = None
 
     async def held_from_before(self) -> AfterBoot:
         return AfterBoot.NOT_HOLDING

@@ -51,6 +51,7 @@ class FleetLockStrategy:
         self._session: aiohttp.ClientSession | None = None
         self._booted_at: datetime | None = None
         self.reason: str | None = None  # why a reboot is needed (logged; FleetLock has nowhere to record it)
+        self.boot_id: str | None = None  # FleetLock has nowhere to record it either
 
     async def held_from_before(self) -> AfterBoot:
         return AfterBoot.NEW_BOOT  # unknown: release once healthy (UnlockIfHeld is idempotent)
