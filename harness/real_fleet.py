@@ -107,8 +107,9 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, inter
 
 def events(host: RealHost, kind: str | None = None) -> list[dict[str, Any]]:
     """The host's locksmithd event entries (LOCKSMITHD_EVENT set), optionally of one kind, oldest first."""
-    match = [f"LOCKSMITHD_EVENT={kind}"] if kind else []
-    return [entry for entry in host.journal("-u", "locksmithd.service", *match) if "LOCKSMITHD_EVENT" in entry]
+    # Filtered here: journalctl ANDs a field match after -u with only the last of -u's alternatives.
+    return [entry for entry in host.journal("-u", "locksmithd.service")
+            if "LOCKSMITHD_EVENT" in entry and (kind is None or entry["LOCKSMITHD_EVENT"] == kind)]
 
 
 def entry_time(entry: Mapping[str, Any]) -> float:
