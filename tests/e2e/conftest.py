@@ -38,6 +38,12 @@ def fleet(layers: Layers, etcd: EtcdCluster, tmp_path: Path) -> Iterator[RealFle
     try:
         yield made
     finally:
+        # Shown by pytest for a failed test only: what each host's daemon and systemd said.
+        for host in made.hosts.values():
+            if host.running:
+                tail = host.run(["journalctl", "--no-pager", "-n", "60", "-u", "locksmithd.service",
+                                 "-u", "locksmithd-fleetlock.service"], check=False).stdout
+                print(f"--- {host.name} ({len(host.boots)} boots) ---\n{tail}")
         made.stop()
 
 

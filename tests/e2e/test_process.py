@@ -1,0 +1,84 @@
+"""Scenarios 5 and 9 on real systemd hosts: the watchdog restarts a wedged daemon; an operator's own reboot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.real_fleet import RealFleet, events, wait_until
+from harness.real_host import RealHost
+
+BLOCKER = "e2e-blocker"  # a holder that is no host: keeps the one slot taken while a host waits
+WATCHDOG_TIMEOUT_S = 120.0  # WatchdogSec=60s, RestartSec=10s, and slack for a loaded machine
+ERROR_PRIORITY = 3  # journal PRIORITY of log.error and worse
+
+
+def _waiting(fleet: RealFleet, group: str, host: RealHost) -> dict[str, Any] | None:
+    """The host's entry in the group's queue (``status --json``), or None when it is not queued."""
+    for waiter in fleet.status(group)["waiting"]:
+        if waiter["id"] == host.machine_id:
+            return dict(waiter)
+    return None
+
+
+def _main_pid(host: RealHost) -> str:
+    return host.run(["systemctl", "show", "-P", "MainPID", "locksmithd.service"]).stdout.strip()
+
+
+def test_watchdog_kills_and_restarts_a_stopped_daemon_which_keeps_its_queue_place(fleet: RealFleet) -> None:
+    """Scenario 5: SIGSTOP the daemon; systemd's watchdog (WatchdogSec=) kills and restarts it, queued again."""
+    group = "e2e-watchdog"
+    host = fleet.add("e2e-watchdog", {"LOCKSMITHD_GROUP": group, "LOCKSMITHD_SOURCES": "reboot-required"})
+    fleet.ctl("set-max", "1", group=group)
+    fleet.ctl("lock", BLOCKER, group=group)
+    fleet.boot_all()
+    host.run(["touch", "/run/reboot-required"])
+    wait_until(lambda: _waiting(fleet, group, host) is not None, 30, "the host to queue")
+    stopped_pid = _main_pid(host)
+    host.run(["systemctl", "kill", "--signal=SIGSTOP", "locksmithd.service"])
+    wait_until(lambda: _main_pid(host) not in ("0", stopped_pid), WATCHDOG_TIMEOUT_S,
+               "systemd to kill and restart the stopped daemon")
+    system = [str(entry.get("MESSAGE", "")) for entry in host.journal("-u", "locksmithd.service", "_PID=1")]
+    assert any("Watchdog timeout" in message for message in system), system[-10:]
+    wait_until(lambda: _waiting(fleet, group, host) is not None, 60, "the restarted daemon to queue again")
+    assert len(host.boots) == 1
+    fleet.ctl("unlock", BLOCKER, group=group)
+    wait_until(lambda: len(host.boots) >= 2 and bool(events(host, "reboot-done")), 60,
+               "the host to take the slot, reboot and release")
+    assert fleet.status(group)["holders"] == []
+
+
+def test_operator_reboot_while_queued_stops_cleanly_and_rejoins_after_boot(fleet: RealFleet) -> None:
+    """Scenario 9: ``systemctl reboot`` by hand on a queued host: a clean stop, its place given up, back after boot."""
+    group = "e2e-shutdown"
+    need_file = "/var/lib/e2e/reboot-required"  # survives the reboot, as a pending update would
+    host = fleet.add("e2e-shutdown", {"LOCKSMITHD_GROUP": group, "LOCKSMITHD_SOURCES": "reboot-required",
+                                      "LOCKSMITHD_REBOOT_REQUIRED_FILE": need_file})
+    (host.root / "var/lib/e2e").mkdir(parents=True)  # the daemon watches this directory from its start
+    fleet.ctl("set-max", "1", group=group)
+    fleet.ctl("lock", BLOCKER, group=group)
+    fleet.boot_all()
+    host.run(["touch", need_file])
+    wait_until(lambda: _waiting(fleet, group, host) is not None, 30, "the host to queue")
+    first_place = _waiting(fleet, group, host)
+    assert first_place is not None
+    first_boot = host.journal("-u", "locksmithd.service")[-1]["_BOOT_ID"]
+
+    host.run(["systemctl", "reboot"], check=False)
+    wait_until(lambda: len(host.boots) >= 2 and host.system_up(), 60, "the operator's reboot")
+    old_boot = [entry for entry in host.journal("-u", "locksmithd.service") if entry["_BOOT_ID"] == first_boot]
+    daemon_lines = [entry for entry in old_boot if entry.get("SYSLOG_IDENTIFIER") == "locksmithd"]
+    assert not [e["MESSAGE"] for e in daemon_lines if int(e.get("PRIORITY", 6)) <= ERROR_PRIORITY]
+    assert not any("Traceback" in str(entry.get("MESSAGE", "")) for entry in daemon_lines)
+    assert any("stopped (was waiting-for-lock)" in str(entry.get("MESSAGE", "")) for entry in daemon_lines), \
+        [entry.get("MESSAGE") for entry in daemon_lines[-8:]]
+    unit_lines = [str(entry.get("MESSAGE", "")) for entry in old_boot if entry.get("_PID") == "1"]
+    assert not any("Failed with result" in message or "timed out" in message.lower() for message in unit_lines)
+
+    wait_until(lambda: _waiting(fleet, group, host) is not None, 30, "the host to queue again after boot")
+    second_place = _waiting(fleet, group, host)
+    assert second_place is not None and second_place["since"] != first_place["since"], \
+        "the host kept its old queue entry across the reboot instead of giving it up"
+    fleet.ctl("unlock", BLOCKER, group=group)
+    wait_until(lambda: len(host.boots) >= 3 and bool(events(host, "reboot-done")), 60,
+               "the coordinated reboot after the rejoin")
+    assert fleet.status(group)["holders"] == []
