@@ -221,3 +221,22 @@ def test_large_values_never_make_a_reader_report_etcd_unavailable(etcd_node: Etc
     finally:
         store.revoke_lease(lease)
         store.close()
+
+
+def test_halt_and_resume_over_a_corrupt_record_with_a_corrupt_document(etcd_node: EtcdCluster,
+                                                                       key_prefix: str) -> None:
+    """Both records corrupt: halt exits 8 (not a write conflict) and writes nothing; resume removes the halt
+    record alone, says so, and warns in one line that no history event could be written."""
+    raw_put(etcd_node, semaphore_key("", key_prefix), b"{not json")
+    raw_put(etcd_node, halt_key("", key_prefix), halt_record(OVERFLOWING[0]))
+    before = stored(etcd_node, key_prefix)
+    halted = on(etcd_node, key_prefix, "halt", "--reason", "again")
+    assert halted.returncode == ExitCode.CORRUPT_DOCUMENT and halted.stdout == b""
+    assert "halt record" in one_error_line(halted)
+    assert stored(etcd_node, key_prefix) == before
+    resumed = on(etcd_node, key_prefix, "resume")
+    assert resumed.returncode == 0
+    assert resumed.stdout.decode().startswith("resumed the default group: removed a corrupt halt record (")
+    assert "no history event was written" in one_error_line(resumed)
+    assert [key for key, _, _ in stored(etcd_node, key_prefix)] == [semaphore_key("", key_prefix)]
+    assert on(etcd_node, key_prefix, "resume").stdout == b"the default group is not halted (nothing to resume)\n"

@@ -160,7 +160,7 @@ def remove_leaseless_waiters(client: SemaphoreClient, group: str, key_prefix: st
     if read_prefix is None or delete_if_created is None:
         return 0
     return sum(bool(delete_if_created(entry.key, entry.create_revision))
-               for entry in read_prefix(waiters_prefix(group, key_prefix)) if entry.lease == 0)
+               for entry in read_prefix(waiters_prefix(group, key_prefix), keys_only=True) if entry.lease == 0)
 
 
 def render_text(report: StatusReport, list_waiters: bool = False) -> str:

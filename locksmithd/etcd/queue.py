@@ -780,7 +780,7 @@ def _document(value: bytes) -> dict[str, Any] | None:
     """A waiter key's value as a JSON object, or None (not JSON, not an object: written by hand?)."""
     try:
         decoded = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: nested too deep
         return None
     return decoded if isinstance(decoded, dict) else None
 

@@ -25,7 +25,7 @@ from typing import Callable
 from locksmithd.core.fleetlock_protocol import ErrorKind, ProtocolError
 from locksmithd.core.halt import decode_halt
 from locksmithd.core.history import HistoryEvent
-from locksmithd.core.holder_record import new_record
+from locksmithd.core.holder_record import new_record, parse_time
 from locksmithd.core.semaphore import Semaphore, decode, initial_semaphore
 from locksmithd.core.waiters import WaiterKind, classify_waiter
 from locksmithd.errors import AmbiguousWrite, CorruptDocument, LeaseLost, NotHolder
@@ -127,8 +127,9 @@ class RemoteWaiter:
         try:
             previous = json.loads(old.decode("utf-8")) if old else None
             if isinstance(previous, dict) and isinstance(previous.get("since"), str):
+                parse_time(previous["since"])  # kept only when it reads as a time (ValueError otherwise)
                 since = previous["since"]
-        except (UnicodeDecodeError, ValueError):
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             pass
         return json.dumps({"since": since, "via": SOURCE, "grace_s": self.grace_s}).encode()
 
