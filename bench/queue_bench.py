@@ -28,7 +28,7 @@ from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import prefix_end
 from locksmithd.etcd.watch import WatchEvent
-from locksmithd.etcd.keys import holder_from_waiter_key, semaphore_key, waiters_prefix
+from locksmithd.etcd.keys import semaphore_key, waiter_holder, waiters_prefix
 from locksmithd.etcd.lock import SemaphoreClient
 from harness.checker import SafetyChecker
 from harness.etcd import EtcdMember
@@ -87,7 +87,9 @@ class GroupRecorder:
             if entry.key == self.semaphore_key:
                 self.checker.feed(entry.mod_revision, entry.value if event.kind == "put" else None)
             elif entry.key.startswith(self.prefix) and event.kind == "put":
-                holder = holder_from_waiter_key(entry.key, self.group, self.key_prefix)
+                holder = waiter_holder(entry.key, self.group, self.key_prefix)
+                if holder is None:
+                    continue
                 with self._lock:
                     self.arrivals.setdefault(holder, entry.create_revision)
 

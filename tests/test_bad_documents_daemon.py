@@ -32,6 +32,9 @@ CORRUPT_DOCUMENTS: dict[str, tuple[bytes, str]] = {
     "duplicate holders": (b'{"semaphore":0,"max":2,"holders":["a","a"]}', "'a' appears more than once"),
     "count mismatch": (b'{"semaphore":1,"max":1,"holders":["a"]}', "semaphore is 1 but max - len(holders)"),
     "non-UTF-8": (b'{"semaphore":1,"max":1,"holders":["\xff\xfe"]}', "not UTF-8"),
+    "time without a UTC value": (b'{"semaphore":0,"max":1,"holders":["a"],'
+                                 b'"holder_info":{"a":{"deadline":"9999-12-31T23:59:59-23:59"}}}',
+                                 "'deadline' is not a timestamp: timestamp '9999-12-31T23:59:59-23:59' is out of range"),
     "huge": (b'{"semaphore":1,"max":1,"holders":[],"pad":"' + b"x" * (1024 * 1024 + 10) + b'"}',
              "over the 1048576-byte limit"),
 }

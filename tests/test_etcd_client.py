@@ -104,6 +104,43 @@ class TestGuardedWriteOnEtcd:
         finally:
             store.close()
 
+    def test_read_prefix_reads_in_pages_at_one_revision(self, etcd_node: EtcdCluster, key_prefix: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+        """Pages of 3 keys: every key once, oldest first (keys made in one transaction in key order), at the
+        first page's revision (a key written between pages is not seen), values or keys only."""
+        import locksmithd.etcd.client as client_module
+
+        store = store_for(etcd_node, key_prefix)
+        prefix = f"{key_prefix}pages/"
+        try:
+            names = [f"k{n:02d}" for n in (5, 3, 9, 1, 7, 0, 2, 8, 4, 6)]  # created out of key order
+            for name in names:
+                store.put(prefix + name, name.encode())
+            store.swap(prefix + "z1", b"z1", ABSENT, puts=[(prefix + "z0", b"z0")])  # one create revision
+            expected = [*names, "z0", "z1"]
+            monkeypatch.setattr(client_module, "_PAGE_KEYS", 3)
+            monkeypatch.setattr(client_module, "_PAGE_VALUES", 3)
+            for keys_only in (False, True):
+                entries = store.read_prefix(prefix, keys_only=keys_only)
+                assert [e.key[len(prefix):] for e in entries] == expected
+                assert [e.value for e in entries] == ([b""] * 12 if keys_only else [n.encode() for n in expected])
+            pages: list[int] = []
+            real_range = client_module.etcdrpc.RangeRequest
+
+            def range_request(**fields: object) -> object:
+                if len(pages) == 1:  # between the first and second page: a key lands where page 3 reads
+                    store.put(prefix + "k05a", b"late")
+                pages.append(1)
+                return real_range(**fields)
+
+            monkeypatch.setattr(client_module.etcdrpc, "RangeRequest", range_request)
+            entries = store.read_prefix(prefix, keys_only=True)
+            monkeypatch.setattr(client_module.etcdrpc, "RangeRequest", real_range)
+            assert len(pages) == 4 and [e.key[len(prefix):] for e in entries] == expected
+            assert store.read(prefix + "k05a") is not None  # it landed, after the view was fixed
+        finally:
+            store.close()
+
 
 class TestHaltAndHistoryInTheGuardedWrite:
     def test_a_halt_written_after_the_read_stops_the_acquisition(self, etcd_node: EtcdCluster, key_prefix: str) -> None:

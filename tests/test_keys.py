@@ -6,7 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from locksmithd.core.names import name_problem
-from locksmithd.etcd.keys import holder_under, waiter_holder, waiter_key, waiters_prefix
+from locksmithd.core.waiters import holder_under
+from locksmithd.etcd.keys import waiter_holder, waiter_key, waiters_prefix
 
 
 def by_definition(key: str, group: str, key_prefix: str) -> str | None:

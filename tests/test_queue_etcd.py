@@ -431,3 +431,36 @@ class TestStatus:
         assert all(datetime.fromisoformat(w["since"]) for w in document["waiting"])
         assert all(w["age_s"] >= 0 for w in document["waiting"])
         store.close()
+
+
+def test_a_predecessor_value_nested_too_deep_does_not_stop_the_queue(etcd_node: EtcdCluster,
+                                                                     key_prefix: str) -> None:
+    """Waiter keys ahead whose values are 100,000 nested arrays (json raises RecursionError): the host behind
+    them keeps waiting while a slot is free and the head is such a key, and takes the slot once they go."""
+    store = make_store(etcd_node, key_prefix)
+    client = fresh_semaphore(store, key_prefix, 1, "blocker")
+    queue = GroupQueue(make_store(etcd_node, key_prefix), "", key_prefix, retry_max_s=RETRY_MAX_S)
+    lease = store.grant_lease(60)
+    for name in ("hostile-1", "hostile-2"):
+        store.put(waiter_key(name, "", key_prefix), b"[" * 100_000, lease)
+
+    async def scenario() -> bool:
+        task = asyncio.create_task(queue.acquire("h1"))
+        try:
+            await wait_until(lambda: "h1" in queued(store, key_prefix), "h1 to queue")
+            await asyncio.to_thread(client.unlock, "blocker")  # a slot is free: the head's value is read
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(store.delete, waiter_key("hostile-1", "", key_prefix))
+            await asyncio.sleep(1.0)  # now h1 is next behind hostile-2, with a slot free
+            assert not task.done(), task  # a crash reading a key ahead would have ended it
+            await asyncio.to_thread(store.revoke_lease, lease)
+            return await asyncio.wait_for(task, 20)
+        finally:
+            await queue.close()
+            queue.store.close()
+
+    try:
+        assert asyncio.run(scenario())
+        assert client.read().semaphore.holders == ("h1",)
+    finally:
+        store.close()

@@ -25,11 +25,29 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST_TIME = datetime(9000, 1, 1, tzinfo=timezone.utc)
+"""Stored times lie in [EARLIEST_TIME, LATEST_TIME): far enough from datetime's limits (years 1 and 9999)
+that converting, formatting and adding any duration a setting allows can never overflow."""
+
+
 def parse_time(text: str) -> datetime:
-    """Parse a stored timestamp; ValueError unless it is ISO 8601 with a time zone."""
+    """Parse a stored timestamp into UTC; ValueError unless it is ISO 8601 with a time zone, in range.
+
+    Normalised here, once: a valid ISO 8601 time such as
+    ``9999-12-31T23:59:59-23:59`` has no UTC equivalent (OverflowError on
+    conversion), so it is refused at decode rather than crashing whatever
+    formats or compares it later.
+    """
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {shown_value(text)} has no time zone")
+    try:
+        moment = moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"timestamp {shown_value(text)} is out of range") from None
+    if not EARLIEST_TIME <= moment < LATEST_TIME:
+        raise ValueError(f"timestamp {shown_value(text)} is out of range (years 1970 to 8999 in UTC)")
     return moment
 
 

@@ -9,12 +9,12 @@ from typing import Any, Callable, TypeVar
 
 import click
 
-from locksmithd.core.halt import OPERATOR, Halt
+from locksmithd.core.halt import HALT_REPAIR, OPERATOR, Halt
 from locksmithd.core.history import DEFAULT_LIMIT, HistoryEvent
 from locksmithd.core.holder_record import format_time
 from locksmithd.core.names import group_problem, printable
 from locksmithd.ctl.context import CtlContext, group_label, handled, parse_count, value_problem
-from locksmithd.errors import InvalidName, UsageError
+from locksmithd.errors import CorruptDocument, InvalidName, UsageError
 
 MAX_REASON_CHARS = 1000
 F = TypeVar("F", bound=Callable[..., Any])
@@ -57,6 +57,9 @@ def halt(obj: CtlContext, reason: str, command_group: str | None) -> None:
     wanted = Halt(reason=text, by=OPERATOR, since=now, group=obj.group)
     client = obj.semaphore()
     in_force = halt_group(client, wanted, [HistoryEvent(at=now, host=OPERATOR, event="halt", detail=text)])
+    if isinstance(in_force, CorruptDocument):  # it stops acquisitions already; nothing was written
+        raise CorruptDocument(f"{in_force.problem}; the group stays halted by it and this halt was not written",
+                              in_force.key, what="halt record", repair=HALT_REPAIR)
     if in_force != wanted:
         click.echo(f"{group_label(obj.group)} was already halted since {format_time(in_force.since)} by "
                    f"{printable(in_force.by)}: {printable(in_force.reason, 300)}")
@@ -75,12 +78,18 @@ def resume(obj: CtlContext, command_group: str | None) -> None:
     obj = in_group(obj, command_group)
     client = obj.semaphore()
     event = HistoryEvent(at=datetime.now(timezone.utc), host=OPERATOR, event="resume")
-    removed = resume_group(client, event)
+    outcome = resume_group(client, event)
+    removed = outcome.removed
     if removed is None:
         click.echo(f"{group_label(obj.group)} is not halted (nothing to resume)")
+    elif isinstance(removed, CorruptDocument):
+        click.echo(f"resumed {group_label(obj.group)}: removed a corrupt halt record ({printable(removed.problem, 300)})")
     else:
         click.echo(f"resumed {group_label(obj.group)} (halted since {format_time(removed.since)} by "
                    f"{printable(removed.by)}: {printable(removed.reason, 300)})")
+    if not outcome.recorded:
+        click.echo("locksmithctl: warning: no history event was written: the semaphore document is corrupt "
+                   "(repair with 'locksmithctl reset --max N --yes')", err=True)
 
 
 @click.command()

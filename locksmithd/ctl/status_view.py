@@ -8,9 +8,10 @@ from datetime import datetime, timedelta
 from typing import Any, Collection, Iterable, NamedTuple
 
 from locksmithd.core.halt import Halt
-from locksmithd.core.holder_record import HolderView, format_time
+from locksmithd.core.holder_record import HolderView, format_time, parse_time
 from locksmithd.core.names import name_problem, printable
-from locksmithd.etcd.keys import holder_under, waiters_prefix
+from locksmithd.core.waiters import WaiterKind, classify_waiter
+from locksmithd.etcd.keys import waiters_prefix
 from locksmithd.etcd.lock import SemaphoreClient
 from locksmithd.etcd.stale import read_holder_views
 from locksmithd.etcd.store import StoredKey
@@ -122,14 +123,12 @@ class _Queue:
         """Sort ``entries`` (oldest first) out; a holder's leftover waiter key is passed over, as the queue does."""
         held = frozenset(holders)
         for entry in entries:
-            holder = holder_under(entry.key, prefix)
-            if holder is None:
-                self.ignored.append(entry.key)  # the full key, so the operator can delete it
-                continue
-            if entry.lease == 0:
-                self.leaseless.append(entry.key)
-                continue
-            if holder in held:
+            kind, holder = classify_waiter(entry.key, entry.lease, prefix, held)  # the one waiter rule
+            if kind is not WaiterKind.WAITING or holder is None:
+                if kind is WaiterKind.BAD_NAME:
+                    self.ignored.append(entry.key)  # the full key, so the operator can delete it
+                elif kind is WaiterKind.LEASELESS:
+                    self.leaseless.append(entry.key)
                 continue
             self.count += 1
             if self.head is None:
@@ -161,11 +160,11 @@ def remove_leaseless_waiters(client: SemaphoreClient, group: str, key_prefix: st
     if read_prefix is None or delete_if_created is None:
         return 0
     return sum(bool(delete_if_created(entry.key, entry.create_revision))
-               for entry in read_prefix(waiters_prefix(group, key_prefix)) if entry.lease == 0)
+               for entry in read_prefix(waiters_prefix(group, key_prefix), keys_only=True) if entry.lease == 0)
 
 
 def render_text(report: StatusReport, list_waiters: bool = False) -> str:
-    """locksmith's layout (Available, Max, blank line, MACHINE ID, holders), then a queue summary.
+    """locksmith's layout (Available, Max, then with holders a blank line, MACHINE ID, holders), then a queue summary.
 
     One line per holder and (with ``list_waiters``) per waiter: ids follow the
     naming rule (decode and ``collect_status`` enforce it) and the free-form
@@ -176,8 +175,9 @@ def render_text(report: StatusReport, list_waiters: bool = False) -> str:
         halt = report.halt
         lines += [f"HALTED since {format_time(halt.since)} by {printable(halt.by, 64)}: "
                   f"{printable(halt.reason, 500)}", "(no host takes a slot until 'locksmithctl resume')", ""]
-    lines += [f"Available: {report.available}", f"Max: {report.max}", "", "MACHINE ID"]
-    lines += list(report.holders)  # locksmith's layout so far; our details follow in their own table
+    lines += [f"Available: {report.available}", f"Max: {report.max}"]
+    if report.holders:  # locksmith prints the blank line and the header only when someone holds a slot
+        lines += ["", "MACHINE ID", *report.holders]  # locksmith's layout so far; our details follow
     if any(view.record is not None and (view.record.deadline is not None or view.record.source == "fleetlock")
            for view in report.holder_views):
         lines += ["", f"{'HOLDER':<40} {'AGE':>8}  {'DEADLINE':<24}  STATE"]
@@ -281,12 +281,13 @@ def _text(document: dict[str, Any] | None, name: str) -> str | None:
 
 
 def _moment(since: str | None) -> datetime | None:
-    """A recorded ``since`` as a time with its zone (None when absent, unreadable or without a zone)."""
+    """A recorded ``since`` in UTC (None when absent, unreadable, without a zone or out of range)."""
+    if not since:
+        return None
     try:
-        moment = datetime.fromisoformat(since) if since else None
+        return parse_time(since)  # the one parser of stored times: it refuses what cannot be converted
     except ValueError:
         return None
-    return moment if moment is not None and moment.tzinfo is not None else None
 
 
 _NO_WAIT = timedelta(0)

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from locksmithd.core.holder_record import EARLIEST_TIME, LATEST_TIME
 from locksmithd.core.names import printable
 from locksmithd.core.schedule import Schedule
 from locksmithd.ctl.context import handled
@@ -53,6 +54,12 @@ def _moment(text: str | None) -> datetime:
         raise UsageError(f"--at {printable(text, 80)!r} is not an ISO 8601 time") from None
     if moment.tzinfo is None:
         raise UsageError(f"--at {printable(text, 80)!r} needs a UTC offset")
+    try:
+        in_utc = moment.astimezone(timezone.utc)
+    except OverflowError:
+        in_utc = None
+    if in_utc is None or not EARLIEST_TIME <= in_utc < LATEST_TIME:
+        raise UsageError(f"--at {printable(text, 80)!r} is out of range (years 1970 to 8999 in UTC)")
     return moment
 
 

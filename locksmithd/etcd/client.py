@@ -119,12 +119,14 @@ class EtcdStore:
         return bool(self._call(f"delete {key}", lambda c: c.delete(key), write=True))
 
     def read_prefix(self, prefix: str, keys_only: bool = False) -> list[StoredKey]:
-        """All keys under ``prefix``, oldest first (by create revision); with ``keys_only``, values empty."""
-        def op(client: Any) -> list[StoredKey]:
-            response = _txn(client, [_range(prefix, prefix_end(prefix), keys_only=keys_only)])
-            return _by_creation(response.responses[0].response_range.kvs)
+        """All keys under ``prefix``, oldest first (by create revision); with ``keys_only``, values empty.
 
-        return self._call(f"read {prefix}*", op)
+        Read in pages, all at the first page's revision (one consistent
+        view), so any number of keys and values of any size fit gRPC's 4 MiB
+        reply limit: a page that does not fit is asked again a quarter as
+        large. A revision compacted between pages starts the read over.
+        """
+        return self._call(f"read {prefix}*", lambda client: _read_pages(client, prefix, keys_only))
 
     def enqueue_and_read(self, waiter_key: str, value: bytes, lease_id: int, semaphore_key: str,
                          waiters_prefix: str, halt_key: str, tail_key: str
@@ -135,7 +137,7 @@ class EtcdStore:
         (the daemons' queue reads only its place: ``locate``).
 
         Returns (revision of the snapshot, semaphore or None, halt or None,
-        waiters oldest first). One request: the snapshot and the enqueue share a revision, so
+        waiters oldest first, keys only: their values are empty). One request: the snapshot and the enqueue share a revision, so
         a watch started at revision + 1 misses nothing. A put is idempotent, so
         a lost reply is retried rather than reported ambiguous. A key created
         here also becomes the tail (see ``enqueue``), so daemons queueing
@@ -143,7 +145,9 @@ class EtcdStore:
         """
         def op(client: Any) -> tuple[int, Versioned | None, Versioned | None, list[StoredKey]]:
             tx = client.transactions
-            reads = [tx.get(semaphore_key), tx.get(halt_key), tx.get(waiters_prefix, prefix_end(waiters_prefix))]
+            # The queue's keys only: positions need no values, and values could pass gRPC's reply limit.
+            reads = [tx.get(semaphore_key), tx.get(halt_key),
+                     _range(waiters_prefix, prefix_end(waiters_prefix), keys_only=True)]
             response = _txn(client, [tx.put(waiter_key, value, lease=lease_id), *reads, tx.put(tail_key, waiter_key)],
                             [tx.create(waiter_key) == 0], otherwise=[tx.put(waiter_key, value, lease=lease_id), *reads])
 
@@ -475,6 +479,42 @@ def _classify(exc: BaseException) -> tuple[Action | type[StoreError], str, str]:
         code, details = cause.code().name, cause.details() or ""
         return classify(code, details), code, details
     return Action.TRY_NEXT, type(exc).__name__, ""  # e.g. NoServerAvailableError: nothing answered
+
+
+_PAGE_KEYS = 10_000
+"""Keys per page of a keys-only read (10,000 keys of 100 bytes: 1 MB); smaller on RESOURCE_EXHAUSTED."""
+_PAGE_VALUES = 500
+"""Keys per page when values are read (waiter values are ~100 bytes; bigger ones shrink the page)."""
+_RESTARTS = 3
+
+
+def _read_pages(client: Any, prefix: str, keys_only: bool) -> list[StoredKey]:
+    """Every key under ``prefix`` at one revision, page by page in key order, then oldest first."""
+    end = prefix_end(prefix).encode("utf-8", errors="surrogateescape")
+    limit = _PAGE_KEYS if keys_only else _PAGE_VALUES
+    for attempt in range(_RESTARTS + 1):
+        start, revision = prefix.encode("utf-8", errors="surrogateescape"), 0
+        found: list[StoredKey] = []
+        while True:
+            request = etcdrpc.RangeRequest(key=start, range_end=end, keys_only=keys_only, limit=limit,
+                                           revision=revision)
+            try:
+                reply = client.kvstub.Range(request, client.timeout, credentials=client.call_credentials,
+                                            metadata=client.metadata)
+            except grpc.RpcError as exc:
+                code = exc.code() if callable(getattr(exc, "code", None)) else None
+                if code is grpc.StatusCode.RESOURCE_EXHAUSTED and limit > 1:
+                    limit = max(limit // 4, 1)  # the reply passed the client's limit: smaller pages
+                    continue
+                if code is grpc.StatusCode.OUT_OF_RANGE and revision and attempt < _RESTARTS:
+                    break  # compacted between pages: read again from the start
+                raise
+            revision = revision or int(reply.header.revision)
+            found.extend(StoredKey.from_kv(kv) for kv in reply.kvs)
+            if not reply.more or not reply.kvs:
+                return sorted(found, key=lambda entry: entry.create_revision)
+            start = bytes(reply.kvs[-1].key) + b"\0"
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _by_creation(kvs: Any) -> list[StoredKey]:

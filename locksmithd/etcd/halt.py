@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, replace
 from typing import Callable
 
-from locksmithd.core.halt import Halt
+from locksmithd.core.halt import Halt, decode_halt
 from locksmithd.core.history import HistoryEvent
 from locksmithd.core.semaphore import Semaphore
 from locksmithd.errors import CorruptDocument, WriteConflict
@@ -16,8 +17,20 @@ log = logging.getLogger("locksmithd.halt")
 MAX_ATTEMPTS = 64
 
 
+@dataclass(frozen=True)
+class Resumed:
+    """What ``resume_group`` removed: the halt record (decoded, or the error of a corrupt one) or nothing.
+
+    ``recorded`` is False when the removal could not carry its "resume"
+    event (the semaphore document is corrupt: history lives in it).
+    """
+
+    removed: Halt | CorruptDocument | None
+    recorded: bool = True
+
+
 def halt_group(client: SemaphoreClient, halt: Halt, events: list[HistoryEvent],
-               change: Callable[[Semaphore], Semaphore] | None = None) -> Halt:
+               change: Callable[[Semaphore], Semaphore] | None = None) -> Halt | CorruptDocument:
     """Halt ``client``'s group with ``halt`` unless it is halted already; return the halt in force.
 
     In one transaction: the halt key (only if absent), the ``events`` and
@@ -25,9 +38,10 @@ def halt_group(client: SemaphoreClient, halt: Halt, events: list[HistoryEvent],
     An existing halt is never overwritten; ``change`` and the events other
     than "halt" are still recorded. A corrupt semaphore document cannot
     carry history: the halt key is then written alone (halting must always
-    be possible: it only ever stops reboots). Raises CorruptDocument for a
-    corrupt halt record (which already stops acquisitions) and StoreError
-    subclasses when etcd cannot answer.
+    be possible: it only ever stops reboots). A corrupt halt record in force
+    is returned as its CorruptDocument (it stops acquisitions like a halt;
+    nothing was written in its place). Raises StoreError subclasses when
+    etcd cannot answer.
     """
     for _ in range(MAX_ATTEMPTS):
         try:
@@ -36,10 +50,20 @@ def halt_group(client: SemaphoreClient, halt: Halt, events: list[HistoryEvent],
             log.warning("halting without history: %s", error.one_line())
             if client.store.swap(client.halt_key, halt.encode(), ABSENT):
                 return halt
+            found = client.store.read(client.halt_key)  # halted already: report that record
+            if found is not None:
+                return _decoded(found.value, client.halt_key)
             continue
         if _written(client, snapshot, halt, events, change):
-            return snapshot.halt or halt  # a corrupt record in force is reported by status
+            return snapshot.halt_corrupt or snapshot.halt or halt
     raise WriteConflict(f"halting {client.key}: it kept changing; gave up after {MAX_ATTEMPTS} attempts")
+
+
+def _decoded(raw: bytes, key: str) -> Halt | CorruptDocument:
+    try:
+        return decode_halt(raw, key)
+    except CorruptDocument as error:
+        return error
 
 
 def _written(client: SemaphoreClient, snapshot: Snapshot, halt: Halt, events: list[HistoryEvent],
@@ -58,10 +82,12 @@ def _written(client: SemaphoreClient, snapshot: Snapshot, halt: Halt, events: li
     return bool(revision)
 
 
-def resume_group(client: SemaphoreClient, event: HistoryEvent) -> Halt | None:
-    """Remove the group's halt (with a "resume" event); return the halt removed, None if there was none.
+def resume_group(client: SemaphoreClient, event: HistoryEvent) -> Resumed:
+    """Remove the group's halt record, valid or corrupt, with a "resume" event; say what was removed.
 
-    A corrupt halt record is removed too (resume is its repair). Waiting
+    A corrupt halt record is removed too (resume is its repair), and the
+    event's detail says so. A corrupt semaphore document cannot carry the
+    event: the record is then removed alone (``recorded`` False). Waiting
     hosts see the deletion through their watch at once.
     """
     for _ in range(MAX_ATTEMPTS):
@@ -69,15 +95,18 @@ def resume_group(client: SemaphoreClient, event: HistoryEvent) -> Halt | None:
             snapshot = client.read()
         except CorruptDocument as error:
             log.warning("resuming without history: %s", error.one_line())
+            found = client.store.read(client.halt_key)
+            if found is None:
+                return Resumed(None)
             client.store.delete(client.halt_key)
-            return None
-        if snapshot.halt_corrupt is not None:  # removing a corrupt halt record is how it is repaired
-            client.store.delete(client.halt_key)
-            return None
-        if snapshot.halt is None:
-            return None
+            return Resumed(_decoded(found.value, client.halt_key), recorded=False)
+        in_force: Halt | CorruptDocument | None = snapshot.halt_corrupt or snapshot.halt
+        if in_force is None:
+            return Resumed(None)
+        if isinstance(in_force, CorruptDocument):
+            event = replace(event, detail=f"removed a corrupt halt record: {in_force.problem}")
         revision, _ = client.write(snapshot.semaphore, snapshot.mod_revision, events=[event],
                                    delete=(client.halt_key,))
         if revision:
-            return snapshot.halt
+            return Resumed(in_force)
     raise WriteConflict(f"resuming {client.key}: it kept changing; gave up after {MAX_ATTEMPTS} attempts")

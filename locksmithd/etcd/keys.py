@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import re
-from urllib.parse import quote_plus, unquote_plus
+from urllib.parse import quote_plus
 
-from locksmithd.core.names import MAX_NAME_CHARS, name_problem
+from locksmithd.core.waiters import holder_under
 
 ROOT = "coreos.com/updateengine/rebootlock"
-# An escaped id made only of characters quote_plus never escapes (machine ids, host names) is its
-# own escape: canonical, and a valid name when 1 to MAX_NAME_CHARS long. The shortcut of waiter_holder.
-_PLAIN_ID = re.compile(f"[A-Za-z0-9_.~-]{{1,{MAX_NAME_CHARS}}}")
 
 
 def _group_root(group: str, key_prefix: str = "") -> str:
@@ -35,36 +31,13 @@ def waiter_key(holder: str, group: str = "", key_prefix: str = "") -> str:
     return f"{waiters_prefix(group, key_prefix)}{quote_plus(holder, safe='')}"
 
 
-def holder_from_waiter_key(key: str, group: str = "", key_prefix: str = "") -> str:
-    """Inverse of :func:`waiter_key`; raises ValueError for a key outside the prefix."""
-    prefix = waiters_prefix(group, key_prefix)
-    if not key.startswith(prefix):
-        raise ValueError(f"{key!r} is not a waiter key under {prefix!r}")
-    return unquote_plus(key[len(prefix):])
-
-
 def waiter_holder(key: str, group: str = "", key_prefix: str = "") -> str | None:
     """The holder id a waiter key names, or None when the key is not one a host would write.
 
-    A valid key is exactly ``waiter_key(id)`` for an id that follows the naming
-    rule; anything else (control characters, bytes that are not UTF-8,
-    non-canonical escapes that decode lossily) is not a waiter: the queue
-    passes over it and ``locksmithctl status`` reports it.
+    The rule is core/waiters.py's ``holder_under``: anything else is not a
+    waiter; the queue passes over it and ``locksmithctl status`` reports it.
     """
     return holder_under(key, waiters_prefix(group, key_prefix))
-
-
-def holder_under(key: str, prefix: str) -> str | None:
-    """:func:`waiter_holder` with the group's ``waiters_prefix`` worked out once (for reading a whole queue)."""
-    if not key.startswith(prefix):
-        return None
-    escaped = key[len(prefix):]
-    if _PLAIN_ID.fullmatch(escaped):
-        return escaped
-    holder = unquote_plus(escaped)
-    if name_problem(holder) is not None or quote_plus(holder, safe="") != escaped:
-        return None
-    return holder
 
 
 def prefix_end(prefix: str) -> str:

@@ -49,6 +49,7 @@ from locksmithd.core.backoff import Backoff
 from locksmithd.core.history import HistoryEvent
 from locksmithd.core.names import printable
 from locksmithd.core.queue_view import GroupView
+from locksmithd.core.waiters import WaiterKind, classify_waiter
 from locksmithd.errors import AmbiguousWrite, LeaseLost, StoreError
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import served_key, tail_key, waiter_holder, waiter_key, waiters_prefix
@@ -484,19 +485,19 @@ class GroupQueue:
                                             place.revision)
 
     def _waits(self, entry: StoredKey) -> bool:
-        """True for a key that is a host waiting its turn (without reporting anything)."""
-        holder = waiter_holder(entry.key, self.group, self.key_prefix)
-        return holder is not None and entry.lease != 0 and not self.view.semaphore.holds(holder)
+        """True for a key that is a host waiting its turn (the one waiter rule; nothing reported)."""
+        return classify_waiter(entry.key, entry.lease, self.prefix, self.view.semaphore.holders)[0] \
+            is WaiterKind.WAITING
 
     def _passed_over(self, entry: StoredKey) -> bool:
-        """True for a key ahead that is no waiter to wait for (reported once per key)."""
-        holder = waiter_holder(entry.key, self.group, self.key_prefix)
-        if holder is not None and entry.lease != 0:
-            return self.view.semaphore.holds(holder)  # a holder's leftover key blocks nobody
+        """True for a key ahead that is no waiter to wait for (reported once per key, a holder's silently)."""
+        kind, _ = classify_waiter(entry.key, entry.lease, self.prefix, self.view.semaphore.holders)
+        if kind in (WaiterKind.WAITING, WaiterKind.HOLDER):
+            return kind is WaiterKind.HOLDER  # a holder's leftover key blocks nobody
         mark = (entry.key, entry.create_revision)
         if mark not in self._reported_keys:
             self._reported_keys.add(mark)
-            if holder:
+            if kind is WaiterKind.LEASELESS:
                 why, remedy = "is bound to no lease, so it would never expire", "'locksmithctl reset' or 'etcdctl del'"
             else:
                 why, remedy = "does not name a valid holder id", "'etcdctl del'"
@@ -779,7 +780,7 @@ def _document(value: bytes) -> dict[str, Any] | None:
     """A waiter key's value as a JSON object, or None (not JSON, not an object: written by hand?)."""
     try:
         decoded = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: nested too deep
         return None
     return decoded if isinstance(decoded, dict) else None
 

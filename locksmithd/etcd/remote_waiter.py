@@ -25,12 +25,12 @@ from typing import Callable
 from locksmithd.core.fleetlock_protocol import ErrorKind, ProtocolError
 from locksmithd.core.halt import decode_halt
 from locksmithd.core.history import HistoryEvent
-from locksmithd.core.holder_record import new_record
-from locksmithd.core.names import name_problem
+from locksmithd.core.holder_record import new_record, parse_time
 from locksmithd.core.semaphore import Semaphore, decode, initial_semaphore
+from locksmithd.core.waiters import WaiterKind, classify_waiter
 from locksmithd.errors import AmbiguousWrite, CorruptDocument, LeaseLost, NotHolder
 from locksmithd.etcd.client import EtcdStore
-from locksmithd.etcd.keys import holder_from_waiter_key, tail_key, waiter_key, waiters_prefix
+from locksmithd.etcd.keys import tail_key, waiter_key, waiters_prefix
 from locksmithd.etcd.lock import SemaphoreClient
 from locksmithd.etcd.store import ABSENT, StoredKey, Versioned
 
@@ -106,9 +106,9 @@ class RemoteWaiter:
         The lease of an existing key is kept alive (so its place and ``since``
         are kept); when it is gone a new lease is granted and the key put again.
         """
-        own = [entry for entry in self.store.read_prefix(key) if entry.key == key]
-        value = self._value(own[0].value if own else None)
-        lease_id = own[0].lease if own and own[0].lease else 0
+        own = self.store.snapshot([key]).keys.get(key)  # this one key, not every key it is a prefix of
+        value = self._value(own.value if own else None)
+        lease_id = own.lease if own and own.lease else 0
         if lease_id and self.store.keep_alive(lease_id) <= 0:
             lease_id = 0
         for _ in range(2):
@@ -127,8 +127,9 @@ class RemoteWaiter:
         try:
             previous = json.loads(old.decode("utf-8")) if old else None
             if isinstance(previous, dict) and isinstance(previous.get("since"), str):
+                parse_time(previous["since"])  # kept only when it reads as a time (ValueError otherwise)
                 since = previous["since"]
-        except (UnicodeDecodeError, ValueError):
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             pass
         return json.dumps({"since": since, "via": SOURCE, "grace_s": self.grace_s}).encode()
 
@@ -155,14 +156,12 @@ class RemoteWaiter:
         return None
 
     def _queue(self, semaphore: Semaphore, entries: list[StoredKey]) -> list[str]:
-        """Waiters oldest first, without holders, keys on no lease (not ours to honour) and invalid ids."""
+        """Waiters oldest first, by the one waiter rule (core/waiters.py): valid ids on a lease, not holders."""
+        held = frozenset(semaphore.holders)
         queue = []
         for entry in entries:
-            try:
-                holder = holder_from_waiter_key(entry.key, self.group, self.key_prefix)
-            except ValueError:
-                continue
-            if entry.lease and name_problem(holder) is None and not semaphore.holds(holder):
+            kind, holder = classify_waiter(entry.key, entry.lease, self.prefix, held)
+            if kind is WaiterKind.WAITING and holder is not None:
                 queue.append(holder)
         return queue
 

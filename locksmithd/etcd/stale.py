@@ -41,7 +41,7 @@ def read_holder_views(client: SemaphoreClient, semaphore: Semaphore, now: dateti
     group's metrics, so all three judge "stale" the same way.
     """
     prefix = alive_prefix(client.group, client.key_prefix)
-    alive = {unquote_plus(entry.key[len(prefix):]) for entry in client.store.read_prefix(prefix)}
+    alive = {unquote_plus(entry.key[len(prefix):]) for entry in client.store.read_prefix(prefix, keys_only=True)}
     records = {holder: record for holder in semaphore.holders if (record := semaphore.record(holder)) is not None}
     return view_holders(semaphore.holders, records, alive, now)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from locksmithd.core.waiters import count_waiters
 from locksmithd.errors import CorruptDocument
-from locksmithd.etcd.keys import holder_from_waiter_key, waiters_prefix
+from locksmithd.etcd.keys import waiters_prefix
 from locksmithd.etcd.lock import SemaphoreClient
 from locksmithd.etcd.stale import read_holder_views
 
@@ -33,7 +34,9 @@ class GroupFigures:
 
 
 def read_group_figures(client: SemaphoreClient, group: str, key_prefix: str, now: datetime) -> GroupFigures:
-    """Read the semaphore, halt, alive keys and waiter keys of ``group``.
+    """Read the semaphore, halt, alive keys and waiter keys (keys only) of ``group``.
+
+    Waiters are counted by the one waiter rule (core/waiters.py), as status counts them.
 
     A corrupt document or halt record gives ``GroupFigures(corrupt=True)``
     (the alert wants a figure, not an error); StoreError subclasses
@@ -45,14 +48,9 @@ def read_group_figures(client: SemaphoreClient, group: str, key_prefix: str, now
         return GroupFigures(group, corrupt=True)
     semaphore = snapshot.semaphore
     views = read_holder_views(client, semaphore, now)
-    waiters = 0
-    for entry in client.store.read_prefix(waiters_prefix(group, key_prefix)):
-        try:
-            holder = holder_from_waiter_key(entry.key, group, key_prefix)
-        except ValueError:
-            continue  # not a key a host writes; status reports it
-        if not semaphore.holds(holder):
-            waiters += 1
+    prefix = waiters_prefix(group, key_prefix)
+    # Keys only: a count needs no value, and values (any size) could pass gRPC's reply limit.
+    waiters = count_waiters(client.store.read_prefix(prefix, keys_only=True), prefix, frozenset(semaphore.holders))
     ages = [view.age.total_seconds() for view in views if view.age is not None]
     return GroupFigures(
         group, max=semaphore.max, holders=len(semaphore.holders), waiters=waiters,

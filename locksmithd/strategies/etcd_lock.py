@@ -19,7 +19,7 @@ from locksmithd.core.holder_record import (
 )
 from locksmithd.core.history import HistoryEvent
 from locksmithd.core.semaphore import Semaphore
-from locksmithd.errors import NotHolder, StoreError
+from locksmithd.errors import CorruptDocument, NotHolder, StoreError
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.halt import halt_group
 from locksmithd.etcd.keys import alive_key
@@ -109,7 +109,9 @@ class EtcdLockStrategy:
 
         events = [self._event("health-failed", reason), self._event("halt", halt.reason)]
         in_force = await asyncio.to_thread(halt_group, self.semaphore, halt, events, unhealthy)
-        if in_force != halt:
+        if isinstance(in_force, CorruptDocument):
+            log.info("the group was already halted by an unreadable halt record: %s", in_force.one_line())
+        elif in_force != halt:
             log.info("the group was already halted by %s: %s", in_force.by, in_force.reason)
 
     async def acquire(self, deadline: datetime | None) -> bool:
