@@ -137,6 +137,8 @@ class FleetLockServer:
     async def _steady_state(self, request: web.Request) -> web.Response:
         async def op(params: ClientParams) -> ProtocolError | None:
             released = await asyncio.to_thread(self._waiter(params).steady_state, params.id)
+            if isinstance(released, ProtocolError):
+                return released
             request[OUTCOME_KEY] = "released" if released else "not-held"
             return None
 
