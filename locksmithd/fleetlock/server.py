@@ -1,9 +1,11 @@
-"""The FleetLock HTTP server (aiohttp): protocol edge, limits, access log and health probe; no state of its own."""
+"""The FleetLock HTTP server (aiohttp): protocol edge, limits and health probe; no state of its own.
+
+Connection limits, malformed HTTP and the access log are in ``connections.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
 from dataclasses import dataclass
@@ -11,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Awaitable, Callable
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from locksmithd.core.fleetlock_protocol import (
@@ -39,13 +41,23 @@ from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import semaphore_key
 from locksmithd.etcd.remote_waiter import Granted, RemoteWaiter
 from locksmithd.etcd.settings import EtcdSettings
+from locksmithd.fleetlock.connections import (
+    CLIENT_KEY,
+    DETAIL_KEY,
+    LINGERING_S,
+    MAX_HEADER_FIELDS,
+    MAX_HEADER_LINE_BYTES,
+    OUTCOME_KEY,
+    AccessLogger,
+    ConnectionCount,
+    ConnectionLimits,
+    GuardedConnection,
+    ProtocolHandler,
+)
 
 log = logging.getLogger("locksmithd.fleetlock")
-access_log = logging.getLogger("locksmithd.fleetlock.access")
-_MAX_LOGGED_PATH_CHARS = 200
-# What the access log reports of a request, kept on the request (aiohttp's typed request storage).
-CLIENT_KEY = web.RequestKey("fleetlock_client", ClientParams)
-OUTCOME_KEY = web.RequestKey("fleetlock_outcome", str)
+DEFAULT_MAX_CONNECTIONS = 512
+SHUTDOWN_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,7 @@ class ServerConfig:
     port: int
     grace_s: int = 600
     max_concurrent: int = 64
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     request_timeout_s: float = 10.0
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -73,6 +86,8 @@ class FleetLockServer:
         self.clock = clock
         self._in_flight = 0
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.AbstractServer | None = None
+        self.connections = ConnectionCount()
         self.bound: list[tuple[str, int]] = []
 
     def app(self) -> web.Application:
@@ -84,25 +99,47 @@ class FleetLockServer:
         return app
 
     async def start(self) -> None:
-        """Listen on the configured address (port 0: any free port; ``bound`` says which)."""
-        runner = web.AppRunner(self.app(), access_log_class=AccessLogger, handler_cancellation=True,
-                               keepalive_timeout=30.0, shutdown_timeout=5.0)
+        """Listen on the configured address (port 0: any free port; ``bound`` says which).
+
+        The listener is ours, not aiohttp's site, so that every connection is
+        a GuardedConnection around aiohttp's handler (see connections.py).
+        """
+        runner = web.AppRunner(self.app())
         await runner.setup()
-        site = web.TCPSite(runner, self.config.host, self.config.port, ssl_context=self._ssl_context())
-        await site.start()
         self._runner = runner
-        server = site._server  # aiohttp has no public accessor for the bound sockets
-        sockets = getattr(server, "sockets", None) or ()
-        self.bound = [sock.getsockname()[:2] for sock in sockets]
+        manager = runner.server
+        assert manager is not None
+        loop = asyncio.get_running_loop()
+        timeout_s = self.config.request_timeout_s
+        limits = ConnectionLimits(header_timeout_s=timeout_s, life_s=2 * timeout_s + LINGERING_S + 2.0,
+                                  max_connections=self.config.max_connections)
+
+        def handler() -> asyncio.Protocol:
+            return ProtocolHandler(manager, loop=loop, keepalive_timeout=timeout_s, access_log_class=AccessLogger,
+                                   max_line_size=MAX_HEADER_LINE_BYTES, max_field_size=MAX_HEADER_LINE_BYTES,
+                                   max_headers=MAX_HEADER_FIELDS, lingering_time=LINGERING_S)
+
+        context = self._ssl_context()
+        self._listener = await loop.create_server(
+            lambda: GuardedConnection(handler, limits, self.connections), self.config.host or None,
+            self.config.port, ssl=context, ssl_handshake_timeout=timeout_s if context else None, backlog=128,
+            reuse_address=True)
+        self.bound = [sock.getsockname()[:2] for sock in self._listener.sockets]
         scheme = "https" if self.config.tls_cert else "http"
         for host, port in self.bound:
             log.info("listening on %s://%s:%d", scheme, f"[{host}]" if ":" in host else host, port)
 
     async def stop(self) -> None:
-        """Stop listening, finish requests in flight, close the etcd client."""
+        """Stop listening, finish requests in flight (up to SHUTDOWN_TIMEOUT_S), close the etcd client."""
+        if self._listener is not None:
+            self._listener.close()
         if self._runner is not None:
+            await self._runner.shutdown()
+            if self._runner.server is not None:
+                await self._runner.server.shutdown(SHUTDOWN_TIMEOUT_S)
             await self._runner.cleanup()
             self._runner = None
+        self._listener = None
         await asyncio.to_thread(self.store.close)
 
     @property
@@ -166,6 +203,9 @@ class FleetLockServer:
                                                           f"request body is over {MAX_BODY_BYTES} bytes"))
         except asyncio.TimeoutError:
             return _error_response(request, ProtocolError(ErrorKind.TIMEOUT, "request body not received in time"))
+        except (ConnectionError, HttpProcessingError) as error:  # the client went away or broke off mid-body
+            request[DETAIL_KEY] = f"body incomplete ({type(error).__name__})"
+            return _error_response(request, ProtocolError(ErrorKind.BAD_BODY, "request body ended early"))
         params = parse_body(body)
         if isinstance(params, ProtocolError):
             return _error_response(request, params)
@@ -191,7 +231,20 @@ class FleetLockServer:
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Router errors (404, 405) and bugs answered in the protocol's error shape, never a traceback."""
+        """Router errors (404, 405) and bugs answered in the protocol's error shape, never a traceback.
+
+        Every answer closes its connection: one request per connection, so
+        the connection limits (connections.py) hold for every request.
+        """
+        try:
+            response = await self._answer(request, handler)
+        except web.HTTPException as error:
+            error.force_close()
+            raise
+        response.force_close()
+        return response
+
+    async def _answer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
         except web.HTTPNotFound:
@@ -203,8 +256,9 @@ class FleetLockServer:
             raise
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("unexpected error answering %s %s", request.method, printable(request.path, 200))
+        except Exception as error:  # a bug: its type and where, never its text or request data (header values)
+            log.error("unexpected %s answering %s %s", type(error).__name__, request.method,
+                      printable(request.path, 200), exc_info=log.isEnabledFor(logging.DEBUG))
             return _error_response(request, ProtocolError(ErrorKind.INTERNAL, "internal error (see the server log)"))
 
 
@@ -229,22 +283,3 @@ def _store_problem(error: LocksmithError) -> ProtocolError:
 def _error_response(request: web.Request, problem: ProtocolError) -> web.Response:
     request[OUTCOME_KEY] = problem.error.kind
     return web.Response(status=problem.status, body=problem.body(), content_type="application/json")
-
-
-class AccessLogger(AbstractAccessLogger):
-    """One JSON line per request: who, what, outcome, time; never headers or bodies (no secrets)."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time_s: float) -> None:
-        params = request.get(CLIENT_KEY)
-        entry = {
-            "remote": request.remote,
-            "method": request.method,
-            "path": request.path[:_MAX_LOGGED_PATH_CHARS],
-            "status": response.status,
-            "outcome": request.get(OUTCOME_KEY),
-            "id": params.id if isinstance(params, ClientParams) else None,
-            "group": params.group if isinstance(params, ClientParams) else None,
-            "duration_ms": round(time_s * 1000, 1),
-        }
-        access_log.info("%s", json.dumps(entry))  # ensure_ascii escapes every control character
-
