@@ -278,3 +278,15 @@ def test_contrib_env_file_and_manifest_name_real_options() -> None:
         used = set(re.findall(r"LOCKSMITHD_FLEETLOCK_[A-Z_]+", (CONTRIB / name).read_text()))
         assert used and used <= known, (name, used - known)
     assert "path: /-/healthy" in (CONTRIB / "kubernetes.yaml").read_text()
+
+
+def test_readme_names_every_answer_and_limit() -> None:
+    """The README's FleetLock section lists every error kind the server may answer, and the limit options."""
+    from locksmithd.core.fleetlock_protocol import ErrorKind
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n## FleetLock\n", 1)[1].split("\n## ", 1)[0]
+    missing = [kind.kind for kind in ErrorKind if f"`{kind.kind}`" not in section]
+    assert missing == []
+    for option in ("--max-connections", "--max-concurrent", "--request-timeout", "LimitNOFILE"):
+        assert option in section

@@ -250,7 +250,8 @@ def test_locksmithctl_status_marks_fleetlock_holders_and_waiters(etcd_node: Etcd
 
 def test_concurrency_bound_and_request_timeout(etcd_node: EtcdCluster, key_prefix: str) -> None:
     """With etcd stalled and one request allowed at once: the first times out (503 request_timeout),
-    a second at the same time is turned away at once (503 server_busy)."""
+    a second at the same time is turned away at once (503 server_busy), and so is a third (or a probe) after
+    the first gave up while its etcd call is still stuck (the bound counts calls, not waiting requests)."""
     async def scenario(client: Client, sem: SemaphoreClient, store: EtcdStore) -> None:
         etcd_node.members[0].pause()
         try:
@@ -260,6 +261,11 @@ def test_concurrency_bound_and_request_timeout(etcd_node: EtcdCluster, key_prefi
             assert (status, error["kind"]) == (503, "server_busy")
             status, error = await first
             assert (status, error["kind"]) == (503, "request_timeout")
+            # The first request gave up but its etcd call has not returned: it still counts.
+            async with client.session.get(f"{client.base}/-/healthy") as response:
+                assert response.status == 503 and (await response.json())["kind"] == "server_busy"
+            status, error = await client.pre_reboot("slow-3")
+            assert (status, error["kind"]) == (503, "server_busy")
         finally:
             etcd_node.members[0].resume()
         await asyncio.sleep(3.5)  # the stalled etcd call ends (its own timeout) before the test's store closes

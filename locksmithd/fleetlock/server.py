@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, TypeVar
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -58,6 +59,13 @@ from locksmithd.fleetlock.connections import (
 log = logging.getLogger("locksmithd.fleetlock")
 DEFAULT_MAX_CONNECTIONS = 512
 SHUTDOWN_TIMEOUT_S = 5.0
+MAX_THREADS = 32
+"""Threads making etcd calls; further calls (up to --max-concurrent in all) wait for one."""
+T = TypeVar("T")
+
+
+class _Busy(Exception):
+    """Internal: --max-concurrent etcd calls are unfinished (answered 503 server_busy)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,8 @@ class FleetLockServer:
         self.store = store or EtcdStore(config.etcd)
         self.clock = clock
         self._in_flight = 0
+        self._executor = ThreadPoolExecutor(max_workers=min(MAX_THREADS, config.max_concurrent),
+                                            thread_name_prefix="fleetlock-etcd")
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.AbstractServer | None = None
         self.connections = ConnectionCount()
@@ -140,6 +150,7 @@ class FleetLockServer:
             await self._runner.cleanup()
             self._runner = None
         self._listener = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.store.close)
 
     @property
@@ -163,7 +174,7 @@ class FleetLockServer:
         async def op(params: ClientParams) -> ProtocolError | None:
             waiter = self._waiter(params)
             peer = request.remote or "unknown"
-            outcome = await asyncio.to_thread(waiter.pre_reboot, params.id, peer)
+            outcome = await self._blocking(lambda: waiter.pre_reboot(params.id, peer))
             if isinstance(outcome, Granted):
                 request[OUTCOME_KEY] = "locked" if outcome.newly else "held"
                 return None
@@ -173,7 +184,8 @@ class FleetLockServer:
 
     async def _steady_state(self, request: web.Request) -> web.Response:
         async def op(params: ClientParams) -> ProtocolError | None:
-            released = await asyncio.to_thread(self._waiter(params).steady_state, params.id)
+            waiter = self._waiter(params)
+            released = await self._blocking(lambda: waiter.steady_state(params.id))
             if isinstance(released, ProtocolError):
                 return released
             request[OUTCOME_KEY] = "released" if released else "not-held"
@@ -182,13 +194,40 @@ class FleetLockServer:
         return await self._operation(request, op)
 
     async def _healthy(self, request: web.Request) -> web.Response:
+        key = semaphore_key("", self.config.etcd.key_prefix)
         try:
-            await asyncio.wait_for(asyncio.to_thread(self.store.read, semaphore_key("", self.config.etcd.key_prefix)),
-                                   self.config.request_timeout_s)
+            await asyncio.wait_for(self._blocking(lambda: self.store.read(key)), self.config.request_timeout_s)
+        except _Busy:
+            return _error_response(request, ProtocolError(ErrorKind.BUSY, "too many requests in flight; retry"))
         except (StoreError, asyncio.TimeoutError) as error:
             text = error.one_line() if isinstance(error, StoreError) else "etcd did not answer in time"
+            request[DETAIL_KEY] = printable(text, 300)
             return _error_response(request, ProtocolError(ErrorKind.STORE_UNAVAILABLE, text))
         return web.json_response({"status": "ok"})
+
+    async def _blocking(self, call: Callable[[], T]) -> T:
+        """Run a blocking etcd call in the server's threads; _Busy when --max-concurrent calls are unfinished.
+
+        A call counts until its thread returns, not until its request gives
+        up: a stalled etcd cannot pile up threads or queued calls.
+        """
+        if self._in_flight >= self.config.max_concurrent:
+            raise _Busy()
+        self._in_flight += 1
+        loop = asyncio.get_running_loop()
+
+        def finished(_: Future[T]) -> None:
+            try:
+                loop.call_soon_threadsafe(self._call_finished)
+            except RuntimeError:  # the loop is closed: the server is gone, nothing left to count
+                pass
+
+        future = self._executor.submit(call)
+        future.add_done_callback(finished)
+        return await asyncio.wrap_future(future)
+
+    def _call_finished(self) -> None:
+        self._in_flight -= 1
 
     async def _operation(self, request: web.Request,
                          op: Callable[[ClientParams], Awaitable[ProtocolError | None]]) -> web.Response:
@@ -210,17 +249,15 @@ class FleetLockServer:
         if isinstance(params, ProtocolError):
             return _error_response(request, params)
         request[CLIENT_KEY] = params
-        if self._in_flight >= self.config.max_concurrent:
-            return _error_response(request, ProtocolError(ErrorKind.BUSY, "too many requests in flight; retry"))
-        self._in_flight += 1
         try:
             outcome = await asyncio.wait_for(op(params), self.config.request_timeout_s)
+        except _Busy:
+            outcome = ProtocolError(ErrorKind.BUSY, "too many requests in flight; retry")
         except asyncio.TimeoutError:
             outcome = ProtocolError(ErrorKind.TIMEOUT, "etcd did not answer in time; retry")
         except LocksmithError as error:
             outcome = _store_problem(error)
-        finally:
-            self._in_flight -= 1
+            request[DETAIL_KEY] = printable(error.one_line(), 300)
         if outcome is not None:
             return _error_response(request, outcome)
         return web.json_response({})
@@ -276,7 +313,6 @@ def _store_problem(error: LocksmithError) -> ProtocolError:
         kind = ErrorKind.STORE_UNAVAILABLE
     else:
         kind = ErrorKind.INTERNAL
-    log.warning("answering %s: %s", kind.kind, error.one_line())
     return ProtocolError(kind, error.one_line())
 
 
