@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
@@ -22,8 +23,9 @@ SECRET = "s3cret-token-4f1d"
 
 
 def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [record.getMessage() for record in caplog.records
-            if record.name.startswith(("locksmithd.fleetlock", "aiohttp", "asyncio"))]
+    """What the server logs at its default level (INFO); captured at DEBUG so secrets are looked for there too."""
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.INFO
+            and record.name.startswith(("locksmithd.fleetlock", "aiohttp", "asyncio"))]
 
 
 def _access(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
@@ -153,13 +155,20 @@ def test_open_connections_are_bounded(etcd_node: EtcdCluster, key_prefix: str,
     assert [(a["status"], a["remote"]) for a in busy] == [(503, "127.0.0.1")]
 
 
-MALFORMED: list[tuple[str, bytes, int, str]] = [
+MALFORMED: list[tuple[str, bytes, int, str | tuple[str, ...]]] = [
     ("not http", f"GET {SECRET} {SECRET}\r\n\r\n".encode(), 400, "bad_request_http"),
     ("header line without a colon", _post_head(f"{SECRET}\r\n"), 400, "bad_request_http"),
     ("control byte in a header value", _post_head(f"Authorization: Bearer {SECRET}\x01\r\n"), 400,
      "bad_request_http"),
     ("bad content length", _post_head(f"X-Token: {SECRET}\r\nContent-Length: {SECRET}\r\n"), 400,
      "bad_request_http"),
+    ("two content lengths", _post_head(f"X-Token: {SECRET}\r\nContent-Length: 5\r\n", length=6) + b"abcdef", 400,
+     "bad_request_http"),
+    ("bad chunk", _post_head(f"X-Token: {SECRET}\r\nTransfer-Encoding: chunked\r\n") + b"zz\r\n", 400,
+     "bad_request_http"),
+    # aiohttp 3.8 finds a bad gzip body while the handler reads it (bad_request_body), newer ones while parsing
+    ("bad gzip body", _post_head(f"X-Token: {SECRET}\r\nContent-Encoding: gzip\r\n", length=5) + b"abcde", 400,
+     ("bad_request_body", "bad_request_http")),
     ("header line too long", _post_head(f"X-Token: {SECRET}{'a' * 9000}\r\n"), 431, "bad_request_headers_too_large"),
     ("headers too large", _post_head("".join(f"X-{n}: {SECRET}{'a' * 900}\r\n" for n in range(20))), 431,
      "bad_request_headers_too_large"),
@@ -179,13 +188,14 @@ def test_malformed_http_gets_the_error_shape_and_logs_no_header_value(
     async def scenario(server: FleetLockServer, client: Client) -> None:
         caplog.clear()
         answer_status, error, answer = await _exchange(server, raw)
-        assert (answer_status, error and error["kind"]) == (status, kind), answer
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        assert answer_status == status and error is not None and error["kind"] in kinds, answer
         assert set(error or {}) == {"kind", "value"} and SECRET.encode() not in answer
         await asyncio.sleep(0.1)
         lines = _lines(caplog)
         assert len(lines) == 1, lines
         entry = _access(caplog)[0]
-        assert (entry["status"], entry["outcome"], entry["id"]) == (status, kind, None)
+        assert entry["status"] == status and entry["outcome"] == error["kind"] and entry["id"] is None
         _assert_no_secret(caplog)
 
     with caplog.at_level("DEBUG"):

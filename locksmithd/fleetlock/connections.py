@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.http_exceptions import LineTooLong
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from locksmithd.core.fleetlock_protocol import ClientParams, ErrorKind, ProtocolError
@@ -48,6 +48,8 @@ CLOSE_GRACE_S = 1.0
 """After a refusal is written, how long the peer has to take it before the connection is cut."""
 _MAX_LOGGED_PATH_CHARS = 200
 _HEADER_ENDS = (b"\r\n\r\n", b"\n\n")
+BODY_ERRORS = (ConnectionError, HttpProcessingError, web.RequestPayloadError)
+"""What reading a request body raises when the client vanished mid-body or sent one that cannot be decoded."""
 
 
 def _request_key(name: str, kind: type) -> Any:
@@ -122,8 +124,10 @@ class ProtocolHandler(RequestHandler):
     def log_exception(self, *args: Any, **kw: Any) -> None:
         """aiohttp's own errors as one line naming the exception's type only (its text may carry bytes sent)."""
         exc = kw.get("exc_info")
-        log.warning("HTTP layer: %s%s", args[0] if args else "error",
-                    f" ({type(exc).__name__})" if isinstance(exc, BaseException) else "")
+        # A body error was answered already (its access line says so); aiohttp meets it again draining the body.
+        level = logging.DEBUG if isinstance(exc, BODY_ERRORS) else logging.WARNING
+        log.log(level, "HTTP layer: %s%s", args[0] if args else "error",
+                f" ({type(exc).__name__})" if isinstance(exc, BaseException) else "")
 
 
 @dataclass(frozen=True)

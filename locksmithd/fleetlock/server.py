@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 from typing import Awaitable, Callable, TypeVar
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from locksmithd.core.fleetlock_protocol import (
@@ -43,7 +42,9 @@ from locksmithd.etcd.keys import semaphore_key
 from locksmithd.etcd.remote_waiter import Granted, RemoteWaiter
 from locksmithd.etcd.settings import EtcdSettings
 from locksmithd.fleetlock.connections import (
+    BODY_ERRORS,
     CLIENT_KEY,
+    CLOSE_GRACE_S,
     DETAIL_KEY,
     LINGERING_S,
     MAX_HEADER_FIELDS,
@@ -125,7 +126,7 @@ class FleetLockServer:
                                   max_connections=self.config.max_connections)
 
         def handler() -> asyncio.Protocol:
-            return ProtocolHandler(manager, loop=loop, keepalive_timeout=timeout_s, access_log_class=AccessLogger,
+            return ProtocolHandler(manager, loop=loop, keepalive_timeout=timeout_s + CLOSE_GRACE_S, access_log_class=AccessLogger,
                                    max_line_size=MAX_HEADER_LINE_BYTES, max_field_size=MAX_HEADER_LINE_BYTES,
                                    max_headers=MAX_HEADER_FIELDS, lingering_time=LINGERING_S)
 
@@ -242,9 +243,10 @@ class FleetLockServer:
                                                           f"request body is over {MAX_BODY_BYTES} bytes"))
         except asyncio.TimeoutError:
             return _error_response(request, ProtocolError(ErrorKind.TIMEOUT, "request body not received in time"))
-        except (ConnectionError, HttpProcessingError) as error:  # the client went away or broke off mid-body
-            request[DETAIL_KEY] = f"body incomplete ({type(error).__name__})"
-            return _error_response(request, ProtocolError(ErrorKind.BAD_BODY, "request body ended early"))
+        except BODY_ERRORS as error:  # the client went away mid-body, or sent one that cannot be decoded
+            request[DETAIL_KEY] = f"body incomplete or undecodable ({type(error).__name__})"
+            return _error_response(request, ProtocolError(ErrorKind.BAD_BODY,
+                                                          "request body ended early or could not be decoded"))
         params = parse_body(body)
         if isinstance(params, ProtocolError):
             return _error_response(request, params)
