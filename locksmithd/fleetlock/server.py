@@ -128,7 +128,10 @@ class FleetLockServer:
         def handler() -> asyncio.Protocol:
             return ProtocolHandler(manager, loop=loop, keepalive_timeout=timeout_s + CLOSE_GRACE_S, access_log_class=AccessLogger,
                                    max_line_size=MAX_HEADER_LINE_BYTES, max_field_size=MAX_HEADER_LINE_BYTES,
-                                   max_headers=MAX_HEADER_FIELDS, lingering_time=LINGERING_S)
+                                   max_headers=MAX_HEADER_FIELDS, lingering_time=LINGERING_S,
+                                   # Bodies are read as sent: no gzip bomb is inflated, no more than the
+                                   # 16 KiB limit is buffered per connection.
+                                   auto_decompress=False, read_bufsize=MAX_BODY_BYTES)
 
         context = self._ssl_context()
         self._listener = await loop.create_server(
