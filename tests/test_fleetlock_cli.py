@@ -131,7 +131,8 @@ def test_env_configured_server_serves_and_stops_cleanly(plain_server: Running, e
 
 
 def test_tls_with_client_certificates(tmp_path: Path, etcd_node: EtcdCluster, key_prefix: str) -> None:
-    """https with a client CA: no client certificate is refused at the handshake, a signed one is served."""
+    """https with a client CA: no client certificate is refused at the handshake, a signed one is served;
+    a client that never starts its handshake is closed after --request-timeout."""
     ca = trustme.CA()
     server_cert = ca.issue_cert("127.0.0.1")
     client_cert = ca.issue_cert("client.example")
@@ -142,9 +143,16 @@ def test_tls_with_client_certificates(tmp_path: Path, etcd_node: EtcdCluster, ke
     client_cert.private_key_and_cert_chain_pem.write_to_path(str(paths["client.pem"]))
     running = start_server(["--endpoint", etcd_node.client_urls[0], "--etcd-key-prefix", key_prefix,
                             "--tls-cert", str(paths["cert.pem"]), "--tls-key", str(paths["key.pem"]),
-                            "--tls-client-ca", str(paths["ca.pem"])], {})
+                            "--tls-client-ca", str(paths["ca.pem"]), "--request-timeout", "1.5"], {})
     try:
         assert running.url.startswith("https://")
+        import socket
+
+        host, port = running.url.removeprefix("https://").rsplit(":", 1)
+        started = time.monotonic()
+        with socket.create_connection((host, int(port)), timeout=10) as silent:  # never starts its handshake
+            assert silent.recv(100) == b""  # closed by the server
+        assert time.monotonic() - started < 4.0
         anonymous = ssl.create_default_context(cafile=str(paths["ca.pem"]))
         with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
             post(f"{running.url}/v1/pre-reboot", body("tls-a"), anonymous)
