@@ -126,8 +126,8 @@ class FleetLockServer:
                                   max_connections=self.config.max_connections)
 
         def handler() -> asyncio.Protocol:
-            return ProtocolHandler(manager, loop=loop, keepalive_timeout=timeout_s + CLOSE_GRACE_S, access_log_class=AccessLogger,
-                                   max_line_size=MAX_HEADER_LINE_BYTES, max_field_size=MAX_HEADER_LINE_BYTES,
+            return ProtocolHandler(manager, loop=loop, keepalive_timeout=timeout_s + CLOSE_GRACE_S,
+                                   access_log_class=AccessLogger, max_line_size=MAX_HEADER_LINE_BYTES, max_field_size=MAX_HEADER_LINE_BYTES,
                                    max_headers=MAX_HEADER_FIELDS, lingering_time=LINGERING_S,
                                    # Bodies are read as sent: no gzip bomb is inflated, no more than the
                                    # 16 KiB limit is buffered per connection.
