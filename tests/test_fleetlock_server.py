@@ -250,7 +250,8 @@ def test_locksmithctl_status_marks_fleetlock_holders_and_waiters(etcd_node: Etcd
 
 def test_concurrency_bound_and_request_timeout(etcd_node: EtcdCluster, key_prefix: str) -> None:
     """With etcd stalled and one request allowed at once: the first times out (503 request_timeout),
-    a second at the same time is turned away at once (503 server_busy)."""
+    a second at the same time is turned away at once (503 server_busy), and so is a third (or a probe) after
+    the first gave up while its etcd call is still stuck (the bound counts calls, not waiting requests)."""
     async def scenario(client: Client, sem: SemaphoreClient, store: EtcdStore) -> None:
         etcd_node.members[0].pause()
         try:
@@ -260,6 +261,11 @@ def test_concurrency_bound_and_request_timeout(etcd_node: EtcdCluster, key_prefi
             assert (status, error["kind"]) == (503, "server_busy")
             status, error = await first
             assert (status, error["kind"]) == (503, "request_timeout")
+            # The first request gave up but its etcd call has not returned: it still counts.
+            async with client.session.get(f"{client.base}/-/healthy") as response:
+                assert response.status == 503 and (await response.json())["kind"] == "server_busy"
+            status, error = await client.pre_reboot("slow-3")
+            assert (status, error["kind"]) == (503, "server_busy")
         finally:
             etcd_node.members[0].resume()
         await asyncio.sleep(3.5)  # the stalled etcd call ends (its own timeout) before the test's store closes
@@ -280,5 +286,71 @@ def test_oversized_chunked_body_is_refused(etcd_node: EtcdCluster, key_prefix: s
             assert response.status == 413
             assert (await response.json())["kind"] == "bad_request_body_too_large"
         assert stored_keys(store, key_prefix) == before
+
+    run(etcd_node, key_prefix, scenario)
+
+
+def _access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "locksmithd.fleetlock.access"]
+
+
+def _server_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith(("locksmithd.fleetlock", "aiohttp"))]
+
+
+FOREIGN_SLOTS = [
+    ("daemon", {"source": "locksmithd"}),
+    ("locksmithctl", {"source": "locksmithctl"}),
+    ("go locksmith, no record", None),
+    ("record without a source", {"hostname": "daemon-host"}),
+]
+
+
+@pytest.mark.parametrize(("case", "record"), FOREIGN_SLOTS, ids=[c[0] for c in FOREIGN_SLOTS])
+def test_fleetlock_requests_never_act_on_a_slot_they_did_not_take(etcd_node: EtcdCluster, key_prefix: str,
+                                                                  caplog: pytest.LogCaptureFixture, case: str,
+                                                                  record: dict[str, Any] | None) -> None:
+    """A slot taken by the daemon's path (etcd/lock.py) under id X: steady-state and pre-reboot naming X are
+    403 failed_slot_not_fleetlock, one log line each, and every stored key is unchanged (the slot stays)."""
+    from locksmithd.core.holder_record import new_record
+
+    async def scenario(client: Client, sem: SemaphoreClient, store: EtcdStore) -> None:
+        if case == "daemon":  # exactly what the etcd-lock strategy writes
+            info: dict[str, Any] | None = new_record(
+                now=datetime.now(timezone.utc), deadline_after=None, hostname="daemon-host", source="locksmithd",
+                boot_id="b" * 32).to_info()
+        else:
+            info = record
+        sem.write(sem.read().semaphore.lock("daemon-host", info), sem.read().mod_revision)
+        before = stored_keys(store, key_prefix)
+        for path in ("/v1/steady-state", "/v1/pre-reboot", "/v1/steady-state"):
+            caplog.clear()
+            status, error = await client.post(path, body("daemon-host"))
+            assert (status, error["kind"]) == (403, "failed_slot_not_fleetlock"), error
+            assert "not taken through FleetLock" in error["value"]
+            assert stored_keys(store, key_prefix) == before
+            assert len(_server_lines(caplog)) == 1, _server_lines(caplog)
+            assert _access_lines(caplog)[0]["outcome"] == "failed_slot_not_fleetlock"
+        assert sem.read().semaphore.holders == ("daemon-host",)
+
+    with caplog.at_level("INFO"):
+        run(etcd_node, key_prefix, scenario)
+
+
+def test_fleetlock_requests_never_touch_a_daemons_queue_place(etcd_node: EtcdCluster, key_prefix: str) -> None:
+    """A daemon's waiter key under id X (its value has no 'via'): pre-reboot and steady-state naming X are 403,
+    and the key, its value and its lease are left as they were."""
+    async def scenario(client: Client, sem: SemaphoreClient, store: EtcdStore) -> None:
+        sem.lock("other-host")
+        lease = store.grant_lease(60)
+        key = waiter_key("daemon-host", "", key_prefix)
+        store.put(key, json.dumps({"since": "2026-12-06T00:00:00.000+00:00", "ticket": 3}).encode(), lease)
+        before = stored_keys(store, key_prefix)
+        for path in ("/v1/pre-reboot", "/v1/steady-state"):
+            status, error = await client.post(path, body("daemon-host"))
+            assert (status, error["kind"]) == (403, "failed_slot_not_fleetlock"), error
+            assert stored_keys(store, key_prefix) == before
+        assert store.read_prefix(key)[0].lease == lease
+        store.revoke_lease(lease)
 
     run(etcd_node, key_prefix, scenario)

@@ -29,7 +29,9 @@ class ErrorKind(enum.Enum):
     """Every ``kind`` the server may answer (bounded cardinality, as the protocol asks) and its status.
 
     4xx: the request or the client's turn is the problem (retry later or fix
-    the client); 5xx: the server or etcd is (retry later).
+    the client); 5xx: the server or etcd is (retry later). 403
+    ``failed_slot_not_fleetlock``: the id names a slot or a queue place a
+    daemon or an operator took, which FleetLock requests never touch.
     """
 
     BAD_HEADER = ("bad_request_header", 400)
@@ -37,6 +39,10 @@ class ErrorKind(enum.Enum):
     BAD_CLIENT_ID = ("bad_request_client_id", 400)
     BAD_GROUP = ("bad_request_group", 400)
     BODY_TOO_LARGE = ("bad_request_body_too_large", 413)
+    BAD_HTTP = ("bad_request_http", 400)
+    HEADERS_TOO_LARGE = ("bad_request_headers_too_large", 431)
+    HEADER_TIMEOUT = ("bad_request_header_timeout", 408)
+    NOT_FLEETLOCK_SLOT = ("failed_slot_not_fleetlock", 403)
     NOT_FOUND = ("not_found", 404)
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405)
     SEMAPHORE_FULL = ("failed_lock_semaphore_full", 409)

@@ -9,6 +9,13 @@ holds its place in the one FIFO queue. Each request refreshes the lease
 (keep-alive), so a client that stops asking drops out ``grace_s`` after
 its last request, and a slot kept free for it as the head is given back.
 
+A FleetLock request acts only on what FleetLock took: a slot whose holder
+record says ``source: fleetlock`` and a waiter key whose value says
+``via: fleetlock``. A slot or queue place of a daemon (or of locksmithctl,
+or of Go locksmith, which writes no record) that happens to carry the same
+id is refused (``failed_slot_not_fleetlock``) and left as it is: an
+unauthenticated request must never free a slot while its host reboots.
+
 Taking a slot is the one guarded write of ``lock.py`` (document revision,
 halt key absent), deleting the waiter key in the same transaction. Nothing
 is remembered between requests, so any number of replicas may serve.
@@ -26,12 +33,13 @@ from locksmithd.core.fleetlock_protocol import ErrorKind, ProtocolError
 from locksmithd.core.halt import decode_halt
 from locksmithd.core.history import HistoryEvent
 from locksmithd.core.holder_record import new_record, parse_time
+from locksmithd.core.names import shown_value
 from locksmithd.core.semaphore import Semaphore, decode, initial_semaphore
 from locksmithd.core.waiters import WaiterKind, classify_waiter
 from locksmithd.errors import AmbiguousWrite, CorruptDocument, LeaseLost, NotHolder
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import tail_key, waiter_key, waiters_prefix
-from locksmithd.etcd.lock import SemaphoreClient
+from locksmithd.etcd.lock import Change, SemaphoreClient
 from locksmithd.etcd.store import ABSENT, StoredKey, Versioned
 
 log = logging.getLogger("locksmithd.fleetlock")
@@ -47,6 +55,44 @@ class Granted:
     """The client holds a slot (it just took it, or held it already)."""
 
     newly: bool
+
+
+class _ForeignSlot(Exception):
+    """Internal: the id holds a slot that was not taken through FleetLock (raised from a pure change)."""
+
+    def __init__(self, refusal: ProtocolError) -> None:
+        super().__init__(refusal.text)
+        self.refusal = refusal
+
+
+def slot_source_problem(semaphore: Semaphore, client_id: str) -> ProtocolError | None:
+    """The refusal when ``client_id`` holds a slot not taken through FleetLock, or None (not held, or ours)."""
+    if not semaphore.holds(client_id):
+        return None
+    try:
+        record = semaphore.record(client_id)
+    except ValueError:
+        record = None
+    source = record.source if record is not None else None
+    if source == SOURCE:
+        return None
+    taken_by = "no holder record (locksmith?)" if source is None else f"source {shown_value(source)}"
+    return ProtocolError(ErrorKind.NOT_FLEETLOCK_SLOT,
+                         f"{client_id} holds a slot that was not taken through FleetLock ({taken_by}); "
+                         f"FleetLock requests never act on it (release it with 'locksmithctl unlock')")
+
+
+def waiter_source_problem(client_id: str, value: bytes) -> ProtocolError | None:
+    """The refusal when ``client_id``'s waiter key was not written through FleetLock, or None."""
+    try:
+        document = json.loads(value.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        document = None
+    if isinstance(document, dict) and document.get("via") == SOURCE:
+        return None
+    return ProtocolError(ErrorKind.NOT_FLEETLOCK_SLOT,
+                         f"{client_id} is queued by a daemon, not through FleetLock; "
+                         f"FleetLock requests never act on its place in the queue")
 
 
 class RemoteWaiter:
@@ -72,12 +118,18 @@ class RemoteWaiter:
         """RecursiveLock: hold a slot (already held: fine), or queue and say why not yet."""
         snapshot = self.semaphore.read()
         if snapshot.semaphore.holds(client_id):
-            return Granted(newly=False)
+            return slot_source_problem(snapshot.semaphore, client_id) or Granted(newly=False)
         key = waiter_key(client_id, self.group, self.key_prefix)
         for _ in range(MAX_ATTEMPTS):
-            revision, stored, halt, entries = self._enqueue(client_id, key)
+            enqueued = self._enqueue(client_id, key)
+            if isinstance(enqueued, ProtocolError):
+                return enqueued
+            revision, stored, halt, entries = enqueued
             semaphore = decode(stored.value, self.semaphore.key) if stored else initial_semaphore()
             if semaphore.holds(client_id):  # taken by a concurrent request through another replica
+                problem = slot_source_problem(semaphore, client_id)
+                if problem is not None:
+                    return problem
                 self.store.delete(key)
                 return Granted(newly=False)
             refusal = self._refusal(client_id, semaphore, halt, entries)
@@ -87,26 +139,51 @@ class RemoteWaiter:
                 return Granted(newly=True)
         return ProtocolError(ErrorKind.QUEUED, "the semaphore kept changing; ask again")
 
-    def steady_state(self, client_id: str) -> bool:
-        """UnlockIfHeld: release the client's slot if it holds one and leave the queue; True if released."""
+    def steady_state(self, client_id: str) -> bool | ProtocolError:
+        """UnlockIfHeld: release the client's slot if it holds one and leave the queue; True if released.
+
+        A slot or waiter key of that id not taken through FleetLock is refused
+        (failed_slot_not_fleetlock) and nothing is written: the check and the
+        release are one guarded write, the key is deleted only as it was read.
+        """
+        key = waiter_key(client_id, self.group, self.key_prefix)
+        own = [entry for entry in self.store.read_prefix(key) if entry.key == key]
+        problem = waiter_source_problem(client_id, own[0].value) if own else None
+        if problem is not None:
+            return problem
         released = False
-        if self.semaphore.read().semaphore.holds(client_id):
+        semaphore = self.semaphore.read().semaphore
+        problem = slot_source_problem(semaphore, client_id)
+        if problem is not None:
+            return problem
+        if semaphore.holds(client_id):
             event = HistoryEvent(at=self.clock(), host=client_id, event="released", detail=DETAIL)
+            change = Change(f"release {client_id} via fleetlock", lambda s: _release_ours(s, client_id),
+                            lambda s: not s.holds(client_id), (event,))
             try:
-                self.semaphore.unlock(client_id, events=(event,))
+                self.semaphore.update(change)
                 released = True
             except NotHolder:  # released meanwhile (a concurrent request, an operator)
                 pass
-        self.store.delete(waiter_key(client_id, self.group, self.key_prefix))
+            except _ForeignSlot as foreign:  # the slot changed hands between the read and the write
+                return foreign.refusal
+        if own:
+            self.store.delete_if_created(key, own[0].create_revision)
         return released
 
-    def _enqueue(self, client_id: str, key: str) -> tuple[int, Versioned | None, Versioned | None, list[StoredKey]]:
+    def _enqueue(self, client_id: str, key: str) -> tuple[int, Versioned | None, Versioned | None,
+                                                          list[StoredKey]] | ProtocolError:
         """Put or refresh the waiter key on its lease and read the group, in one transaction.
 
         The lease of an existing key is kept alive (so its place and ``since``
         are kept); when it is gone a new lease is granted and the key put again.
+        A key of that id queued by a daemon is refused, untouched (not its
+        value, not its lease).
         """
         own = self.store.snapshot([key]).keys.get(key)  # this one key, not every key it is a prefix of
+        problem = waiter_source_problem(client_id, own.value) if own else None
+        if problem is not None:
+            return problem
         value = self._value(own.value if own else None)
         lease_id = own.lease if own and own.lease else 0
         if lease_id and self.store.keep_alive(lease_id) <= 0:
@@ -181,3 +258,10 @@ class RemoteWaiter:
             return self.semaphore.read().semaphore.holds(client_id)
         return bool(revision)
 
+
+def _release_ours(semaphore: Semaphore, client_id: str) -> Semaphore:
+    """``client_id``'s slot released if FleetLock took it (pure); _ForeignSlot otherwise, NotHolder if not held."""
+    problem = slot_source_problem(semaphore, client_id)
+    if problem is not None:
+        raise _ForeignSlot(problem)
+    return semaphore.unlock(client_id)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
+import resource
 import signal
 import ssl
 import sys
@@ -25,7 +27,7 @@ from locksmithd.etcd.settings import (
     request_timeout_problem,
     validate_tls_and_auth,
 )
-from locksmithd.fleetlock.server import FleetLockServer, ServerConfig
+from locksmithd.fleetlock.server import DEFAULT_MAX_CONNECTIONS, FleetLockServer, ServerConfig
 from locksmithd.host.journal import quiet_grpc
 
 ENV = "LOCKSMITHD_FLEETLOCK_"
@@ -33,6 +35,9 @@ SOURCE = "command line or LOCKSMITHD_FLEETLOCK_* environment"
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_GRACE = "10m"
 MIN_GRACE_S, MAX_GRACE_S = 2, 86_400  # etcd refuses shorter leases; a day is beyond any sane poll interval
+MIN_REQUEST_TIMEOUT_S, MAX_REQUEST_TIMEOUT_S = 0.5, 300.0
+SPARE_FILES = 64
+"""Open files besides client connections: listeners, etcd channels, logs, TLS files."""
 _LISTEN = re.compile(r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^\s:\[\]]*)):(?P<port>[0-9]{1,5})")
 
 
@@ -56,6 +61,27 @@ def parse_grace(text: str) -> int:
     return int(seconds)
 
 
+def check_request_timeout(seconds: float) -> float:
+    """A finite number of seconds in range (NaN passes click's range check: refused here); UsageError otherwise."""
+    if not (math.isfinite(seconds) and MIN_REQUEST_TIMEOUT_S <= seconds <= MAX_REQUEST_TIMEOUT_S):
+        raise UsageError(f"--request-timeout {seconds!r}: must be a number of seconds from "
+                         f"{MIN_REQUEST_TIMEOUT_S:g} to {MAX_REQUEST_TIMEOUT_S:g}")
+    return seconds
+
+
+def check_open_files(max_connections: int) -> None:
+    """Make room for ``max_connections`` under the open-file limit (raising the soft limit up to the hard one);
+    ConfigError naming the option when the hard limit is too low, so the bound is hit before the limit."""
+    needed = max_connections + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise ConfigError(SOURCE, f"{ENV}MAX_CONNECTIONS", str(max_connections),
+                          f"needs {needed} open files but the limit is {hard} (LimitNOFILE= in the unit)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LOCKSMITHD_FLEETLOCK"})
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT", help="address to serve on")
 @click.option("--endpoint", "endpoints", multiple=True, metavar="URL", envvar=f"{ENV}ENDPOINT",
@@ -74,14 +100,17 @@ def parse_grace(text: str) -> int:
 @click.option("--tls-client-ca", help="CA certificates; clients must present a certificate signed by one")
 @click.option("--max-concurrent", default=64, show_default=True, type=click.IntRange(1, 10_000),
               help="requests handled at once; more are answered 503 server_busy")
-@click.option("--request-timeout", default=10.0, show_default=True, type=click.FloatRange(0.5, 300),
-              help="seconds to answer one request")
+@click.option("--max-connections", default=DEFAULT_MAX_CONNECTIONS, show_default=True,
+              type=click.IntRange(1, 100_000),
+              help="client connections open at once; more are answered 503 server_busy and closed")
+@click.option("--request-timeout", default=10.0, show_default=True, type=float,
+              help="seconds (0.5 to 300) for a request's headers, then its body, then its answer")
 @click.option("--debug", is_flag=True, help="debug logging")
 @click.version_option(__version__, "--version", prog_name="locksmithd-fleetlock")
 def cli(listen: str, endpoints: tuple[str, ...], etcd_cafile: str | None, etcd_certfile: str | None,
         etcd_keyfile: str | None, etcd_username: str | None, etcd_password: str | None, etcd_key_prefix: str,
         etcd_timeout: float, grace: str, tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None,
-        max_concurrent: int, request_timeout: float, debug: bool) -> None:
+        max_concurrent: int, max_connections: int, request_timeout: float, debug: bool) -> None:
     """Serve FleetLock (Zincati's reboot lock protocol) from locksmithd's etcd semaphore.
 
     Every option can also be set as LOCKSMITHD_FLEETLOCK_<OPTION>, e.g.
@@ -92,11 +121,15 @@ def cli(listen: str, endpoints: tuple[str, ...], etcd_cafile: str | None, etcd_c
     problem = request_timeout_problem(etcd_timeout)
     if problem is not None:
         raise UsageError(f"--etcd-timeout {etcd_timeout!r}: {problem}")
-    config = ServerConfig(
-        etcd=_etcd_settings(endpoints, etcd_cafile, etcd_certfile, etcd_keyfile, etcd_username, etcd_password,
-                            etcd_key_prefix, etcd_timeout),
-        host=host, port=port, grace_s=parse_grace(grace), max_concurrent=max_concurrent,
-        request_timeout_s=request_timeout, **_tls_files(tls_cert, tls_key, tls_client_ca))
+    request_timeout = check_request_timeout(request_timeout)
+    grace_s = parse_grace(grace)
+    etcd = _etcd_settings(endpoints, etcd_cafile, etcd_certfile, etcd_keyfile, etcd_username, etcd_password,
+                          etcd_key_prefix, etcd_timeout)
+    cert, key, client_ca = _tls_files(tls_cert, tls_key, tls_client_ca)
+    check_open_files(max_connections)
+    config = ServerConfig(etcd=etcd, host=host, port=port, grace_s=grace_s, max_concurrent=max_concurrent,
+                          max_connections=max_connections, request_timeout_s=request_timeout,
+                          tls_cert=cert, tls_key=key, tls_client_ca=client_ca)
     asyncio.run(_serve(config))
 
 
@@ -110,7 +143,8 @@ def _etcd_settings(endpoints: tuple[str, ...], cafile: str | None, certfile: str
         request_timeout_s=timeout_s), SOURCE, ENV)
 
 
-def _tls_files(cert: str | None, key: str | None, client_ca: str | None) -> dict[str, str | None]:
+def _tls_files(cert: str | None, key: str | None,
+               client_ca: str | None) -> tuple[str | None, str | None, str | None]:
     """The server's TLS files, checked now (readable, a matching pair): a bad file is exit 3, not a 500 later."""
     if bool(cert) != bool(key):
         raise ConfigError(SOURCE, f"{ENV}TLS_KEY" if cert else f"{ENV}TLS_CERT", "",
@@ -123,11 +157,16 @@ def _tls_files(cert: str | None, key: str | None, client_ca: str | None) -> dict
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
             context.load_cert_chain(cert, key)
-            if client_ca:
-                context.load_verify_locations(cafile=client_ca)
         except (ssl.SSLError, ValueError) as error:
-            raise ConfigError(SOURCE, f"{ENV}TLS_CERT", cert, f"unusable TLS files: {error}") from None
-    return {"tls_cert": cert or None, "tls_key": key or None, "tls_client_ca": client_ca or None}
+            raise ConfigError(SOURCE, f"{ENV}TLS_CERT", cert,
+                              f"unusable server certificate or key: {printable(str(error), 200)}") from None
+        if client_ca:
+            try:
+                context.load_verify_locations(cafile=client_ca)
+            except (ssl.SSLError, ValueError) as error:
+                raise ConfigError(SOURCE, f"{ENV}TLS_CLIENT_CA", client_ca,
+                                  f"unusable client CA file: {printable(str(error), 200)}") from None
+    return cert or None, key or None, client_ca or None
 
 
 async def _serve(config: ServerConfig) -> None:
