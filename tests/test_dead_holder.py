@@ -11,8 +11,10 @@ within a minute of the deadline, and the idle daemons' metrics must show it.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -21,9 +23,12 @@ from harness.etcd import EtcdCluster
 from harness.fleet import HostOptions, SemaphoreMonitor, SimulatedHost, wait_for
 from harness.ports import free_port
 from locksmithd.core.history import HistoryEvent, decode_event
-from locksmithd.daemon.group_watch import LOOK_PERIOD_S
-from locksmithd.etcd.keys import history_prefix
+from locksmithd.core.holder_record import new_record
+from locksmithd.daemon.group_watch import LOOK_PERIOD_S, GroupWatch
+from locksmithd.etcd.keys import alive_key, history_prefix
 from locksmithd.etcd.lock import SemaphoreClient
+from locksmithd.etcd.stale import StaleHolders, StalePolicy
+from locksmithd.observe.group import GroupFigures
 from tests.test_metrics import Samples, ctl, try_scrape, value
 from tests.test_self_driving import client_for, settled, state
 
@@ -128,3 +133,96 @@ def test_a_dead_holder_is_noticed_when_nobody_waits(tmp_path: Path, etcd_node: E
     finally:
         monitor.stop()
         client.store.close()  # type: ignore[attr-defined]
+
+
+# -- the look itself, against real etcd (fast) ------------------------------------------------
+
+def plant_holder(client: SemaphoreClient, holder: str, late_s: float) -> None:
+    """``holder`` took a slot whose deadline passed ``late_s`` ago (negative: still to come); no alive key."""
+    now = datetime.now(timezone.utc)
+    record = new_record(now=now - timedelta(seconds=late_s + 60), deadline_after=timedelta(seconds=60),
+                        hostname=holder, source="locksmithd")
+    client.lock(holder, record.to_info())
+
+
+def watch_of(client: SemaphoreClient, policy: StalePolicy, actor: str, seen: list[GroupFigures | None],
+             busy: Callable[[], bool] = lambda: False) -> GroupWatch:
+    stale = StaleHolders(client, policy, actor, lambda: datetime.now(timezone.utc))
+    return GroupWatch(stale, busy=busy, seen=seen.append, rng=random.Random(7))
+
+
+@pytest.mark.parametrize("policy", [StalePolicy.HALT, StalePolicy.RECLAIM])
+def test_looks_act_once_however_many_daemons_look_together(etcd_node: EtcdCluster, key_prefix: str,
+                                                           policy: StalePolicy) -> None:
+    """Eight daemons look at the same moment: one halt (or reclaim) event; every look reports what it saw."""
+    client = client_for(etcd_node, key_prefix)
+    try:
+        client.set_max(2)
+        plant_holder(client, "gone", late_s=5)
+        plant_holder(client, "fine", late_s=-3600)
+        seen: list[GroupFigures | None] = []
+        watches = [watch_of(client, policy, f"idle-{i}", seen) for i in range(8)]
+
+        async def together() -> list[GroupFigures | None]:
+            return list(await asyncio.gather(*(asyncio.to_thread(watch.look) for watch in watches)))
+
+        figures = asyncio.run(together())
+        assert all(f is not None and f.waiters is None and f.max == 2 for f in figures), figures
+        if policy is StalePolicy.HALT:
+            assert len(history(client, "halt")) == 1
+            halt = client.read().halt
+            assert halt is not None and halt.by.startswith("idle-") and "gone" in halt.reason
+            assert "fine" not in halt.reason
+            assert set(client.read().semaphore.holders) == {"gone", "fine"}
+            assert all(f is not None and (f.halted, f.overdue, f.stale) == (True, 1, 1) for f in figures), figures
+        else:
+            assert len(history(client, "reclaim")) == 1
+            assert client.read().semaphore.holders == ("fine",) and client.read().halt is None
+            assert all(f is not None and (f.holders, f.overdue, f.stale) == (1, 0, 0) for f in figures), figures
+        # A later look changes nothing.
+        assert watches[0].look() is not None
+        assert len(history(client, "halt" if policy is StalePolicy.HALT else "reclaim")) == 1
+    finally:
+        client.store.close()  # type: ignore[attr-defined]
+
+
+def test_a_look_reports_but_never_acts_on_a_live_or_timely_holder(etcd_node: EtcdCluster, key_prefix: str) -> None:
+    """Past its deadline with its daemon alive: counted overdue, not stale; no halt, no event."""
+    client = client_for(etcd_node, key_prefix)
+    try:
+        client.set_max(2)
+        plant_holder(client, "busy", late_s=5)
+        client.store.put(alive_key("busy", "", key_prefix), b"busy")  # its daemon lives (the lease is the test's)
+        plant_holder(client, "early", late_s=-3600)
+        seen: list[GroupFigures | None] = []
+        figures = watch_of(client, StalePolicy.RECLAIM, "idle", seen).look()
+        assert figures is not None and (figures.holders, figures.overdue, figures.stale) == (2, 1, 0)
+        assert set(client.read().semaphore.holders) == {"busy", "early"} and client.read().halt is None
+        assert history(client, "reclaim") == [] and history(client, "halt") == []
+    finally:
+        client.store.close()  # type: ignore[attr-defined]
+
+
+def test_the_watch_looks_at_least_once_a_minute_unless_queued() -> None:
+    """Every pause is at most a minute (the first one too), and a busy (queued) daemon does not look."""
+    pauses: list[float] = []
+    looks: list[str] = []
+    busy = [False, True, False, True, False]
+
+    class Stop(Exception):
+        pass
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) > len(busy):
+            raise Stop
+
+    watch = GroupWatch(StaleHolders(None, StalePolicy.HALT, "x", lambda: datetime.now(timezone.utc)),  # type: ignore[arg-type]
+                       busy=lambda: busy[len(pauses) - 1], seen=lambda f: looks.append(f"seen {f}"),
+                       rng=random.Random(3), sleep=sleep)
+    watch.look = lambda: None  # type: ignore[method-assign]  # what a look reads is tested above
+
+    with pytest.raises(Stop):
+        asyncio.run(watch.run())
+    assert all(0 <= pause <= LOOK_PERIOD_S for pause in pauses) and min(pauses[1:]) >= 0.75 * LOOK_PERIOD_S
+    assert looks == ["seen None"] * busy.count(False)
