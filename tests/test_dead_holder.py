@@ -203,6 +203,26 @@ def test_a_look_reports_but_never_acts_on_a_live_or_timely_holder(etcd_node: Etc
         client.store.close()  # type: ignore[attr-defined]
 
 
+def test_a_look_leaves_its_own_slot_and_a_halted_group_alone(etcd_node: EtcdCluster, key_prefix: str) -> None:
+    """Its own slot past the deadline (just booted, alive key not back yet) is not stale to a daemon; and
+    while the group is halted nothing is reclaimed, as at the head of the queue."""
+    client = client_for(etcd_node, key_prefix)
+    try:
+        client.set_max(2)
+        plant_holder(client, "me", late_s=5)
+        seen: list[GroupFigures | None] = []
+        figures = watch_of(client, StalePolicy.HALT, "me", seen).look()
+        assert figures is not None and (figures.stale, figures.halted) == (1, False)  # counted, not acted on
+        assert client.read().halt is None and history(client, "halt") == []
+        assert watch_of(client, StalePolicy.HALT, "other", seen).look() is not None
+        assert client.read().halt is not None and len(history(client, "halt")) == 1
+        figures = watch_of(client, StalePolicy.RECLAIM, "third", seen).look()
+        assert figures is not None and (figures.stale, figures.halted) == (1, True)
+        assert client.read().semaphore.holders == ("me",) and history(client, "reclaim") == []
+    finally:
+        client.store.close()  # type: ignore[attr-defined]
+
+
 def test_the_watch_looks_at_least_once_a_minute_unless_queued() -> None:
     """Every pause is at most a minute (the first one too), and a busy (queued) daemon does not look."""
     pauses: list[float] = []

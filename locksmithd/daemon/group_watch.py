@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
 from locksmithd.errors import CorruptDocument, StoreError
-from locksmithd.etcd.stale import StaleHolders, StalePolicy
+from locksmithd.etcd.stale import StaleHolders
 from locksmithd.observe.group import GroupFigures, read_group_figures
 
 log = logging.getLogger("locksmithd.watch")
@@ -22,11 +22,13 @@ class GroupWatch:
 
     Each look gives the group's figures without the waiters (``seen``, for
     the metrics) and applies the stale-holder policy when a holder is past
-    its deadline with no live daemon (``StaleHolders``: the alive keys are
-    read only then). So with every other host finished and nobody queued, a
-    holder that never comes back is still halted on or reclaimed within a
-    minute of its deadline, by whichever daemon looks first; its guarded
-    write lets one daemon win, and the others see the halt or the freed slot.
+    its deadline with no live daemon and the group is not halted, as the
+    head of the queue does (``StaleHolders``; the alive keys are read only
+    while a holder is past its deadline). So with every other host finished
+    and nobody queued, a holder that never comes back is still halted on or
+    reclaimed within a minute of its deadline, by whichever daemon looks
+    first; its guarded write lets one daemon win, and the others see the
+    halt or the freed slot.
 
     ``busy()`` True skips a look: a queued host leaves stale holders to the
     head of the queue, which already minds them, so the queue's idle cost
@@ -66,7 +68,7 @@ class GroupWatch:
         except StoreError as error:
             log.debug("cannot look at the group: %s", error.one_line())
             return None
-        if figures.stale and (self.stale.policy is StalePolicy.RECLAIM or not figures.halted):
+        if figures.stale and not figures.halted:  # halted: nobody takes the slot anyway (as at the head)
             try:
                 self.stale.act()  # reads again: another daemon may have acted since
                 figures = self._figures()

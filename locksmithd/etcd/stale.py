@@ -93,7 +93,8 @@ class StaleHolders:
         semaphore = snapshot.semaphore
         now = self.now()
         overdue = [view for view in read_holder_views(self.client, semaphore, now) if view.overdue is not None]
-        stale = [view for view in overdue if view.stale]
+        # This daemon runs, so its own slot is not stale, even before its alive key is back after a boot.
+        stale = [view for view in overdue if view.stale and view.holder != self.actor]
         for view in overdue:
             if not view.stale:
                 self._report_once(view.holder, "alive", "holder %s is %s but its daemon is alive: reported, "
