@@ -253,6 +253,13 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
     if strategy.uses_lock:  # recorded with the slot; in a container it takes systemd's word (daemon/boot_id.py)
         strategy.boot_id = await resolve_boot_id(SystemdClient(bus), settings.boot_id_path)
     await observers.start()  # before the daemon runs: a bad address is a config error at start-up
+    watching: asyncio.Task[None] | None = None
+    if (stale := strategy.stale_holders()) is not None:  # a holder that never comes back, noticed by all
+        from locksmithd.core.states import State
+        from locksmithd.daemon.group_watch import GroupWatch
+
+        watch = GroupWatch(stale, busy=lambda: daemon.state is State.WAITING_FOR_LOCK, seen=observers.group_seen)
+        watching = asyncio.create_task(watch.run(), name="group watch")
     if settings.test_block_loop:  # tests only: a wedged loop, to prove the watchdog pings stop
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _block_the_loop)
     lost = asyncio.create_task(bus_lost())
@@ -272,6 +279,8 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
         await asyncio.gather(run, return_exceptions=True)
         lost.cancel()
         supervising.cancel()
+        if watching is not None:
+            watching.cancel()
         for source in started:
             await source.stop()
         await observers.stop()

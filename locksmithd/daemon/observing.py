@@ -23,9 +23,10 @@ GROUP_READ_MIN_INTERVAL_S = 5.0
 """Scrapes closer together reuse the last read (the head of the queue and the holders: full figures)."""
 
 GROUP_PROBE_MIN_INTERVAL_S = 60.0
-"""Every other daemon exports no group figures and reads only the semaphore (for ``locksmithd_etcd_up``), at
-most once a minute: etcd is shared by the fleet, and 10,000 hosts reading the whole queue at every scrape
-would cost it O(N^2)."""
+"""Every other daemon exports the figures of its once-a-minute look (``daemon/group_watch.py``: the semaphore
+and halt, the alive keys only while a holder is past its deadline), without the waiters, and reads the group
+itself only when no look came for a minute (a queued host does not look): etcd is shared by the fleet, and
+10,000 hosts reading the whole queue at every scrape would cost it O(N^2)."""
 
 
 class Observers:
@@ -96,14 +97,18 @@ class Observers:
         if self.strategy.uses_lock and (self._last_read_at is None or involved != self._last_read_involved
                                         or loop.time() - self._last_read_at >= interval):
             self._last_read_at, self._last_read_involved = loop.time(), involved
-            if involved:
-                self.metrics.group_read(await asyncio.to_thread(self._read_group))
-            else:
-                self.metrics.group_probed(await asyncio.to_thread(self._probe))
+            self.metrics.group_read(await asyncio.to_thread(self._read_group, involved))
         return self.metrics.exposition()
 
+    def group_seen(self, figures: GroupFigures | None) -> None:
+        """A look of the group watch: exported (and no read of its own for a minute) unless involved."""
+        if self.metrics is None or self._involved():
+            return
+        self._last_read_at, self._last_read_involved = asyncio.get_running_loop().time(), False
+        self.metrics.group_read(figures)
+
     def _involved(self) -> bool:
-        """True while this host holds a slot or heads the queue: then it exports the group's figures.
+        """True while this host holds a slot or heads the queue: then it exports all the group's figures.
 
         At most ``max`` + 1 hosts of a group do, so the figures that read the
         whole queue (``waiters``) cost etcd O(N) per scrape interval, not O(N^2),
@@ -125,21 +130,12 @@ class Observers:
         store: Any = getattr(self.strategy, "store")
         return SemaphoreClient(store, self.settings.group, self.settings.etcd.key_prefix)
 
-    def _probe(self) -> bool:
-        """One read of the semaphore document: True when etcd answered."""
-        try:
-            self._group_client().read_raw()
-        except StoreError as error:
-            log.debug("metrics: cannot read the group: %s", error.one_line())
-            return False
-        return True
-
-    def _read_group(self) -> GroupFigures | None:
+    def _read_group(self, waiters: bool) -> GroupFigures | None:
         from locksmithd.observe.group import read_group_figures
 
         try:
             return read_group_figures(self._group_client(), self.settings.group, self.settings.etcd.key_prefix,
-                                      datetime.now(timezone.utc))
+                                      datetime.now(timezone.utc), waiters=waiters)
         except StoreError as error:
             log.debug("metrics: cannot read the group: %s", error.one_line())
             return None

@@ -11,6 +11,7 @@ from urllib.parse import unquote_plus
 from locksmithd.core.halt import Halt
 from locksmithd.core.history import HistoryEvent
 from locksmithd.core.holder_record import HolderView, view_holders
+from locksmithd.core.names import printable
 from locksmithd.core.semaphore import Semaphore
 from locksmithd.etcd.halt import halt_group
 from locksmithd.etcd.keys import alive_key, alive_prefix
@@ -63,10 +64,15 @@ def format_late(late: timedelta) -> str:
 
 
 class StaleHolders:
-    """Finds stale holders of one group and applies the policy; run by the head of the queue only.
+    """Finds stale holders of one group and applies the policy.
 
-    Only the head of the queue acts (it is the host the stale slot blocks),
-    so one host at a time does, never the herd. A holder past its deadline
+    Run by the head of a full queue (the host the stale slot blocks) and by
+    the once-a-minute look of every daemon that is not queued
+    (``daemon/group_watch.py``), whose random phases spread the looks: the
+    first look past a deadline acts, and the guarded write lets one writer
+    win (a halt is written only where none is, a reclaim only at the revision
+    read and while the alive key is absent); the others then see the halt or
+    the freed slot and do nothing. A holder past its deadline
     whose daemon is alive (its lease-bound key exists) is only reported: it
     is still working (e.g. health checks failing, the group halted).
     Synchronous (etcd calls): run it in a thread. Raises StoreError
@@ -87,7 +93,8 @@ class StaleHolders:
         semaphore = snapshot.semaphore
         now = self.now()
         overdue = [view for view in read_holder_views(self.client, semaphore, now) if view.overdue is not None]
-        stale = [view for view in overdue if view.stale]
+        # This daemon runs, so its own slot is not stale, even before its alive key is back after a boot.
+        stale = [view for view in overdue if view.stale and view.holder != self.actor]
         for view in overdue:
             if not view.stale:
                 self._report_once(view.holder, "alive", "holder %s is %s but its daemon is alive: reported, "
@@ -104,8 +111,13 @@ class StaleHolders:
     def _halt(self, stale: list[HolderView]) -> None:
         names = ", ".join(f"{view.holder} ({format_late(view.overdue or timedelta(0))})" for view in stale)
         halt = Halt(reason=f"did not come back: {names}", by=self.actor, since=self.now(), group=self.client.group)
-        log.error("halting the group: %s", halt.reason)
-        halt_group(self.client, halt, [HistoryEvent(at=self.now(), host=self.actor, event="halt", detail=halt.reason)])
+        in_force = halt_group(self.client, halt, [HistoryEvent(at=self.now(), host=self.actor, event="halt",
+                                                               detail=halt.reason)])
+        if in_force == halt:
+            log.error("halted the group: %s", halt.reason)
+        else:  # another daemon's write came first
+            log.info("the group was halted meanwhile by %s: %s", printable(in_force.by, 100),
+                     printable(in_force.reason, 200))
 
     def _reclaim(self, view: HolderView) -> None:
         """Remove one stale holder, guarded by its document revision and its alive key's absence."""

@@ -133,14 +133,11 @@ class DaemonMetrics(Collector):
         self.etcd_latency.labels(operation, outcome).observe(seconds)
 
     def group_read(self, figures: GroupFigures | None) -> None:
-        """The latest figures, or None when etcd did not answer (``locksmithd_etcd_up`` 0)."""
+        """The latest figures, or None when etcd did not answer (``locksmithd_etcd_up`` 0; the last figures
+        stay, as Prometheus keeps a series' last value)."""
         self._etcd_up = figures is not None
         if figures is not None:
             self._figures = figures
-
-    def group_probed(self, answered: bool) -> None:
-        """This host exports no group figures now (see daemon/observing.py); etcd answered or not."""
-        self._etcd_up, self._figures = answered, None
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

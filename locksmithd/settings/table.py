@@ -158,7 +158,7 @@ REBOOT_DEADLINE = Setting("LOCKSMITHD_REBOOT_DEADLINE", values.interval_s,
                           "reboot plus health checks must be done this long after taking a slot; later, "
                           "a holder with no live daemon is stale", "reboot_deadline_s", "1h", flag="--reboot-deadline")
 STALE_POLICY = Setting("LOCKSMITHD_STALE_POLICY", values.stale_policy,
-                       "what the head of the queue does about a stale holder: `halt` the group, or `reclaim` its "
+                       "what the first daemon to see a stale holder does: `halt` the group, or `reclaim` its "
                        "slot (the host may still be down)", "stale_policy", "halt", flag="--stale-policy")
 HEALTH_SYSTEM_STATES = Setting("LOCKSMITHD_HEALTH_SYSTEM_STATES", values.health_states,
                                "systemd `SystemState`s counted healthy after boot, comma-separated (e.g. "

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from locksmithd.core.holder_record import AfterBoot
+
+if TYPE_CHECKING:
+    from locksmithd.etcd.stale import StaleHolders
 
 
 class RebootStrategy(Protocol):
@@ -57,6 +60,9 @@ class RebootStrategy(Protocol):
     async def close(self) -> None:
         """Free connections and leave any queue; never raises."""
 
+    def stale_holders(self) -> StaleHolders | None:
+        """The group's stale-holder policy, for the daemon's once-a-minute look; None without a group in etcd."""
+
 
 class WithoutSlot:
     """The slot methods of strategies that take no slot (``off``, ``reboot``): nothing to hold or give back."""
@@ -86,4 +92,7 @@ class WithoutSlot:
         return None
 
     async def close(self) -> None:
+        return None
+
+    def stale_holders(self) -> StaleHolders | None:
         return None

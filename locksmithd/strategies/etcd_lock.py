@@ -61,7 +61,8 @@ class EtcdLockStrategy:
                                 recheck_interval_s=recheck_interval_s, retry_max_s=retry_max_s,
                                 head_timeout_s=head_timeout_s)
         self.semaphore: SemaphoreClient = self.queue.semaphore  # the same guarded write for both ways
-        self.queue.stale = StaleHolders(self.semaphore, stale_policy, holder, now)
+        self.stale = StaleHolders(self.semaphore, stale_policy, holder, now)
+        self.queue.stale = self.stale  # the head of a full queue minds stale holders too
         self._alive_lease: int | None = None
         self._alive_task: asyncio.Task[None] | None = None
 
@@ -125,6 +126,9 @@ class EtcdLockStrategy:
 
     async def release(self) -> None:
         await self._unlock(self._event("released"))
+
+    def stale_holders(self) -> StaleHolders:
+        return self.stale
 
     def queue_position(self) -> tuple[int, int] | None:
         """(1-based place, queue length) while queued with a current view, else None."""

@@ -96,6 +96,9 @@ class FleetLockStrategy:
         """steady-state (UnlockIfHeld); raises FleetLockRefused unless the server answers 200."""
         await self._call(STEADY_STATE_PATH)
 
+    def stale_holders(self) -> None:
+        return None  # the FleetLock server owns the group
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
