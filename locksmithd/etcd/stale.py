@@ -13,6 +13,7 @@ from locksmithd.core.history import HistoryEvent
 from locksmithd.core.holder_record import HolderView, view_holders
 from locksmithd.core.names import printable
 from locksmithd.core.semaphore import Semaphore
+from locksmithd.errors import CorruptDocument
 from locksmithd.etcd.halt import halt_group
 from locksmithd.etcd.keys import alive_key, alive_prefix
 from locksmithd.etcd.lock import SemaphoreClient
@@ -115,6 +116,8 @@ class StaleHolders:
                                                                detail=halt.reason)])
         if in_force == halt:
             log.error("halted the group: %s", halt.reason)
+        elif isinstance(in_force, CorruptDocument):  # an unreadable halt record stops acquisitions too
+            log.info("the group was halted meanwhile by an unreadable halt record: %s", in_force.one_line())
         else:  # another daemon's write came first
             log.info("the group was halted meanwhile by %s: %s", printable(in_force.by, 100),
                      printable(in_force.reason, 200))
