@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 from locksmithd.core.duration import format_duration
 from locksmithd.errors import ConfigError, IdentityError
-from locksmithd.etcd.settings import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT_S
+from locksmithd.etcd.settings import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT_S, without_password
 from locksmithd.host.identity import DEFAULT_BOOT_ID_PATH, DEFAULT_MACHINE_ID_PATH
 from locksmithd.host.statefile import DEFAULT_PATH as DEFAULT_STATE_FILE
 from locksmithd.settings import values
@@ -244,6 +244,8 @@ SETTINGS: tuple[Setting[object], ...] = (
 BY_KEY: Mapping[str, Setting[object]] = {row.key: row for row in SETTINGS}
 KNOWN_KEYS = frozenset(BY_KEY)
 SECRET_KEYS = frozenset(row.key for row in SETTINGS if row.secret)
+URL_KEYS = frozenset({ENDPOINT.key, FLEETLOCK_URL.key})
+"""Keys holding URLs: a password in their user info is masked in every message (``hidden``)."""
 # locksmith's unprefixed names; within one source the prefixed name wins.
 ALIASES: Mapping[str, str] = {alias: row.key for row in SETTINGS for alias in row.aliases}
 FLAGS: Mapping[str, Setting[object]] = {row.flag: row for row in SETTINGS if row.flag}
@@ -251,8 +253,13 @@ assert len(FLAGS) == sum(1 for row in SETTINGS if row.flag), "two rows share a f
 
 
 def hidden(key: str, value: object) -> object:
-    """``value`` as it may appear in a message about ``key``: secrets become "(hidden)"."""
-    return "(hidden)" if key in SECRET_KEYS else value
+    """``value`` as it may appear in a message about ``key``: secrets become "(hidden)", and a URL's
+    password "***" (the URL settings refuse credentials, but the refusal must not print them)."""
+    if key in SECRET_KEYS:
+        return "(hidden)"
+    if key in URL_KEYS and isinstance(value, str):
+        return without_password(value)
+    return value
 
 
 def parse_row(row: Setting[T], raw: RawSetting) -> T:
