@@ -25,6 +25,7 @@ from locksmithd.core.fleetlock_protocol import (
 from locksmithd.core.holder_record import AfterBoot
 from locksmithd.core.names import printable
 from locksmithd.errors import FleetLockRefused
+from locksmithd.strategies.base import WithoutQueue
 
 log = logging.getLogger("locksmithd.strategy")
 FIRST_POLL_S = 1.0
@@ -33,7 +34,7 @@ REQUEST_TIMEOUT_S = 10.0
 WAITING_KINDS = frozenset({"failed_lock_semaphore_full", "failed_lock_queued", "failed_lock_group_halted"})
 
 
-class FleetLockStrategy:
+class FleetLockStrategy(WithoutQueue):
     """Poll pre-reboot with jittered backoff until granted; release with steady-state after boot.
 
     The protocol has no query and no halt: at start the host may hold a slot
