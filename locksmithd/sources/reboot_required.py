@@ -40,6 +40,7 @@ class RebootRequiredWatcher:
         self._inotify: Inotify | None = None
         self._task: asyncio.Task[None] | None = None
         self._told = False
+        self._said_directory = False
 
     async def start(self) -> None:
         """Watch the directory, then look once (no window between the two).
@@ -98,6 +99,11 @@ class RebootRequiredWatcher:
 
     def _check(self) -> None:
         if self._told or not os.path.lexists(self.path):
+            return
+        if os.path.isdir(self.path):  # a directory made there later is no request (the loader refuses one at start)
+            if not self._said_directory:
+                self._said_directory = True
+                log.warning("%s is a directory, not the file that means a reboot is needed: ignored", self.path)
             return
         self._told = True
         packages = read_packages(self.path + ".pkgs")
