@@ -213,3 +213,27 @@ def test_daemon_behind_a_foreign_answer_never_reboots(tmp_path: Path, kind: str)
             assert "Traceback" not in log_text
 
     asyncio.run(scenario())
+
+
+def test_daemon_whose_steady_state_gets_a_foreign_answer_keeps_retrying(tmp_path: Path) -> None:
+    """A real locksmithd whose steady-state (sent at every start) gets nginx's page has not released: it
+    does not go idle, retries at LOCKSMITHD_RETRY_MAX, and logs the answer once as an error."""
+    async def scenario() -> None:
+        async with hostile_server("ours", steady_state="nginx") as (url, seen):
+            options = HostOptions(strategy="fleet-lock", retry_max="1s",
+                                  extra_env={"LOCKSMITHD_FLEETLOCK_URL": url, "LOCKSMITHD_HEALTH_SYSTEM_STATES": "any"})
+            host = SimulatedHost("fl-hostile-ss", tmp_path / "host", ["http://127.0.0.1:9"], options=options)
+            await host.start()
+            try:
+                await wait_for(lambda: seen[f"POST {STEADY_STATE_PATH}"] >= 4, 60, "four steady-state requests")
+                assert host.daemon_state().get("DAEMON_STATE") != "idle", host.log_text()
+                assert seen[f"POST {PRE_REBOOT_PATH}"] == 0
+                assert host.logind.reboots == []
+            finally:
+                await host.stop()
+            log_text = host.log_text()
+            lines = [line for line in log_text.splitlines() if "not a FleetLock answer" in line]
+            assert len(lines) == 1 and "ERROR" in lines[0], log_text
+            assert "Welcome to nginx!" in lines[0] and "Traceback" not in log_text
+
+    asyncio.run(scenario())
