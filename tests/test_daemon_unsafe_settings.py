@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from harness.etcd import EtcdCluster
+from locksmithd.host.identity import read_boot_id
 from locksmithd.settings.loader import load_settings
 from locksmithd.sources.reboot_required import RebootRequiredWatcher
 from tests.test_daemon_config_errors import Arg, assert_refused, ctl, run_daemon, seeded  # noqa: F401 (fixture)
 
-RR = {"LOCKSMITHD_SOURCES": "update-engine,reboot-required"}
+RR: dict[Arg, Arg] = {"LOCKSMITHD_SOURCES": "update-engine,reboot-required"}
 
 
 def _cases(tmp: Path) -> list[tuple[dict[Arg, Arg], list[str]]]:
@@ -48,12 +49,14 @@ def _cases(tmp: Path) -> list[tuple[dict[Arg, Arg], list[str]]]:
         ({"LOCKSMITHD_HEALTH_DIR": str(link_to_file)}, ["LOCKSMITHD_HEALTH_DIR", "is a regular file"]),
         ({"LOCKSMITHD_PRE_REBOOT_DIR": str(fifo)}, ["LOCKSMITHD_PRE_REBOOT_DIR", "is a FIFO, not a directory"]),
         ({"LOCKSMITHD_POST_BOOT_DIR": "/dev/null"}, ["LOCKSMITHD_POST_BOOT_DIR", "is a character device"]),
+        # a FIFO as the boot id would wedge the start; none would skip the health checks after a reboot
+        ({"LOCKSMITHD_BOOT_ID_PATH": str(fifo)}, ["LOCKSMITHD_BOOT_ID_PATH", "is a FIFO, not a regular file"]),
     ]
 
 
 CASE_IDS = ["rr-root", "rr-dir", "rr-slash", "deadline", "deadline-eq", "timeout", "timeout-soak", "check-1ms",
             "check-999ms", "recheck", "retry", "head", "hook", "health-timeout", "health-file", "health-link",
-            "pre-fifo", "post-dev"]
+            "pre-fifo", "post-dev", "boot-id-fifo"]
 
 
 @pytest.mark.parametrize("case", range(len(CASE_IDS)), ids=CASE_IDS)
@@ -119,3 +122,13 @@ def test_a_directory_made_at_the_reboot_required_path_later_is_no_request(tmp_pa
             await watcher.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_fifo_as_boot_id_is_read_as_none_without_blocking(tmp_path: Path) -> None:
+    """read_boot_id never blocks: a FIFO (no writer) gives None at once; a regular file its text."""
+    fifo = tmp_path / "boot_id"
+    os.mkfifo(fifo)
+    assert read_boot_id(str(fifo)) is None
+    regular = tmp_path / "boot_id_file"
+    regular.write_text("abc\n")
+    assert read_boot_id(str(regular)) == "abc"

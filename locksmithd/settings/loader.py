@@ -255,12 +255,15 @@ def _check_deadline(settings: DaemonSettings, given: Mapping[str, RawSetting]) -
 def _check_paths(settings: DaemonSettings, given: Mapping[str, RawSetting]) -> None:
     """Paths that would reboot the host in a loop or fail every run, checked once at start (symlinks followed):
     the reboot-required file must not be a directory (when that source is on); the health and hook
-    directories must not be files (they may be missing: then they hold no commands)."""
+    directories must not be files (they may be missing: then they hold no commands); with etcd-lock the
+    boot id file, if there, must be a regular file (a FIFO would block; none would skip the health checks)."""
     checks: list[tuple[Setting[Any], str, Callable[[str], str | None]]] = [
         (table.HEALTH_DIR, settings.health_dir, values.directory_problem),
         (table.PRE_REBOOT_DIR, settings.pre_reboot_dir, values.directory_problem),
         (table.POST_BOOT_DIR, settings.post_boot_dir, values.directory_problem),
     ]
+    if settings.strategy == "etcd-lock":  # the boot id tells a new boot (health checks first) from a crash
+        checks.append((table.BOOT_ID_PATH, settings.boot_id_path, values.regular_file_problem))
     if "reboot-required" in settings.reboot_sources:
         checks.insert(0, (table.REBOOT_REQUIRED_FILE, settings.reboot_required_file, values.reboot_required_problem))
     for row, path, problem_of in checks:

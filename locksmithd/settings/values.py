@@ -279,6 +279,17 @@ def directory_problem(path: str) -> str | None:
     return None if stat.S_ISDIR(mode) else f"is {file_kind(mode)}, not a directory"
 
 
+def regular_file_problem(path: str) -> str | None:
+    """Why ``path`` cannot be read as a small file (None if it is a regular file, or missing)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be examined: {exc.strerror or exc}"
+    return None if stat.S_ISREG(mode) else f"is {file_kind(mode)}, not a regular file"
+
+
 def reboot_required_problem(path: str) -> str | None:
     """Why ``path`` cannot be the file of source ``reboot-required`` (None if it can).
 
