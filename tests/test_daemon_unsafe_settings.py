@@ -12,7 +12,7 @@ import pytest
 from harness.etcd import EtcdCluster
 from locksmithd.host.identity import read_boot_id
 from locksmithd.settings.loader import load_settings
-from locksmithd.sources.reboot_required import RebootRequiredWatcher
+from locksmithd.sources.reboot_required import RebootRequiredWatcher, boot_time
 from tests.test_daemon_config_errors import Arg, assert_refused, ctl, run_daemon, seeded  # noqa: F401 (fixture)
 
 RR: dict[Arg, Arg] = {"LOCKSMITHD_SOURCES": "update-engine,reboot-required"}
@@ -132,3 +132,33 @@ def test_a_fifo_as_boot_id_is_read_as_none_without_blocking(tmp_path: Path) -> N
     regular = tmp_path / "boot_id_file"
     regular.write_text("abc\n")
     assert read_boot_id(str(regular)) == "abc"
+
+
+def test_a_reboot_required_file_from_before_this_boot_is_no_request(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A file a reboot did not clear (a path that survives reboots) would reboot the host at every start:
+    it is ignored with one warning; written again in this boot, it counts."""
+    path = tmp_path / "reboot-required"
+    path.write_text("")
+    before_boot = boot_time() - 3600
+    os.utime(path, (before_boot, before_boot))
+    told: list[str] = []
+
+    async def scenario() -> None:
+        watcher = RebootRequiredWatcher(str(path), told.append)
+        await watcher.start()
+        try:
+            await asyncio.sleep(0.5)
+            assert told == []
+            path.write_text("again\n")  # unattended-upgrades asks again, in this boot
+            for _ in range(50):
+                if told:
+                    break
+                await asyncio.sleep(0.1)
+            assert told == [f"reboot-required: {path}"]
+        finally:
+            await watcher.stop()
+
+    asyncio.run(scenario())
+    warnings = [r.getMessage() for r in caplog.records if "before this boot" in r.getMessage()]
+    assert len(warnings) == 1 and "LOCKSMITHD_REBOOT_REQUIRED_FILE" in warnings[0]
