@@ -67,7 +67,7 @@ class FleetLockStrategy(WithoutQueue):
         return AfterBoot.NEW_BOOT  # unknown: release once healthy (UnlockIfHeld is idempotent)
 
     async def acquire(self, deadline: datetime | None) -> bool:
-        """Ask pre-reboot until 200; False (after leaving the queue) when ``deadline`` passes first."""
+        """Ask pre-reboot until granted (``_call``); False (after leaving the queue) when ``deadline`` passes first."""
         backoff = Backoff(FIRST_POLL_S, self.poll_max_s, self._rng)
         while True:
             try:
@@ -104,7 +104,7 @@ class FleetLockStrategy(WithoutQueue):
                   "so other hosts of group %r wait only while the slot is held", reason, self.group)
 
     async def release(self) -> None:
-        """steady-state (UnlockIfHeld); raises FleetLockRefused unless the server answers 200."""
+        """steady-state (UnlockIfHeld); raises FleetLockRefused unless the answer is the protocol's success."""
         await self._call(STEADY_STATE_PATH)
 
     async def close(self) -> None:
@@ -113,26 +113,25 @@ class FleetLockStrategy(WithoutQueue):
             self._session = None
 
     def _judge(self, error: FleetLockRefused, backoff: Backoff) -> None:
-        """Log a refusal by kind, once while the same answer repeats: waiting is normal; our own bad
-        request, or an answer that is not the protocol's (a wrong URL, a login proxy), cannot mend itself soon."""
+        """Log a refusal by kind, once while the same answer repeats (then at debug level): waiting is
+        normal; our own bad request, or an answer that is not the protocol's (a wrong URL, a login proxy),
+        cannot mend itself soon, so it is an error and asked again only at ``poll_max_s``."""
         kind = error.protocol_kind
         if kind in WAITING_KINDS:
             log.debug("no slot yet: %s", error.one_line())
             return
         repeated = self._last_refusal == (kind, error.status, error.foreign)
         self._last_refusal = (kind, error.status, error.foreign)
-        level = logging.DEBUG if repeated else logging.WARNING
         if kind.startswith("bad_request"):
-            backoff.give_up_gently()
-            log.log(logging.DEBUG if repeated else logging.ERROR, "the FleetLock server refuses this host's request "
-                    "(check LOCKSMITHD_FLEETLOCK_GROUP and the machine id): %s", error.one_line())
+            hint = "the FleetLock server refuses this host's request (check LOCKSMITHD_FLEETLOCK_GROUP and the " \
+                   "machine id): "
+        elif error.foreign:
+            hint = "check LOCKSMITHD_FLEETLOCK_URL: "
+        else:
+            log.log(logging.DEBUG if repeated else logging.WARNING, "%s", error.one_line())
             return
-        if error.foreign:
-            backoff.give_up_gently()
-            log.log(logging.DEBUG if repeated else logging.ERROR, "%s; check LOCKSMITHD_FLEETLOCK_URL",
-                    error.one_line())
-            return
-        log.log(level, "%s", error.one_line())
+        backoff.give_up_gently()
+        log.log(logging.DEBUG if repeated else logging.ERROR, "%s%s", hint, error.one_line())
 
     async def _leave_queue(self) -> None:
         """Best effort: steady-state also removes a queued client (and frees a slot granted unseen)."""
