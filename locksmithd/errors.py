@@ -223,14 +223,19 @@ class WriteConflict(StoreError):
 class FleetLockRefused(StoreError):
     """A FleetLock server (strategy ``fleet-lock``) did not answer 200 or could not be reached.
 
-    ``protocol_kind`` is the error body's ``kind`` ("" when there was none).
+    ``protocol_kind`` is the error body's ``kind`` ("" when there was none);
+    ``status`` the HTTP status (0 when none came); ``foreign`` True when the
+    answer was not the protocol's at all (a redirect, an HTML page, a 200 of
+    another shape): a misconfigured URL or proxy, never a grant.
     """
 
     kind = "fleetlock"
 
-    def __init__(self, message: str, protocol_kind: str = "") -> None:
+    def __init__(self, message: str, protocol_kind: str = "", *, status: int = 0, foreign: bool = False) -> None:
         super().__init__(message)
         self.protocol_kind = protocol_kind
+        self.status = status
+        self.foreign = foreign
 
 
 class BusError(LocksmithError):

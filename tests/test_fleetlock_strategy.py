@@ -108,3 +108,21 @@ def test_bad_fleet_lock_settings_are_refused(tmp_path: Path, env: dict[str, str]
     """A missing or bad URL or group: exit 3 and one line naming the key."""
     result = run_daemon(tmp_path, env={**env})
     assert_refused(result, *needles)
+
+
+@pytest.mark.parametrize("url", ["https://ops:hunter2@fl.example:8080", "https://ops:hun/ter2@fl.example:80x",
+                                 "ftp://ops:hunter2@fl.example", "https://ops:hunter2@fl.example/\x1b"])
+def test_a_password_in_the_fleet_lock_url_is_masked(tmp_path: Path, url: str) -> None:
+    """Credentials in LOCKSMITHD_FLEETLOCK_URL are refused, as LOCKSMITHD_ENDPOINT's are, and the one line
+    shows the URL with its password replaced."""
+    result = run_daemon(tmp_path, env={"REBOOT_STRATEGY": "fleet-lock", "LOCKSMITHD_FLEETLOCK_URL": url})
+    line = assert_refused(result, "LOCKSMITHD_FLEETLOCK_URL", "ops:***@")
+    assert "hunter2" not in line and "ter2" not in line
+
+
+def test_a_password_in_a_bad_conf_file_line_is_masked(tmp_path: Path) -> None:
+    """A conf file line that does not parse is shown with the URL's password masked."""
+    conf = tmp_path / "l.conf"
+    conf.write_text('LOCKSMITHD_FLEETLOCK_URL="https://ops:hunter2@fl.example\n')
+    line = assert_refused(run_daemon(tmp_path, conf=str(conf)), "LOCKSMITHD_FLEETLOCK_URL", "ops:***@")
+    assert "hunter2" not in line

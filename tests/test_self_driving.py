@@ -135,7 +135,7 @@ def test_a_host_that_never_comes_back(tmp_path: Path, etcd_node: EtcdCluster, ke
     client = client_for(etcd_node, key_prefix)
     monitor = SemaphoreMonitor(etcd_node.client_urls, key_prefix=key_prefix, expected_max=1)
     monitor.start()
-    env = {**FAST, "LOCKSMITHD_REBOOT_DEADLINE": "3s", "LOCKSMITHD_STALE_POLICY": policy}
+    env = {**FAST, "LOCKSMITHD_REBOOT_DEADLINE": "5s", "LOCKSMITHD_STALE_POLICY": policy}  # past the 4s health timeout
 
     async def scenario() -> None:
         hosts = await fleet(tmp_path, etcd_node, key_prefix, 3, env)

@@ -151,3 +151,104 @@ def group_problem(group: object) -> str | None:
     if not GROUP_PATTERN.fullmatch(group):
         return f"group {shown_value(group)} does not match ^[a-zA-Z0-9.-]+$"
     return name_problem(group, "group")  # the length bound of every locksmithd name
+
+
+# --- The client's side: what counts as an answer of the protocol ---------------------------------------------------
+
+MAX_REPLY_BYTES = 16 * 1024
+"""Longest answer a client reads: a FleetLock answer is a short JSON object or nothing."""
+
+REPLY_EXCERPT_CHARS = 200
+"""How much of a foreign answer's body a refusal shows (escaped)."""
+
+SUCCESS_TEXTS: dict[str, frozenset[str]] = {
+    PRE_REBOOT_PATH: frozenset({"obtained reboot lease", "retained reboot lease"}),
+    STEADY_STATE_PATH: frozenset({"steady-state confirmed"}),
+}
+"""The text/plain bodies poseidon/fleetlock answers with its 200s, by path (no other server sends text)."""
+
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP answer as a FleetLock client read it: status, content type ("" if none), the first bytes of
+    the body (at most MAX_REPLY_BYTES), whether more followed, and the redirect target ("" if none)."""
+
+    status: int
+    content_type: str
+    body: bytes
+    truncated: bool = False
+    location: str = ""
+
+
+def success_problem(path: str, reply: Reply) -> str | None:
+    """Why ``reply`` to ``path`` is not the protocol's success (None when it is one).
+
+    The protocol's success is a 200, and the only body it defines is the JSON
+    object ``{"kind": ..., "value": ...}``. Its servers answer a 200 with an
+    empty body (airlock), ``{}`` (locksmithd-fleetlock) or a short text
+    (poseidon/fleetlock, ``SUCCESS_TEXTS``). Nothing else is a success: not a
+    redirect (a login page behind it is no grant), not an HTML page (a proxy's
+    or web server's, whatever its status), not JSON of another shape. The
+    problem is worded for a log line, with no body in it (``reply_excerpt``).
+    """
+    if 300 <= reply.status < 400:
+        return f"a redirect ({reply.status})"
+    if reply.status != 200:
+        return f"status {reply.status}"
+    if is_html(reply):
+        return "an HTML page"
+    if reply.truncated:
+        return f"a body over {MAX_REPLY_BYTES} bytes"
+    if reply.body.strip() == b"":
+        return None
+    try:
+        text = reply.body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "a body that is not UTF-8"
+    if text.strip() in SUCCESS_TEXTS.get(path, frozenset()):
+        return None
+    try:
+        document: Any = json.loads(text)
+    except (ValueError, RecursionError):
+        return "a body that is neither JSON nor a known FleetLock text"
+    if not isinstance(document, dict):
+        return "JSON that is not an object"
+    others = sorted(key for key in document if key not in ("kind", "value"))
+    if others:
+        return f"a JSON object with fields the protocol does not have ({printable(', '.join(others), 100)})"
+    if any(not isinstance(document[key], str) for key in document):
+        return "a JSON object whose kind or value is not a string"
+    return None
+
+
+def is_html(reply: Reply) -> bool:
+    """Whether ``reply`` says it is an HTML page (a web server's or a login proxy's, never a FleetLock answer)."""
+    return reply.content_type.split(";", 1)[0].strip().lower() in _HTML_TYPES
+
+
+def error_fields(body: bytes) -> tuple[str, str] | None:
+    """The protocol error body's ``kind`` and ``value`` (bounded, escaped), or None when ``body`` is not one."""
+    try:
+        document: Any = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    kind, value = document.get("kind"), document.get("value")
+    if not isinstance(kind, str) or not kind or not isinstance(value, str):
+        return None
+    return printable(kind, 100), printable(value, 500)
+
+
+def reply_excerpt(reply: Reply) -> str:
+    """What came back, for one log line: status, content type, redirect target and the body's start, escaped."""
+    parts = [f"status {reply.status}", f"content type {printable(reply.content_type, 100) or '(none)'}"]
+    if reply.location:
+        # without the query: a login page's return address may carry one-time tokens
+        parts.append(f"location {printable(reply.location.split('?', 1)[0], REPLY_EXCERPT_CHARS)}")
+    body = reply.body.decode("utf-8", "replace")
+    shown = f"'{printable(' '.join(body.split()), REPLY_EXCERPT_CHARS)}'" if body.strip() else "(empty)"
+    parts.append(f"body {shown}" + (f" (over {MAX_REPLY_BYTES} bytes)" if reply.truncated else ""))
+    return ", ".join(parts)

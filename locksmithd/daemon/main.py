@@ -240,7 +240,7 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
         notify=lambda text: supervisor.note(text), on_event=observers.event)
     supervisor = Supervisor(notifier, state=lambda: daemon.state,
                             watchdog_s=watchdog_interval_s(settings.watchdog_usec, settings.watchdog_pid, os.getpid()),
-                            position=getattr(strategy, "queue_position", lambda: None))
+                            position=strategy.queue_position)
     stop_reason: dict[str, ExitCode] = {"code": ExitCode.OK}
 
     async def bus_lost() -> None:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from locksmithd.core.states import State
 from locksmithd.errors import StoreError
@@ -51,12 +51,9 @@ class Observers:
     def _make_metrics(self) -> None:
         from locksmithd.observe.metrics import DaemonMetrics
 
-        position: Callable[[], tuple[int, int] | None] = getattr(self.strategy, "queue_position", lambda: None)
-        handoffs: Callable[[], int] = getattr(self.strategy, "handoffs_observed", lambda: 0)
-        self.metrics = DaemonMetrics(self.settings.group, position=position, handoffs=handoffs)
-        store: Any = getattr(self.strategy, "store", None)
-        if store is not None and hasattr(store, "observer"):
-            store.observer = self.metrics.etcd_request
+        self.metrics = DaemonMetrics(self.settings.group, position=self.strategy.queue_position,
+                                     handoffs=self.strategy.handoffs_observed)
+        self.strategy.observe_requests(self.metrics.etcd_request)
 
     def add_listener(self, listener: Callable[[str, str], None]) -> None:
         self._listeners.append(listener)
@@ -94,8 +91,9 @@ class Observers:
         loop = asyncio.get_running_loop()
         involved = self._involved()
         interval = GROUP_READ_MIN_INTERVAL_S if involved else GROUP_PROBE_MIN_INTERVAL_S
-        if self.strategy.uses_lock and (self._last_read_at is None or involved != self._last_read_involved
-                                        or loop.time() - self._last_read_at >= interval):
+        if self.strategy.group_client() is not None and (
+                self._last_read_at is None or involved != self._last_read_involved
+                or loop.time() - self._last_read_at >= interval):
             self._last_read_at, self._last_read_involved = loop.time(), involved
             self.metrics.group_read(await asyncio.to_thread(self._read_group, involved))
         return self.metrics.exposition()
@@ -120,15 +118,13 @@ class Observers:
         state = self.metrics.state
         if state in HOLDS_SLOT:
             return True
-        position: Callable[[], tuple[int, int] | None] = getattr(self.strategy, "queue_position", lambda: None)
-        place = position() if state is State.WAITING_FOR_LOCK else None
+        place = self.strategy.queue_position() if state is State.WAITING_FOR_LOCK else None
         return place is not None and place[0] == 1
 
     def _group_client(self) -> SemaphoreClient:
-        from locksmithd.etcd.lock import SemaphoreClient
-
-        store: Any = getattr(self.strategy, "store")
-        return SemaphoreClient(store, self.settings.group, self.settings.etcd.key_prefix)
+        client = self.strategy.group_client()
+        assert client is not None  # _render reads only through a strategy that has one
+        return client
 
     def _read_group(self, waiters: bool) -> GroupFigures | None:
         from locksmithd.observe.group import read_group_figures

@@ -17,7 +17,15 @@ from locksmithd.core.backoff import Backoff
 from locksmithd.core.holder_record import AfterBoot
 from locksmithd.core.inhibitors import Inhibitor, describe, shutdown_blockers
 from locksmithd.core.states import MAY_HOLD_UNUSED_SLOT, RETRYING_STATES, State, StateMachine, Step, published_state
-from locksmithd.errors import CorruptDocument, DocumentTooLarge, LocksmithError, RebootRefused, StoreDenied, StoreError
+from locksmithd.errors import (
+    CorruptDocument,
+    DocumentTooLarge,
+    FleetLockRefused,
+    LocksmithError,
+    RebootRefused,
+    StoreDenied,
+    StoreError,
+)
 from locksmithd.strategies.base import RebootStrategy
 from locksmithd.core.schedule import Window
 
@@ -401,13 +409,14 @@ class Daemon:
         """Count a failure of ``state``; log it and return how long to pause.
 
         Faults only an operator can mend (a corrupt or full-size document, a
-        denied request) back off straight to the maximum and are logged at error
+        denied request, an answer that is no FleetLock server's) back off straight to the maximum and are logged at error
         level once per distinct message; others grow the pause step by step
         and are logged as warnings.
         """
         backoff = self._backoff[state]
         text = error.one_line()
-        must_act = isinstance(error, (CorruptDocument, DocumentTooLarge, StoreDenied))
+        must_act = (isinstance(error, (CorruptDocument, DocumentTooLarge, StoreDenied))
+                    or (isinstance(error, FleetLockRefused) and error.foreign))  # a wrong URL or a login proxy
         if must_act:
             backoff.give_up_gently()
         pause_s = backoff.next_delay_s()

@@ -85,7 +85,7 @@ def parse_endpoint(text: str, source: str, key: str) -> Endpoint:
     it with the password replaced, never the password itself.
     """
     raw = text.strip()
-    shown = _without_password(raw)
+    shown = without_password(raw)
     if "@" in raw:  # before parsing: urllib's own errors would quote the password
         raise ConfigError(source, key, shown, "credentials in an endpoint URL are not used; "
                                               "set the etcd username and password settings instead")
@@ -108,7 +108,7 @@ def parse_endpoint(text: str, source: str, key: str) -> Endpoint:
     return Endpoint(parts.scheme, parts.hostname, port)
 
 
-def _without_password(url: str) -> str:
+def without_password(url: str) -> str:
     """``url`` with everything after the user name in its user info replaced by "***" (for errors).
 
     Cautious on purpose: the user info runs to the last "@", so a password

@@ -8,7 +8,8 @@ import stat
 
 from locksmithd.errors import ConfigError
 from locksmithd.settings.raw import RawSetting
-from locksmithd.settings.table import SECRET_KEYS
+from locksmithd.etcd.settings import without_password
+from locksmithd.settings.table import ALIASES, SECRET_KEYS, URL_KEYS, hidden
 
 MAX_CONF_BYTES = 1024 * 1024
 """Largest configuration file read; a bigger one is a mistake (or /dev/zero)."""
@@ -91,7 +92,8 @@ def parse_conf_text(text: str, path: str) -> list[RawSetting]:
             stripped = stripped[len("export") :].lstrip()
         source = f"{path}:{number}"
         key, sep, rest = stripped.partition("=")
-        shown = "(hidden)" if any(secret in stripped for secret in SECRET_KEYS) else stripped
+        shown = "(hidden)" if any(secret in stripped for secret in SECRET_KEYS) else (
+            without_password(stripped) if any(url_key in stripped for url_key in URL_KEYS) else stripped)
         if not sep:
             raise ConfigError(source, "line", shown, "expected KEY=value")
         if not _NAME.fullmatch(key):
@@ -99,7 +101,7 @@ def parse_conf_text(text: str, path: str) -> list[RawSetting]:
         try:
             found.append(RawSetting(key, _unquote(rest.lstrip(" \t")), source))
         except ValueError as exc:
-            raise ConfigError(source, key, "(hidden)" if key in SECRET_KEYS else rest, str(exc)) from exc
+            raise ConfigError(source, key, hidden(ALIASES.get(key, key), rest), str(exc)) from exc
     return found
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import timedelta, tzinfo
 from typing import Any, TypeVar
 
+from locksmithd.core.duration import format_duration
 from locksmithd.core.health_policy import HealthPolicy
 from locksmithd.core.schedule import Schedule, WindowSpec
 from locksmithd.core.window import parse_window_length, parse_window_start
@@ -16,7 +17,7 @@ from locksmithd.etcd.stale import StalePolicy
 from locksmithd.observe.address import MetricsAddress
 from locksmithd.host.identity import DEFAULT_MACHINE_ID_PATH, read_holder_id
 from locksmithd.host.timezone import local_zone
-from locksmithd.settings import table
+from locksmithd.settings import table, values
 from locksmithd.settings.conffile import read_conf_file
 from locksmithd.settings.credentials import apply_credential_files
 from locksmithd.settings.raw import COMMAND_LINE, ENVIRONMENT, RawSetting
@@ -220,7 +221,60 @@ def _build(
         raw = given.get(table.HEALTH_SOAK.key) or given.get(table.HEALTH_TIMEOUT.key)
         where = raw if raw is not None else RawSetting(table.HEALTH_SOAK.key, "", "defaults")
         raise ConfigError(where.source, where.key, where.value, str(exc)) from None
+    _check_deadline(settings, given)
+    _check_paths(settings, given)
     return settings
+
+
+def _given_or_default(given: Mapping[str, RawSetting], row: Setting[Any], value: object) -> RawSetting:
+    """The setting as given, or its default as a RawSetting of source "defaults" (for an error naming it)."""
+    return given.get(row.key) or RawSetting(row.key, str(value), "defaults")
+
+
+def _check_deadline(settings: DaemonSettings, given: Mapping[str, RawSetting]) -> None:
+    """With etcd-lock the reboot deadline must outlast the health checks (timeout plus soak).
+
+    Else a host still checking its health after boot is past its deadline and,
+    with no live daemon seen yet, taken for dead: its group halted or its slot
+    reclaimed while it still counts on it.
+    """
+    if settings.strategy != "etcd-lock":
+        return  # the deadline is recorded only with etcd-lock's slots
+    checks_s = settings.health_timeout_s + settings.health_soak_s
+    if settings.reboot_deadline_s > checks_s:
+        return
+    row = next((r for r in (table.REBOOT_DEADLINE, table.HEALTH_TIMEOUT, table.HEALTH_SOAK) if r.key in given),
+               table.REBOOT_DEADLINE)
+    raw = _given_or_default(given, row, row.default)
+    raise ConfigError(raw.source, raw.key, raw.value,
+                      f"{table.REBOOT_DEADLINE.key} ({_shown_s(settings.reboot_deadline_s)}) must be longer than "
+                      f"{table.HEALTH_TIMEOUT.key} plus {table.HEALTH_SOAK.key} ({_shown_s(checks_s)}): else a "
+                      f"host still checking its health is taken for dead")
+
+
+def _check_paths(settings: DaemonSettings, given: Mapping[str, RawSetting]) -> None:
+    """Paths that would reboot the host in a loop or fail every run, checked once at start (symlinks followed):
+    the reboot-required file must not be a directory (when that source is on); the health and hook
+    directories must not be files (they may be missing: then they hold no commands); with etcd-lock the
+    boot id file, if there, must be a regular file (a FIFO would block; none would skip the health checks)."""
+    checks: list[tuple[Setting[Any], str, Callable[[str], str | None]]] = [
+        (table.HEALTH_DIR, settings.health_dir, values.directory_problem),
+        (table.PRE_REBOOT_DIR, settings.pre_reboot_dir, values.directory_problem),
+        (table.POST_BOOT_DIR, settings.post_boot_dir, values.directory_problem),
+    ]
+    if settings.strategy == "etcd-lock":  # the boot id tells a new boot (health checks first) from a crash
+        checks.append((table.BOOT_ID_PATH, settings.boot_id_path, values.regular_file_problem))
+    if "reboot-required" in settings.reboot_sources:
+        checks.insert(0, (table.REBOOT_REQUIRED_FILE, settings.reboot_required_file, values.reboot_required_problem))
+    for row, path, problem_of in checks:
+        problem = problem_of(path)
+        if problem is not None:
+            raw = _given_or_default(given, row, path)
+            raise ConfigError(raw.source, raw.key, raw.value, problem)
+
+
+def _shown_s(seconds: float) -> str:
+    return format_duration(timedelta(seconds=seconds))
 
 
 def _machine_id(path: str | None, mode: str) -> str:

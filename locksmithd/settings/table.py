@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 from locksmithd.core.duration import format_duration
 from locksmithd.errors import ConfigError, IdentityError
-from locksmithd.etcd.settings import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT_S
+from locksmithd.etcd.settings import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT_S, without_password
 from locksmithd.host.identity import DEFAULT_BOOT_ID_PATH, DEFAULT_MACHINE_ID_PATH
 from locksmithd.host.statefile import DEFAULT_PATH as DEFAULT_STATE_FILE
 from locksmithd.settings import values
@@ -156,7 +156,8 @@ BUS_ADDRESS = Setting("DBUS_SYSTEM_BUS_ADDRESS", values.bus_address,
 DEBUG = Setting("LOCKSMITHD_DEBUG", values.boolean, "verbose logs", "debug", "false", flag="--debug", switch=True)
 REBOOT_DEADLINE = Setting("LOCKSMITHD_REBOOT_DEADLINE", values.interval_s,
                           "reboot plus health checks must be done this long after taking a slot; later, "
-                          "a holder with no live daemon is stale", "reboot_deadline_s", "1h", flag="--reboot-deadline")
+                          "a holder with no live daemon is stale; with `etcd-lock` it must be longer than "
+                          "`LOCKSMITHD_HEALTH_TIMEOUT` plus `LOCKSMITHD_HEALTH_SOAK`", "reboot_deadline_s", "1h", flag="--reboot-deadline")
 STALE_POLICY = Setting("LOCKSMITHD_STALE_POLICY", values.stale_policy,
                        "what the first daemon to see a stale holder does: `halt` the group, or `reclaim` its "
                        "slot (the host may still be down)", "stale_policy", "halt", flag="--stale-policy")
@@ -168,7 +169,8 @@ HEALTH_UNITS = Setting("LOCKSMITHD_HEALTH_UNITS", values.health_units,
                        "units that must be active after boot, space-separated (read over systemd's D-Bus API)",
                        "health_units", "", "(none)", flag="--health-units")
 HEALTH_DIR = Setting("LOCKSMITHD_HEALTH_DIR", values.health_dir,
-                     "check commands run after boot in name order; each must exit 0 within 60s",
+                     "check commands run after boot in name order; each must exit 0 within 60s (may be missing: "
+                     "no checks; never a file)",
                      "health_dir", "/etc/locksmithd/health.d", flag="--health-dir")
 HEALTH_SOAK = Setting("LOCKSMITHD_HEALTH_SOAK", values.delay_s,
                       "minimum time after boot before the slot is released", "health_soak_s", "0s",
@@ -191,23 +193,23 @@ SOURCES = Setting("LOCKSMITHD_SOURCES", values.reboot_sources,
                   "reboot_sources", "update-engine", flag="--sources")
 REBOOT_REQUIRED_FILE = Setting("LOCKSMITHD_REBOOT_REQUIRED_FILE", values.absolute_path,
                                "the file of source `reboot-required` (its directory is watched with inotify; "
-                               "packages are read from the same path + `.pkgs`)", "reboot_required_file",
+                               "packages are read from the same path + `.pkgs`); never a directory", "reboot_required_file",
                                "/run/reboot-required", flag="--reboot-required-file")
 REBOOT_CHECK_COMMAND = Setting("LOCKSMITHD_REBOOT_CHECK_COMMAND", values.command_line,
                                "command of source `command` (words split as by a shell, no shell): exit 1 = reboot "
                                "needed, 0 = not, anything else is logged and retried", "reboot_check_command",
                                flag="--reboot-check-command")
 REBOOT_CHECK_INTERVAL = Setting("LOCKSMITHD_REBOOT_CHECK_INTERVAL", values.interval_s,
-                                "how often the check command runs (with 10 % jitter; it may run at most this long "
-                                "or 5m)", "reboot_check_interval_s", "10m", flag="--reboot-check-interval")
+                                "how often the check command runs (at least 1s; with 10 % jitter; it may run at most "
+                                "this long or 5m)", "reboot_check_interval_s", "10m", flag="--reboot-check-interval")
 PRE_REBOOT_DIR = Setting("LOCKSMITHD_PRE_REBOOT_DIR", values.absolute_path,
                          "hooks run in name order after the slot is taken, before users are warned (e.g. drain); "
-                         "one failing gives the slot back and retries later", "pre_reboot_dir",
+                         "one failing gives the slot back and retries later; may be missing, never a file", "pre_reboot_dir",
                          "/etc/locksmithd/pre-reboot.d", flag="--pre-reboot-dir")
 POST_BOOT_DIR = Setting("LOCKSMITHD_POST_BOOT_DIR", values.absolute_path,
                         "hooks run in name order after boot, before the health checks (e.g. uncordon); one failing "
                         "keeps the slot and is retried; also run when pre-reboot hooks ran but the host did not "
-                        "reboot", "post_boot_dir", "/etc/locksmithd/post-boot.d", flag="--post-boot-dir")
+                        "reboot; may be missing, never a file", "post_boot_dir", "/etc/locksmithd/post-boot.d", flag="--post-boot-dir")
 HOOK_TIMEOUT = Setting("LOCKSMITHD_HOOK_TIMEOUT", values.interval_s,
                        "each hook's time limit (its process group is killed after it)", "hook_timeout_s", "10m",
                        flag="--hook-timeout")
@@ -246,6 +248,8 @@ SETTINGS: tuple[Setting[object], ...] = (
 BY_KEY: Mapping[str, Setting[object]] = {row.key: row for row in SETTINGS}
 KNOWN_KEYS = frozenset(BY_KEY)
 SECRET_KEYS = frozenset(row.key for row in SETTINGS if row.secret)
+URL_KEYS = frozenset({ENDPOINT.key, FLEETLOCK_URL.key})
+"""Keys holding URLs: a password in their user info is masked in every message (``hidden``)."""
 # locksmith's unprefixed names; within one source the prefixed name wins.
 ALIASES: Mapping[str, str] = {alias: row.key for row in SETTINGS for alias in row.aliases}
 FLAGS: Mapping[str, Setting[object]] = {row.flag: row for row in SETTINGS if row.flag}
@@ -253,8 +257,13 @@ assert len(FLAGS) == sum(1 for row in SETTINGS if row.flag), "two rows share a f
 
 
 def hidden(key: str, value: object) -> object:
-    """``value`` as it may appear in a message about ``key``: secrets become "(hidden)"."""
-    return "(hidden)" if key in SECRET_KEYS else value
+    """``value`` as it may appear in a message about ``key``: secrets become "(hidden)", and a URL's
+    password "***" (the URL settings refuse credentials, but the refusal must not print them)."""
+    if key in SECRET_KEYS:
+        return "(hidden)"
+    if key in URL_KEYS and isinstance(value, str):
+        return without_password(value)
+    return value
 
 
 def parse_row(row: Setting[T], raw: RawSetting) -> T:

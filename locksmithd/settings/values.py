@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import stat
 from datetime import timedelta, tzinfo
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,6 +31,15 @@ from locksmithd.observe.address import MetricsAddress, parse_metrics_address
 
 MAX_INTERVAL = timedelta(hours=24)
 """Longest login delay, recheck interval or retry pause: beyond a day they only hide a typo."""
+
+MIN_INTERVAL = timedelta(seconds=1)
+"""Shortest period or timeout of the daemon's loops (recheck, retries, the check command, hooks, health).
+
+Each of those loops runs one thing at a time, so at 1s a check command starts
+at most once a second and etcd sees at most one re-read a second per host.
+Nothing is gained below it (a reboot waits for a window and a slot, minutes),
+and a smaller value is a typo ("1ms" for "1m" ran the command 1,500 times in 3 s).
+"""
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -150,8 +160,12 @@ def duration_s(raw: RawSetting, *, allow_zero: bool = False, most: timedelta = M
 
 
 def interval_s(raw: RawSetting) -> float:
-    """A positive Go duration of at most a day, in seconds."""
-    return duration_s(raw)
+    """A Go duration from MIN_INTERVAL (1s) to a day, in seconds: a period or timeout of the daemon's loops."""
+    seconds = duration_s(raw)
+    if seconds < MIN_INTERVAL.total_seconds():
+        raise ValueError(f"must be at least {format_duration(MIN_INTERVAL)}: a shorter period or timeout only "
+                         f"makes the daemon spin (run a command, ask etcd or retry many times a second)")
+    return seconds
 
 
 def drop_out_s(raw: RawSetting) -> float:
@@ -247,6 +261,52 @@ def health_units(raw: RawSetting) -> tuple[str, ...]:
 def health_dir(raw: RawSetting) -> str:
     """An absolute directory of check commands (it may be missing: then there are none)."""
     return parse_check_dir(raw.value)
+
+
+def directory_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a directory of commands (None if it is one, or is missing: no commands).
+
+    A file where a directory of commands is expected would fail every run
+    (the health checks would halt the group, the hooks give the slot back
+    again and again). Symlinks are followed.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be examined: {exc.strerror or exc}"
+    return None if stat.S_ISDIR(mode) else f"is {file_kind(mode)}, not a directory"
+
+
+def regular_file_problem(path: str) -> str | None:
+    """Why ``path`` cannot be read as a small file (None if it is a regular file, or missing)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be examined: {exc.strerror or exc}"
+    return None if stat.S_ISREG(mode) else f"is {file_kind(mode)}, not a regular file"
+
+
+def reboot_required_problem(path: str) -> str | None:
+    """Why ``path`` cannot be the file of source ``reboot-required`` (None if it can).
+
+    A directory is always there, so it would mean "reboot needed" at every
+    start: a reboot loop (``/`` included).
+    """
+    if path.endswith("/") or os.path.isdir(path):
+        return ("names a directory, which always exists (a reboot at every start); give the file, "
+                "e.g. /run/reboot-required")
+    return None
+
+
+def file_kind(mode: int) -> str:
+    """What a file is, for an error ("a regular file", "a directory", "a FIFO", ...)."""
+    kinds = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def metrics_address(raw: RawSetting) -> MetricsAddress | None:

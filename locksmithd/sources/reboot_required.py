@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 
 from asyncinotify import Inotify, Mask
@@ -18,6 +19,12 @@ DEFAULT_PATH = "/run/reboot-required"
 MAX_PACKAGES_BYTES = 65536
 SHOWN_PACKAGES = 20
 REWATCH_S = 1.0  # after the directory went away (/run remounted): how often to try watching it again
+BOOT_SLACK_S = 10.0  # a file this much older than the boot is from before it (allows for clock jitter)
+
+
+def boot_time() -> float:
+    """When this boot began, in wall-clock seconds: now minus the time since boot (suspends included)."""
+    return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
 _FILE_EVENTS = Mask.CREATE | Mask.MOVED_TO | Mask.CLOSE_WRITE | Mask.ATTRIB
 _GONE_EVENTS = Mask.IGNORED | Mask.UNMOUNT | Mask.DELETE_SELF | Mask.MOVE_SELF
 
@@ -25,13 +32,18 @@ _GONE_EVENTS = Mask.IGNORED | Mask.UNMOUNT | Mask.DELETE_SELF | Mask.MOVE_SELF
 class RebootRequiredWatcher:
     """Calls ``on_needed(reason)`` once when ``path`` exists (at start, or within a second of appearing).
 
+    Not for a directory there, nor for a file last written before this boot
+    (``booted_at``, wall-clock seconds): a reboot must clear the request, else
+    the host would reboot at every start.
+
     The directory is watched, not the file, so a file created before the
     start, or after the directory is remounted or recreated (the watch is
     added again), is seen. The reason names the file and the packages listed
     in ``path + ".pkgs"`` when present.
     """
 
-    def __init__(self, path: str, on_needed: Callable[[str], None], key: str = "LOCKSMITHD_REBOOT_REQUIRED_FILE"):
+    def __init__(self, path: str, on_needed: Callable[[str], None], key: str = "LOCKSMITHD_REBOOT_REQUIRED_FILE",
+                 booted_at: Callable[[], float] = boot_time):
         self.path = os.path.abspath(path)
         self.directory = os.path.dirname(self.path)
         self.name = os.path.basename(self.path)
@@ -40,6 +52,9 @@ class RebootRequiredWatcher:
         self._inotify: Inotify | None = None
         self._task: asyncio.Task[None] | None = None
         self._told = False
+        self._said_directory = False
+        self._said_old = False
+        self.booted_at = booted_at
 
     async def start(self) -> None:
         """Watch the directory, then look once (no window between the two).
@@ -99,6 +114,13 @@ class RebootRequiredWatcher:
     def _check(self) -> None:
         if self._told or not os.path.lexists(self.path):
             return
+        if os.path.isdir(self.path):  # a directory made there later is no request (the loader refuses one at start)
+            if not self._said_directory:
+                self._said_directory = True
+                log.warning("%s is a directory, not the file that means a reboot is needed: ignored", self.path)
+            return
+        if self._from_before_this_boot():
+            return
         self._told = True
         packages = read_packages(self.path + ".pkgs")
         reason = f"reboot-required: {self.path}"
@@ -106,6 +128,23 @@ class RebootRequiredWatcher:
             more = f" and {len(packages) - SHOWN_PACKAGES} more" if len(packages) > SHOWN_PACKAGES else ""
             reason += f" (packages: {', '.join(packages[:SHOWN_PACKAGES])}{more})"
         self.on_needed(reason)
+
+
+    def _from_before_this_boot(self) -> bool:
+        """True (logged once) for a file last written before this boot: the reboot did not clear it, so
+        counting it again would reboot the host at every start (a path that survives reboots)."""
+        try:
+            modified = os.stat(self.path).st_mtime
+        except OSError:
+            return False
+        if modified >= self.booted_at() - BOOT_SLACK_S:
+            return False
+        if not self._said_old:
+            self._said_old = True
+            log.warning("%s was written before this boot, so the reboot did not clear it: not a request for "
+                        "another reboot (remove it, or keep %s on a file system emptied at boot such as /run)",
+                        self.path, self.key)
+        return True
 
 
 def read_packages(path: str) -> list[str]:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from locksmithd.core.holder_record import AfterBoot
 
 if TYPE_CHECKING:
+    from locksmithd.etcd.lock import SemaphoreClient
     from locksmithd.etcd.stale import StaleHolders
+
+RequestObserver = Callable[[str, float, str], None]
+"""Sees each request to the coordination backend: (operation, seconds, outcome)."""
 
 
 class RebootStrategy(Protocol):
@@ -63,8 +68,40 @@ class RebootStrategy(Protocol):
     def stale_holders(self) -> StaleHolders | None:
         """The group's stale-holder policy, for the daemon's once-a-minute look; None without a group in etcd."""
 
+    # What the observers (metrics, systemd STATUS=) ask; cheap, never raise, never block.
 
-class WithoutSlot:
+    def queue_position(self) -> tuple[int, int] | None:
+        """(1-based place, queue length) while queued and known, else None."""
+
+    def handoffs_observed(self) -> int:
+        """Slot releases this daemon has seen hand the slot on."""
+
+    def group_client(self) -> SemaphoreClient | None:
+        """The etcd group this host coordinates through, for metrics to read; None when there is none
+        this daemon can read (``fleet-lock``: the server's etcd is not the daemon's)."""
+
+    def observe_requests(self, observer: RequestObserver) -> None:
+        """Have ``observer`` see each request to the coordination backend from now on."""
+
+
+class WithoutQueue:
+    """The observers' methods for strategies with no etcd group of their own (``fleet-lock``, ``reboot``,
+    ``off``): no place in a queue, no handoffs seen, nothing for metrics to read."""
+
+    def queue_position(self) -> tuple[int, int] | None:
+        return None
+
+    def handoffs_observed(self) -> int:
+        return 0
+
+    def group_client(self) -> SemaphoreClient | None:
+        return None
+
+    def observe_requests(self, observer: RequestObserver) -> None:
+        return None
+
+
+class WithoutSlot(WithoutQueue):
     """The slot methods of strategies that take no slot (``off``, ``reboot``): nothing to hold or give back."""
 
     reason: str | None = None

@@ -27,6 +27,7 @@ from locksmithd.etcd.lock import Change, SemaphoreClient
 from locksmithd.etcd.lease import FAR_TTL_S
 from locksmithd.etcd.queue import GroupQueue, LeaseSession
 from locksmithd.etcd.stale import StaleHolders, StalePolicy
+from locksmithd.strategies.base import RequestObserver
 
 log = logging.getLogger("locksmithd.strategy")
 ALIVE_CHECK_S = 5.0  # how often a holder checks that its alive key is on the current lease (no request if so)
@@ -137,6 +138,14 @@ class EtcdLockStrategy:
     def handoffs_observed(self) -> int:
         """Slot releases this daemon's queue watch has seen."""
         return self.queue.handoffs_observed
+
+    def group_client(self) -> SemaphoreClient:
+        """The group's semaphore client (the one the queue writes through) for the metrics' reads."""
+        return self.semaphore
+
+    def observe_requests(self, observer: RequestObserver) -> None:
+        """Every etcd request of this daemon (the queue's, the lease's, the metrics' reads) goes to ``observer``."""
+        self.store.observer = observer
 
     async def close(self) -> None:
         if self._alive_task is not None:

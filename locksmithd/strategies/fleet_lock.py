@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Callable
 
 import aiohttp
 
 from locksmithd.core.backoff import Backoff
-from locksmithd.core.fleetlock_protocol import PRE_REBOOT_PATH, PROTOCOL_HEADER, STEADY_STATE_PATH
+from locksmithd.core.fleetlock_protocol import (
+    MAX_REPLY_BYTES,
+    PRE_REBOOT_PATH,
+    PROTOCOL_HEADER,
+    STEADY_STATE_PATH,
+    Reply,
+    error_fields,
+    is_html,
+    reply_excerpt,
+    success_problem,
+)
 from locksmithd.core.holder_record import AfterBoot
 from locksmithd.core.names import printable
 from locksmithd.errors import FleetLockRefused
+from locksmithd.strategies.base import WithoutQueue
 
 log = logging.getLogger("locksmithd.strategy")
 FIRST_POLL_S = 1.0
@@ -24,7 +34,7 @@ REQUEST_TIMEOUT_S = 10.0
 WAITING_KINDS = frozenset({"failed_lock_semaphore_full", "failed_lock_queued", "failed_lock_group_halted"})
 
 
-class FleetLockStrategy:
+class FleetLockStrategy(WithoutQueue):
     """Poll pre-reboot with jittered backoff until granted; release with steady-state after boot.
 
     The protocol has no query and no halt: at start the host may hold a slot
@@ -50,6 +60,7 @@ class FleetLockStrategy:
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
         self._booted_at: datetime | None = None
+        self._last_refusal: tuple[str, int, bool] | None = None  # the last refusal logged (kind, status, foreign)
         self.reason: str | None = None  # why a reboot is needed (logged; FleetLock has nowhere to record it)
         self.boot_id: str | None = None  # FleetLock has nowhere to record it either
 
@@ -57,11 +68,12 @@ class FleetLockStrategy:
         return AfterBoot.NEW_BOOT  # unknown: release once healthy (UnlockIfHeld is idempotent)
 
     async def acquire(self, deadline: datetime | None) -> bool:
-        """Ask pre-reboot until 200; False (after leaving the queue) when ``deadline`` passes first."""
+        """Ask pre-reboot until granted (``_call``); False (after leaving the queue) when ``deadline`` passes first."""
         backoff = Backoff(FIRST_POLL_S, self.poll_max_s, self._rng)
         while True:
             try:
                 await self._call(PRE_REBOOT_PATH)
+                self._last_refusal = None
                 return True
             except FleetLockRefused as error:
                 self._judge(error, backoff)
@@ -93,7 +105,7 @@ class FleetLockStrategy:
                   "so other hosts of group %r wait only while the slot is held", reason, self.group)
 
     async def release(self) -> None:
-        """steady-state (UnlockIfHeld); raises FleetLockRefused unless the server answers 200."""
+        """steady-state (UnlockIfHeld); raises FleetLockRefused unless the answer is the protocol's success."""
         await self._call(STEADY_STATE_PATH)
 
     def stale_holders(self) -> None:
@@ -105,17 +117,25 @@ class FleetLockStrategy:
             self._session = None
 
     def _judge(self, error: FleetLockRefused, backoff: Backoff) -> None:
-        """Log a refusal by kind: waiting is normal; our own bad request cannot mend itself."""
+        """Log a refusal by kind, once while the same answer repeats (then at debug level): waiting is
+        normal; our own bad request, or an answer that is not the protocol's (a wrong URL, a login proxy),
+        cannot mend itself soon, so it is an error and asked again only at ``poll_max_s``."""
         kind = error.protocol_kind
         if kind in WAITING_KINDS:
             log.debug("no slot yet: %s", error.one_line())
             return
+        repeated = self._last_refusal == (kind, error.status, error.foreign)
+        self._last_refusal = (kind, error.status, error.foreign)
         if kind.startswith("bad_request"):
-            backoff.give_up_gently()
-            log.error("the FleetLock server refuses this host's request (check LOCKSMITHD_FLEETLOCK_GROUP and "
-                      "the machine id): %s", error.one_line())
+            hint = "the FleetLock server refuses this host's request (check LOCKSMITHD_FLEETLOCK_GROUP and the " \
+                   "machine id): "
+        elif error.foreign:
+            hint = "check LOCKSMITHD_FLEETLOCK_URL: "
+        else:
+            log.log(logging.DEBUG if repeated else logging.WARNING, "%s", error.one_line())
             return
-        log.warning("%s", error.one_line())
+        backoff.give_up_gently()
+        log.log(logging.DEBUG if repeated else logging.ERROR, "%s%s", hint, error.one_line())
 
     async def _leave_queue(self) -> None:
         """Best effort: steady-state also removes a queued client (and frees a slot granted unseen)."""
@@ -125,35 +145,52 @@ class FleetLockStrategy:
             log.info("could not leave the FleetLock queue (the server's grace time will): %s", error.one_line())
 
     async def _call(self, path: str) -> None:
-        """POST one protocol request; FleetLockRefused with the kind and value unless 200."""
+        """POST one protocol request; FleetLockRefused unless the answer is the protocol's success.
+
+        Redirects are never followed and only a 200 shaped as the protocol's
+        success counts (``success_problem``): a proxy's login page or the wrong
+        web server must never look like a granted slot or a release.
+        """
         body = {"client_params": {"id": self.client_id, "group": self.group}}
         session = self._session_now()
         try:
-            async with session.post(f"{self.url}{path}", json=body, headers={PROTOCOL_HEADER: "true"}) as response:
-                raw = await response.content.read(16 * 1024)
-                status = response.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+            async with session.post(f"{self.url}{path}", json=body, headers={PROTOCOL_HEADER: "true"},
+                                    allow_redirects=False) as response:
+                reply = await _read_reply(response)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as error:
             raise FleetLockRefused(f"FleetLock server {self.url} unreachable: {type(error).__name__} "
                                    f"{printable(str(error), 200)}") from error
-        if status == 200:
+        problem = success_problem(path, reply)
+        if problem is None:
             return
-        kind, value = _error_fields(raw)
-        raise FleetLockRefused(f"FleetLock {path} answered {status} {kind or '(no kind)'}: {value}", kind)
+        fields = error_fields(reply.body) if reply.status >= 400 else None
+        if fields is not None:
+            kind, value = fields
+            raise FleetLockRefused(f"FleetLock {path} answered {reply.status} {kind}: {value}", kind,
+                                   status=reply.status)
+        # A redirect, another 2xx, or a 4xx page in HTML (a login or the wrong site) is no FleetLock server's;
+        # a 5xx without the protocol's body is taken as a proxy's while the server restarts.
+        foreign = reply.status < 400 or (reply.status < 500 and is_html(reply))
+        raise FleetLockRefused(f"FleetLock {path} at {self.url} answered {problem}"
+                               f"{': not a FleetLock answer, counted as a refusal' if foreign else ''} "
+                               f"({reply_excerpt(reply)})", status=reply.status, foreign=foreign)
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+            # No cookies: the protocol has none, and a login proxy's must not follow this host around.
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+                                                  cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
 
-def _error_fields(raw: bytes) -> tuple[str, str]:
-    """The error body's kind and value, bounded and escaped ("" and a note when it is not the shape)."""
-    try:
-        document: Any = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return "", "(no JSON error body)"
-    if not isinstance(document, dict):
-        return "", "(no JSON error body)"
-    kind, value = document.get("kind"), document.get("value")
-    return (printable(kind, 100) if isinstance(kind, str) else "",
-            printable(value, 500) if isinstance(value, str) else "(no value)")
+async def _read_reply(response: aiohttp.ClientResponse) -> Reply:
+    """Status, content type, redirect target and at most MAX_REPLY_BYTES of the body (never more is read)."""
+    body = b""
+    while len(body) <= MAX_REPLY_BYTES:
+        chunk = await response.content.read(MAX_REPLY_BYTES + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return Reply(response.status, response.headers.get("Content-Type", ""), body[:MAX_REPLY_BYTES],
+                 truncated=len(body) > MAX_REPLY_BYTES, location=response.headers.get("Location", ""))
+
