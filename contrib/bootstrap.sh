@@ -7,7 +7,12 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=""
 # prometheus: for promtool, which tests contrib/prometheus/alerts.yml (about 19 MB).
-for pkg in etcd-server etcd-client dbus libsystemd-dev pkg-config iproute2 python3-venv systemd prometheus; do
+pkgs="etcd-server etcd-client dbus libsystemd-dev pkg-config iproute2 python3-venv systemd prometheus"
+# --e2e: what `make e2e` adds: mmdebstrap builds the hosts' roots, systemd-nspawn boots them.
+if [ "${1:-}" = "--e2e" ]; then
+    pkgs="mmdebstrap systemd-container util-linux"
+fi
+for pkg in $pkgs; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs="$need_pkgs $pkg"
 done
 if [ -n "$need_pkgs" ]; then
@@ -16,6 +21,10 @@ if [ -n "$need_pkgs" ]; then
     apt-get update -qq
     # shellcheck disable=SC2086
     apt-get install -y -qq --no-install-recommends $need_pkgs >/dev/null
+fi
+
+if [ "${1:-}" = "--e2e" ]; then
+    exit 0
 fi
 
 PYTHON="${PYTHON:-python3}"

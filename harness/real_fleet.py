@@ -27,6 +27,7 @@ FLEETLOCK_UNIT = REPO / "systemd/locksmithd-fleetlock.service"
 SYSUSERS = REPO / "systemd/sysusers.d/locksmithd.conf"
 POLKIT_RULE = REPO / "systemd/polkit/50-locksmithd.rules"
 CONF = "etc/locksmithd/locksmithd.conf"
+FIGURES_FILE = "figures.txt"  # under build/e2e: what the scenarios measured, printed by harness.e2e
 POLKIT_RULE_PATH = "etc/polkit-1/rules.d/50-locksmithd.rules"
 
 
@@ -115,6 +116,15 @@ def events(host: RealHost, kind: str | None = None) -> list[dict[str, Any]]:
 def entry_time(entry: Mapping[str, Any]) -> float:
     """An entry's wall-clock time in seconds (journald's __REALTIME_TIMESTAMP is in microseconds)."""
     return int(entry["__REALTIME_TIMESTAMP"]) / 1e6
+
+
+def record_figures(text: str) -> None:
+    """Print ``text`` and append it to the run's figures file (``make e2e`` prints it at the end)."""
+    print(text)
+    path = REPO / "build/e2e" / FIGURES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text.rstrip("\n") + "\n")
 
 
 def stamp(seconds: float) -> str:

@@ -47,17 +47,30 @@ def test_watchdog_kills_and_restarts_a_stopped_daemon_which_keeps_its_queue_plac
     assert fleet.status(group)["holders"] == []
 
 
+PENDING_CHECK = """#!/bin/sh
+# An update staged on disk waits for a coordinated reboot (as rpm-ostree's staged deployment would).
+[ -e /var/lib/e2e/pending ] && { echo "an update is staged"; exit 1; }
+exit 0
+"""
+
+
 def test_operator_reboot_while_queued_stops_cleanly_and_rejoins_after_boot(fleet: RealFleet) -> None:
-    """Scenario 9: ``systemctl reboot`` by hand on a queued host: a clean stop, its place given up, back after boot."""
+    """Scenario 9: ``systemctl reboot`` by hand on a queued host: a clean stop, its place given up, back after boot.
+
+    The need survives the reboot (an update staged on disk, found by the check
+    command), so the daemon queues again in the new boot. Then the update is
+    taken back (hooks run in the daemon's read-only sandbox, so the test does
+    it) and the coordinated reboot that follows leaves the host up.
+    """
     group = "e2e-shutdown"
-    need_file = "/var/lib/e2e/reboot-required"  # survives the reboot, as a pending update would
-    host = fleet.add("e2e-shutdown", {"LOCKSMITHD_GROUP": group, "LOCKSMITHD_SOURCES": "reboot-required",
-                                      "LOCKSMITHD_REBOOT_REQUIRED_FILE": need_file})
-    (host.root / "var/lib/e2e").mkdir(parents=True)  # the daemon watches this directory from its start
+    host = fleet.add("e2e-shutdown", {"LOCKSMITHD_GROUP": group, "LOCKSMITHD_SOURCES": "command",
+                                      "LOCKSMITHD_REBOOT_CHECK_COMMAND": "/usr/local/sbin/e2e-pending",
+                                      "LOCKSMITHD_REBOOT_CHECK_INTERVAL": "2s"},
+                     files={"usr/local/sbin/e2e-pending": (PENDING_CHECK, 0o755),
+                            "var/lib/e2e/pending": ("", 0o644)})
     fleet.ctl("set-max", "1", group=group)
     fleet.ctl("lock", BLOCKER, group=group)
     fleet.boot_all()
-    host.run(["touch", need_file])
     wait_until(lambda: _waiting(fleet, group, host) is not None, 30, "the host to queue")
     first_place = _waiting(fleet, group, host)
     assert first_place is not None
@@ -78,7 +91,9 @@ def test_operator_reboot_while_queued_stops_cleanly_and_rejoins_after_boot(fleet
     second_place = _waiting(fleet, group, host)
     assert second_place is not None and second_place["since"] != first_place["since"], \
         "the host kept its old queue entry across the reboot instead of giving it up"
+    host.run(["rm", "/var/lib/e2e/pending"])  # the need is recorded; the next boot must not need another
     fleet.ctl("unlock", BLOCKER, group=group)
     wait_until(lambda: len(host.boots) >= 3 and bool(events(host, "reboot-done")), 60,
                "the coordinated reboot after the rejoin")
     assert fleet.status(group)["holders"] == []
+    assert len(host.boots) == 3, "the host rebooted again after the staged update was applied"

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from harness.fleet import SemaphoreMonitor
-from harness.real_fleet import RealFleet, entry_time, events, wait_until
+from harness.real_fleet import RealFleet, entry_time, events, record_figures, wait_until
 from harness.real_host import REBOOT_EXIT, RealHost
 
 GROUP = "e2e-rollout"
@@ -142,7 +142,7 @@ def _print_figures(hosts: list[RealHost], rollout_s: float) -> None:
         boot_ids = _boot_ids(host)
         requested = _first(entries, lambda e: e.get("LOCKSMITHD_EVENT") == "reboot-requested")
         up = _first(entries, lambda e: e["_BOOT_ID"] == boot_ids[1])
-        released = _first(entries, lambda e: e.get("LOCKSMITHD_EVENT") == "slot-released")
+        released = [e for e in entries if e.get("LOCKSMITHD_EVENT") == "slot-released"][-1]
         taken = _first(entries, lambda e: e.get("LOCKSMITHD_EVENT") == "slot-taken")
         system = host.journal("-b", "0", "_PID=1")
         finished = [e for e in system if str(e.get("MESSAGE", "")).startswith("Startup finished")]
@@ -154,8 +154,7 @@ def _print_figures(hosts: list[RealHost], rollout_s: float) -> None:
                      f"boot-to-release {entry_time(released) - ready_at:.2f}s (systemd up -> released), "
                      f"{entry_time(released) - entry_time(up):.2f}s (daemon up -> released)")
     span_s = last_released - first_taken
-    print("\nE2E FIGURES rollout (3 hosts, max 1, health soak 0):")
-    print("\n".join(lines))
-    print(f"  rollout {span_s:.2f}s (first slot taken -> last released; {rollout_s:.1f}s from the first need), "
-          f"sum of reboots {sum(reboot_s):.2f}s, ratio {span_s / sum(reboot_s):.2f}x; "
-          f"median reboot {statistics.median(reboot_s):.2f}s")
+    record_figures("rollout (3 hosts, max 1, health soak 0):\n" + "\n".join(lines))
+    record_figures(f"  rollout {span_s:.2f}s (first slot taken -> last released; {rollout_s:.1f}s from the first "
+                   f"need), sum of reboots {sum(reboot_s):.2f}s, ratio {span_s / sum(reboot_s):.2f}x; "
+                   f"median reboot {statistics.median(reboot_s):.2f}s")
