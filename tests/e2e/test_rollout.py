@@ -22,10 +22,13 @@ MESSAGE_IDS = {
 PRE_HOOK = "#!/bin/sh\necho \"pre-reboot hook: draining $(hostname)\"\n"
 POST_HOOK = "#!/bin/sh\necho \"post-boot hook: back on $(hostname)\"\n"
 ROLLOUT_TIMEOUT_S = 150.0
+FALLBACK_RECHECK = "10m"  # longer than every wait here: only systemd's signals can wake the health checks in time
 
 
 def _hosts(fleet: RealFleet) -> list[RealHost]:
-    settings = {"LOCKSMITHD_GROUP": GROUP, "LOCKSMITHD_SOURCES": "update-engine,reboot-required"}
+    # The fallback re-check is far off: a host must release because it follows systemd's state as it changes.
+    settings = {"LOCKSMITHD_GROUP": GROUP, "LOCKSMITHD_SOURCES": "update-engine,reboot-required",
+                "LOCKSMITHD_HEALTH_RECHECK_INTERVAL": FALLBACK_RECHECK}
     hooks = {"etc/locksmithd/pre-reboot.d/10-drain": (PRE_HOOK, 0o755),
              "etc/locksmithd/post-boot.d/10-uncordon": (POST_HOOK, 0o755)}
     return [fleet.add(f"e2e-roll-{name}", settings, files=hooks) for name in "abc"]
