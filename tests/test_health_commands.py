@@ -38,25 +38,25 @@ async def wait_dead(pid: int, timeout_s: float = 5.0) -> None:
 def test_exit_zero_passes_and_output_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Exit 0 passes; stdout and stderr are captured together and logged with the check's name."""
     check = script(tmp_path, "10-ok", "echo to-stdout; echo to-stderr >&2; exit 0")
-    with caplog.at_level(logging.INFO, logger="locksmithd.health"):
+    with caplog.at_level(logging.INFO, logger="locksmithd.commands"):
         result = asyncio.run(run_check_command(str(check), 10.0))
     assert result.passed and result.exit_code == 0 and result.failure() is None
     assert result.output == "to-stdout\nto-stderr"
-    records = [r for r in caplog.records if r.name == "locksmithd.health"]
+    records = [r for r in caplog.records if r.name == "locksmithd.commands"]
     assert len(records) == 1 and records[0].levelno == logging.INFO
-    assert f"health check {check} passed; output:\nto-stdout\nto-stderr" == records[0].getMessage()
+    assert f"health check {check} passed; output: to-stdout\\nto-stderr" == records[0].getMessage()
 
 
 def test_nonzero_exit_fails_naming_the_check(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A non-zero exit is a failure 'check PATH exited N', logged as a warning with its output."""
     check = script(tmp_path, "20-disk", "echo 'disk 97% full'; exit 1")
-    with caplog.at_level(logging.INFO, logger="locksmithd.health"):
+    with caplog.at_level(logging.INFO, logger="locksmithd.commands"):
         result = asyncio.run(run_check_command(str(check), 10.0))
     assert not result.passed
     assert result.failure() == f"check {check} exited 1"
     assert result.output == "disk 97% full"
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
-    assert caplog.records[0].getMessage() == f"health check {check} exited 1; output:\ndisk 97% full"
+    assert caplog.records[0].getMessage() == f"health check {check} exited 1; output: disk 97% full"
 
 
 def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
