@@ -19,6 +19,7 @@ from locksmithd.core.health_policy import (
     Verdict,
     judge,
 )
+from locksmithd.core.names import printable
 from locksmithd.daemon.run import HealthResult
 from locksmithd.errors import BusError
 from locksmithd.host.commands import list_commands, run_command
@@ -83,13 +84,13 @@ class HealthChecker:
             try:
                 system_state = await self._systemd.system_state()
             except BusError as exc:
-                problems.append(exc.message)
+                problems.append(printable(exc.message))
         unit_states: list[tuple[str, str]] = []
         for unit in self.policy.units:
             try:
                 unit_states.append((unit, await self._systemd.unit_active_state(unit)))
             except BusError as exc:
-                problems.append(exc.message)
+                problems.append(printable(exc.message))
         paths, dir_problems = self._check_commands()
         problems.extend(dir_problems)
         results: list[CommandResult] = []
@@ -131,7 +132,7 @@ class HealthChecker:
     def _check_commands(self) -> tuple[list[str], list[str]]:
         """Executable regular files of the check directory in name order, and failures (``list_commands``)."""
         if not os.path.lexists(self.policy.check_dir) and not self._said_no_dir:
-            log.debug("no health check directory %s: no check commands", self.policy.check_dir)
+            log.debug("no health check directory %s: no check commands", printable(self.policy.check_dir))
             self._said_no_dir = True
         return list_commands(self.policy.check_dir, "health check", self._warned_skipped, named="check")
 
