@@ -276,3 +276,18 @@ def test_hooks_and_checks_never_see_the_etcd_password(tmp_path: Path, etcd_auth_
         if name != "check":
             assert env["LOCKSMITHD_HOOK"] == {"pre": "pre-reboot", "post": "post-boot"}[name]
             assert env["LOCKSMITHD_HOLDER_ID"] == "env-host" and env["LOCKSMITHD_REBOOT_REASON"]
+
+
+def test_a_bare_command_name_is_found_in_path_and_checked(tmp_path: Path) -> None:
+    """A name without a slash (as LOCKSMITHD_REBOOT_CHECK_COMMAND may give) is looked up in the command's PATH."""
+    marker = tmp_path / "ran"
+    bindir = tmp_path / "bin"
+    script = marker_script(bindir / "needs-reboot", marker)
+    env = {"PATH": f"{tmp_path / 'nothing'}:{bindir}:/usr/bin:/bin"}
+    assert asyncio.run(run_command("needs-reboot", 10.0, env=env, what="reboot check")).passed and marker.exists()
+    marker.unlink()
+    script.chmod(0o757)
+    refused = asyncio.run(run_command("needs-reboot", 10.0, env=env, what="reboot check"))
+    assert refused.error == f"refused: {script} is writable by others" and not marker.exists()
+    missing = asyncio.run(run_command("no-such-check", 10.0, env=env, what="reboot check"))
+    assert missing.error == "not found in PATH"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import stat
 from collections.abc import Collection, Mapping, Sequence
@@ -161,15 +162,21 @@ async def run_command(path: str, timeout_s: float, *, args: Sequence[str] = (), 
     ``env`` replaces the daemon's environment when given (the daemon always
     gives ``command_environment``'s).
 
-    A command in an unsafe place (``unsafe_place``) is not run: the result
-    has ``error`` "refused: ..." and one warning names the file and why.
+    A bare name is looked up in the PATH of ``env`` (else the daemon's), and
+    the file found is the one checked and run. A command in an unsafe place
+    (``unsafe_place``) is not run: the result has ``error`` "refused: ..."
+    and one warning names the file and why.
     stdout and stderr are captured together, the last ``output_limit_bytes``
     kept and logged, escaped, on one line with the command's name. After
     ``timeout_s`` the whole process group is killed. Never raises for a
     failing command (one that cannot be started is a result with ``error``);
     cancellation kills it too.
     """
-    unsafe = unsafe_place(path)
+    program = path if "/" in path else shutil.which(path, path=(os.environ if env is None else env).get("PATH"))
+    if program is None:
+        log.warning("%s %s could not be run: not found in PATH", what, printable(path))
+        return CommandResult(path=path, error="not found in PATH")
+    unsafe = unsafe_place(program)
     if unsafe is not None:
         log.warning("%s %s refused: %s", what, printable(path), unsafe)
         return CommandResult(path=path, error=f"refused: {unsafe}")
@@ -178,7 +185,7 @@ async def run_command(path: str, timeout_s: float, *, args: Sequence[str] = (), 
         # Our own pipe, not asyncio's PIPE: Process.wait() would also wait for
         # asyncio's pipes to close, which a leftover background child delays.
         process = await asyncio.create_subprocess_exec(
-            path, *args, stdin=asyncio.subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
+            program, *args, stdin=asyncio.subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
             env=None if env is None else dict(env), start_new_session=True)
     except OSError as exc:
         os.close(read_fd)
