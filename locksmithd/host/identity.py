@@ -73,10 +73,21 @@ def read_holder_id(path: str = DEFAULT_MACHINE_ID_PATH, mode: str = "machine-id"
 
 
 def read_boot_id(path: str = DEFAULT_BOOT_ID_PATH) -> str | None:
-    """Return the kernel's boot id (changes on every boot), or None if it cannot be read."""
+    """Return the kernel's boot id (changes on every boot), or None if it cannot be read.
+
+    Opened without blocking and read only when it is a regular file (procfs's
+    is): a FIFO at LOCKSMITHD_BOOT_ID_PATH must not wedge the daemon.
+    """
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read(_READ_LIMIT).strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        text = os.read(fd, _READ_LIMIT).decode("utf-8").strip()
     except (OSError, UnicodeDecodeError):
         return None
+    finally:
+        os.close(fd)
     return text or None
