@@ -22,9 +22,7 @@ from locksmithd.core.health_policy import (
 from locksmithd.core.names import printable
 from locksmithd.daemon.run import HealthResult
 from locksmithd.errors import BusError
-from locksmithd.host.commands import list_commands, run_command
-
-run_check_command = run_command  # the one runner for checks and hooks lives in host/commands.py
+from locksmithd.host import commands  # the one runner for checks and hooks
 
 log = logging.getLogger("locksmithd.health")
 
@@ -65,7 +63,7 @@ class HealthChecker:
     ) -> None:
         self.policy = policy
         self._systemd = systemd
-        self._run_command: CommandRunner = run_command or run_check_command
+        self._run_command: CommandRunner = run_command or commands.run_command
         self._clock = clock
         self._sleep = sleep
         self._on_progress = on_progress
@@ -134,7 +132,7 @@ class HealthChecker:
         if not os.path.lexists(self.policy.check_dir) and not self._said_no_dir:
             log.debug("no health check directory %s: no check commands", printable(self.policy.check_dir))
             self._said_no_dir = True
-        return list_commands(self.policy.check_dir, "health check", self._warned_skipped, named="check")
+        return commands.list_commands(self.policy.check_dir, "health check", self._warned_skipped, named="check")
 
 
 class HealthGateOnWallClock:
@@ -154,7 +152,7 @@ class HealthGateOnWallClock:
         self.policy = policy
         self.timeout_s = policy.timeout_s
         self._systemd = systemd
-        self._run_command: CommandRunner = functools.partial(run_check_command, env=env)
+        self._run_command: CommandRunner = functools.partial(commands.run_command, env=env)
         self._clock = clock
         self._sleep = sleep
 
