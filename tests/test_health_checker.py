@@ -132,13 +132,13 @@ def test_check_commands_run_in_name_order(private_bus: PrivateBus, tmp_path: Pat
     for name, code in (("20-b", 0), ("10-a", 0), ("30-c", 1)):
         script(checks, name, f"echo {name} >> {log_file}; echo output-of-{name}; exit {code}")
     (checks / "subdir").mkdir()
-    with caplog.at_level(logging.INFO, logger="locksmithd.health"):
+    with caplog.at_level(logging.INFO, logger="locksmithd.commands"):
         report = check_once(private_bus.address, policy_for(checks))
     assert log_file.read_text().split() == ["10-a", "20-b", "30-c"]
     assert report.failures == (f"check {checks}/30-c exited 1",)
-    messages = [r.getMessage() for r in caplog.records if r.name == "locksmithd.health"]
-    assert f"health check {checks}/30-c exited 1; output:\noutput-of-30-c" in messages
-    assert f"health check {checks}/10-a passed; output:\noutput-of-10-a" in messages
+    messages = [r.getMessage() for r in caplog.records if r.name == "locksmithd.commands"]
+    assert f"health check {checks}/30-c exited 1; output: output-of-30-c" in messages
+    assert f"health check {checks}/10-a passed; output: output-of-10-a" in messages
 
 
 def test_non_executable_file_is_skipped_with_one_warning(private_bus: PrivateBus, tmp_path: Path,
@@ -153,11 +153,11 @@ def test_non_executable_file_is_skipped_with_one_warning(private_bus: PrivateBus
             checker = HealthChecker(policy_for(tmp_path), client)
             return [await checker.check_once(600.0), await checker.check_once(610.0)]
 
-    with caplog.at_level(logging.WARNING, logger="locksmithd.health"):
+    with caplog.at_level(logging.WARNING, logger="locksmithd.commands"):
         reports = asyncio.run(scenario())
     assert [r.verdict for r in reports] == [Verdict.HEALTHY, Verdict.HEALTHY]
     assert not ran.exists()
-    warnings = [r.getMessage() for r in caplog.records if r.name == "locksmithd.health"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "locksmithd.commands"]
     assert warnings == [f"skipping health check {tmp_path}/10-notes: not an executable regular file"]
 
 

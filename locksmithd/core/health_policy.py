@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from locksmithd.core.duration import format_duration
+from locksmithd.core.names import printable
 
 SYSTEM_STATES: tuple[str, ...] = (
     "initializing", "starting", "running", "degraded",
@@ -191,16 +192,17 @@ class CommandResult:
         return self.exit_code == 0 and not self.timed_out and self.error is None
 
     def failure(self) -> str | None:
-        """One line naming the check and how it failed, ``None`` if it passed."""
+        """One line naming the check (escaped) and how it failed, ``None`` if it passed."""
+        path = printable(self.path)
         if self.error is not None:
-            return f"check {self.path} could not be run: {self.error}"
+            return f"check {path} could not be run: {self.error}"
         if self.timed_out:
-            return f"check {self.path} timed out after {_span(self.timeout_s)}"
+            return f"check {path} timed out after {_span(self.timeout_s)}"
         if self.exit_code is None or self.exit_code == 0:
             return None
         if self.exit_code < 0:
-            return f"check {self.path} was killed by signal {-self.exit_code}"
-        return f"check {self.path} exited {self.exit_code}"
+            return f"check {path} was killed by signal {-self.exit_code}"
+        return f"check {path} exited {self.exit_code}"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -166,7 +166,8 @@ class Daemon:
             try:
                 await asyncio.wait_for(self.strategy.release(), timeout=15)
             except (LocksmithError, asyncio.TimeoutError) as error:
-                log.error("could not release the slot while stopping (released after next start): %s", error)
+                log.error("could not release the slot while stopping (released after next start): %s",
+                          error.one_line() if isinstance(error, LocksmithError) else "timed out")
         elif state == State.REBOOTING:
             log.info("stopping while rebooting: the slot is kept and released after boot")
         log.info("stopped (was %s)", state.value)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from locksmithd.core.health_policy import CommandResult
@@ -33,16 +33,21 @@ def bounded_reason(reason: str) -> str:
     return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 3] + "..."
 
 
-async def run_reboot_check(argv: Sequence[str], timeout_s: float) -> CommandResult:
-    """The check command through the daemon's one command runner (process group, timeout, bounded output)."""
-    from locksmithd.daemon.health import run_check_command
+def reboot_check_runner(env: Mapping[str, str]) -> Callable[[Sequence[str], float], Awaitable[CommandResult]]:
+    """The check command through the daemon's one command runner (safe place, process group, timeout,
+    bounded output), with ``env``."""
+    from locksmithd.host.commands import run_command
 
-    return await run_check_command(argv[0], timeout_s, args=argv[1:], what="reboot check")
+    async def run(argv: Sequence[str], timeout_s: float) -> CommandResult:
+        return await run_command(argv[0], timeout_s, args=argv[1:], what="reboot check", env=env)
+
+    return run
 
 
 def make_sources(settings: DaemonSettings, need: Callable[[str], None],
-                 update_engine: Source) -> list[tuple[str, Source]]:
-    """The sources ``settings`` names, in its order, not started."""
+                 update_engine: Source, command_env: Mapping[str, str]) -> list[tuple[str, Source]]:
+    """The sources ``settings`` names, in its order, not started; a command runs with ``command_env``."""
+    from locksmithd.host.commands import unsafe_place
     from locksmithd.sources.check_command import CheckCommandSource
     from locksmithd.sources.reboot_required import RebootRequiredWatcher
 
@@ -56,7 +61,8 @@ def make_sources(settings: DaemonSettings, need: Callable[[str], None],
             assert name == "command" and settings.reboot_check_command is not None  # checked by the loader
             timeout_s = min(settings.reboot_check_interval_s, MAX_CHECK_TIMEOUT_S)
             sources.append((name, CheckCommandSource(settings.reboot_check_command, settings.reboot_check_interval_s,
-                                                     need, run_reboot_check, timeout_s=timeout_s)))
+                                                     need, reboot_check_runner(command_env), timeout_s=timeout_s,
+                                                     unsafe=unsafe_place)))
     return sources
 
 
