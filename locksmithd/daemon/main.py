@@ -199,37 +199,27 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
     from locksmithd.daemon.supervise import Supervisor, watchdog_interval_s
     from locksmithd.host.wall import reboot_notice, write_to_terminals
 
-    from locksmithd.daemon.sources import Source, UpdateEngineSource, bounded_reason, make_sources, start_sources
+    from locksmithd.daemon.sources import RebootNeed, Source, UpdateEngineSource, make_sources, start_sources
 
-    reboot_needed = asyncio.Event()
     observers = Observers(settings, strategy)
     if journal is not None:  # one structured entry per event, with a fixed MESSAGE_ID (journal only)
         from locksmithd.host.journal_events import journal_listener
 
         observers.add_listener(journal_listener(journal))
-
-    def need(reason: str) -> None:
-        """A source says a reboot is needed: the first reason is the one recorded with the slot."""
-        if reboot_needed.is_set():
-            log.debug("also needed: %s", reason)
-            return
-        reason = bounded_reason(reason)
-        log.info("a reboot is needed: %s", reason)
-        strategy.reason = reason
-        reboot_needed.set()
-        observers.event("reboot-needed", reason.split(":", 1)[0])
+    need = RebootNeed(strategy, observers.event)  # the one emitter of "reboot-needed"
+    update_engine_needs = need.of("update-engine")
 
     def on_status(status: UpdateStatus) -> None:
         log.debug("update_engine status: %s", status.current_operation)
         if status.needs_reboot:
-            need("update-engine" + (f": version {status.new_version}" if status.new_version else ""))
+            update_engine_needs("update-engine" + (f": version {status.new_version}" if status.new_version else ""))
 
     watcher = UpdateEngineWatcher(on_status)
     sources = make_sources(settings, need, UpdateEngineSource(watcher, bus))
     started: list[Source] = []
     logind = LogindClient(bus)
     daemon = Daemon(
-        strategy, logind, window=settings.window, publisher=coordinator, reboot_needed=reboot_needed,
+        strategy, logind, window=settings.window, publisher=coordinator, reboot_needed=need.event,
         login_delay_s=settings.login_delay_s, retry_max_s=settings.retry_max_s,
         health=HealthGateOnWallClock(settings.health_policy(), SystemdClient(bus)) if strategy.uses_lock else None,
         inhibitors=None if settings.ignore_inhibitors else logind.list_inhibitors,
