@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from datetime import datetime, timedelta, timezone
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -14,9 +16,12 @@ import pytest
 from harness.bus import PrivateBus
 from harness.systemd_service import FakeSystemd
 from locksmithd.bus.connection import connect, disconnect
-from locksmithd.bus.systemd import SystemdClient
+from locksmithd.bus.systemd import SystemdChanges, SystemdClient
 from locksmithd.core.health_policy import HealthPolicy, HealthReport, Verdict
-from locksmithd.daemon.health import HealthChecker, boot_clock
+from locksmithd.daemon.health import HealthChecker, HealthGateOnWallClock, boot_clock
+from locksmithd.daemon.run import HealthResult
+from locksmithd.daemon.wakeup import Wakeup
+from locksmithd.errors import BusError
 from tests.test_health_commands import script
 
 
@@ -303,3 +308,160 @@ def test_real_clock_and_sleep(private_bus: PrivateBus, tmp_path: Path) -> None:
 
     report = asyncio.run(scenario())
     assert report.failures == (f"check {tmp_path}/10-fail exited 1",)
+
+
+@asynccontextmanager
+async def following(address: str, wakeup: Wakeup) -> AsyncIterator[None]:
+    """systemd's changes poke ``wakeup``, on a connection of their own."""
+    bus = await connect(address)
+    changes = SystemdChanges(bus, call_timeout_s=2.0)
+    try:
+        await changes.start(wakeup.poke)
+        yield
+    finally:
+        await changes.stop()
+        await disconnect(bus)
+
+
+async def until(condition: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+@dataclass
+class Flip:
+    """What ``flip_after_first_round`` saw."""
+
+    elapsed_s: float  # from "running" to the verdict
+    report: HealthReport
+    progress: list[str]  # each round's description
+    emitted: list[str]  # the signals the fake sent
+    subscribers: int  # clients subscribed when it turned running
+
+
+def flip_after_first_round(address: str, policy: HealthPolicy, *, signals: bool, burst: int = 0) -> Flip:
+    """Start ``starting``; after the first round (mid-pause) make ``burst`` unrelated unit changes, then turn
+    ``running``. Real clock and sleep."""
+    progress: list[str] = []
+
+    async def scenario() -> Flip:
+        async with systemd_client(address) as client, \
+                await FakeSystemd.start(address, system_state="starting", signals=signals) as systemd:
+            wakeup = Wakeup()
+            async with following(address, wakeup):
+                checker = HealthChecker(policy, client, wakeup=wakeup,
+                                        on_progress=lambda report: progress.append(report.describe()))
+                task = asyncio.create_task(checker.wait_until_healthy(boot_clock() - 600, boot_clock() + 600))
+                try:
+                    await until(lambda: len(progress) == 1, "the first round")
+                    await asyncio.sleep(0.3)  # well into the pause after it
+                    for i in range(burst):
+                        systemd.set_unit("other.service", "active" if i % 2 else "activating")
+                    if burst:
+                        await until(lambda: len(progress) == 2, "the round after the burst", 2.0)
+                        await asyncio.sleep(0.5)
+                    subscribers = len(systemd.subscribers)
+                    turned = time.monotonic()
+                    systemd.system_state = "running"
+                    report = await asyncio.wait_for(task, 5.0)
+                    elapsed_s = time.monotonic() - turned
+                finally:
+                    task.cancel()
+            return Flip(elapsed_s, report, progress, list(systemd.emitted), subscribers)
+
+    return asyncio.run(scenario())
+
+
+def test_systemd_signal_starts_a_round_at_once(private_bus: PrivateBus, tmp_path: Path) -> None:
+    """With a 30 s interval, a system that turns running is found healthy well within a second: its
+    StartupFinished starts the round (the old fixed 10 s poll would time out here)."""
+    policy = policy_for(tmp_path, recheck_interval_s=30.0)
+    flip = flip_after_first_round(private_bus.address, policy, signals=True)
+    assert flip.report.verdict is Verdict.HEALTHY
+    assert flip.progress == ["waiting for system state running (now starting)", "healthy"]
+    assert flip.emitted == ["StartupFinished"]
+    assert flip.elapsed_s < 1.5, flip.elapsed_s  # SETTLE_S (0.2 s) plus one round; generous slack for a loaded machine
+
+
+def test_a_burst_of_signals_is_one_round(private_bus: PrivateBus, tmp_path: Path) -> None:
+    """Six quick unit changes make one more round, not six; rounds never overlap."""
+    policy = policy_for(tmp_path, recheck_interval_s=30.0)
+    flip = flip_after_first_round(private_bus.address, policy, signals=True, burst=6)
+    assert flip.emitted == ["UnitNew"] + ["PropertiesChanged"] * 5 + ["StartupFinished"]
+    assert flip.progress == ["waiting for system state running (now starting)"] * 2 + ["healthy"]
+    assert flip.report.verdict is Verdict.HEALTHY and flip.elapsed_s < 1.5
+
+
+def test_without_signals_the_interval_still_rechecks(private_bus: PrivateBus, tmp_path: Path) -> None:
+    """A systemd that accepts Subscribe but never signals: the round after the change comes at the interval."""
+    policy = policy_for(tmp_path, recheck_interval_s=1.5)
+    flip = flip_after_first_round(private_bus.address, policy, signals=False)
+    assert flip.emitted == [] and flip.subscribers == 1
+    assert flip.report.verdict is Verdict.HEALTHY
+    assert flip.progress == ["waiting for system state running (now starting)", "healthy"]
+    assert 0.8 < flip.elapsed_s < 3.0, flip.elapsed_s  # the rest of the 1.5 s interval after the 0.3 s already waited
+
+
+class RefusingFeed:
+    """A change feed whose start fails, as when the bus or systemd refuses the subscription."""
+
+    def __init__(self) -> None:
+        self.starts = 0
+
+    async def start(self, on_change: Callable[[], None]) -> None:
+        self.starts += 1
+        raise BusError("cannot follow the changes from systemd: org.freedesktop.DBus.Error.AccessDenied: no")
+
+    async def stop(self) -> None:
+        raise AssertionError("never started, never stopped")
+
+
+def test_gate_without_signals_warns_once_and_polls(private_bus: PrivateBus, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A refused subscription is one warning naming the interval; the checks still pass at its pace."""
+    policy = policy_for(tmp_path, recheck_interval_s=0.2)
+    feed = RefusingFeed()
+
+    async def scenario() -> list[HealthResult]:
+        async with systemd_client(private_bus.address) as client, \
+                await FakeSystemd.start(private_bus.address, system_state="starting") as systemd:
+            gate = HealthGateOnWallClock(policy, client, changes=feed)
+            now = datetime.now(timezone.utc)
+            asyncio.get_running_loop().call_later(0.5, setattr, systemd, "system_state", "running")
+            first = await gate.wait_until_healthy(now, now + timedelta(minutes=5), lambda detail: None)
+            second = await gate.wait_until_healthy(now, now + timedelta(minutes=5), lambda detail: None)
+            return [first, second]
+
+    with caplog.at_level(logging.DEBUG, logger="locksmithd.health"):
+        results = asyncio.run(scenario())
+    assert [result.passed for result in results] == [True, True] and feed.starts == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["bus: cannot follow the changes from systemd: org.freedesktop.DBus.Error.AccessDenied: no; "
+                        "re-checking health every 200ms instead"]
+
+
+def test_wakeup_pause_and_bursts() -> None:
+    """No poke: the pause runs out (False). Pokes, before or during a pause: it ends after the settle (True),
+    and every poke up to then is used up by it."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        wakeup = Wakeup(settle_s=0.05)
+        started = loop.time()
+        assert await wakeup.pause(0.1) is False and loop.time() - started >= 0.1
+        for _ in range(3):
+            wakeup.poke()  # came during a round
+        started = loop.time()
+        assert await wakeup.pause(10.0) is True and loop.time() - started < 1.0
+        assert await wakeup.pause(0.05) is False  # the burst was used up
+        loop.call_later(0.05, wakeup.poke)
+        loop.call_later(0.07, wakeup.poke)  # within the settle: the same burst
+        started = loop.time()
+        assert await wakeup.pause(10.0) is True and loop.time() - started < 1.0
+        assert await wakeup.pause(0.05) is False
+
+    asyncio.run(scenario())

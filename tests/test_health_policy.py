@@ -17,6 +17,7 @@ from locksmithd.core.health_policy import (
     Verdict,
     judge,
     parse_check_dir,
+    pause_before_next_round_s,
     parse_system_states,
     parse_units,
     validate_unit_name,
@@ -245,6 +246,24 @@ def test_expired_report_is_unhealthy_and_names_why(observation: HealthObservatio
     assert final.failures == failures
     healthy = judge(POLICY, seen())
     assert healthy.expired() is healthy
+
+
+@pytest.mark.parametrize(
+    ("soak_s", "since_boot_s", "state", "remaining_s", "expected_s"),
+    [
+        (0.0, 600.0, "starting", 900.0, 30.0),  # the interval: signals end it sooner
+        (0.0, 600.0, "starting", 12.5, 12.5),  # never past the deadline
+        (0.0, 600.0, "starting", -3.0, 0.0),  # already past it: no wait
+        (120.0, 110.0, "running", 900.0, 10.0),  # only soaking: wake as the soak ends
+        (120.0, 110.0, "starting", 900.0, 10.0),  # waiting for the boot too: still no later than the soak
+        (120.0, 110.0, "degraded", 900.0, 30.0),  # failing: the soak's end is not a reason to look again
+    ],
+)
+def test_pause_before_next_round(soak_s: float, since_boot_s: float, state: str, remaining_s: float,
+                                 expected_s: float) -> None:
+    policy = HealthPolicy(recheck_interval_s=30.0, soak_s=soak_s)
+    report = judge(policy, HealthObservation(seconds_since_boot=since_boot_s, system_state=state))
+    assert pause_before_next_round_s(policy, report, remaining_s) == expected_s
 
 
 def test_core_module_imports_only_core_and_errors() -> None:

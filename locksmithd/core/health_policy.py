@@ -28,6 +28,8 @@ DEFAULT_TIMEOUT_S = 15 * 60.0
 # overall timeout (15 min by default) still leaves room for several rounds.
 DEFAULT_COMMAND_TIMEOUT_S = 60.0
 DEFAULT_RECHECK_INTERVAL_S = 10.0
+"""The longest pause between rounds (LOCKSMITHD_HEALTH_RECHECK_INTERVAL): systemd's signals start a round at
+once; check commands have no signal, so this is how soon a check that failed is run again."""
 
 ACTIVE_STATES = frozenset({"active", "reloading", "refreshing"})
 """Unit ``ActiveState`` values that count as active (as ``systemctl is-active`` does)."""
@@ -56,8 +58,8 @@ class HealthPolicy:
 
     ``healthy_states`` is ``None`` for ``any`` (systemd's state is not read).
     Times are seconds: ``soak_s`` since boot, ``timeout_s`` for all rounds,
-    ``command_timeout_s`` per check command, ``recheck_interval_s`` between
-    rounds. Raises ``ValueError`` for a value no parser would produce (a
+    ``command_timeout_s`` per check command, ``recheck_interval_s`` the
+    longest pause between rounds (systemd's signals may end it sooner). Raises ``ValueError`` for a value no parser would produce (a
     waiting state taken as healthy, an invalid unit name, a non-positive
     timeout or interval, a soak not shorter than the timeout).
     """
@@ -286,6 +288,19 @@ def judge(policy: HealthPolicy, seen: HealthObservation) -> HealthReport:
         verdict = Verdict.HEALTHY
     return HealthReport(verdict=verdict, failures=tuple(failures), waits=tuple(waits),
                         system_state=seen.system_state, soak_left_s=soak_left_s)
+
+
+def pause_before_next_round_s(policy: HealthPolicy, report: HealthReport, remaining_s: float) -> float:
+    """The longest wait before the next round after ``report``, ``remaining_s`` before the deadline.
+
+    The re-check interval, never past the deadline, and no later than the end
+    of the soak when the soak is all there is to wait for (so the host
+    releases as the soak ends). A change systemd signals may end it sooner.
+    """
+    pause_s = min(policy.recheck_interval_s, max(0.0, remaining_s))
+    if report.soak_left_s > 0 and report.verdict is Verdict.WAIT:
+        pause_s = min(pause_s, report.soak_left_s)
+    return pause_s
 
 
 def _unit_failures(unit_states: Iterable[tuple[str, str]]) -> list[str]:

@@ -190,7 +190,7 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
                         journal: JournalFields | None = None) -> ExitCode:
     """Watch update_engine and run the state machine; cancelling ``main`` stops both cleanly."""
     from locksmithd.bus.logind import LogindClient
-    from locksmithd.bus.systemd import SystemdClient
+    from locksmithd.bus.systemd import SystemdChanges, SystemdClient
     from locksmithd.bus.update_engine import UpdateEngineWatcher
     from locksmithd.daemon.health import HealthGateOnWallClock
     from locksmithd.daemon.hooks import Hooks
@@ -221,7 +221,8 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
     daemon = Daemon(
         strategy, logind, window=settings.window, publisher=coordinator, reboot_needed=need.event,
         login_delay_s=settings.login_delay_s, retry_max_s=settings.retry_max_s,
-        health=HealthGateOnWallClock(settings.health_policy(), SystemdClient(bus)) if strategy.uses_lock else None,
+        health=HealthGateOnWallClock(settings.health_policy(), SystemdClient(bus), changes=SystemdChanges(bus))
+        if strategy.uses_lock else None,
         inhibitors=None if settings.ignore_inhibitors else logind.list_inhibitors,
         hooks=Hooks(settings.pre_reboot_dir, settings.post_boot_dir, settings.hook_timeout_s, group=settings.group,
                     holder=settings.machine_id),
