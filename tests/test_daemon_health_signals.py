@@ -14,7 +14,7 @@ from harness.systemd_service import FakeSystemd
 from tests.test_daemon_integration import ctl, holders, run, start_host
 
 SLOW_POLL = {"LOCKSMITHD_HEALTH_RECHECK_INTERVAL": "30s"}
-PROMPT_S = 2.0
+PROMPT_S = 1.5
 """Upper bound from the change to the release: the settle (0.2 s), one round, one etcd write, the state file;
 the rest is slack for a loaded machine. The old fixed 10 s poll (and the 30 s interval) cannot meet it."""
 

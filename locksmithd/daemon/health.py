@@ -48,7 +48,7 @@ class SystemdView(Protocol):
 
 
 class SystemdChangeFeed(Protocol):
-    """How the gate hears systemd change (``bus.systemd.SystemdChanges`` fits): ``start`` raises BusError."""
+    """How the gate hears systemd's changes (``bus.systemd.SystemdChanges`` fits): ``start`` raises BusError."""
 
     async def start(self, on_change: Callable[[], None]) -> None: ...
 
@@ -121,8 +121,8 @@ class HealthChecker:
         return judge(self.policy, seen)
 
     async def wait_until_healthy(self, booted_at: float, deadline: float) -> HealthReport:
-        """Re-check until HEALTHY or ``deadline`` passes: when the wakeup is poked, at the latest every
-        ``recheck_interval_s`` (``pause_before_next_round_s``).
+        """Re-check until HEALTHY or ``deadline`` passes: at once when the wakeup is poked, at the latest
+        every ``recheck_interval_s`` (``pause_before_next_round_s``).
 
         ``booted_at`` and ``deadline`` are on the checker's clock. Returns the
         HEALTHY report, or the last round's report made final (UNHEALTHY,

@@ -24,6 +24,8 @@ from locksmithd.core.schedule import Window
 log = logging.getLogger("locksmithd.daemon")
 T = TypeVar("T")
 UNHEALTHY_RECHECK_S = 60.0
+# While unhealthy the checks run as after boot (at once on systemd's signals, at the latest every
+# LOCKSMITHD_HEALTH_RECHECK_INTERVAL); this is how often the boot record is read again and the failures logged.
 BEST_EFFORT_TIMEOUT_S = 10.0
 INHIBITOR_POLL_S = 5.0  # logind has no signal for inhibitors coming and going: ask this often while blocked
 
