@@ -178,12 +178,12 @@ def test_signals_only_while_subscribed(private_bus: PrivateBus) -> None:
                 systemd.set_unit("a.service", "activating")
                 systemd.system_state = "degraded"
                 assert systemd.emitted == [] and systemd.subscribers == set()
-                await changes.start(lambda: heard.append("change"))
+                await changes.start(heard.append)
                 assert systemd.subscribers == {bus.unique_name}
                 await changes.stop()
                 assert systemd.subscribers == set()
                 systemd.system_state = "running"
-                await changes.start(lambda: heard.append("change"))
+                await changes.start(heard.append)
                 await asyncio.sleep(0.2)
                 assert heard == [] and systemd.emitted == []
             await until(lambda: not systemd.subscribers, "the subscriber that left the bus to be forgotten")
@@ -194,14 +194,14 @@ def test_signals_only_while_subscribed(private_bus: PrivateBus) -> None:
 
 
 def test_each_change_signal_is_heard(private_bus: PrivateBus) -> None:
-    """The end of the boot, a job removed, a unit loaded, changed or forgotten: one on_change each."""
+    """The end of the boot, a job removed, a unit loaded, changed or forgotten: one on_change(member) each."""
 
     async def scenario() -> None:
         async with await FakeSystemd.start(private_bus.address, system_state="starting",
                                            units={"sshd.service": "activating"}) as systemd:
             async with changes_of(private_bus.address) as (changes, _):
-                heard: list[int] = []
-                await changes.start(lambda: heard.append(1))
+                heard: list[str] = []
+                await changes.start(heard.append)
                 steps: list[tuple[Callable[[], None], str]] = [
                     (lambda: setattr(systemd, "system_state", "running"), "StartupFinished"),
                     (lambda: systemd.finish_job("sshd.service"), "JobRemoved"),
@@ -214,6 +214,7 @@ def test_each_change_signal_is_heard(private_bus: PrivateBus) -> None:
                     change()
                     assert systemd.emitted[-1] == member
                     await until(lambda: len(heard) == count, member)
+                    assert heard[-1] == member
                 await changes.stop()
                 systemd.set_unit("sshd.service", "failed")
                 await asyncio.sleep(0.2)
@@ -242,9 +243,9 @@ def test_following_an_absent_systemd_is_a_clear_error(private_bus: PrivateBus) -
         async with changes_of(private_bus.address) as (changes, _):
             with pytest.raises(BusError, match=r"cannot follow the changes: systemd "
                                                r"\(org.freedesktop.systemd1\) is not on the bus"):
-                await changes.start(lambda: None)
+                await changes.start(lambda member: None)
             async with await FakeSystemd.start(private_bus.address) as systemd:
-                await changes.start(lambda: None)
+                await changes.start(lambda member: None)
                 assert len(systemd.subscribers) == 1
                 await changes.stop()
 

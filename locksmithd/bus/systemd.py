@@ -114,7 +114,7 @@ def is_change(msg: Message) -> bool:
 
 
 class SystemdChanges:
-    """Calls ``on_change()`` for each of systemd's signals that ``is_change`` accepts, between start and stop.
+    """Calls ``on_change(member)`` for each of systemd's signals that ``is_change`` accepts, between start and stop.
 
     systemd sends those signals only to subscribed clients: ``start`` adds the
     match rules (the manager's signals; PropertiesChanged of unit objects) and
@@ -127,10 +127,10 @@ class SystemdChanges:
     def __init__(self, bus: MessageBus, *, call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S) -> None:
         self._bus = bus
         self._call_timeout_s = call_timeout_s
-        self._on_change: Callable[[], None] | None = None
+        self._on_change: Callable[[str], None] | None = None
         self._rules: list[str] = []
 
-    async def start(self, on_change: Callable[[], None]) -> None:
+    async def start(self, on_change: Callable[[str], None]) -> None:
         """Follow systemd's changes. Raises ``BusError`` (leaving nothing behind) when the bus refuses a
         rule, systemd is absent, or Subscribe fails; being subscribed already is fine."""
         if self._on_change is not None:
@@ -179,7 +179,7 @@ class SystemdChanges:
     def _handle(self, msg: Message) -> None:
         # Returns None: never marks a message handled, other handlers see it too.
         if self._on_change is not None and is_change(msg):
-            self._on_change()
+            self._on_change(msg.member or "")
 
 
 def _failed(what: str, error: tuple[str, str], *, verb: str = "read") -> BusError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,6 +18,8 @@ SYSTEM_STATES: tuple[str, ...] = (
 
 WAIT_STATES = frozenset({"initializing", "starting"})
 """States of a system still booting: always waited for, never healthy."""
+BOOT_FINISHED_SIGNAL = "StartupFinished"
+"""The manager's signal sent as the system state leaves ``starting`` (after the last boot job)."""
 
 ANY_STATE = "any"
 DEFAULT_HEALTHY_STATES: frozenset[str] = frozenset({"running"})
@@ -231,13 +233,19 @@ class Wait:
 
 @dataclass(frozen=True, kw_only=True)
 class HealthReport:
-    """The verdict of a round: failed checks, reasons to wait, and the state seen."""
+    """The verdict of a round: failed checks, reasons to wait, and the state seen.
+
+    ``held_by_systemd`` is True when something systemd says (its state, a
+    unit's state, or that it could not be read) is among the reasons the
+    round was not healthy: only then can one of its signals change the verdict.
+    """
 
     verdict: Verdict
     failures: tuple[str, ...] = ()
     waits: tuple[Wait, ...] = ()
     system_state: str | None = None
     soak_left_s: float = 0.0
+    held_by_systemd: bool = False
 
     def describe(self) -> str:
         """One line for the daemon's status: "waiting for system state running (now starting)"."""
@@ -275,6 +283,7 @@ def judge(policy: HealthPolicy, seen: HealthObservation) -> HealthReport:
         elif seen.system_state not in policy.healthy_states:
             failures.append(f"system state {seen.system_state!r} not in {wanted}")
     failures.extend(_unit_failures(seen.unit_states))
+    held_by_systemd = bool(failures or waits)  # so far: problems reading (systemd, the check directory), state, units
     failures.extend(f for f in (result.failure() for result in seen.commands) if f is not None)
     soak_left_s = max(0.0, policy.soak_s - seen.seconds_since_boot)
     if soak_left_s > 0:
@@ -287,7 +296,23 @@ def judge(policy: HealthPolicy, seen: HealthObservation) -> HealthReport:
     else:
         verdict = Verdict.HEALTHY
     return HealthReport(verdict=verdict, failures=tuple(failures), waits=tuple(waits),
-                        system_state=seen.system_state, soak_left_s=soak_left_s)
+                        system_state=seen.system_state, soak_left_s=soak_left_s, held_by_systemd=held_by_systemd)
+
+
+def round_due(report: HealthReport, signals: Collection[str]) -> bool:
+    """Whether a burst of systemd's ``signals`` (their members) may change the verdict after ``report``.
+
+    Only when systemd held the last round back: a failing check command or a
+    soak not over are no business of systemd's (the interval and the soak's
+    end bring the next round). While the system is still booting, only the
+    end of the boot can make it healthy: the storm of job and unit signals
+    during a boot starts no round, ``StartupFinished`` does.
+    """
+    if not report.held_by_systemd:
+        return False
+    if report.system_state in WAIT_STATES:
+        return BOOT_FINISHED_SIGNAL in signals
+    return bool(signals)
 
 
 def pause_before_next_round_s(policy: HealthPolicy, report: HealthReport, remaining_s: float) -> float:

@@ -19,6 +19,7 @@ from locksmithd.core.health_policy import (
     Verdict,
     judge,
     pause_before_next_round_s,
+    round_due,
 )
 from locksmithd.core.duration import format_duration
 from locksmithd.daemon.run import HealthResult
@@ -50,7 +51,7 @@ class SystemdView(Protocol):
 class SystemdChangeFeed(Protocol):
     """How the gate hears systemd's changes (``bus.systemd.SystemdChanges`` fits): ``start`` raises BusError."""
 
-    async def start(self, on_change: Callable[[], None]) -> None: ...
+    async def start(self, on_change: Callable[[str], None]) -> None: ...
 
     async def stop(self) -> None: ...
 
@@ -121,8 +122,8 @@ class HealthChecker:
         return judge(self.policy, seen)
 
     async def wait_until_healthy(self, booted_at: float, deadline: float) -> HealthReport:
-        """Re-check until HEALTHY or ``deadline`` passes: at once when the wakeup is poked, at the latest
-        every ``recheck_interval_s`` (``pause_before_next_round_s``).
+        """Re-check until HEALTHY or ``deadline`` passes: at the latest every ``recheck_interval_s``
+        (``pause_before_next_round_s``), at once when systemd signals a change that matters (``round_due``).
 
         ``booted_at`` and ``deadline`` are on the checker's clock. Returns the
         HEALTHY report, or the last round's report made final (UNHEALTHY,
@@ -144,13 +145,21 @@ class HealthChecker:
             if report.describe() != said:  # once per change, not every round
                 said = report.describe()
                 log.info("not healthy yet: %s", said)
-            await self._pause(pause_before_next_round_s(self.policy, report, remaining_s))
+            await self._pause(report, pause_before_next_round_s(self.policy, report, remaining_s))
 
-    async def _pause(self, pause_s: float) -> None:
+    async def _pause(self, report: HealthReport, pause_s: float) -> None:
+        """Wait ``pause_s``, or less when systemd signals a change that may alter ``report`` (``round_due``)."""
         if self._wakeup is None:
             await self._sleep(pause_s)
-        elif await self._wakeup.pause(pause_s):
-            log.debug("systemd reported a change: checking again")
+            return
+        until = self._clock() + pause_s
+        while signals := await self._wakeup.pause(pause_s):
+            if round_due(report, signals):
+                log.debug("systemd signalled %s: checking again", ", ".join(sorted(signals)))
+                return
+            pause_s = until - self._clock()
+            if pause_s <= 0:
+                return
 
     def _check_commands(self) -> tuple[list[str], list[str]]:
         """Executable regular files of the check directory in name order, and failures (``list_commands``)."""
@@ -319,9 +328,10 @@ class HealthGateOnWallClock:
     written in.
 
     While it waits, and when the policy reads systemd, it follows systemd's
-    changes through ``changes``: each burst of signals starts a round at once
-    (a healthy host releases within about a second of becoming so; a halted
-    host notices ``systemctl reset-failed`` as promptly). Without signals
+    changes through ``changes``: a burst of signals that may change the
+    verdict (``round_due``) starts a round at once (a healthy host releases
+    within about a second of becoming so; a halted host notices ``systemctl
+    reset-failed`` as promptly). Without signals
     (``changes`` None or refused, logged once) the rounds come every
     ``recheck_interval_s``, which is also the pace for check commands.
     """

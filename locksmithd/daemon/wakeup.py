@@ -11,14 +11,15 @@ one change (a job removed, then the unit's properties, then the end of the boot)
 
 
 class Wakeup:
-    """``poke()`` from anywhere on the loop (a bus signal handler); ``pause(seconds)`` between rounds.
+    """``poke(what)`` from anywhere on the loop (a bus signal handler); ``pause(seconds)`` between rounds.
 
-    ``pause`` returns after ``seconds``, or ``SETTLE_S`` after a poke, and
-    says which. Pokes that came while no pause ran (during a round) end the
-    next pause at once (after the settle): the round may have read the state
-    before the change. Every poke up to the end of a pause is used up by it,
-    so a burst is one round, and rounds never overlap (they are run by one
-    caller, one after the other). ``sleep`` is how time passes (injected in tests).
+    ``pause`` returns after ``seconds`` (an empty set), or ``SETTLE_S`` after
+    a poke with what every poke of the burst named. Pokes that came while no
+    pause ran (during a round) end the next pause at once (after the settle):
+    the round may have read the state before the change. Every poke up to the
+    end of a pause is used up by it, so a burst is one answer, and rounds
+    never overlap (one caller runs them one after the other). ``sleep`` is how
+    time passes (injected in tests).
     """
 
     def __init__(self, *, settle_s: float = SETTLE_S,
@@ -26,12 +27,14 @@ class Wakeup:
         self.settle_s = settle_s
         self._sleep = sleep
         self._poked = asyncio.Event()
+        self._what: set[str] = set()
 
-    def poke(self) -> None:
+    def poke(self, what: str) -> None:
+        self._what.add(what)
         self._poked.set()
 
-    async def pause(self, seconds: float) -> bool:
-        """Wait ``seconds`` or until poked (then ``settle_s`` more); True when poked."""
+    async def pause(self, seconds: float) -> frozenset[str]:
+        """Wait ``seconds`` or until poked (then ``settle_s`` more); what the pokes named, empty if none came."""
         if not self._poked.is_set():
             poked = asyncio.ensure_future(self._poked.wait())
             timer = asyncio.ensure_future(self._sleep(seconds))
@@ -42,7 +45,8 @@ class Wakeup:
                 timer.cancel()
                 await asyncio.gather(poked, timer, return_exceptions=True)
         if not self._poked.is_set():
-            return False
+            return frozenset()
         await self._sleep(self.settle_s)
+        what, self._what = frozenset(self._what), set()
         self._poked.clear()
-        return True
+        return what
