@@ -177,7 +177,7 @@ HEALTH_TIMEOUT = Setting("LOCKSMITHD_HEALTH_TIMEOUT", values.interval_s,
                          "its group", "health_timeout_s", "15m", flag="--health-timeout")
 HEALTH_RECHECK_INTERVAL = Setting("LOCKSMITHD_HEALTH_RECHECK_INTERVAL", values.interval_s,
                                   "while not healthy, the checks run again at the latest this often (check "
-                                  "commands have no signal); a change systemd signals starts a round at once",
+                                  "commands have no signal; systemd's state and units are followed as they change)",
                                   "health_recheck_interval_s", _seconds(DEFAULT_RECHECK_INTERVAL_S),
                                   flag="--health-recheck-interval")
 FLEETLOCK_URL = Setting("LOCKSMITHD_FLEETLOCK_URL", values.fleetlock_url,
