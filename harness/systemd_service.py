@@ -1,4 +1,4 @@
-"""A fake systemd manager (SystemState, GetUnit, unit ActiveState, Subscribe and its signals) for tests on a private bus."""
+"""A fake systemd manager (SystemState, GetUnit, ActiveState, Subscribe and its signals) on a private bus."""
 
 # No ``from __future__ import annotations`` here: dbus_fast 5 evaluates string
 # annotations itself and turns a ``-> None`` string into a broken signature.

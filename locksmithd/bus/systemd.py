@@ -16,7 +16,7 @@ from locksmithd.bus.connection import (
     error_of,
     remove_match,
 )
-from locksmithd.core.health_policy import NOT_LOADED
+from locksmithd.core.health_policy import BOOT_FINISHED_SIGNAL, NOT_LOADED
 from locksmithd.errors import BusError
 
 log = logging.getLogger("locksmithd.bus")
@@ -29,7 +29,7 @@ PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
 NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 ALREADY_SUBSCRIBED = "org.freedesktop.systemd1.AlreadySubscribed"
 UNITS_PATH = f"{PATH}/unit"
-CHANGE_SIGNALS = frozenset({"StartupFinished", "JobRemoved", "UnitNew", "UnitRemoved", "Reloading"})
+CHANGE_SIGNALS = frozenset({BOOT_FINISHED_SIGNAL, "JobRemoved", "UnitNew", "UnitRemoved", "Reloading"})
 """The manager's signals after which the system state or a unit's state may read differently: the boot
 finished (``starting`` -> ``running``/``degraded``), a job ended (a unit started or failed), a unit was loaded
 or forgotten, the configuration was reloaded."""

@@ -30,8 +30,8 @@ DEFAULT_TIMEOUT_S = 15 * 60.0
 # overall timeout (15 min by default) still leaves room for several rounds.
 DEFAULT_COMMAND_TIMEOUT_S = 60.0
 DEFAULT_RECHECK_INTERVAL_S = 10.0
-"""The longest pause between rounds (LOCKSMITHD_HEALTH_RECHECK_INTERVAL): systemd's signals start a round at
-once; check commands have no signal, so this is how soon a check that failed is run again."""
+"""The longest pause between rounds (LOCKSMITHD_HEALTH_RECHECK_INTERVAL): systemd's signals may start one
+sooner (``round_due``); check commands have no signal, so this is how soon a check that failed runs again."""
 
 ACTIVE_STATES = frozenset({"active", "reloading", "refreshing"})
 """Unit ``ActiveState`` values that count as active (as ``systemctl is-active`` does)."""
@@ -61,9 +61,10 @@ class HealthPolicy:
     ``healthy_states`` is ``None`` for ``any`` (systemd's state is not read).
     Times are seconds: ``soak_s`` since boot, ``timeout_s`` for all rounds,
     ``command_timeout_s`` per check command, ``recheck_interval_s`` the
-    longest pause between rounds (systemd's signals may end it sooner). Raises ``ValueError`` for a value no parser would produce (a
-    waiting state taken as healthy, an invalid unit name, a non-positive
-    timeout or interval, a soak not shorter than the timeout).
+    longest pause between rounds (systemd's signals may end it sooner).
+    Raises ``ValueError`` for a value no parser would produce (a waiting
+    state taken as healthy, an invalid unit name, a non-positive timeout or
+    interval, a soak not shorter than the timeout).
     """
 
     healthy_states: frozenset[str] | None = DEFAULT_HEALTHY_STATES
