@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from locksmithd.core.health_policy import (
@@ -18,9 +18,13 @@ from locksmithd.core.health_policy import (
     HealthReport,
     Verdict,
     judge,
+    pause_before_next_round_s,
+    round_due,
 )
+from locksmithd.core.duration import format_duration
 from locksmithd.core.names import printable
 from locksmithd.daemon.run import HealthResult
+from locksmithd.daemon.wakeup import Wakeup
 from locksmithd.errors import BusError
 from locksmithd.host import commands  # the one runner for checks and hooks
 
@@ -37,6 +41,14 @@ class SystemdView(Protocol):
     async def unit_active_state(self, name: str) -> str: ...
 
 
+class SystemdChangeFeed(Protocol):
+    """How the gate hears systemd's changes (``bus.systemd.SystemdChanges`` fits): ``start`` raises BusError."""
+
+    async def start(self, on_change: Callable[[str], None]) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 def boot_clock() -> float:
     """Seconds since the kernel booted, counting suspend (``CLOCK_BOOTTIME``)."""
     return time.clock_gettime(time.CLOCK_BOOTTIME)
@@ -46,8 +58,9 @@ class HealthChecker:
     """Runs rounds of checks under one policy until the host is healthy or time is up.
 
     ``clock`` (default ``boot_clock``) gives the seconds that ``booted_at``
-    and ``deadline`` are measured on; ``sleep`` waits between rounds;
-    ``run_command(path, timeout_s)`` runs one check command;
+    and ``deadline`` are measured on; ``sleep`` waits between rounds, or
+    ``wakeup`` does when given (poked by systemd's signals, it ends the wait
+    early); ``run_command(path, timeout_s)`` runs one check command;
     ``on_progress`` receives the report of every round.
     """
 
@@ -60,8 +73,10 @@ class HealthChecker:
         clock: Callable[[], float] = boot_clock,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_progress: Callable[[HealthReport], None] = lambda report: None,
+        wakeup: Wakeup | None = None,
     ) -> None:
         self.policy = policy
+        self._wakeup = wakeup
         self._systemd = systemd
         self._run_command: CommandRunner = run_command or commands.run_command
         self._clock = clock
@@ -100,7 +115,8 @@ class HealthChecker:
         return judge(self.policy, seen)
 
     async def wait_until_healthy(self, booted_at: float, deadline: float) -> HealthReport:
-        """Re-check every ``recheck_interval_s`` until HEALTHY or ``deadline`` passes.
+        """Re-check until HEALTHY or ``deadline`` passes: at the latest every ``recheck_interval_s``
+        (``pause_before_next_round_s``), at once when systemd signals a change that matters (``round_due``).
 
         ``booted_at`` and ``deadline`` are on the checker's clock. Returns the
         HEALTHY report, or the last round's report made final (UNHEALTHY,
@@ -122,10 +138,21 @@ class HealthChecker:
             if report.describe() != said:  # once per change, not every round
                 said = report.describe()
                 log.info("not healthy yet: %s", said)
-            pause_s = min(self.policy.recheck_interval_s, remaining_s)
-            if report.soak_left_s > 0 and report.verdict is Verdict.WAIT:
-                pause_s = min(pause_s, report.soak_left_s)  # release as soon as the soak ends
+            await self._pause(report, pause_before_next_round_s(self.policy, report, remaining_s))
+
+    async def _pause(self, report: HealthReport, pause_s: float) -> None:
+        """Wait ``pause_s``, or less when systemd signals a change that may alter ``report`` (``round_due``)."""
+        if self._wakeup is None:
             await self._sleep(pause_s)
+            return
+        until = self._clock() + pause_s
+        while signals := await self._wakeup.pause(pause_s):
+            if round_due(report, signals):
+                log.debug("systemd signalled %s: checking again", ", ".join(sorted(signals)))
+                return
+            pause_s = until - self._clock()
+            if pause_s <= 0:
+                return
 
     def _check_commands(self) -> tuple[list[str], list[str]]:
         """Executable regular files of the check directory in name order, and failures (``list_commands``)."""
@@ -143,24 +170,55 @@ class HealthGateOnWallClock:
     the daemon first saw the new boot), so the soak and the timeout survive a
     daemon restart during the checks; the wall clock is what that record is
     written in.
+
+    While it waits, and when the policy reads systemd, it follows systemd's
+    changes through ``changes``: a burst of signals that may change the
+    verdict (``round_due``) starts a round at once (a healthy host releases
+    within about a second of becoming so; a halted host notices ``systemctl
+    reset-failed`` as promptly). Without signals
+    (``changes`` None or refused, logged once) the rounds come every
+    ``recheck_interval_s``, which is also the pace for check commands.
     """
 
     def __init__(self, policy: HealthPolicy, systemd: SystemdView, *,
-                 env: Mapping[str, str] | None = None,
+                 env: Mapping[str, str] | None = None, changes: SystemdChangeFeed | None = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.policy = policy
         self.timeout_s = policy.timeout_s
         self._systemd = systemd
         self._run_command: CommandRunner = functools.partial(commands.run_command, env=env)
+        self._changes = changes
         self._clock = clock
         self._sleep = sleep
+        self._said_no_signals = False
 
     async def wait_until_healthy(self, booted_at: datetime, give_up_at: datetime,
                                  progress: Callable[[str], None]) -> HealthResult:
-        checker = HealthChecker(self.policy, self._systemd, run_command=self._run_command,
-                                clock=self._clock, sleep=self._sleep, on_progress=lambda report: progress(report.describe()))
-        report = await checker.wait_until_healthy(booted_at.timestamp(), give_up_at.timestamp())
+        wakeup = Wakeup(sleep=self._sleep)
+        following = await self._follow(wakeup)
+        try:
+            checker = HealthChecker(self.policy, self._systemd, run_command=self._run_command, clock=self._clock,
+                                    sleep=self._sleep, on_progress=lambda report: progress(report.describe()),
+                                    wakeup=wakeup)
+            report = await checker.wait_until_healthy(booted_at.timestamp(), give_up_at.timestamp())
+        finally:
+            if following and self._changes is not None:
+                await self._changes.stop()
         passed = report.verdict is Verdict.HEALTHY
         summary = "all checks passed" if passed else "; ".join(report.failures) or report.describe()
         return HealthResult(passed, summary)
+
+    async def _follow(self, wakeup: Wakeup) -> bool:
+        """Start hearing systemd's changes (True), or say once why not and rely on the interval (False)."""
+        if self._changes is None or not self.policy.needs_systemd:
+            return False
+        try:
+            await self._changes.start(wakeup.poke)
+        except BusError as error:
+            level = logging.DEBUG if self._said_no_signals else logging.WARNING
+            self._said_no_signals = True
+            interval = format_duration(timedelta(seconds=self.policy.recheck_interval_s))
+            log.log(level, "%s; re-checking health every %s instead", error.one_line(), interval)
+            return False
+        return True

@@ -197,7 +197,7 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
                         command_env: Mapping[str, str], journal: JournalFields | None = None) -> ExitCode:
     """Watch update_engine and run the state machine; cancelling ``main`` stops both cleanly."""
     from locksmithd.bus.logind import LogindClient
-    from locksmithd.bus.systemd import SystemdClient
+    from locksmithd.bus.systemd import SystemdChanges, SystemdClient
     from locksmithd.bus.update_engine import UpdateEngineWatcher
     from locksmithd.daemon.boot_id import resolve_boot_id
     from locksmithd.daemon.health import HealthGateOnWallClock
@@ -207,40 +207,30 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
     from locksmithd.daemon.supervise import Supervisor, watchdog_interval_s
     from locksmithd.host.wall import reboot_notice, write_to_terminals
 
-    from locksmithd.daemon.sources import Source, UpdateEngineSource, bounded_reason, make_sources, start_sources
+    from locksmithd.daemon.sources import RebootNeed, Source, UpdateEngineSource, make_sources, start_sources
 
-    reboot_needed = asyncio.Event()
     observers = Observers(settings, strategy)
     if journal is not None:  # one structured entry per event, with a fixed MESSAGE_ID (journal only)
         from locksmithd.host.journal_events import journal_listener
 
         observers.add_listener(journal_listener(journal))
-
-    def need(reason: str) -> None:
-        """A source says a reboot is needed: the first reason is the one recorded with the slot."""
-        if reboot_needed.is_set():
-            log.debug("also needed: %s", reason)
-            return
-        reason = bounded_reason(reason)
-        log.info("a reboot is needed: %s", reason)
-        strategy.reason = reason
-        reboot_needed.set()
-        observers.event("reboot-needed", reason.split(":", 1)[0])
+    need = RebootNeed(strategy, observers.event)  # the one emitter of "reboot-needed"
+    update_engine_needs = need.of("update-engine")
 
     def on_status(status: UpdateStatus) -> None:
         log.debug("update_engine status: %s", status.current_operation)
         if status.needs_reboot:
-            need("update-engine" + (f": version {status.new_version}" if status.new_version else ""))
+            update_engine_needs("update-engine" + (f": version {status.new_version}" if status.new_version else ""))
 
     watcher = UpdateEngineWatcher(on_status)
     sources = make_sources(settings, need, UpdateEngineSource(watcher, bus), command_env)
     started: list[Source] = []
     logind = LogindClient(bus)
     daemon = Daemon(
-        strategy, logind, window=settings.window, publisher=coordinator, reboot_needed=reboot_needed,
+        strategy, logind, window=settings.window, publisher=coordinator, reboot_needed=need.event,
         login_delay_s=settings.login_delay_s, retry_max_s=settings.retry_max_s,
-        health=(HealthGateOnWallClock(settings.health_policy(), SystemdClient(bus), env=command_env)
-                if strategy.uses_lock else None),
+        health=(HealthGateOnWallClock(settings.health_policy(), SystemdClient(bus), env=command_env,
+                                      changes=SystemdChanges(bus)) if strategy.uses_lock else None),
         inhibitors=None if settings.ignore_inhibitors else logind.list_inhibitors,
         hooks=Hooks(settings.pre_reboot_dir, settings.post_boot_dir, settings.hook_timeout_s, group=settings.group,
                     holder=settings.machine_id, environ=command_env),
