@@ -97,7 +97,8 @@ class Daemon:
 
     ``on_event(kind, detail)`` hears what an operator may count or search
     for (metrics, journal): "state" (detail: the new state), "slot-taken",
-    "reboot-requested", "slot-released", "reboot-done" (the slot taken before
+    "reboot-requested" (told as logind is asked, since the reboot may stop the daemon before logind's reply
+    is read; a refusal follows as "error"), "slot-released", "reboot-done" (the slot taken before
     a reboot released in the new boot), "health-failed" and "error" (detail:
     the error kind). It must not raise.
     """
@@ -342,7 +343,8 @@ class Daemon:
 
     async def _rebooting(self, step: Step) -> Step:
         await self._await_best_effort("record the reboot request", self.strategy.rebooting())
-        log.info("asking logind to reboot")
+        # Told before the call: once logind accepts, systemd may stop this process before the reply is read.
+        self.on_event("reboot-requested", "")
         try:
             await self.rebooter.reboot()
         except RebootRefused as error:
@@ -350,7 +352,6 @@ class Daemon:
             return Step(State.RELEASING, pause_s=pause_s)
         self._succeeded(State.REBOOTING)
         log.info("reboot accepted by logind; waiting to be stopped")
-        self.on_event("reboot-requested", "")
         await asyncio.Event().wait()  # systemd stops us as part of the reboot
         raise AssertionError("unreachable")
 
