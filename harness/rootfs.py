@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,12 @@ def _run(argv: list[str], what: str, *, env: dict[str, str] | None = None, timeo
         raise RootfsError(f"{what} failed (exit {done.returncode}):\n{tail}")
 
 
+def _wheel_content(path: Path) -> bytes:
+    """What a wheel holds (names and bytes of its members), not its zip timestamps: equal code, equal key."""
+    with zipfile.ZipFile(path) as wheel:
+        return b"".join(name.encode() + b"\0" + wheel.read(name) for name in sorted(wheel.namelist()))
+
+
 def build_base(build_dir: Path) -> Path:
     """The cached bookworm base, built with mmdebstrap if it is not there yet."""
     sources = apt_sources()
@@ -111,19 +118,32 @@ def build_base(build_dir: Path) -> Path:
 
 
 def build_wheels(source_dir: Path, build_dir: Path) -> Path:
-    """Wheels of locksmithd and its dependencies, built here with the running interpreter's pip."""
+    """Wheels of locksmithd and its dependencies, built here with the running interpreter's pip.
+
+    The dependencies' wheels are built again only when setup.cfg changed (a
+    stamp holds its hash); locksmithd's own wheel is always built from the
+    checkout, without its dependencies and in this environment (seconds).
+    """
     wheels = build_dir / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    stamp = wheels / ".setup.cfg.sha256"
+    wanted = _digest([(source_dir / "setup.cfg").read_bytes()])
+    env = {**os.environ, "PIP_FIND_LINKS": str(wheels)}
+    if not stamp.exists() or stamp.read_text() != wanted:
+        _run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--wheel-dir", str(wheels),
+              str(source_dir)], "pip wheel (dependencies)", env=env)
+        stamp.write_text(wanted)
     for old in wheels.glob("locksmithd-*.whl"):
         old.unlink()  # always the checkout's code, never a stale build of it
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--wheel-dir", str(wheels),
-          str(source_dir)], "pip wheel", env={**os.environ, "PIP_FIND_LINKS": str(wheels)})
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
+          "--no-build-isolation", "--wheel-dir", str(wheels), str(source_dir)], "pip wheel (locksmithd)", env=env)
     return wheels
 
 
 def build_install(build_dir: Path, base: Path, wheels: Path) -> Layers:
     """The install layer over ``base``: locksmithd from ``wheels`` in a venv, as README tells an operator."""
     names = sorted(path.name for path in wheels.glob("*.whl"))
-    key = _digest([base.name.encode()] + [(wheels / name).read_bytes() for name in names])
+    key = _digest([base.name.encode()] + [_wheel_content(wheels / name) for name in names])
     install = build_dir / f"install-{key}"
     if (install / VENV.lstrip("/") / "bin/locksmithd").exists():
         return Layers(install=install, base=base)
