@@ -13,6 +13,7 @@ import pytest
 from locksmithd.core.holder_record import AfterBoot
 from locksmithd.daemon.run import Daemon, HealthResult
 from locksmithd.errors import RebootRefused, StoreDenied, StoreUnavailable
+from locksmithd.strategies.base import WithoutSlot
 from locksmithd.core.states import ALLOWED, State, StateMachine, TransitionError, published_state
 from locksmithd.core.window import RebootWindow
 
@@ -31,10 +32,13 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
-class FakeStrategy:
+class FakeStrategy(WithoutSlot):
+    """A strategy with a slot, kept in memory; the observers' methods are WithoutSlot's (no queue, no group)."""
+
     label = "etcd-lock"
     enabled = True
     uses_lock = True
+    boot_id: str | None = None
 
     def __init__(self, clock: FakeClock, acquire_takes_s: float = 0.0, fail_acquire: int = 0) -> None:
         self.clock = clock

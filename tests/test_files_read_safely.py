@@ -77,26 +77,3 @@ def test_password_file_with_a_trailing_blank_line(tmp_path: Path, etcd_auth_node
                                                    "LOCKSMITHD_ETCD_PASSWORD_FILE": str(password_file)},
                         prefix=auth.key_prefix)
     assert auth.password not in log
-
-
-def test_a_fifo_as_the_boot_id_does_not_wedge_the_daemon(tmp_path: Path, etcd_node: EtcdCluster,
-                                                         key_prefix: str) -> None:
-    """LOCKSMITHD_BOOT_ID_PATH names a FIFO: the boot id is unknown, the daemon runs and stops on SIGTERM."""
-    fifo = tmp_path / "boot_id_fifo"
-    os.mkfifo(fifo)
-
-    async def scenario() -> None:
-        host = await start_host(tmp_path, etcd_node, "h-bootid-fifo", key_prefix,
-                                extra_env={"LOCKSMITHD_BOOT_ID_PATH": str(fifo)})
-        try:
-            await wait_for(lambda: host.daemon_state().get("DAEMON_STATE") == "idle", 20,
-                           f"idle; log:\n{host.log_text()[-2000:]}")
-            host.auto_restart = False
-            assert host.process is not None
-            host.process.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(host.process.wait(), 20) == 0
-        finally:
-            await host.stop()
-
-    run(scenario)
-    assert holders(etcd_node, key_prefix) == []
