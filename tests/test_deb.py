@@ -176,10 +176,40 @@ class TestMaintainerScripts:
 
 
 def test_lintian_finds_no_errors_and_only_the_warnings_the_readme_justifies(built: Built) -> None:
-    result = subprocess.run(["lintian", "--no-tag-display-limit", str(built.deb)], capture_output=True, text=True,
+    result = subprocess.run(["lintian", "--tag-display-limit", "0", str(built.deb)], capture_output=True, text=True,
                             timeout=300, check=False)
     tags = re.findall(r"^([EW]): locksmithd: (\S+)", result.stdout, re.M)
     assert [tag for kind, tag in tags if kind == "E"] == [], result.stdout
     readme = (ROOT / "README.md").read_text()
     justified = set(re.findall(r"^- lintian `([a-z0-9-]+)`", readme, re.M))
     assert {tag for kind, tag in tags if kind == "W"} <= justified, result.stdout
+
+
+@pytest.mark.parametrize(("state", "restarted"), [
+    ("idle", True), ("waiting-for-window", True), ("checking-health", True), ("unhealthy", True), ("", True),
+    ("waiting-for-lock", False), ("holding", False), ("warning-users", False), ("rebooting", False),
+])
+def test_postinst_upgrade_restarts_only_when_nothing_is_at_stake(tmp_path: Path, state: str, restarted: bool) -> None:
+    """The upgrade block of contrib/debian/locksmithd.postinst, run against a state file and a recording
+    deb-systemd-invoke (paths moved into tmp_path): a fresh install never restarts from it."""
+    script = (ROOT / "contrib/debian/locksmithd.postinst").read_text().replace("#DEBHELPER#", "")
+    state_file = tmp_path / "coordinator.conf"
+    if state:
+        state_file.write_text(f"NAME=locksmithd\nSTRATEGY=etcd-lock\nSTATE=running\nDAEMON_STATE={state}\n")
+    script = script.replace("/run/update-engine/coordinator.conf", str(state_file)).replace(
+        "[ -d /run/systemd/system ]", "true")
+    assert str(state_file) in script
+    (tmp_path / "bin").mkdir()
+    recorder = tmp_path / "bin" / "deb-systemd-invoke"
+    recorder.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "invoked"}\n')
+    recorder.chmod(0o755)
+    (tmp_path / "postinst").write_text(script)
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
+    for args, expect in ((["configure", ""], False), (["configure", "0.0.9"], restarted)):
+        (tmp_path / "invoked").unlink(missing_ok=True)
+        result = subprocess.run(["sh", str(tmp_path / "postinst"), *args], env=env, capture_output=True, text=True,
+                                timeout=30, check=False)
+        assert result.returncode == 0, result.stderr
+        invoked = (tmp_path / "invoked").read_text() if (tmp_path / "invoked").exists() else ""
+        assert invoked == ("try-restart locksmithd.service locksmithd-unprivileged.service\n" if expect else ""), args
+        assert (f"the daemon is {state}: not restarted now" in result.stdout) == (args[1] != "" and not restarted)
