@@ -132,6 +132,13 @@ class TestMetadata:
         assert built.field("Version") == __version__
         assert built.field("Architecture") == "all"
 
+    def test_readme_installs_this_version(self) -> None:
+        """The README's first install command names the file `make deb` writes for the current version."""
+        readme = (ROOT / "README.md").read_text()
+        section = readme[readme.index("## Install on a host"):readme.index("## Configure")]
+        assert f"apt install ./dist/locksmithd_{__version__}_all.deb" in section
+        assert section.index("apt install") < section.index("pip install")
+
     def test_depends_on_bookworms_libraries_and_never_asyncinotify(self, built: Built) -> None:
         depends = {item.split()[0].split(":")[0] for item in built.field("Depends").split(", ")}
         assert BOOKWORM_DEPENDS <= depends
