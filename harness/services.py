@@ -253,7 +253,8 @@ class SimulatedServices:
 
     systemd reports ``SystemState`` "running" unless told otherwise
     (``services.systemd.system_state = ...``), so health checks after a
-    simulated reboot pass by default.
+    simulated reboot pass by default; like systemd it signals its changes to
+    subscribed clients (``harness/systemd_service.py``).
 
     Each service can be stopped and started (name released and object
     unexported, then re-exported and the name requested again), as a host's

@@ -1,4 +1,4 @@
-"""A fake systemd manager (SystemState, GetUnit, unit ActiveState) for tests on a private bus."""
+"""A fake systemd manager (SystemState, GetUnit, ActiveState, Subscribe and its signals) on a private bus."""
 
 # No ``from __future__ import annotations`` here: dbus_fast 5 evaluates string
 # annotations itself and turns a ``-> None`` string into a broken signature.
@@ -6,14 +6,20 @@
 from types import TracebackType
 from typing import Self
 
-from dbus_fast import DBusError, NameFlag, PropertyAccess, RequestNameReply
+from dbus_fast import DBusError, Message, MessageType, NameFlag, PropertyAccess, RequestNameReply, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusObjectPath, DBusStr, DBusUInt64
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 from locksmithd.bus import systemd as systemd1
-from locksmithd.bus.connection import connect, disconnect
+from locksmithd.bus.connection import DBUS_INTERFACE, DBUS_PATH, DBUS_SERVICE, add_match, connect, disconnect
+from locksmithd.core.health_policy import WAIT_STATES
 from locksmithd.errors import BusError
+
+OWNER_GONE_RULE = f"type='signal',sender='{DBUS_SERVICE}',interface='{DBUS_INTERFACE}',member='NameOwnerChanged'"
+NOT_SUBSCRIBED = "org.freedesktop.systemd1.NotSubscribed"
+# Plausible StartupFinished times (firmware, loader, kernel, initrd, userspace, total), microseconds.
+STARTUP_TIMES_US = (0, 0, 1_200_000, 0, 2_300_000, 3_500_000)
 
 
 class FakeUnit(ServiceInterface):
@@ -68,23 +74,43 @@ class FakeSystemd:
     Start with ``await FakeSystemd.start(address, ...)`` and close with
     ``close()`` or ``async with``. ``stop()``/``resume()`` take the service
     off the bus and back, as a restart looks to clients.
+
+    Like systemd (252), it sends its signals only while some client is
+    subscribed (``Manager.Subscribe()``; a client leaving the bus is
+    unsubscribed; a second Subscribe is ``AlreadySubscribed``), as broadcasts:
+    ``StartupFinished`` when the system state leaves ``initializing``/
+    ``starting``, ``UnitNew``/``UnitRemoved`` when a unit is loaded or
+    forgotten, ``PropertiesChanged`` of ``org.freedesktop.systemd1.Unit`` on
+    the unit's object when its ActiveState changes, and ``JobRemoved`` from
+    ``finish_job``. A change of the system state between other states is what a
+    unit's change causes in systemd (``systemctl reset-failed`` makes a
+    degraded system running): the fake sends that unit's PropertiesChanged.
+    With ``signals=False`` it accepts Subscribe but sends nothing, as a
+    systemd whose signals never reach the client. ``emitted`` lists the
+    members of the signals sent.
     """
 
-    def __init__(self, bus: MessageBus, manager: FakeSystemdManager) -> None:
+    def __init__(self, bus: MessageBus, manager: FakeSystemdManager, *, signals: bool = True) -> None:
         self.manager = manager
+        self.signals = signals
+        self.subscribers: set[str] = set()
+        self.emitted: list[str] = []
         self._bus = bus
         self._exported = False
+        self._job_id = 0
+        bus.add_message_handler(self._handle)
 
     @classmethod
     async def start(cls, address: str, *, system_state: str = "running",
-                    units: dict[str, str] | None = None) -> Self:
+                    units: dict[str, str] | None = None, signals: bool = True) -> Self:
         """Connect to ``address``, load ``units`` (name -> ActiveState) and own the name.
 
         Raises ``BusError`` when connecting or owning the name fails.
         """
         bus = await connect(address)
-        fake = cls(bus, FakeSystemdManager(system_state))
+        fake = cls(bus, FakeSystemdManager(system_state), signals=signals)
         try:
+            await add_match(bus, OWNER_GONE_RULE)  # to forget subscribers that left, as sd_bus_track does
             for name, state in (units or {}).items():
                 fake.set_unit(name, state)
             await fake.resume()
@@ -100,24 +126,82 @@ class FakeSystemd:
 
     @system_state.setter
     def system_state(self, state: str) -> None:
-        self.manager.system_state = state
+        self.set_system_state(state)
+
+    def set_system_state(self, state: str, *, unit: str = "example.service") -> None:
+        """Change ``SystemState`` and signal it as systemd would (see the class docstring).
+
+        The end of the boot is ``StartupFinished``; any other change is sent
+        as ``unit``'s PropertiesChanged (ActiveState ``failed`` on the way to
+        ``degraded``, else ``inactive``, as after ``systemctl reset-failed``).
+        """
+        previous, self.manager.system_state = self.manager.system_state, state
+        if previous == state:
+            return
+        if previous in WAIT_STATES and state not in WAIT_STATES:
+            self._emit(systemd1.PATH, systemd1.MANAGER_INTERFACE, "StartupFinished", "tttttt", list(STARTUP_TIMES_US))
+        else:
+            self._unit_changed(unit, "failed" if state == "degraded" else "inactive")
 
     def set_unit(self, name: str, active_state: str) -> None:
-        """Load ``name`` with ``active_state``, or change the state of a loaded unit."""
+        """Load ``name`` with ``active_state`` (UnitNew), or change the state of a loaded unit (PropertiesChanged)."""
         unit = self.manager.units.get(name)
         if unit is not None:
-            unit.active_state = active_state
+            if unit.active_state != active_state:
+                unit.active_state = active_state
+                self._unit_changed(name, active_state)
             return
         unit = FakeUnit(name, active_state)
         self.manager.units[name] = unit
         if self._exported:
             self._bus.export(unit_path(name), unit)
+            self._emit(systemd1.PATH, systemd1.MANAGER_INTERFACE, "UnitNew", "so", [name, unit_path(name)])
 
     def unload_unit(self, name: str) -> None:
-        """Forget ``name``: GetUnit answers NoSuchUnit. Raises ``KeyError`` if not loaded."""
+        """Forget ``name`` (UnitRemoved): GetUnit answers NoSuchUnit. Raises ``KeyError`` if not loaded."""
         unit = self.manager.units.pop(name)
         if self._exported:
             self._bus.unexport(unit_path(name), unit)
+            self._emit(systemd1.PATH, systemd1.MANAGER_INTERFACE, "UnitRemoved", "so", [name, unit_path(name)])
+
+    def finish_job(self, unit: str, result: str = "done") -> None:
+        """Send ``JobRemoved`` for a job of ``unit`` that ended with ``result`` ("done", "failed", ...)."""
+        self._job_id += 1
+        job = f"{systemd1.PATH}/job/{self._job_id}"
+        self._emit(systemd1.PATH, systemd1.MANAGER_INTERFACE, "JobRemoved", "uoss", [self._job_id, job, unit, result])
+
+    def _unit_changed(self, name: str, active_state: str) -> None:
+        changed = {"ActiveState": Variant("s", active_state)}
+        self._emit(unit_path(name), systemd1.PROPERTIES_INTERFACE, "PropertiesChanged", "sa{sv}as",
+                   [systemd1.UNIT_INTERFACE, changed, []])
+
+    def _emit(self, path: str, interface: str, member: str, signature: str, body: list[object]) -> None:
+        """Broadcast a signal, as systemd does, only while someone is subscribed."""
+        if not (self.signals and self.subscribers and self._exported and self._bus.connected):
+            return
+        self._bus.send(Message.new_signal(path, interface, member, signature, body))
+        self.emitted.append(member)
+
+    def _handle(self, msg: Message) -> Message | None:
+        """Subscribe and Unsubscribe (which need the caller's name), and callers leaving the bus."""
+        if msg.message_type is MessageType.SIGNAL:
+            if (msg.member == "NameOwnerChanged" and msg.sender == DBUS_SERVICE and msg.path == DBUS_PATH
+                    and msg.signature == "sss" and not msg.body[2]):
+                self.subscribers.discard(msg.body[0])
+            return None
+        if (msg.message_type is not MessageType.METHOD_CALL or not self._exported or msg.path != systemd1.PATH
+                or msg.interface != systemd1.MANAGER_INTERFACE or msg.member not in ("Subscribe", "Unsubscribe")):
+            return None
+        sender = msg.sender or ""
+        if msg.member == "Subscribe":
+            if sender in self.subscribers:
+                return Message.new_error(msg, systemd1.ALREADY_SUBSCRIBED, "Client is already subscribed.")
+            self.subscribers.add(sender)
+        elif sender in self.subscribers:
+            self.subscribers.discard(sender)
+        else:
+            return Message.new_error(msg, NOT_SUBSCRIBED, "Client is not subscribed.")
+        return Message.new_method_return(msg)
 
     async def resume(self) -> None:
         """Export the manager and its units and own org.freedesktop.systemd1."""
@@ -143,6 +227,7 @@ class FakeSystemd:
 
     async def close(self) -> None:
         """Disconnect; the name vanishes from the bus. Never raises."""
+        self._bus.remove_message_handler(self._handle)
         self._unexport()
         await disconnect(self._bus)
 

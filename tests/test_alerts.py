@@ -33,7 +33,7 @@ def exported_names() -> set[str]:
     """Every sample name a daemon exports once each kind of value has been seen."""
     metrics = DaemonMetrics("web", position=lambda: (2, 5), handoffs=lambda: 3)
     metrics.state_changed(State.WAITING_FOR_LOCK)
-    for kind, detail in (("error", "unavailable"), ("reboot-needed", "update_engine"), ("reboot-requested", ""),
+    for kind, detail in (("error", "unavailable"), ("reboot-needed", "update-engine"), ("reboot-requested", ""),
                          ("reboot-done", "")):
         metrics.event(kind, detail)
     metrics.etcd_request("read", 0.01, "ok")

@@ -102,6 +102,8 @@ BAD: list[tuple[list[Arg], dict[Arg, Arg], list[str]]] = [
     ([], {"LOCKSMITHD_HEALTH_DIR": "relative/dir"}, ["LOCKSMITHD_HEALTH_DIR", "absolute"]),
     ([], {"LOCKSMITHD_HEALTH_TIMEOUT": "0s"}, ["LOCKSMITHD_HEALTH_TIMEOUT", "greater than zero"]),
     ([], {"LOCKSMITHD_HEALTH_SOAK": "20m"}, ["LOCKSMITHD_HEALTH_SOAK", "soak"]),
+    ([], {"LOCKSMITHD_HEALTH_RECHECK_INTERVAL": "0s"}, ["LOCKSMITHD_HEALTH_RECHECK_INTERVAL", "greater than zero"]),
+    (["--health-recheck-interval", "often"], {}, ["command line", "LOCKSMITHD_HEALTH_RECHECK_INTERVAL", "often"]),
     ([], {"LOCKSMITHD_REBOOT_DEADLINE": "soon"}, ["LOCKSMITHD_REBOOT_DEADLINE", "invalid duration"]),
     ([], {"LOCKSMITHD_STALE_POLICY": "ignore"}, ["LOCKSMITHD_STALE_POLICY", "halt or reclaim"]),
     ([], {"LOCKSMITHD_REBOOT_WINDOWS": "Mon-Fry 03:00 1h"},

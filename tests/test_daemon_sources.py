@@ -11,6 +11,8 @@ import pytest
 
 from harness.etcd import EtcdCluster
 from harness.fleet import SimulatedHost, wait_for
+from harness.ports import free_port
+from tests.test_metrics import scrape
 from tests.test_daemon_integration import ctl, run, settled, start_host
 
 
@@ -92,6 +94,32 @@ def test_holder_record_names_the_reason(tmp_path: Path, etcd_node: EtcdCluster, 
             assert status["holders"] == ["h-rr-hold"]
             reason = status["holder_info"]["h-rr-hold"]["reason"]
             assert reason == f"reboot-required: {run_dir / 'reboot-required'}"
+        finally:
+            await host.stop()
+
+    run(scenario)
+
+
+def test_reboot_required_host_exports_only_its_source(tmp_path: Path, etcd_node: EtcdCluster, key_prefix: str) -> None:
+    """A real daemon with only the reboot-required source: the need is logged once and only
+    ``locksmithd_reboot_needed{source="reboot-required"}`` is set (never update_engine's)."""
+    address = f"127.0.0.1:{free_port()}"
+
+    async def scenario() -> None:
+        run_dir = tmp_path / "h-rr-metric" / "run"
+        run_dir.mkdir(parents=True)
+        (run_dir / "reboot-required").write_text("")
+        host = await start_host(tmp_path, etcd_node, "h-rr-metric", key_prefix, login_delay="30s",
+                                extra_env={**reboot_required_env(tmp_path / "h-rr-metric"),
+                                           "LOCKSMITHD_METRICS_ADDRESS": address})
+        try:
+            host.logind.add_session("7", "alice", "tty1")  # the daemon holds its slot while warning alice
+            await wait_for(lambda: host.daemon_state().get("DAEMON_STATE") == "warning-users", 15, "holding")
+            samples = await asyncio.to_thread(scrape, address)
+            gauges = {dict(labels)["source"]: v for (name, labels), v in samples.items()
+                      if name == "locksmithd_reboot_needed"}
+            assert gauges == {"reboot-required": 1.0}
+            assert log_of(host).count("a reboot is needed") == 1, log_of(host)
         finally:
             await host.stop()
 

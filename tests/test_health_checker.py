@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from datetime import datetime, timedelta, timezone
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -14,9 +16,12 @@ import pytest
 from harness.bus import PrivateBus
 from harness.systemd_service import FakeSystemd
 from locksmithd.bus.connection import connect, disconnect
-from locksmithd.bus.systemd import SystemdClient
+from locksmithd.bus.systemd import SystemdChanges, SystemdClient
 from locksmithd.core.health_policy import HealthPolicy, HealthReport, Verdict
-from locksmithd.daemon.health import HealthChecker, boot_clock
+from locksmithd.daemon.health import HealthChecker, HealthGateOnWallClock, boot_clock
+from locksmithd.daemon.run import HealthResult
+from locksmithd.daemon.wakeup import Wakeup
+from locksmithd.errors import BusError
 from tests.test_health_commands import script
 
 
@@ -132,13 +137,13 @@ def test_check_commands_run_in_name_order(private_bus: PrivateBus, tmp_path: Pat
     for name, code in (("20-b", 0), ("10-a", 0), ("30-c", 1)):
         script(checks, name, f"echo {name} >> {log_file}; echo output-of-{name}; exit {code}")
     (checks / "subdir").mkdir()
-    with caplog.at_level(logging.INFO, logger="locksmithd.health"):
+    with caplog.at_level(logging.INFO, logger="locksmithd.commands"):
         report = check_once(private_bus.address, policy_for(checks))
     assert log_file.read_text().split() == ["10-a", "20-b", "30-c"]
     assert report.failures == (f"check {checks}/30-c exited 1",)
-    messages = [r.getMessage() for r in caplog.records if r.name == "locksmithd.health"]
-    assert f"health check {checks}/30-c exited 1; output:\noutput-of-30-c" in messages
-    assert f"health check {checks}/10-a passed; output:\noutput-of-10-a" in messages
+    messages = [r.getMessage() for r in caplog.records if r.name == "locksmithd.commands"]
+    assert f"health check {checks}/30-c exited 1; output: output-of-30-c" in messages
+    assert f"health check {checks}/10-a passed; output: output-of-10-a" in messages
 
 
 def test_non_executable_file_is_skipped_with_one_warning(private_bus: PrivateBus, tmp_path: Path,
@@ -153,11 +158,11 @@ def test_non_executable_file_is_skipped_with_one_warning(private_bus: PrivateBus
             checker = HealthChecker(policy_for(tmp_path), client)
             return [await checker.check_once(600.0), await checker.check_once(610.0)]
 
-    with caplog.at_level(logging.WARNING, logger="locksmithd.health"):
+    with caplog.at_level(logging.WARNING, logger="locksmithd.commands"):
         reports = asyncio.run(scenario())
     assert [r.verdict for r in reports] == [Verdict.HEALTHY, Verdict.HEALTHY]
     assert not ran.exists()
-    warnings = [r.getMessage() for r in caplog.records if r.name == "locksmithd.health"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "locksmithd.commands"]
     assert warnings == [f"skipping health check {tmp_path}/10-notes: not an executable regular file"]
 
 
@@ -303,3 +308,204 @@ def test_real_clock_and_sleep(private_bus: PrivateBus, tmp_path: Path) -> None:
 
     report = asyncio.run(scenario())
     assert report.failures == (f"check {tmp_path}/10-fail exited 1",)
+
+
+@asynccontextmanager
+async def following(address: str, wakeup: Wakeup) -> AsyncIterator[None]:
+    """systemd's changes poke ``wakeup``, on a connection of their own."""
+    bus = await connect(address)
+    changes = SystemdChanges(bus, call_timeout_s=2.0)
+    try:
+        await changes.start(wakeup.poke)
+        yield
+    finally:
+        await changes.stop()
+        await disconnect(bus)
+
+
+async def until(condition: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+@dataclass
+class Flip:
+    """What ``flip_after_first_round`` saw."""
+
+    elapsed_s: float  # from "running" to the verdict
+    report: HealthReport
+    progress: list[str]  # each round's description
+    rounds_after_burst: int  # rounds run by then
+    emitted: list[str]  # the signals the fake sent
+    subscribers: int  # clients subscribed when it turned running
+
+
+def flip_after_first_round(address: str, policy: HealthPolicy, *, signals: bool = True, start: str = "starting",
+                           burst: int = 0) -> Flip:
+    """systemd in ``start``; after the first round (mid-pause) ``burst`` changes of an unrelated unit, then
+    ``running``. Real clock and sleep."""
+    progress: list[str] = []
+
+    async def scenario() -> Flip:
+        async with systemd_client(address) as client, \
+                await FakeSystemd.start(address, system_state=start, signals=signals) as systemd:
+            wakeup = Wakeup()
+            async with following(address, wakeup):
+                checker = HealthChecker(policy, client, wakeup=wakeup,
+                                        on_progress=lambda report: progress.append(report.describe()))
+                task = asyncio.create_task(checker.wait_until_healthy(boot_clock() - 600, boot_clock() + 600))
+                try:
+                    await until(lambda: len(progress) == 1, "the first round")
+                    await asyncio.sleep(0.3)  # well into the pause after it
+                    for i in range(burst):
+                        systemd.set_unit("other.service", "active" if i % 2 else "activating")
+                    if burst:
+                        await asyncio.sleep(0.8)  # the settle, a round, and time for any needless one
+                    rounds_after_burst = len(progress)
+                    subscribers = len(systemd.subscribers)
+                    turned = time.monotonic()
+                    systemd.system_state = "running"
+                    report = await asyncio.wait_for(task, 5.0)
+                    elapsed_s = time.monotonic() - turned
+                finally:
+                    task.cancel()
+            return Flip(elapsed_s, report, progress, rounds_after_burst, list(systemd.emitted), subscribers)
+
+    return asyncio.run(scenario())
+
+
+def test_systemd_signal_starts_a_round_at_once(private_bus: PrivateBus, tmp_path: Path) -> None:
+    """With a 30 s interval, a system that turns running is found healthy well within a second: its
+    StartupFinished starts the round (the old fixed 10 s poll would time out here)."""
+    policy = policy_for(tmp_path, recheck_interval_s=30.0)
+    flip = flip_after_first_round(private_bus.address, policy)
+    assert flip.report.verdict is Verdict.HEALTHY
+    assert flip.progress == ["waiting for system state running (now starting)", "healthy"]
+    assert flip.emitted == ["StartupFinished"]
+    assert flip.elapsed_s < 1.5, flip.elapsed_s  # SETTLE_S (0.2 s) plus one round; slack for a loaded machine
+
+
+def test_a_burst_of_signals_is_one_round(private_bus: PrivateBus, tmp_path: Path) -> None:
+    """Degraded: six quick unit changes make one more round, not six; reset-failed (running) one more."""
+    policy = policy_for(tmp_path, recheck_interval_s=30.0)
+    flip = flip_after_first_round(private_bus.address, policy, start="degraded", burst=6)
+    assert flip.emitted == ["UnitNew"] + ["PropertiesChanged"] * 6
+    assert flip.rounds_after_burst == 2
+    assert flip.progress == ["system state 'degraded' not in running"] * 2 + ["healthy"]
+    assert flip.report.verdict is Verdict.HEALTHY and flip.elapsed_s < 1.5
+
+
+def test_a_booting_system_is_checked_again_at_the_end_of_the_boot(private_bus: PrivateBus, tmp_path: Path) -> None:
+    """While systemd says starting, the jobs and units of the boot start no round: StartupFinished does."""
+    policy = policy_for(tmp_path, recheck_interval_s=30.0)
+    flip = flip_after_first_round(private_bus.address, policy, burst=6)
+    assert flip.emitted == ["UnitNew"] + ["PropertiesChanged"] * 5 + ["StartupFinished"]
+    assert flip.rounds_after_burst == 1
+    assert flip.progress == ["waiting for system state running (now starting)", "healthy"]
+    assert flip.elapsed_s < 1.5
+
+
+def test_signals_start_no_round_for_a_failing_check(private_bus: PrivateBus, tmp_path: Path) -> None:
+    """Only a check command fails: systemd's signals cannot change that, the interval brings the next round."""
+    script(tmp_path, "10-app", "echo 'app not answering'; exit 2")
+    policy = policy_for(tmp_path, recheck_interval_s=30.0)
+    progress: list[str] = []
+
+    async def scenario() -> list[str]:
+        async with systemd_client(private_bus.address) as client, \
+                await FakeSystemd.start(private_bus.address) as systemd:
+            wakeup = Wakeup()
+            async with following(private_bus.address, wakeup):
+                checker = HealthChecker(policy, client, wakeup=wakeup,
+                                        on_progress=lambda report: progress.append(report.describe()))
+                task = asyncio.create_task(checker.wait_until_healthy(boot_clock() - 600, boot_clock() + 600))
+                try:
+                    await until(lambda: len(progress) == 1, "the first round")
+                    for state in ("activating", "active", "failed"):
+                        systemd.set_unit("other.service", state)
+                    await asyncio.sleep(0.8)
+                    assert not task.done()
+                finally:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+            return list(systemd.emitted)
+
+    emitted = asyncio.run(scenario())
+    assert emitted == ["UnitNew", "PropertiesChanged", "PropertiesChanged"]
+    assert progress == [f"check {tmp_path}/10-app exited 2"]
+
+
+def test_without_signals_the_interval_still_rechecks(private_bus: PrivateBus, tmp_path: Path) -> None:
+    """A systemd that accepts Subscribe but never signals: the round after the change comes at the interval."""
+    policy = policy_for(tmp_path, recheck_interval_s=1.5)
+    flip = flip_after_first_round(private_bus.address, policy, signals=False)
+    assert flip.emitted == [] and flip.subscribers == 1
+    assert flip.report.verdict is Verdict.HEALTHY
+    assert flip.progress == ["waiting for system state running (now starting)", "healthy"]
+    assert 0.8 < flip.elapsed_s < 3.0, flip.elapsed_s  # the rest of the 1.5 s interval after the 0.3 s already waited
+
+
+class RefusingFeed:
+    """A change feed whose start fails, as when the bus or systemd refuses the subscription."""
+
+    def __init__(self) -> None:
+        self.starts = 0
+
+    async def start(self, on_change: Callable[[str], None]) -> None:
+        self.starts += 1
+        raise BusError("cannot follow the changes from systemd: org.freedesktop.DBus.Error.AccessDenied: no")
+
+    async def stop(self) -> None:
+        raise AssertionError("never started, never stopped")
+
+
+def test_gate_without_signals_warns_once_and_polls(private_bus: PrivateBus, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A refused subscription is one warning naming the interval; the checks still pass at its pace."""
+    policy = policy_for(tmp_path, recheck_interval_s=0.2)
+    feed = RefusingFeed()
+
+    async def scenario() -> list[HealthResult]:
+        async with systemd_client(private_bus.address) as client, \
+                await FakeSystemd.start(private_bus.address, system_state="starting") as systemd:
+            gate = HealthGateOnWallClock(policy, client, changes=feed)
+            now = datetime.now(timezone.utc)
+            asyncio.get_running_loop().call_later(0.5, setattr, systemd, "system_state", "running")
+            first = await gate.wait_until_healthy(now, now + timedelta(minutes=5), lambda detail: None)
+            second = await gate.wait_until_healthy(now, now + timedelta(minutes=5), lambda detail: None)
+            return [first, second]
+
+    with caplog.at_level(logging.DEBUG, logger="locksmithd.health"):
+        results = asyncio.run(scenario())
+    assert [result.passed for result in results] == [True, True] and feed.starts == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["bus: cannot follow the changes from systemd: org.freedesktop.DBus.Error.AccessDenied: no; "
+                        "re-checking health every 200ms instead"]
+
+
+def test_wakeup_pause_and_bursts() -> None:
+    """No poke: the pause runs out (empty). Pokes, before or during a pause: it ends after the settle with what
+    they named, and every poke up to then is used up by it."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        wakeup = Wakeup(settle_s=0.05)
+        started = loop.time()
+        assert await wakeup.pause(0.1) == frozenset() and loop.time() - started >= 0.1
+        for what in ("JobRemoved", "JobRemoved", "UnitNew"):
+            wakeup.poke(what)  # came during a round
+        started = loop.time()
+        assert await wakeup.pause(10.0) == {"JobRemoved", "UnitNew"} and loop.time() - started < 1.0
+        assert await wakeup.pause(0.05) == frozenset()  # the burst was used up
+        loop.call_later(0.05, wakeup.poke, "PropertiesChanged")
+        loop.call_later(0.07, wakeup.poke, "StartupFinished")  # within the settle: the same burst
+        started = loop.time()
+        assert await wakeup.pause(10.0) == {"PropertiesChanged", "StartupFinished"}
+        assert loop.time() - started < 1.0
+        assert await wakeup.pause(0.05) == frozenset()
+
+    asyncio.run(scenario())

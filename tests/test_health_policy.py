@@ -17,6 +17,8 @@ from locksmithd.core.health_policy import (
     Verdict,
     judge,
     parse_check_dir,
+    pause_before_next_round_s,
+    round_due,
     parse_system_states,
     parse_units,
     validate_unit_name,
@@ -245,6 +247,53 @@ def test_expired_report_is_unhealthy_and_names_why(observation: HealthObservatio
     assert final.failures == failures
     healthy = judge(POLICY, seen())
     assert healthy.expired() is healthy
+
+
+@pytest.mark.parametrize(
+    ("soak_s", "since_boot_s", "state", "remaining_s", "expected_s"),
+    [
+        (0.0, 600.0, "starting", 900.0, 30.0),  # the interval: signals end it sooner
+        (0.0, 600.0, "starting", 12.5, 12.5),  # never past the deadline
+        (0.0, 600.0, "starting", -3.0, 0.0),  # already past it: no wait
+        (120.0, 110.0, "running", 900.0, 10.0),  # only soaking: wake as the soak ends
+        (120.0, 110.0, "starting", 900.0, 10.0),  # waiting for the boot too: still no later than the soak
+        (120.0, 110.0, "degraded", 900.0, 30.0),  # failing: the soak's end is not a reason to look again
+    ],
+)
+def test_pause_before_next_round(soak_s: float, since_boot_s: float, state: str, remaining_s: float,
+                                 expected_s: float) -> None:
+    policy = HealthPolicy(recheck_interval_s=30.0, soak_s=soak_s)
+    report = judge(policy, HealthObservation(seconds_since_boot=since_boot_s, system_state=state))
+    assert pause_before_next_round_s(policy, report, remaining_s) == expected_s
+
+
+@pytest.mark.parametrize(
+    ("seen", "signals", "due"),
+    [
+        # still booting: only the end of the boot can make it healthy
+        (dict(system_state="starting"), {"JobRemoved", "UnitNew", "PropertiesChanged"}, False),
+        (dict(system_state="starting"), {"JobRemoved", "StartupFinished"}, True),
+        (dict(system_state="initializing", unit_states=(("kubelet.service", "inactive"),)), {"UnitNew"}, False),
+        # held back by systemd otherwise: any change may help (reset-failed, a unit started)
+        (dict(system_state="degraded"), {"PropertiesChanged"}, True),
+        (dict(unit_states=(("kubelet.service", "activating"),)), {"JobRemoved"}, True),
+        (dict(system_state=None, problems=("cannot read the system state: systemd is not on the bus",)),
+         {"UnitNew"}, True),
+        # not systemd's business: a failing check, the soak
+        (dict(commands=(CommandResult(path=CHECK, exit_code=1),)), {"PropertiesChanged", "JobRemoved"}, False),
+        (dict(seconds_since_boot=10.0), {"StartupFinished"}, False),
+        # a pause that ran out carries no signal
+        (dict(system_state="degraded"), set(), False),
+    ],
+)
+def test_round_due(seen: dict[str, object], signals: set[str], due: bool) -> None:
+    """Which bursts of systemd's signals may change the verdict of the last round."""
+    policy = HealthPolicy(soak_s=60.0, units=("kubelet.service",))
+    base: dict[str, object] = dict(seconds_since_boot=600.0, system_state="running",
+                                   unit_states=(("kubelet.service", "active"),))
+    report = judge(policy, HealthObservation(**{**base, **seen}))  # type: ignore[arg-type]
+    assert report.verdict is not Verdict.HEALTHY
+    assert round_due(report, signals) is due
 
 
 def test_core_module_imports_only_core_and_errors() -> None:

@@ -9,14 +9,14 @@ from contextlib import asynccontextmanager
 
 import pytest
 from dbus_fast.aio import MessageBus
-from dbus_fast import PropertyAccess
+from dbus_fast import Message, PropertyAccess
 from dbus_fast.annotations import DBusInt32
 from dbus_fast.service import ServiceInterface, dbus_property
 
 from harness.bus import PrivateBus
 from harness.systemd_service import FakeSystemd, unit_path
 from locksmithd.bus.connection import connect, disconnect
-from locksmithd.bus.systemd import SystemdClient
+from locksmithd.bus.systemd import SystemdChanges, SystemdClient, is_change
 from locksmithd.core.health_policy import NOT_LOADED
 from locksmithd.errors import BusError
 
@@ -146,3 +146,107 @@ def test_unit_path_escapes_like_systemd() -> None:
     assert unit_path("getty@tty1.service") == "/org/freedesktop/systemd1/unit/getty_40tty1_2eservice"
     assert unit_path("1x.service") == "/org/freedesktop/systemd1/unit/_31x_2eservice"
 
+
+
+async def until(condition: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
+    """Wait (bounded) for ``condition``: signals arrive asynchronously."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+@asynccontextmanager
+async def changes_of(address: str) -> AsyncIterator[tuple[SystemdChanges, MessageBus]]:
+    """A SystemdChanges on its own connection, closed on exit."""
+    bus = await connect(address)
+    try:
+        yield SystemdChanges(bus, call_timeout_s=2.0), bus
+    finally:
+        await disconnect(bus)
+
+
+def test_signals_only_while_subscribed(private_bus: PrivateBus) -> None:
+    """Like systemd, the fake sends nothing until a client subscribes, and stops when it unsubscribes or leaves."""
+
+    async def scenario() -> None:
+        async with await FakeSystemd.start(private_bus.address, system_state="starting") as systemd:
+            heard: list[str] = []
+            async with changes_of(private_bus.address) as (changes, bus):
+                systemd.set_unit("a.service", "activating")
+                systemd.system_state = "degraded"
+                assert systemd.emitted == [] and systemd.subscribers == set()
+                await changes.start(heard.append)
+                assert systemd.subscribers == {bus.unique_name}
+                await changes.stop()
+                assert systemd.subscribers == set()
+                systemd.system_state = "running"
+                await changes.start(heard.append)
+                await asyncio.sleep(0.2)
+                assert heard == [] and systemd.emitted == []
+            await until(lambda: not systemd.subscribers, "the subscriber that left the bus to be forgotten")
+            systemd.system_state = "degraded"
+            assert systemd.emitted == []
+
+    run(scenario)
+
+
+def test_each_change_signal_is_heard(private_bus: PrivateBus) -> None:
+    """The end of the boot, a job removed, a unit loaded, changed or forgotten: one on_change(member) each."""
+
+    async def scenario() -> None:
+        async with await FakeSystemd.start(private_bus.address, system_state="starting",
+                                           units={"sshd.service": "activating"}) as systemd:
+            async with changes_of(private_bus.address) as (changes, _):
+                heard: list[str] = []
+                await changes.start(heard.append)
+                steps: list[tuple[Callable[[], None], str]] = [
+                    (lambda: setattr(systemd, "system_state", "running"), "StartupFinished"),
+                    (lambda: systemd.finish_job("sshd.service"), "JobRemoved"),
+                    (lambda: systemd.set_unit("sshd.service", "active"), "PropertiesChanged"),
+                    (lambda: systemd.set_unit("late.socket", "active"), "UnitNew"),
+                    (lambda: systemd.unload_unit("late.socket"), "UnitRemoved"),
+                    (lambda: setattr(systemd, "system_state", "degraded"), "PropertiesChanged"),
+                ]
+                for count, (change, member) in enumerate(steps, start=1):
+                    change()
+                    assert systemd.emitted[-1] == member
+                    await until(lambda: len(heard) == count, member)
+                    assert heard[-1] == member
+                await changes.stop()
+                systemd.set_unit("sshd.service", "failed")
+                await asyncio.sleep(0.2)
+                assert len(heard) == len(steps)
+
+    run(scenario)
+
+
+def test_other_signals_are_not_changes() -> None:
+    """A unit's PropertiesChanged of another interface, or the same signal from another path, wakes nothing."""
+    assert not is_change(Message.new_signal(unit_path("a.service"), "org.freedesktop.DBus.Properties",
+                                            "PropertiesChanged", "sa{sv}as",
+                                            ["org.freedesktop.systemd1.Service", {}, []]))
+    assert not is_change(Message.new_signal("/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager",
+                                            "JobNew", "uos", [1, "/org/freedesktop/systemd1/job/1", "a.service"]))
+    assert not is_change(Message.new_signal("/org/example", "org.freedesktop.systemd1.Manager",
+                                            "StartupFinished", "", []))
+    assert is_change(Message.new_signal(unit_path("a.service"), "org.freedesktop.DBus.Properties",
+                                        "PropertiesChanged", "sa{sv}as", ["org.freedesktop.systemd1.Unit", {}, []]))
+
+
+def test_following_an_absent_systemd_is_a_clear_error(private_bus: PrivateBus) -> None:
+    """No systemd on the bus: start raises one clear BusError and can be tried again later."""
+
+    async def scenario() -> None:
+        async with changes_of(private_bus.address) as (changes, _):
+            with pytest.raises(BusError, match=r"cannot follow the changes: systemd "
+                                               r"\(org.freedesktop.systemd1\) is not on the bus"):
+                await changes.start(lambda member: None)
+            async with await FakeSystemd.start(private_bus.address) as systemd:
+                await changes.start(lambda member: None)
+                assert len(systemd.subscribers) == 1
+                await changes.stop()
+
+    run(scenario)

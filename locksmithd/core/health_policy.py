@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from locksmithd.core.duration import format_duration
+from locksmithd.core.names import printable
 
 SYSTEM_STATES: tuple[str, ...] = (
     "initializing", "starting", "running", "degraded",
@@ -18,6 +19,8 @@ SYSTEM_STATES: tuple[str, ...] = (
 
 WAIT_STATES = frozenset({"initializing", "starting"})
 """States of a system still booting: always waited for, never healthy."""
+BOOT_FINISHED_SIGNAL = "StartupFinished"
+"""The manager's signal sent as the system state leaves ``starting`` (after the last boot job)."""
 
 ANY_STATE = "any"
 DEFAULT_HEALTHY_STATES: frozenset[str] = frozenset({"running"})
@@ -28,6 +31,8 @@ DEFAULT_TIMEOUT_S = 15 * 60.0
 # overall timeout (15 min by default) still leaves room for several rounds.
 DEFAULT_COMMAND_TIMEOUT_S = 60.0
 DEFAULT_RECHECK_INTERVAL_S = 10.0
+"""The longest pause between rounds (LOCKSMITHD_HEALTH_RECHECK_INTERVAL): systemd's signals may start one
+sooner (``round_due``); check commands have no signal, so this is how soon a check that failed runs again."""
 
 ACTIVE_STATES = frozenset({"active", "reloading", "refreshing"})
 """Unit ``ActiveState`` values that count as active (as ``systemctl is-active`` does)."""
@@ -56,10 +61,11 @@ class HealthPolicy:
 
     ``healthy_states`` is ``None`` for ``any`` (systemd's state is not read).
     Times are seconds: ``soak_s`` since boot, ``timeout_s`` for all rounds,
-    ``command_timeout_s`` per check command, ``recheck_interval_s`` between
-    rounds. Raises ``ValueError`` for a value no parser would produce (a
-    waiting state taken as healthy, an invalid unit name, a non-positive
-    timeout or interval, a soak not shorter than the timeout).
+    ``command_timeout_s`` per check command, ``recheck_interval_s`` the
+    longest pause between rounds (systemd's signals may end it sooner).
+    Raises ``ValueError`` for a value no parser would produce (a waiting
+    state taken as healthy, an invalid unit name, a non-positive timeout or
+    interval, a soak not shorter than the timeout).
     """
 
     healthy_states: frozenset[str] | None = DEFAULT_HEALTHY_STATES
@@ -191,16 +197,17 @@ class CommandResult:
         return self.exit_code == 0 and not self.timed_out and self.error is None
 
     def failure(self) -> str | None:
-        """One line naming the check and how it failed, ``None`` if it passed."""
+        """One line naming the check (escaped) and how it failed, ``None`` if it passed."""
+        path = printable(self.path)
         if self.error is not None:
-            return f"check {self.path} could not be run: {self.error}"
+            return f"check {path} could not be run: {self.error}"
         if self.timed_out:
-            return f"check {self.path} timed out after {_span(self.timeout_s)}"
+            return f"check {path} timed out after {_span(self.timeout_s)}"
         if self.exit_code is None or self.exit_code == 0:
             return None
         if self.exit_code < 0:
-            return f"check {self.path} was killed by signal {-self.exit_code}"
-        return f"check {self.path} exited {self.exit_code}"
+            return f"check {path} was killed by signal {-self.exit_code}"
+        return f"check {path} exited {self.exit_code}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,13 +236,19 @@ class Wait:
 
 @dataclass(frozen=True, kw_only=True)
 class HealthReport:
-    """The verdict of a round: failed checks, reasons to wait, and the state seen."""
+    """The verdict of a round: failed checks, reasons to wait, and the state seen.
+
+    ``held_by_systemd`` is True when something systemd says (its state, a
+    unit's state, or that it could not be read) is among the reasons the
+    round was not healthy: only then can one of its signals change the verdict.
+    """
 
     verdict: Verdict
     failures: tuple[str, ...] = ()
     waits: tuple[Wait, ...] = ()
     system_state: str | None = None
     soak_left_s: float = 0.0
+    held_by_systemd: bool = False
 
     def describe(self) -> str:
         """One line for the daemon's status: "waiting for system state running (now starting)"."""
@@ -273,6 +286,7 @@ def judge(policy: HealthPolicy, seen: HealthObservation) -> HealthReport:
         elif seen.system_state not in policy.healthy_states:
             failures.append(f"system state {seen.system_state!r} not in {wanted}")
     failures.extend(_unit_failures(seen.unit_states))
+    held_by_systemd = bool(failures or waits)  # so far: problems reading (systemd, the check directory), state, units
     failures.extend(f for f in (result.failure() for result in seen.commands) if f is not None)
     soak_left_s = max(0.0, policy.soak_s - seen.seconds_since_boot)
     if soak_left_s > 0:
@@ -285,7 +299,36 @@ def judge(policy: HealthPolicy, seen: HealthObservation) -> HealthReport:
     else:
         verdict = Verdict.HEALTHY
     return HealthReport(verdict=verdict, failures=tuple(failures), waits=tuple(waits),
-                        system_state=seen.system_state, soak_left_s=soak_left_s)
+                        system_state=seen.system_state, soak_left_s=soak_left_s, held_by_systemd=held_by_systemd)
+
+
+def round_due(report: HealthReport, signals: Collection[str]) -> bool:
+    """Whether a burst of systemd's ``signals`` (their members) may change the verdict after ``report``.
+
+    Only when systemd held the last round back: a failing check command or a
+    soak not over are no business of systemd's (the interval and the soak's
+    end bring the next round). While the system is still booting, only the
+    end of the boot can make it healthy: the storm of job and unit signals
+    during a boot starts no round, ``StartupFinished`` does.
+    """
+    if not report.held_by_systemd:
+        return False
+    if report.system_state in WAIT_STATES:
+        return BOOT_FINISHED_SIGNAL in signals
+    return bool(signals)
+
+
+def pause_before_next_round_s(policy: HealthPolicy, report: HealthReport, remaining_s: float) -> float:
+    """The longest wait before the next round after ``report``, ``remaining_s`` before the deadline.
+
+    The re-check interval, never past the deadline, and no later than the end
+    of the soak when the soak is all there is to wait for (so the host
+    releases as the soak ends). A change systemd signals may end it sooner.
+    """
+    pause_s = min(policy.recheck_interval_s, max(0.0, remaining_s))
+    if report.soak_left_s > 0 and report.verdict is Verdict.WAIT:
+        pause_s = min(pause_s, report.soak_left_s)
+    return pause_s
 
 
 def _unit_failures(unit_states: Iterable[tuple[str, str]]) -> list[str]:

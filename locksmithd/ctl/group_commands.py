@@ -13,7 +13,7 @@ from locksmithd.core.halt import HALT_REPAIR, OPERATOR, Halt
 from locksmithd.core.history import DEFAULT_LIMIT, HistoryEvent
 from locksmithd.core.holder_record import format_time
 from locksmithd.core.names import group_problem, printable
-from locksmithd.ctl.context import CtlContext, group_label, handled, parse_count, value_problem
+from locksmithd.ctl.context import CtlContext, group_label, handled, is_not_utf8, parse_count, value_problem
 from locksmithd.errors import CorruptDocument, InvalidName, UsageError
 
 MAX_REASON_CHARS = 1000
@@ -49,6 +49,8 @@ def halt(obj: CtlContext, reason: str, command_group: str | None) -> None:
     """
     from locksmithd.etcd.halt import halt_group
 
+    if is_not_utf8(reason):  # as every other text option: never stored, never echoed
+        raise UsageError("--reason is not valid UTF-8")
     obj = in_group(obj, command_group)
     text = " ".join(reason.split())
     if not text or len(text) > MAX_REASON_CHARS:

@@ -200,7 +200,7 @@ def _holder_line(view: HolderView) -> str:
     record = view.record
     age = _span(view.age) if view.age is not None else "-"
     deadline = format_time(record.deadline) if record is not None and record.deadline else "-"
-    marks = [record.phase] if record is not None and record.phase else []
+    marks = [printable(record.phase, 60)] if record is not None and record.phase else []
     if record is not None and record.source == "fleetlock":
         marks.append("via fleetlock")
     if view.stale:

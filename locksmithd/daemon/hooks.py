@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Awaitable, Callable, Mapping
 
 from locksmithd.core.health_policy import CommandResult
-from locksmithd.daemon.health import list_commands, run_check_command
+from locksmithd.core.names import printable
+from locksmithd.host.commands import list_commands, run_command
 
 log = logging.getLogger("locksmithd.hooks")
 
@@ -19,20 +19,22 @@ RunHook = Callable[..., Awaitable[CommandResult]]
 class Hooks:
     """Runs the executables of ``pre_dir`` before a reboot and of ``post_dir`` after boot.
 
-    Each hook runs through the daemon's command runner (own process group,
-    ``timeout_s``, last 4 KiB of output logged) with the daemon's environment
-    plus LOCKSMITHD_HOOK (pre-reboot or post-boot), LOCKSMITHD_GROUP,
-    LOCKSMITHD_HOLDER_ID and LOCKSMITHD_REBOOT_REASON. A missing directory
-    means no hooks. The first hook that fails stops the run.
+    Each hook runs through the daemon's command runner (``host.commands``:
+    safe places only, own process group, ``timeout_s``, last 4 KiB of output
+    logged) with ``environ`` (the daemon's ``command_environment``, never its
+    credentials) plus LOCKSMITHD_HOOK (pre-reboot or post-boot),
+    LOCKSMITHD_GROUP, LOCKSMITHD_HOLDER_ID and LOCKSMITHD_REBOOT_REASON. A
+    missing directory means no hooks. A directory or hook in an unsafe place
+    is a failure. The first hook that fails stops the run.
     """
 
     def __init__(self, pre_dir: str, post_dir: str, timeout_s: float, *, group: str, holder: str,
-                 environ: Mapping[str, str] | None = None, run: RunHook = run_check_command) -> None:
+                 environ: Mapping[str, str], run: RunHook = run_command) -> None:
         self.dirs = {PRE_REBOOT: pre_dir, POST_BOOT: post_dir}
         self.timeout_s = timeout_s
         self.group = group
         self.holder = holder
-        self.environ = dict(os.environ if environ is None else environ)
+        self.environ = dict(environ)
         self.run = run
         self._warned: set[str] = set()
 
@@ -52,7 +54,7 @@ class Hooks:
         env = {**self.environ, "LOCKSMITHD_HOOK": kind, "LOCKSMITHD_GROUP": self.group,
                "LOCKSMITHD_HOLDER_ID": self.holder, "LOCKSMITHD_REBOOT_REASON": reason}
         for path in paths:
-            log.info("running %s %s", what, path)
+            log.info("running %s %s", what, printable(path))
             result = await self.run(path, self.timeout_s, what=what, env=env)
             failure = result.failure()
             if failure is not None:

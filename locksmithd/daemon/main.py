@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -19,8 +19,9 @@ from locksmithd import __version__
 from locksmithd.core.backoff import Backoff
 from locksmithd.core.names import printable
 from locksmithd.errors import BusError, ConfigError, ExitCode, LocksmithError
+from locksmithd.host.commands import command_environment
 from locksmithd.host.journal import quiet_grpc
-from locksmithd.settings import COMMAND_LINE, FLAGS, Setting
+from locksmithd.settings import COMMAND_LINE, FLAGS, KNOWN_KEYS, Setting
 
 if TYPE_CHECKING:  # imported lazily at run time: --help and config errors need neither D-Bus nor etcd
     from dbus_fast.aio import MessageBus
@@ -88,7 +89,9 @@ def cli(conf_paths: tuple[str, ...], **flags: tuple[str, ...] | bool | None) -> 
     for source, key in settings.unknown_keys:
         log.warning("ignoring unknown setting %s from %s", printable(key), printable(source))
     try:
-        code = asyncio.run(_run(settings, journal))
+        # Hooks and checks get a clean environment: never the daemon's credentials.
+        command_env = command_environment(os.environ, KNOWN_KEYS)
+        code = asyncio.run(_run(settings, command_env, journal))
     except LocksmithError as error:
         log.error("%s", error.one_line())
         code = error.exit_code
@@ -132,18 +135,20 @@ def _stop_on_signals(main: asyncio.Task[Any]) -> None:
         loop.add_signal_handler(signum, stop, signum)
 
 
-async def _run(settings: DaemonSettings, journal: JournalFields | None = None) -> ExitCode:
+async def _run(settings: DaemonSettings, command_env: Mapping[str, str],
+               journal: JournalFields | None = None) -> ExitCode:
     main = asyncio.current_task()
     assert main is not None
     _stop_on_signals(main)
     try:
-        return await _run_signalled(settings, journal)
+        return await _run_signalled(settings, command_env, journal)
     except asyncio.CancelledError:  # stopped before the daemon ran (while starting): a clean stop
         log.info("stopped while starting")
         return ExitCode.OK
 
 
-async def _run_signalled(settings: DaemonSettings, journal: JournalFields | None = None) -> ExitCode:
+async def _run_signalled(settings: DaemonSettings, command_env: Mapping[str, str],
+                         journal: JournalFields | None = None) -> ExitCode:
     from locksmithd.host.journal import Notifier
     from locksmithd.host.statefile import CoordinatorFile
     from locksmithd.strategies import make_strategy
@@ -159,7 +164,8 @@ async def _run_signalled(settings: DaemonSettings, journal: JournalFields | None
         log.info("locksmithd %s starting: %s", __version__, settings.describe())
         coordinator.write(strategy.label, "starting", "starting")
         try:
-            return await _serve(settings, strategy, coordinator, Notifier(settings.notify_socket), journal)
+            return await _serve(settings, strategy, coordinator, Notifier(settings.notify_socket), command_env,
+                                journal)
         finally:
             await strategy.close()
     finally:
@@ -167,7 +173,8 @@ async def _run_signalled(settings: DaemonSettings, journal: JournalFields | None
 
 
 async def _serve(settings: DaemonSettings, strategy: RebootStrategy, coordinator: CoordinatorFile,
-                 notifier: Notifier, journal: JournalFields | None = None) -> ExitCode:
+                 notifier: Notifier, command_env: Mapping[str, str],
+                 journal: JournalFields | None = None) -> ExitCode:
     """Connect to D-Bus (retrying), then run the daemon until a stop signal or a lost bus."""
     from locksmithd.bus.connection import connect, disconnect
 
@@ -180,17 +187,17 @@ async def _serve(settings: DaemonSettings, strategy: RebootStrategy, coordinator
         log.info("stopped while connecting to D-Bus")
         return ExitCode.OK
     try:
-        return await _serve_on_bus(settings, strategy, coordinator, notifier, bus, main, journal)
+        return await _serve_on_bus(settings, strategy, coordinator, notifier, bus, main, command_env, journal)
     finally:
         await disconnect(bus)
 
 
 async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coordinator: CoordinatorFile,
                         notifier: Notifier, bus: MessageBus, main: asyncio.Task[Any],
-                        journal: JournalFields | None = None) -> ExitCode:
+                        command_env: Mapping[str, str], journal: JournalFields | None = None) -> ExitCode:
     """Watch update_engine and run the state machine; cancelling ``main`` stops both cleanly."""
     from locksmithd.bus.logind import LogindClient
-    from locksmithd.bus.systemd import SystemdClient
+    from locksmithd.bus.systemd import SystemdChanges, SystemdClient
     from locksmithd.bus.update_engine import UpdateEngineWatcher
     from locksmithd.daemon.boot_id import resolve_boot_id
     from locksmithd.daemon.health import HealthGateOnWallClock
@@ -200,42 +207,33 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
     from locksmithd.daemon.supervise import Supervisor, watchdog_interval_s
     from locksmithd.host.wall import reboot_notice, write_to_terminals
 
-    from locksmithd.daemon.sources import Source, UpdateEngineSource, bounded_reason, make_sources, start_sources
+    from locksmithd.daemon.sources import RebootNeed, Source, UpdateEngineSource, make_sources, start_sources
 
-    reboot_needed = asyncio.Event()
     observers = Observers(settings, strategy)
     if journal is not None:  # one structured entry per event, with a fixed MESSAGE_ID (journal only)
         from locksmithd.host.journal_events import journal_listener
 
         observers.add_listener(journal_listener(journal))
-
-    def need(reason: str) -> None:
-        """A source says a reboot is needed: the first reason is the one recorded with the slot."""
-        if reboot_needed.is_set():
-            log.debug("also needed: %s", reason)
-            return
-        reason = bounded_reason(reason)
-        log.info("a reboot is needed: %s", reason)
-        strategy.reason = reason
-        reboot_needed.set()
-        observers.event("reboot-needed", reason.split(":", 1)[0])
+    need = RebootNeed(strategy, observers.event)  # the one emitter of "reboot-needed"
+    update_engine_needs = need.of("update-engine")
 
     def on_status(status: UpdateStatus) -> None:
         log.debug("update_engine status: %s", status.current_operation)
         if status.needs_reboot:
-            need("update-engine" + (f": version {status.new_version}" if status.new_version else ""))
+            update_engine_needs("update-engine" + (f": version {status.new_version}" if status.new_version else ""))
 
     watcher = UpdateEngineWatcher(on_status)
-    sources = make_sources(settings, need, UpdateEngineSource(watcher, bus))
+    sources = make_sources(settings, need, UpdateEngineSource(watcher, bus), command_env)
     started: list[Source] = []
     logind = LogindClient(bus)
     daemon = Daemon(
-        strategy, logind, window=settings.window, publisher=coordinator, reboot_needed=reboot_needed,
+        strategy, logind, window=settings.window, publisher=coordinator, reboot_needed=need.event,
         login_delay_s=settings.login_delay_s, retry_max_s=settings.retry_max_s,
-        health=HealthGateOnWallClock(settings.health_policy(), SystemdClient(bus)) if strategy.uses_lock else None,
+        health=(HealthGateOnWallClock(settings.health_policy(), SystemdClient(bus), env=command_env,
+                                      changes=SystemdChanges(bus)) if strategy.uses_lock else None),
         inhibitors=None if settings.ignore_inhibitors else logind.list_inhibitors,
         hooks=Hooks(settings.pre_reboot_dir, settings.post_boot_dir, settings.hook_timeout_s, group=settings.group,
-                    holder=settings.machine_id),
+                    holder=settings.machine_id, environ=command_env),
         warn_users=lambda ttys, delay: write_to_terminals(ttys, reboot_notice(socket.gethostname(), delay)),
         notify=lambda text: supervisor.note(text), on_event=observers.event)
     supervisor = Supervisor(notifier, state=lambda: daemon.state,

@@ -32,6 +32,8 @@ from locksmithd.core.schedule import Window
 log = logging.getLogger("locksmithd.daemon")
 T = TypeVar("T")
 UNHEALTHY_RECHECK_S = 60.0
+# While unhealthy the checks run as after boot (at once on systemd's signals, at the latest every
+# LOCKSMITHD_HEALTH_RECHECK_INTERVAL); this is how often the boot record is read again and the failures logged.
 BEST_EFFORT_TIMEOUT_S = 10.0
 INHIBITOR_POLL_S = 5.0  # logind has no signal for inhibitors coming and going: ask this often while blocked
 
@@ -82,7 +84,8 @@ def local_now() -> datetime:
 class Daemon:
     """Turns "reboot needed" into at most one coordinated reboot.
 
-    ``reboot_needed`` is set by the update_engine watcher. ``warn_users`` is
+    ``reboot_needed`` is set by the sources (``daemon.sources.RebootNeed``,
+    which also emits the one "reboot-needed" event). ``warn_users`` is
     called with the ttys and the delay before a reboot. The daemon never
     reboots outside ``window``: it checks before queueing, after acquiring
     and after warning users, and releases the slot when the window closed.
@@ -93,10 +96,11 @@ class Daemon:
     one Backoff (reset when it succeeds).
 
     ``on_event(kind, detail)`` hears what an operator may count or search
-    for (metrics, journal): "state" (detail: the new state), "reboot-needed",
-    "slot-taken", "reboot-requested", "slot-released", "reboot-done" (the
-    slot taken before a reboot released in the new boot), "health-failed"
-    and "error" (detail: the error kind). It must not raise.
+    for (metrics, journal): "state" (detail: the new state), "slot-taken",
+    "reboot-requested" (told as logind is asked, since the reboot may stop the daemon before logind's reply
+    is read; a refusal follows as "error"), "slot-released", "reboot-done" (the slot taken before
+    a reboot released in the new boot), "health-failed" and "error" (detail:
+    the error kind). It must not raise.
     """
 
     def __init__(self, strategy: RebootStrategy, rebooter: Rebooter, *, window: Window | None,
@@ -166,7 +170,8 @@ class Daemon:
             try:
                 await asyncio.wait_for(self.strategy.release(), timeout=15)
             except (LocksmithError, asyncio.TimeoutError) as error:
-                log.error("could not release the slot while stopping (released after next start): %s", error)
+                log.error("could not release the slot while stopping (released after next start): %s",
+                          error.one_line() if isinstance(error, LocksmithError) else "timed out")
         elif state == State.REBOOTING:
             log.info("stopping while rebooting: the slot is kept and released after boot")
         log.info("stopped (was %s)", state.value)
@@ -259,9 +264,8 @@ class Daemon:
         self._best_effort("show health progress", self.strategy.note_health(detail))
 
     async def _idle(self, step: Step) -> Step:
+        # The need was logged and emitted once, naming its source, by whoever set the event (daemon/sources.py).
         await self.reboot_needed.wait()
-        log.info("a reboot is needed")
-        self.on_event("reboot-needed", "update_engine")
         return Step(State.WAITING_FOR_WINDOW)
 
     async def _waiting_for_window(self, step: Step) -> Step:
@@ -339,7 +343,8 @@ class Daemon:
 
     async def _rebooting(self, step: Step) -> Step:
         await self._await_best_effort("record the reboot request", self.strategy.rebooting())
-        log.info("asking logind to reboot")
+        # Told before the call: once logind accepts, systemd may stop this process before the reply is read.
+        self.on_event("reboot-requested", "")
         try:
             await self.rebooter.reboot()
         except RebootRefused as error:
@@ -347,7 +352,6 @@ class Daemon:
             return Step(State.RELEASING, pause_s=pause_s)
         self._succeeded(State.REBOOTING)
         log.info("reboot accepted by logind; waiting to be stopped")
-        self.on_event("reboot-requested", "")
         await asyncio.Event().wait()  # systemd stops us as part of the reboot
         raise AssertionError("unreachable")
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from locksmithd.core.health_policy import CommandResult
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
 
     from locksmithd.bus.update_engine import UpdateEngineWatcher
     from locksmithd.settings import DaemonSettings
+    from locksmithd.strategies.base import RebootStrategy
 
 log = logging.getLogger("locksmithd")
 
@@ -33,16 +36,54 @@ def bounded_reason(reason: str) -> str:
     return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 3] + "..."
 
 
-async def run_reboot_check(argv: Sequence[str], timeout_s: float) -> CommandResult:
-    """The check command through the daemon's one command runner (process group, timeout, bounded output)."""
-    from locksmithd.daemon.health import run_check_command
+class RebootNeed:
+    """The one record of "a reboot is needed", whichever source says it first.
 
-    return await run_check_command(argv[0], timeout_s, args=argv[1:], what="reboot check")
+    ``needed(source, reason)`` is what every source calls (``source`` is its
+    name in LOCKSMITHD_SOURCES: ``update-engine``, ``reboot-required`` or
+    ``command``). The first call records the reason with the strategy (it goes
+    into the holder record), sets ``event`` (what the Daemon waits on) and
+    emits exactly one ``on_event("reboot-needed", source)``: the journal entry
+    and the ``locksmithd_reboot_needed{source}`` metric. Later calls, from the
+    same or another source, are logged at debug level and emit nothing.
+    """
+
+    def __init__(self, strategy: RebootStrategy, on_event: Callable[[str, str], None]) -> None:
+        self.event = asyncio.Event()
+        self._strategy = strategy
+        self._on_event = on_event
+
+    def needed(self, source: str, reason: str) -> None:
+        if self.event.is_set():
+            log.debug("also needed (%s): %s", source, reason)
+            return
+        reason = bounded_reason(reason)
+        log.info("a reboot is needed: %s", reason)
+        self._strategy.reason = reason
+        self.event.set()
+        self._on_event("reboot-needed", source)
+
+    def of(self, source: str) -> Callable[[str], None]:
+        """The ``on_needed(reason)`` callback for the source named ``source``."""
+        return partial(self.needed, source)
 
 
-def make_sources(settings: DaemonSettings, need: Callable[[str], None],
-                 update_engine: Source) -> list[tuple[str, Source]]:
-    """The sources ``settings`` names, in its order, not started."""
+def reboot_check_runner(env: Mapping[str, str]) -> Callable[[Sequence[str], float], Awaitable[CommandResult]]:
+    """The check command through the daemon's one command runner (safe place, process group, timeout,
+    bounded output), with ``env``."""
+    from locksmithd.host.commands import run_command
+
+    async def run(argv: Sequence[str], timeout_s: float) -> CommandResult:
+        return await run_command(argv[0], timeout_s, args=argv[1:], what="reboot check", env=env)
+
+    return run
+
+
+def make_sources(settings: DaemonSettings, need: RebootNeed, update_engine: Source,
+                 command_env: Mapping[str, str]) -> list[tuple[str, Source]]:
+    """The sources ``settings`` names, in its order, not started; each tells ``need`` under its own name, and a
+    command runs with ``command_env``."""
+    from locksmithd.host.commands import unsafe_place
     from locksmithd.sources.check_command import CheckCommandSource
     from locksmithd.sources.reboot_required import RebootRequiredWatcher
 
@@ -51,12 +92,13 @@ def make_sources(settings: DaemonSettings, need: Callable[[str], None],
         if name == "update-engine":
             sources.append((name, update_engine))
         elif name == "reboot-required":
-            sources.append((name, RebootRequiredWatcher(settings.reboot_required_file, need)))
+            sources.append((name, RebootRequiredWatcher(settings.reboot_required_file, need.of(name))))
         else:
             assert name == "command" and settings.reboot_check_command is not None  # checked by the loader
             timeout_s = min(settings.reboot_check_interval_s, MAX_CHECK_TIMEOUT_S)
             sources.append((name, CheckCommandSource(settings.reboot_check_command, settings.reboot_check_interval_s,
-                                                     need, run_reboot_check, timeout_s=timeout_s)))
+                                                     need.of(name), reboot_check_runner(command_env),
+                                                     timeout_s=timeout_s, unsafe=unsafe_place)))
     return sources
 
 

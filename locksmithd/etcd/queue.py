@@ -670,7 +670,8 @@ class GroupQueue:
         problem = view.corrupt or view.halt_corrupt
         text = problem.one_line() if problem else None
         if text is None and view.halt is not None:
-            text = f"the group is halted since {view.halt.since.isoformat()} by {view.halt.by}: {view.halt.reason}"
+            text = (f"the group is halted since {view.halt.since.isoformat()} by {printable(view.halt.by, 64)}: "
+                    f"{printable(view.halt.reason, 500)}")
         if text and text != self._reported_corruption:
             log.error("not taking a slot: %s", text)
         self._reported_corruption = text

@@ -28,7 +28,7 @@ from locksmithd.etcd.settings import (
     validate_tls_and_auth,
 )
 from locksmithd.fleetlock.server import DEFAULT_MAX_CONNECTIONS, FleetLockServer, ServerConfig
-from locksmithd.host.journal import quiet_grpc
+from locksmithd.host.journal import OneLine, quiet_grpc
 
 ENV = "LOCKSMITHD_FLEETLOCK_"
 SOURCE = "command line or LOCKSMITHD_FLEETLOCK_* environment"
@@ -191,6 +191,7 @@ async def _serve(config: ServerConfig) -> None:
 def _configure_logging(debug: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("locksmithd-fleetlock: %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(OneLine())  # every message one escaped line: requests carry outside text
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler])
     if not debug:
         logging.getLogger("aiohttp").setLevel(logging.WARNING)

@@ -78,8 +78,8 @@ def read_holder_id(path: str = DEFAULT_MACHINE_ID_PATH, mode: str = "machine-id"
 def read_boot_id(path: str = DEFAULT_BOOT_ID_PATH) -> str | None:
     """Return the kernel's boot id (changes on every boot), or None if it cannot be read.
 
-    Only a regular file is read (``/proc`` files are), opened without blocking:
-    a FIFO at ``path`` must not wedge the daemon.
+    Opened without blocking and read only when it is a regular file (procfs's
+    is): a FIFO at LOCKSMITHD_BOOT_ID_PATH must not wedge the daemon.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)

@@ -7,6 +7,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from locksmithd.core.names import printable
+
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 
@@ -36,6 +38,7 @@ def setup_logging(debug: bool, journal_stream: str | None = None, journal_socket
             journal = True
         except ImportError:
             pass
+    handler.addFilter(OneLine())
     if fields is not None:
         handler.addFilter(fields)
     root = logging.getLogger("locksmithd")
@@ -43,6 +46,22 @@ def setup_logging(debug: bool, journal_stream: str | None = None, journal_socket
     root.setLevel(level)
     root.propagate = False
     return journal
+
+
+class OneLine(logging.Filter):
+    """Every log message as one line: control characters escaped (``printable``), whatever text it carries.
+
+    Log lines quote outside text (halt reasons and holder records from etcd,
+    check names and output, D-Bus replies); escaping here, once for every
+    line, means none of it can add lines or send terminal sequences, even
+    where a call site forgot. A traceback (``exc_info``) is ours and stays.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.isprintable():
+            record.msg, record.args = printable(message), None
+        return True
 
 
 class Notifier:
@@ -55,7 +74,8 @@ class Notifier:
         """Send e.g. READY="1", STATUS="waiting-for-lock"; failures are ignored."""
         if not self._enabled:
             return
-        message = "\n".join(f"{k}={v}" for k, v in fields.items())
+        # A value is one line: a newline in outside text must not add a field (READY=1, MAINPID=).
+        message = "\n".join(f"{k}={printable(v)}" for k, v in fields.items())
         try:
             from systemd.daemon import notify
 

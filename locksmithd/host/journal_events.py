@@ -23,7 +23,7 @@ MESSAGE_IDS: Mapping[str, str] = {
 _TEXT = {
     "reboot-needed": "a reboot is needed (source: {detail})",
     "slot-taken": "took a reboot slot",
-    "reboot-requested": "logind accepted the reboot",
+    "reboot-requested": "asking logind to reboot",
     "slot-released": "released the reboot slot",
     "reboot-done": "coordinated reboot done: the slot taken before it is released",
     "health-failed": "health checks failed after boot: {detail}",

@@ -22,9 +22,12 @@ class MetricsAddress:
 def parse_metrics_address(text: str) -> MetricsAddress:
     """``127.0.0.1:9474``, ``[::1]:9474``, ``:9474`` (every address) or ``unix:/run/x.sock``.
 
-    Raises ValueError naming the problem (no port, port out of range, a
-    relative socket path).
+    Raises ValueError naming the problem (a URL, no port, port out of range,
+    a relative socket path).
     """
+    if "://" in text:
+        raise ValueError("a URL is not a listening address: write host:port (e.g. 127.0.0.1:9474) "
+                         "or unix:/path, without a scheme")
     if text.startswith("unix:"):
         path = text.removeprefix("unix:")
         if not path.startswith("/"):

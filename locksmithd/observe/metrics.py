@@ -91,7 +91,8 @@ class DaemonMetrics(Collector):
         self._wait_started: float | None = None
         self._figures: GroupFigures | None = None
         self._etcd_up: bool | None = None
-        self.reboot_needed = Gauge("locksmithd_reboot_needed", "1 once a reboot is needed, by source.",
+        self.reboot_needed = Gauge("locksmithd_reboot_needed", "1 once a reboot is needed, by source "
+                                   "(update-engine, reboot-required, command).",
                                    ["source"], registry=self.registry)
         self.reboots_requested = Counter("locksmithd_reboots_requested", "Reboots logind accepted from this daemon.",
                                          registry=self.registry)
@@ -119,7 +120,7 @@ class DaemonMetrics(Collector):
 
     def event(self, kind: str, detail: str = "") -> None:
         """Count a daemon event: "error" (``detail`` is the error kind), "reboot-requested", "reboot-done",
-        "reboot-needed" (``detail`` is the source)."""
+        "reboot-needed" (``detail`` is the source's name in LOCKSMITHD_SOURCES; only that source's gauge is set)."""
         if kind == "error":
             self.errors.labels(detail or "error").inc()
         elif kind == "reboot-requested":
@@ -127,7 +128,7 @@ class DaemonMetrics(Collector):
         elif kind == "reboot-done":
             self.reboots_done.inc()
         elif kind == "reboot-needed":
-            self.reboot_needed.labels(detail or "update_engine").set(1)
+            self.reboot_needed.labels(detail).set(1)
 
     def etcd_request(self, operation: str, seconds: float, outcome: str) -> None:
         self.etcd_latency.labels(operation, outcome).observe(seconds)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import stat
 from collections.abc import Awaitable, Callable
 
@@ -21,15 +22,20 @@ from locksmithd.observe.address import MetricsAddress
 log = logging.getLogger("locksmithd.metrics")
 REQUEST_TIMEOUT_S = 10.0
 MAX_HEAD_BYTES = 8192
+SOCKET_MODE = 0o666  # as a port on 127.0.0.1: any local user may scrape; restrict with the directory (README)
+PROBE_TIMEOUT_S = 1.0
 
 
 async def start_metrics_server(address: MetricsAddress, render: Callable[[], Awaitable[bytes]],
                                key: str = "LOCKSMITHD_METRICS_ADDRESS") -> asyncio.AbstractServer:
     """Listen on ``address``; ``GET /metrics`` (or ``/``) answers ``await render()``.
 
-    A stale socket file at a unix path is replaced (a file of another kind
-    is not). Raises ConfigError naming ``key`` when the address cannot be
-    bound (in use, no permission, no such directory).
+    At a unix path, a socket file that something answers on is never
+    replaced (ConfigError: another daemon serves there); a stale one (nothing
+    listens) is; a file of another kind is not. The socket is made mode
+    0666, so a scraper need not be root: who may reach it is up to its
+    directory's mode and group. Raises ConfigError naming ``key`` when the
+    address cannot be bound (in use, no permission, no such directory).
     """
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -42,8 +48,12 @@ async def start_metrics_server(address: MetricsAddress, render: Callable[[], Awa
 
     try:
         if address.path:
-            _remove_stale_socket(address.path)
-            return await asyncio.start_unix_server(handle, address.path)
+            problem = _claim_socket_path(address.path)
+            if problem is not None:
+                raise ConfigError("settings", key, str(address), problem)
+            server = await asyncio.start_unix_server(handle, address.path)
+            os.chmod(address.path, SOCKET_MODE)
+            return server
         return await asyncio.start_server(handle, address.host or None, address.port)
     except OSError as exc:
         raise ConfigError("settings", key, str(address), f"cannot listen: {exc.strerror or exc}") from exc
@@ -81,10 +91,29 @@ def _reply(writer: asyncio.StreamWriter, status: bytes, content_type: bytes, bod
                  + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
 
 
-def _remove_stale_socket(path: str) -> None:
+def _claim_socket_path(path: str) -> str | None:
+    """Make ``path`` free to bind: remove a stale socket file; why not, when something else is there.
+
+    A socket file is stale when connecting to it is refused (nothing
+    listens: left by a crash). One that accepts, or does not answer in
+    time, belongs to a live server (another locksmithd with another state
+    file, another service): never taken over.
+    """
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
-        return
-    if stat.S_ISSOCK(mode):  # left by a previous run; the coordinator lock says none runs now
-        os.unlink(path)
+        return None
+    if not stat.S_ISSOCK(mode):
+        return "a file that is not a socket is there; not replacing it"
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(PROBE_TIMEOUT_S)
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)  # stale: nothing listens
+        return None
+    except OSError as exc:
+        return f"cannot tell whether the socket there is in use ({exc.strerror or exc}); not replacing it"
+    finally:
+        probe.close()
+    return "something answers on this socket (another locksmithd?); not replacing it"

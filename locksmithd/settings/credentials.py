@@ -23,9 +23,11 @@ FILE_CREDENTIALS = {"etcd-ca.pem": "cafile", "etcd-cert.pem": "certfile", "etcd-
 
 
 def read_secret_file(path: str, source: str, key: str) -> str:
-    """The first line of ``path`` (a trailing newline dropped); ConfigError naming ``key`` and the path.
+    """The first line of ``path``: the secret, as documented; ConfigError naming ``key`` and the path.
 
-    The content never appears in an error: it is a secret.
+    Blank lines after it (an editor's trailing newline or two) are ignored;
+    another non-empty line is refused (which one would be meant?). The
+    content never appears in an error: it is a secret.
     """
     check_readable_file(path, source, key)
     try:
@@ -35,9 +37,10 @@ def read_secret_file(path: str, source: str, key: str) -> str:
         raise ConfigError(source, key, path, f"cannot read the file ({exc.strerror})") from exc
     if len(data) > MAX_SECRET_BYTES:
         raise ConfigError(source, key, path, f"longer than {MAX_SECRET_BYTES} bytes")
-    text = data.removesuffix(b"\n").removesuffix(b"\r")
-    if not text or b"\n" in text or b"\x00" in text:
-        raise ConfigError(source, key, path, "must hold one non-empty line")
+    first, _, rest = data.partition(b"\n")
+    text = first.removesuffix(b"\r")
+    if not text or b"\x00" in text or rest.strip(b" \t\r\n"):
+        raise ConfigError(source, key, path, "must hold one non-empty line (blank lines after it are ignored)")
     try:
         return text.decode("utf-8")
     except UnicodeDecodeError:

@@ -71,6 +71,7 @@ class DaemonSettings:
     health_dir: str = _default(table.HEALTH_DIR)
     health_soak_s: float = 0.0
     health_timeout_s: float = _default(table.HEALTH_TIMEOUT)
+    health_recheck_interval_s: float = _default(table.HEALTH_RECHECK_INTERVAL)
     fleetlock_url: str | None = None
     fleetlock_group: str = _default(table.FLEETLOCK_GROUP)
     metrics_address: MetricsAddress | None = None
@@ -93,7 +94,8 @@ class DaemonSettings:
     def health_policy(self) -> HealthPolicy:
         """What "healthy after boot" means for this host (checked to fit together by the loader)."""
         return HealthPolicy(healthy_states=self.health_system_states, units=self.health_units,
-                            check_dir=self.health_dir, soak_s=self.health_soak_s, timeout_s=self.health_timeout_s)
+                            check_dir=self.health_dir, soak_s=self.health_soak_s, timeout_s=self.health_timeout_s,
+                            recheck_interval_s=self.health_recheck_interval_s)
 
     def describe(self) -> str:
         """One line for the start-up log; contains no secret."""

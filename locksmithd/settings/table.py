@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Generic, TypeVar
 
 from locksmithd.core.duration import format_duration
+from locksmithd.core.health_policy import DEFAULT_RECHECK_INTERVAL_S
 from locksmithd.errors import ConfigError, IdentityError
 from locksmithd.etcd.settings import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT_S, without_password
 from locksmithd.host.identity import DEFAULT_BOOT_ID_PATH, DEFAULT_MACHINE_ID_PATH
@@ -178,6 +179,11 @@ HEALTH_SOAK = Setting("LOCKSMITHD_HEALTH_SOAK", values.delay_s,
 HEALTH_TIMEOUT = Setting("LOCKSMITHD_HEALTH_TIMEOUT", values.interval_s,
                          "checks repeat until all pass or this runs out; then the host keeps its slot and halts "
                          "its group", "health_timeout_s", "15m", flag="--health-timeout")
+HEALTH_RECHECK_INTERVAL = Setting("LOCKSMITHD_HEALTH_RECHECK_INTERVAL", values.interval_s,
+                                  "while not healthy, the checks run again at the latest this often (check "
+                                  "commands have no signal; systemd's state and units are followed as they change)",
+                                  "health_recheck_interval_s", _seconds(DEFAULT_RECHECK_INTERVAL_S),
+                                  flag="--health-recheck-interval")
 FLEETLOCK_URL = Setting("LOCKSMITHD_FLEETLOCK_URL", values.fleetlock_url,
                         "base URL of the FleetLock server for strategy `fleet-lock` (required with it), "
                         "e.g. `https://fleetlock.example:8080`", "fleetlock_url", flag="--fleetlock-url")
@@ -238,8 +244,8 @@ SETTINGS: tuple[Setting[object], ...] = (
     WINDOW_LENGTH, WINDOWS, TIMEZONE, LOGIN_DELAY, MACHINE_ID, HOLDER_ID, STATE_FILE, RECHECK_INTERVAL, QUEUE_DROP_OUT,
     QUEUE_HEAD_TIMEOUT, RETRY_MAX,
     ETCD_TIMEOUT, BOOT_ID_PATH, BUS_ADDRESS, DEBUG, REBOOT_DEADLINE, STALE_POLICY, HEALTH_SYSTEM_STATES,
-    HEALTH_UNITS, HEALTH_DIR, HEALTH_SOAK, HEALTH_TIMEOUT, SOURCES, REBOOT_REQUIRED_FILE, REBOOT_CHECK_COMMAND,
-    REBOOT_CHECK_INTERVAL, PRE_REBOOT_DIR, POST_BOOT_DIR, HOOK_TIMEOUT, IGNORE_INHIBITORS, FLEETLOCK_URL,
+    HEALTH_UNITS, HEALTH_DIR, HEALTH_SOAK, HEALTH_TIMEOUT, HEALTH_RECHECK_INTERVAL, SOURCES,
+    REBOOT_REQUIRED_FILE, REBOOT_CHECK_COMMAND, REBOOT_CHECK_INTERVAL, PRE_REBOOT_DIR, POST_BOOT_DIR, HOOK_TIMEOUT, IGNORE_INHIBITORS, FLEETLOCK_URL,
     FLEETLOCK_GROUP, METRICS_ADDRESS, JOURNAL_STREAM, NOTIFY_SOCKET, CREDENTIALS_DIRECTORY, WATCHDOG_USEC,
     WATCHDOG_PID, TEST_BLOCK_LOOP,
 )  # fmt: skip

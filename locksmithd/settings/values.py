@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import stat
+from collections.abc import Callable
 from datetime import timedelta, tzinfo
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -270,24 +271,23 @@ def directory_problem(path: str) -> str | None:
     (the health checks would halt the group, the hooks give the slot back
     again and again). Symlinks are followed.
     """
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        return f"cannot be examined: {exc.strerror or exc}"
-    return None if stat.S_ISDIR(mode) else f"is {file_kind(mode)}, not a directory"
+    return _kind_problem(path, stat.S_ISDIR, "a directory")
 
 
 def regular_file_problem(path: str) -> str | None:
     """Why ``path`` cannot be read as a small file (None if it is a regular file, or missing)."""
+    return _kind_problem(path, stat.S_ISREG, "a regular file")
+
+
+def _kind_problem(path: str, is_kind: Callable[[int], bool], kind: str) -> str | None:
+    """Why ``path`` (symlinks followed) is not of ``kind``; None when it is, or when it is missing."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         return None
     except OSError as exc:
         return f"cannot be examined: {exc.strerror or exc}"
-    return None if stat.S_ISREG(mode) else f"is {file_kind(mode)}, not a regular file"
+    return None if is_kind(mode) else f"is {file_kind(mode)}, not {kind}"
 
 
 def reboot_required_problem(path: str) -> str | None:

@@ -32,11 +32,14 @@ class CheckCommandSource:
     run again after the interval. Anything else (another code, a signal, a
     timeout, a command that cannot run) is logged and retried sooner, with
     backoff up to the interval: never a reboot. ``run`` is the daemon's
-    command runner (own process group, timeout, bounded output).
+    command runner (safe places only, own process group, timeout, bounded
+    output); ``unsafe(path)`` says why the command's file is in an unsafe
+    place (the runner's ``unsafe_place``), checked at start.
     """
 
     def __init__(self, argv: Sequence[str], interval_s: float, on_needed: Callable[[str], None], run: RunCommand, *,
                  timeout_s: float, key: str = "LOCKSMITHD_REBOOT_CHECK_COMMAND",
+                 unsafe: Callable[[str], str | None] = lambda path: None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, rng: random.Random | None = None) -> None:
         self.argv = tuple(argv)
         self.interval_s = interval_s
@@ -44,15 +47,21 @@ class CheckCommandSource:
         self.run = run
         self.timeout_s = timeout_s
         self.key = key
+        self.unsafe = unsafe
         self.sleep = sleep
         self.rng = rng or random.Random()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start checking; ConfigError (source "start-up") if the command is not found or not executable."""
-        if shutil.which(self.argv[0]) is None:
+        """Start checking; ConfigError (source "start-up") if the command is not found, not executable,
+        or in an unsafe place (``host.commands.unsafe_place``: writable by group or others, not root's)."""
+        found = shutil.which(self.argv[0])
+        if found is None:
             raise ConfigError("start-up", self.key, " ".join(self.argv),
                               f"command {self.argv[0]!r} not found or not executable")
+        unsafe = self.unsafe(found)
+        if unsafe is not None:
+            raise ConfigError("start-up", self.key, " ".join(self.argv), f"refusing to run it: {unsafe}")
         self._task = asyncio.create_task(self._loop(), name="reboot check command")
 
     async def stop(self) -> None:

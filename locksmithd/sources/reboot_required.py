@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 
@@ -148,11 +149,26 @@ class RebootRequiredWatcher:
 
 
 def read_packages(path: str) -> list[str]:
-    """The distinct package names listed in ``path`` (one a line), escaped; [] when it is missing or unreadable."""
+    """The distinct package names listed in ``path`` (one a line), escaped; [] when it is missing or unreadable.
+
+    Opened without blocking and read only when it is a regular file: a FIFO
+    or a device there must never wedge the daemon (it would stop answering
+    even SIGTERM); it is named in one warning and ignored.
+    """
     try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_PACKAGES_BYTES)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
         return []
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            log.warning("ignoring %s: not a regular file", printable(path))
+            return []
+        data = b""
+        while len(data) < MAX_PACKAGES_BYTES and (chunk := os.read(fd, MAX_PACKAGES_BYTES - len(data))):
+            data += chunk
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
     names = (printable(line.decode("utf-8", "backslashreplace").strip(), 100) for line in data.splitlines())
     return list(dict.fromkeys(name for name in names if name))

@@ -18,6 +18,7 @@ from locksmithd.core.holder_record import (
     new_record,
 )
 from locksmithd.core.history import HistoryEvent
+from locksmithd.core.names import printable
 from locksmithd.core.semaphore import Semaphore
 from locksmithd.errors import CorruptDocument, NotHolder, StoreError
 from locksmithd.etcd.client import EtcdStore
@@ -114,7 +115,8 @@ class EtcdLockStrategy:
         if isinstance(in_force, CorruptDocument):
             log.info("the group was already halted by an unreadable halt record: %s", in_force.one_line())
         elif in_force != halt:
-            log.info("the group was already halted by %s: %s", in_force.by, in_force.reason)
+            log.info("the group was already halted by %s: %s", printable(in_force.by, 64),
+                     printable(in_force.reason, 500))
 
     async def acquire(self, deadline: datetime | None) -> bool:
         record = new_record(now=self.now(), deadline_after=None if self.reboot_deadline_s is None

@@ -45,8 +45,9 @@ def test_failed_unit_after_boot_keeps_the_slot_and_halts_until_resumed(fleet: Re
     halted); ``locksmithctl resume`` then lets the rollout finish.
     """
     group = "e2e-halt"
+    # The fallback re-check is far off: the healed host must notice `reset-failed` from systemd's signals.
     settings = {"LOCKSMITHD_GROUP": group, "LOCKSMITHD_SOURCES": "reboot-required",
-                "LOCKSMITHD_HEALTH_TIMEOUT": "15s"}
+                "LOCKSMITHD_HEALTH_TIMEOUT": "15s", "LOCKSMITHD_HEALTH_RECHECK_INTERVAL": "10m"}
     sick = fleet.add("e2e-halt-a", settings)
     sick.write("etc/systemd/system/e2e-flaky.service", FLAKY_UNIT)
     (sick.root / "etc/systemd/system/multi-user.target.wants/e2e-flaky.service").symlink_to(
@@ -95,7 +96,8 @@ def test_required_unit_halts_and_a_check_that_fails_once_then_passes_releases(fl
                                            "LOCKSMITHD_HEALTH_UNITS": "e2e-required.service",
                                            "LOCKSMITHD_HEALTH_TIMEOUT": "10s"})
     checked = fleet.add("e2e-checks-a", {"LOCKSMITHD_GROUP": checks_group, "LOCKSMITHD_SOURCES": "reboot-required",
-                                         "LOCKSMITHD_HEALTH_TIMEOUT": "2m"},
+                                         "LOCKSMITHD_HEALTH_TIMEOUT": "2m",
+                                         "LOCKSMITHD_HEALTH_RECHECK_INTERVAL": "2s"},
                         files={"etc/locksmithd/health.d/10-once": (ONCE_CHECK, 0o755)})
     fleet.boot_all()
     for host in (needs_unit, checked):

@@ -34,7 +34,7 @@ def test_watchdog_kills_and_restarts_a_stopped_daemon_which_keeps_its_queue_plac
     host.run(["touch", "/run/reboot-required"])
     wait_until(lambda: _waiting(fleet, group, host) is not None, 30, "the host to queue")
     stopped_pid = _main_pid(host)
-    host.run(["systemctl", "kill", "--signal=SIGSTOP", "locksmithd.service"])
+    host.run(["systemctl", "kill", "--kill-who=main", "--signal=SIGSTOP", "locksmithd.service"])
     wait_until(lambda: _main_pid(host) not in ("0", stopped_pid), WATCHDOG_TIMEOUT_S,
                "systemd to kill and restart the stopped daemon")
     system = [str(entry.get("MESSAGE", "")) for entry in host.journal("-u", "locksmithd.service", "_PID=1")]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 from typing import Any
 
@@ -22,10 +21,13 @@ MESSAGE_IDS = {
 PRE_HOOK = "#!/bin/sh\necho \"pre-reboot hook: draining $(hostname)\"\n"
 POST_HOOK = "#!/bin/sh\necho \"post-boot hook: back on $(hostname)\"\n"
 ROLLOUT_TIMEOUT_S = 150.0
+FALLBACK_RECHECK = "10m"  # longer than every wait here: only systemd's signals can wake the health checks in time
 
 
 def _hosts(fleet: RealFleet) -> list[RealHost]:
-    settings = {"LOCKSMITHD_GROUP": GROUP, "LOCKSMITHD_SOURCES": "update-engine,reboot-required"}
+    # The fallback re-check is far off: a host must release because it follows systemd's state as it changes.
+    settings = {"LOCKSMITHD_GROUP": GROUP, "LOCKSMITHD_SOURCES": "update-engine,reboot-required",
+                "LOCKSMITHD_HEALTH_RECHECK_INTERVAL": FALLBACK_RECHECK}
     hooks = {"etc/locksmithd/pre-reboot.d/10-drain": (PRE_HOOK, 0o755),
              "etc/locksmithd/post-boot.d/10-uncordon": (POST_HOOK, 0o755)}
     return [fleet.add(f"e2e-roll-{name}", settings, files=hooks) for name in "abc"]
@@ -133,8 +135,9 @@ def _check_hooks(host: RealHost, boot_ids: list[str]) -> None:
 
 
 def _print_figures(hosts: list[RealHost], rollout_s: float) -> None:
-    """Per host: reboot time (logind call to the daemon up in the new boot) and boot-to-release."""
+    """Per host: reboot time (logind call to the daemon up in the new boot) and boot-to-release; the rollout."""
     reboot_s: list[float] = []
+    booted_s: list[float] = []
     lines = []
     first_taken, last_released = float("inf"), 0.0
     for host in hosts:
@@ -148,13 +151,14 @@ def _print_figures(hosts: list[RealHost], rollout_s: float) -> None:
         finished = [e for e in system if str(e.get("MESSAGE", "")).startswith("Startup finished")]
         ready_at = entry_time(finished[-1]) if finished else entry_time(up)
         reboot_s.append(entry_time(up) - entry_time(requested))
+        booted_s.append(ready_at - entry_time(requested))
         first_taken = min(first_taken, entry_time(taken))
         last_released = max(last_released, entry_time(released))
-        lines.append(f"  {host.name}: reboot {reboot_s[-1]:.2f}s (logind call -> daemon up), "
-                     f"boot-to-release {entry_time(released) - ready_at:.2f}s (systemd up -> released), "
-                     f"{entry_time(released) - entry_time(up):.2f}s (daemon up -> released)")
+        lines.append(f"  {host.name}: reboot {reboot_s[-1]:.2f}s (logind call -> daemon up; "
+                     f"{booted_s[-1]:.2f}s to systemd up), boot-to-release {entry_time(released) - ready_at:.2f}s "
+                     f"(systemd up -> released; {entry_time(released) - entry_time(up):.2f}s from daemon up)")
     span_s = last_released - first_taken
     record_figures("rollout (3 hosts, max 1, health soak 0):\n" + "\n".join(lines))
     record_figures(f"  rollout {span_s:.2f}s (first slot taken -> last released; {rollout_s:.1f}s from the first "
-                   f"need), sum of reboots {sum(reboot_s):.2f}s, ratio {span_s / sum(reboot_s):.2f}x; "
-                   f"median reboot {statistics.median(reboot_s):.2f}s")
+                   f"need); sum of reboots {sum(reboot_s):.2f}s -> ratio {span_s / sum(reboot_s):.2f}x; "
+                   f"sum of reboots to systemd up {sum(booted_s):.2f}s -> ratio {span_s / sum(booted_s):.2f}x")

@@ -1,0 +1,52 @@
+"""A pause that news ends early: a burst of pokes (systemd's signals) ends it once, after the burst settles."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+SETTLE_S = 0.2
+"""After the first poke, how long the rest of a burst may take to arrive: systemd sends several signals for
+one change (a job removed, then the unit's properties, then the end of the boot) and they make one round."""
+
+
+class Wakeup:
+    """``poke(what)`` from anywhere on the loop (a bus signal handler); ``pause(seconds)`` between rounds.
+
+    ``pause`` returns after ``seconds`` (an empty set), or ``SETTLE_S`` after
+    a poke with what every poke of the burst named. Pokes that came while no
+    pause ran (during a round) end the next pause at once (after the settle):
+    the round may have read the state before the change. Every poke up to the
+    end of a pause is used up by it, so a burst is one answer, and rounds
+    never overlap (one caller runs them one after the other). ``sleep`` is how
+    time passes (injected in tests).
+    """
+
+    def __init__(self, *, settle_s: float = SETTLE_S,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.settle_s = settle_s
+        self._sleep = sleep
+        self._poked = asyncio.Event()
+        self._what: set[str] = set()
+
+    def poke(self, what: str) -> None:
+        self._what.add(what)
+        self._poked.set()
+
+    async def pause(self, seconds: float) -> frozenset[str]:
+        """Wait ``seconds`` or until poked (then ``settle_s`` more); what the pokes named, empty if none came."""
+        if not self._poked.is_set():
+            poked = asyncio.ensure_future(self._poked.wait())
+            timer = asyncio.ensure_future(self._sleep(seconds))
+            try:
+                await asyncio.wait((poked, timer), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                poked.cancel()
+                timer.cancel()
+                await asyncio.gather(poked, timer, return_exceptions=True)
+        if not self._poked.is_set():
+            return frozenset()
+        await self._sleep(self.settle_s)
+        what, self._what = frozenset(self._what), set()
+        self._poked.clear()
+        return what
