@@ -64,9 +64,11 @@ CONF = Page("locksmithd.conf", 5, "settings of the locksmithd reboot coordinator
 
 Lines are `KEY=value`, as systemd's `EnvironmentFile=` reads them: blank lines and lines starting
 with `#` or `;` are skipped, an `export` prefix is allowed, values may be quoted; nothing is
-expanded. The file must be a regular file of at most 1 MiB of UTF-8 text. A key locksmithd does
-not know, or a value it cannot use, stops the daemon with exit status 3 and one line naming the
-file, line and key. The packaged file lists every setting commented out with its default."""),
+expanded. The file must be a regular file of at most 1 MiB of UTF-8 text. A value locksmithd
+cannot use, or a malformed line, stops the daemon with exit status 3 and one line naming the
+file, line and key; an unknown `LOCKSMITHD_` key is logged and ignored, other keys are ignored
+(update.conf also holds update_engine's). The packaged file lists every setting commented out
+with its default."""),
     ("See also", "locksmithd(8), locksmithctl(1)"),
 ))
 
