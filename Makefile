@@ -1,5 +1,5 @@
 # The two entry points the README promises; each does all its own set-up.
-.PHONY: setup demo test e2e bench bench-scale soak lint
+.PHONY: setup demo test e2e bench bench-scale soak lint deb
 
 # The long fault-injection run; its defaults (200 runs, about 45 minutes on 2 cores) and
 # options: .venv/bin/python -m harness.soak --help
@@ -7,6 +7,11 @@ SOAK_ARGS ?=
 
 setup:
 	sh contrib/bootstrap.sh
+
+# dist/locksmithd_<version>_all.deb, built with debhelper and dh-python from contrib/debian/
+# in build/deb/ (about 30 s); install with: apt install ./dist/locksmithd_<version>_all.deb
+deb: setup
+	sh contrib/build-deb.sh
 
 demo: setup
 	.venv/bin/python contrib/demo.py $(DEMO_ARGS)

@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 need_pkgs=""
 # prometheus: for promtool, which tests contrib/prometheus/alerts.yml (about 19 MB).
 pkgs="etcd-server etcd-client dbus libsystemd-dev pkg-config iproute2 python3-venv systemd prometheus"
+# make deb (contrib/build-deb.sh): debhelper, dh-python with its pyproject plugin, python3-click
+# (the completions are printed by locksmithctl at build time), lintian (tests/test_deb.py) and
+# groff (tests/test_rendered_docs.py reads the man pages with it).
+pkgs="$pkgs debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel python3-click lintian groff-base"
 # --e2e: what `make e2e` adds: mmdebstrap builds the hosts' roots, systemd-nspawn boots them.
 if [ "${1:-}" = "--e2e" ]; then
     pkgs="mmdebstrap systemd-container util-linux"

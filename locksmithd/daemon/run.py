@@ -414,8 +414,10 @@ class Daemon:
 
         Faults only an operator can mend (a corrupt or full-size document, a
         denied request, an answer that is no FleetLock server's) back off straight to the maximum and are logged at error
-        level once per distinct message; others grow the pause step by step
-        and are logged as warnings.
+        level; others (etcd unreachable, say) grow the pause step by step and
+        are logged as warnings. Either is logged once per distinct message
+        until the state's action succeeds; the repeats go to debug, so an
+        etcd that is down for days does not fill the journal.
         """
         backoff = self._backoff[state]
         text = error.one_line()
@@ -424,7 +426,7 @@ class Daemon:
         if must_act:
             backoff.give_up_gently()
         pause_s = backoff.next_delay_s()
-        if must_act and self._reported.get(state) == text:
+        if self._reported.get(state) == text:
             log.debug("%s: %s; retrying in %.1fs", what, text, pause_s)
         else:
             log.log(logging.ERROR if must_act else logging.WARNING, "%s: %s; retrying in %.1fs", what, text, pause_s)
