@@ -16,6 +16,8 @@ if [ -z "$version" ]; then
 fi
 # PEP 440 pre-releases sort before the release in Debian with a tilde: 1.0rc1 -> 1.0~rc1.
 deb_version=$(printf '%s' "$version" | sed 's/\([0-9]\)\(a\|b\|rc\|\.dev\)\([0-9]\)/\1~\2\3/')
+# DEB_VERSION overrides it (the e2e builds an earlier version of the same code to test upgrades).
+deb_version=${DEB_VERSION:-$deb_version}
 tree="build/deb/locksmithd-$version"
 rm -rf build/deb
 mkdir -p "$tree" dist
