@@ -1,6 +1,7 @@
 """A fleet of real systemd hosts (``harness.real_host``) sharing one etcd, as an operator would run it.
 
-Each host gets the shipped unit file unchanged, its configuration in
+Each host has locksmithd from the Debian package (``harness.rootfs``: its units
+as the package installs and enables them), its configuration in
 /etc/locksmithd/locksmithd.conf, and its own machine id and hostname. What the
 tests judge is what an operator sees: etcd (through ``locksmithctl`` run here),
 ``journalctl``, ``systemctl`` and exit codes inside the hosts.
@@ -21,14 +22,12 @@ from harness.real_host import HostError, RealHost
 from harness.rootfs import Layers
 
 REPO = Path(__file__).resolve().parent.parent
-UNIT = REPO / "systemd/locksmithd.service"
-UNPRIVILEGED_UNIT = REPO / "systemd/locksmithd-unprivileged.service"
-FLEETLOCK_UNIT = REPO / "systemd/locksmithd-fleetlock.service"
-SYSUSERS = REPO / "systemd/sysusers.d/locksmithd.conf"
+UNPRIVILEGED_UNIT = "locksmithd-unprivileged.service"
+FLEETLOCK_UNIT = "locksmithd-fleetlock.service"
 POLKIT_RULE = REPO / "systemd/polkit/50-locksmithd.rules"
+POLKIT_RULE_PATH = "usr/share/polkit-1/rules.d/50-locksmithd.rules"  # where the package puts it
 CONF = "etc/locksmithd/locksmithd.conf"
 FIGURES_FILE = "figures.txt"  # under build/e2e: what the scenarios measured, printed by harness.e2e
-POLKIT_RULE_PATH = "etc/polkit-1/rules.d/50-locksmithd.rules"
 
 
 def conf_text(settings: Mapping[str, str]) -> str:
@@ -48,22 +47,18 @@ class RealFleet:
             files: Mapping[str, tuple[str, int]] | None = None) -> RealHost:
         """A new host running locksmithd with ``settings`` (LOCKSMITHD_ENDPOINT added), not booted yet.
 
-        ``unprivileged`` installs the unprivileged unit as locksmithd.service with
-        its sysusers entry and polkit rule, as the README tells. ``files`` maps
-        paths in the host to (text, mode).
+        ``unprivileged`` switches to the package's unprivileged unit as the README
+        tells (``systemctl disable locksmithd; systemctl enable
+        locksmithd-unprivileged``). ``files`` maps paths in the host to (text, mode).
         """
         host = RealHost(name=name, layers=self.layers, workdir=self.workdir / name)
         host.create()
         self.hosts[name] = host
         host.write(CONF, conf_text({"LOCKSMITHD_ENDPOINT": self.endpoint, **settings}))
-        for directory in ("health.d", "pre-reboot.d", "post-boot.d"):
-            (host.root / "etc/locksmithd" / directory).mkdir(parents=True, exist_ok=True)
         if unprivileged:
-            host.enable(str(UNPRIVILEGED_UNIT), "locksmithd.service")
-            host.write("usr/lib/sysusers.d/locksmithd.conf", SYSUSERS.read_text())
-            host.write(POLKIT_RULE_PATH, POLKIT_RULE.read_text())
-        else:
-            host.enable(str(UNIT))
+            host.disable("locksmithd.service")
+            host.enable(UNPRIVILEGED_UNIT)
+            host.unit = UNPRIVILEGED_UNIT
         for path, (text, mode) in (files or {}).items():
             host.write(path, text, mode)
         return host
@@ -109,7 +104,7 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, inter
 def events(host: RealHost, kind: str | None = None) -> list[dict[str, Any]]:
     """The host's locksmithd event entries (LOCKSMITHD_EVENT set), optionally of one kind, oldest first."""
     # Filtered here: journalctl ANDs a field match after -u with only the last of -u's alternatives.
-    return [entry for entry in host.journal("-u", "locksmithd.service")
+    return [entry for entry in host.journal("-u", host.unit)
             if "LOCKSMITHD_EVENT" in entry and (kind is None or entry["LOCKSMITHD_EVENT"] == kind)]
 
 

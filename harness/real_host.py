@@ -54,6 +54,7 @@ class RealHost:
     layers: Layers
     workdir: Path
     machine_id: str = field(default_factory=lambda: secrets.token_hex(16))
+    unit: str = "locksmithd.service"  # the daemon's unit on this host (the unprivileged variant has its own)
     reboot_on_request: bool = True
     boots: list[Boot] = field(default_factory=list)
 
@@ -86,15 +87,17 @@ class RealHost:
         target.write_text(text)
         os.chmod(target, mode)
 
-    def enable(self, unit_path: str, unit_name: str | None = None) -> None:
-        """Install a unit file from this checkout into /etc/systemd/system and enable it for multi-user."""
-        name = unit_name or Path(unit_path).name
-        self.write(f"etc/systemd/system/{name}", Path(unit_path).read_text())
+    def enable(self, unit: str, directory: str = "/lib/systemd/system") -> None:
+        """Enable ``unit`` (a file in ``directory`` of the host) for multi-user.target, as ``systemctl enable`` would."""
         wants = self.root / "etc/systemd/system/multi-user.target.wants"
         wants.mkdir(parents=True, exist_ok=True)
-        link = wants / name
+        link = wants / unit
         if not link.is_symlink():
-            link.symlink_to(f"/etc/systemd/system/{name}")
+            link.symlink_to(f"{directory}/{unit}")
+
+    def disable(self, unit: str) -> None:
+        """Disable ``unit`` for multi-user.target, as ``systemctl disable`` would."""
+        (self.root / "etc/systemd/system/multi-user.target.wants" / unit).unlink(missing_ok=True)
 
     # -- running --------------------------------------------------------------
 
@@ -190,9 +193,9 @@ class RealHost:
         out = self.run(["journalctl", "--no-pager", "-o", "json", *args], check=False, timeout_s=30).stdout
         return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
-    def messages(self, unit: str = "locksmithd.service") -> list[str]:
-        """The unit's journal messages over all boots, oldest first."""
-        return [str(entry.get("MESSAGE", "")) for entry in self.journal("-u", unit)]
+    def messages(self, unit: str | None = None) -> list[str]:
+        """The journal messages of ``unit`` (default: the daemon's) over all boots, oldest first."""
+        return [str(entry.get("MESSAGE", "")) for entry in self.journal("-u", unit or self.unit)]
 
     def stop(self) -> None:
         """Halt the container (SIGTERM to nspawn, SIGKILL after a bound) and unmount its root."""

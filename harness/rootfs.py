@@ -3,16 +3,17 @@
 Two layers, each a plain directory under the build directory (``build/e2e`` by
 default, ignored by git):
 
-- ``base-<key>/``: bookworm minbase plus systemd, dbus, polkitd and python3, made
-  by mmdebstrap from this machine's own apt sources (the files under
-  ``/etc/apt/sources.list.d/``, else ``/etc/apt/sources.list``). ``key`` hashes
-  the package list and those files, so a warm run reuses it and a changed
-  mirror or list builds a new one.
+- ``base-<key>/``: bookworm minbase plus systemd, dbus, polkitd, python3 and the
+  Debian packages locksmithd's package depends on (read from the built
+  package's ``Depends``), made by mmdebstrap from this machine's own apt
+  sources (the files under ``/etc/apt/sources.list.d/``, else
+  ``/etc/apt/sources.list``). ``key`` hashes the package list and those files,
+  so a warm run reuses it and a changed mirror or list builds a new one.
 - ``install-<key>/``: the overlay upper directory holding what an operator's
-  install adds on top of the base: locksmithd in a venv at /opt/locksmithd from
-  wheels built here, linked into /usr/local/bin as the shipped units expect
-  (README "Install on a host"). ``key`` hashes the wheels, so it is rebuilt
-  when the code changes (seconds), never the base.
+  install adds on top of the base: ``apt-get install ./locksmithd_<version>_all.deb``
+  (``make deb``), whose dependencies the base already has, so no download.
+  ``key`` hashes what the package holds, so it is rebuilt when the code
+  changes (seconds), never the base.
 
 Hosts mount ``install`` over ``base`` with overlayfs and keep their own upper
 directory, so a host's files and journal survive its reboots.
@@ -24,11 +25,11 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +39,6 @@ SUITE = "bookworm"
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "polkitd", "python3", "python3-venv")
 APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
 APT_SOURCES_LIST = Path("/etc/apt/sources.list")
-VENV = "/opt/locksmithd"
-PROGRAMS = ("locksmithd", "locksmithctl", "locksmithd-fleetlock")
 CLEAN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
              "HOME": "/root"}
 _BUILD_TIMEOUT_S = 900
@@ -51,11 +50,20 @@ class RootfsError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Packages:
+    """``make deb``'s package (``current``) and the same code as an earlier version (``previous``)."""
+
+    previous: Path
+    current: Path
+
+
+@dataclass(frozen=True)
 class Layers:
-    """The read-only layers of every host, lowest last (overlayfs ``lowerdir`` order)."""
+    """The read-only layers of every host, lowest last (overlayfs ``lowerdir`` order), and the packages."""
 
     install: Path
     base: Path
+    packages: Packages
 
     def lowerdir(self) -> str:
         return f"{self.install}:{self.base}"
@@ -87,20 +95,18 @@ def _run(argv: list[str], what: str, *, env: dict[str, str] | None = None, timeo
         raise RootfsError(f"{what} failed (exit {done.returncode}):\n{tail}")
 
 
-def _wheel_content(path: Path) -> bytes:
-    """What a wheel holds (names and bytes of its members), not its zip timestamps: equal code, equal key."""
-    with zipfile.ZipFile(path) as wheel:
-        return b"".join(name.encode() + b"\0" + wheel.read(name) for name in sorted(wheel.namelist()))
-
-
-def build_base(build_dir: Path) -> Path:
-    """The cached bookworm base, built with mmdebstrap if it is not there yet."""
+def build_base(build_dir: Path, depends: list[str]) -> Path:
+    """The cached bookworm base with ``depends`` installed too, built with mmdebstrap if it is not there yet."""
     sources = apt_sources()
-    key = _digest([SUITE.encode(), " ".join(BASE_PACKAGES).encode()] + [path.read_bytes() for path in sources])
+    packages = [*BASE_PACKAGES, *(name for name in depends if name not in BASE_PACKAGES)]
+    key = _digest([SUITE.encode(), " ".join(packages).encode()] + [path.read_bytes() for path in sources])
     base = build_dir / f"base-{key}"
     if (base / "etc/os-release").exists():
         log.info("rootfs: reusing %s", base)
         return base
+    for old in build_dir.glob("base-*"):
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)  # an old package list's base: the new one replaces it
     if shutil.which("mmdebstrap") is None:
         raise RootfsError("mmdebstrap is not installed (make e2e installs it: contrib/bootstrap.sh --e2e)")
     partial = build_dir / f"base-{key}.partial"
@@ -109,7 +115,7 @@ def build_base(build_dir: Path) -> Path:
     started = time.monotonic()
     log.info("rootfs: building %s with mmdebstrap from %s", base, ", ".join(map(str, sources)))
     # A persistent journal (/var/log/journal) so that a host's log survives its reboots.
-    _run(["mmdebstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+    _run(["mmdebstrap", "--variant=minbase", f"--include={','.join(packages)}",
           "--customize-hook=mkdir -p \"$1/var/log/journal\"", SUITE, str(partial), *map(str, sources)],
          "mmdebstrap", env={**CLEAN_ENV, "TMPDIR": str(build_dir)})
     partial.rename(base)
@@ -117,36 +123,62 @@ def build_base(build_dir: Path) -> Path:
     return base
 
 
-def build_wheels(source_dir: Path, build_dir: Path) -> Path:
-    """Wheels of locksmithd and its dependencies, built here with the running interpreter's pip.
+def build_packages(source_dir: Path, build_dir: Path) -> Packages:
+    """``make deb``'s package of the checkout, and the same code as an earlier version (for upgrades).
 
-    The dependencies' wheels are built again only when setup.cfg changed (a
-    stamp holds its hash); locksmithd's own wheel is always built from the
-    checkout, without its dependencies and in this environment (seconds).
+    Both are copied to ``build_dir/debs``; the earlier one is the version with
+    ``~e2e.previous`` appended, which Debian orders before it.
     """
-    wheels = build_dir / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    stamp = wheels / ".setup.cfg.sha256"
-    wanted = _digest([(source_dir / "setup.cfg").read_bytes()])
-    env = {**os.environ, "PIP_FIND_LINKS": str(wheels)}
-    if not stamp.exists() or stamp.read_text() != wanted:
-        _run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--wheel-dir", str(wheels),
-              str(source_dir)], "pip wheel (dependencies)", env=env)
-        stamp.write_text(wanted)
-    for old in wheels.glob("locksmithd-*.whl"):
-        old.unlink()  # always the checkout's code, never a stale build of it
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
-          "--no-build-isolation", "--wheel-dir", str(wheels), str(source_dir)], "pip wheel (locksmithd)", env=env)
-    return wheels
+    debs = build_dir / "debs"
+    shutil.rmtree(debs, ignore_errors=True)
+    debs.mkdir(parents=True)
+    built: list[Path] = []
+    for suffix in ("~e2e.previous", ""):
+        env = {**CLEAN_ENV, "HOME": os.environ.get("HOME", "/root")}
+        if suffix:
+            env["DEB_VERSION"] = _version(source_dir) + suffix
+        done = subprocess.run(["sh", "contrib/build-deb.sh"], cwd=source_dir, capture_output=True, text=True,
+                              env=env, timeout=_BUILD_TIMEOUT_S, check=False)
+        lines = (done.stdout + done.stderr).splitlines()
+        made = [line.split(": ", 1)[1] for line in lines if line.startswith("build-deb: dist/")]
+        if done.returncode != 0 or not made:
+            raise RootfsError(f"make deb failed (exit {done.returncode}):\n" + "\n".join(lines[-30:]))
+        target = debs / Path(made[-1]).name
+        shutil.copy2(source_dir / made[-1], target)
+        built.append(target)
+    return Packages(previous=built[0], current=built[1])
 
 
-def build_install(build_dir: Path, base: Path, wheels: Path) -> Layers:
-    """The install layer over ``base``: locksmithd from ``wheels`` in a venv, as README tells an operator."""
-    names = sorted(path.name for path in wheels.glob("*.whl"))
-    key = _digest([base.name.encode()] + [_wheel_content(wheels / name) for name in names])
+def _version(source_dir: Path) -> str:
+    text = (source_dir / "locksmithd/__init__.py").read_text()
+    match = re.search(r'^__version__ = "([^"]+)"$', text, re.MULTILINE)
+    if match is None:
+        raise RootfsError("no __version__ in locksmithd/__init__.py")
+    return match.group(1)
+
+
+def package_depends(deb: Path) -> list[str]:
+    """The names of the Debian packages ``deb`` depends on (versions and ``:any`` dropped)."""
+    field = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True, text=True, check=True,
+                           timeout=60).stdout
+    names = [part.split("|")[0].strip().split(" ")[0].split(":")[0] for part in field.split(",")]
+    return sorted({name for name in names if name})
+
+
+def _deb_content(path: Path) -> bytes:
+    """What a package installs and runs (its control fields and file tree), for the install layer's key."""
+    control = subprocess.run(["dpkg-deb", "-I", str(path)], capture_output=True, check=True, timeout=60).stdout
+    tree = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(path)], capture_output=True, check=True,
+                          timeout=60).stdout
+    return control + hashlib.sha256(tree).digest()
+
+
+def build_install(build_dir: Path, base: Path, deb: Path) -> Path:
+    """The install layer over ``base``: ``apt-get install ./<deb>``, as README tells an operator."""
+    key = _digest([base.name.encode(), _deb_content(deb)])
     install = build_dir / f"install-{key}"
-    if (install / VENV.lstrip("/") / "bin/locksmithd").exists():
-        return Layers(install=install, base=base)
+    if (install / "usr/bin/locksmithd").exists():
+        return install
     for old in build_dir.glob("install-*"):
         shutil.rmtree(old, ignore_errors=True)  # one install layer at a time: they are cheap to remake
     partial = build_dir / f"install-{key}.partial"
@@ -157,18 +189,16 @@ def build_install(build_dir: Path, base: Path, wheels: Path) -> Layers:
     _run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={base},upperdir={upper},workdir={work}",
           str(merged)], "mounting the install layer")
     try:
-        staged = merged / "tmp/locksmithd-wheels"
-        shutil.copytree(wheels, staged)
-        links = " ".join(f"{VENV}/bin/{program}" for program in PROGRAMS)
-        _run(["chroot", str(merged), "/bin/sh", "-ec",
-              f"python3 -m venv {VENV}; {VENV}/bin/pip install -q --no-index --find-links /tmp/locksmithd-wheels "
-              f"locksmithd; ln -sf {links} /usr/local/bin/; rm -rf /tmp/locksmithd-wheels /root/.cache"],
-             "installing locksmithd into the root filesystem", env=CLEAN_ENV)
+        shutil.copy2(deb, merged / "tmp" / deb.name)
+        _run(["chroot", str(merged), "apt-get", "install", "-y", "--no-download", f"/tmp/{deb.name}"],
+             "apt-get install of the package into the root filesystem",
+             env={**CLEAN_ENV, "DEBIAN_FRONTEND": "noninteractive"})
+        (merged / "tmp" / deb.name).unlink()
     finally:
         _run(["umount", str(merged)], "unmounting the install layer", timeout_s=60)
     upper.rename(install)
     shutil.rmtree(partial, ignore_errors=True)
-    return Layers(install=install, base=base)
+    return install
 
 
 def prepare_layers(source_dir: Path, build_dir: Path) -> Layers:
@@ -177,9 +207,12 @@ def prepare_layers(source_dir: Path, build_dir: Path) -> Layers:
     Also records them in ``build_dir/layers.json`` for ``recorded_layers``.
     """
     source_dir, build_dir = source_dir.resolve(), build_dir.resolve()
-    base = build_base(build_dir)
-    layers = build_install(build_dir, base, build_wheels(source_dir, build_dir))
-    (build_dir / LAYERS_FILE).write_text(json.dumps({"install": str(layers.install), "base": str(layers.base)}))
+    packages = build_packages(source_dir, build_dir)
+    base = build_base(build_dir, package_depends(packages.current))
+    layers = Layers(install=build_install(build_dir, base, packages.current), base=base, packages=packages)
+    (build_dir / LAYERS_FILE).write_text(json.dumps({
+        "install": str(layers.install), "base": str(layers.base), "previous": str(packages.previous),
+        "current": str(packages.current)}))
     return layers
 
 
@@ -187,7 +220,8 @@ def recorded_layers(build_dir: Path) -> Layers | None:
     """The layers the last ``prepare_layers`` made in ``build_dir``, if they are still there."""
     try:
         paths = json.loads((build_dir / LAYERS_FILE).read_text())
-        layers = Layers(install=Path(paths["install"]), base=Path(paths["base"]))
+        layers = Layers(install=Path(paths["install"]), base=Path(paths["base"]),
+                        packages=Packages(previous=Path(paths["previous"]), current=Path(paths["current"])))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return layers if layers.install.is_dir() and layers.base.is_dir() else None

@@ -41,7 +41,7 @@ def fleet(layers: Layers, etcd: EtcdCluster, tmp_path: Path) -> Iterator[RealFle
         # Shown by pytest for a failed test only: what each host's daemon and systemd said.
         for host in made.hosts.values():
             if host.running:
-                entries = host.journal("-u", "locksmithd.service", "-u", "locksmithd-fleetlock.service")
+                entries = host.journal("-u", host.unit, "-u", "locksmithd-fleetlock.service")
                 tail = "\n".join(f"{e.get('SYSLOG_IDENTIFIER', '?')}: {e.get('MESSAGE', '')}" for e in entries[-60:])
                 print(f"--- {host.name} ({len(host.boots)} boots) ---\n{tail}")
         made.stop()

@@ -28,7 +28,7 @@ def test_fleetlock_server_host_serves_two_fleet_lock_hosts(fleet: RealFleet) -> 
                        files={"etc/locksmithd/fleetlock.env": (
                            f"LOCKSMITHD_FLEETLOCK_LISTEN=127.0.0.1:{port}\n"
                            f"LOCKSMITHD_FLEETLOCK_ENDPOINT={fleet.endpoint}\n", 0o644)})
-    server.enable(str(FLEETLOCK_UNIT))
+    server.enable(FLEETLOCK_UNIT)
     settings = {"REBOOT_STRATEGY": "fleet-lock", "LOCKSMITHD_FLEETLOCK_URL": f"http://127.0.0.1:{port}",
                 "LOCKSMITHD_FLEETLOCK_GROUP": GROUP, "LOCKSMITHD_SOURCES": "reboot-required"}
     clients = [fleet.add(f"e2e-fl-{name}", settings) for name in "ab"]
@@ -58,22 +58,23 @@ def test_fleetlock_server_host_serves_two_fleet_lock_hosts(fleet: RealFleet) -> 
 
 
 def test_units_verify_clean_and_have_the_readme_exposure(fleet: RealFleet) -> None:
-    """Scenario 10: ``systemd-analyze verify`` is clean for every shipped unit; ``security`` gives README's scores."""
+    """Scenario 10: ``systemd-analyze verify`` is clean for every unit the package installs; ``security`` gives
+    README's scores."""
     host = fleet.add("e2e-units", {"REBOOT_STRATEGY": "off"})
-    host.enable(str(FLEETLOCK_UNIT))
+    host.enable(FLEETLOCK_UNIT)
     unprivileged = fleet.add("e2e-units-unpriv", {"REBOOT_STRATEGY": "off"}, unprivileged=True)
     fleet.boot_all()
     for target, units in ((host, ("locksmithd.service", "locksmithd-fleetlock.service")),
-                          (unprivileged, ("locksmithd.service",))):
+                          (unprivileged, (unprivileged.unit,))):
         for unit in units:
-            done = target.run(["systemd-analyze", "verify", f"/etc/systemd/system/{unit}"], check=False)
+            done = target.run(["systemd-analyze", "verify", f"/lib/systemd/system/{unit}"], check=False)
             assert done.returncode == 0 and (done.stdout + done.stderr).strip() == "", \
                 f"{target.name} {unit}: {done.stdout}{done.stderr}"
     scores = {unit: _exposure(host, unit) for unit in ("locksmithd.service", "locksmithd-fleetlock.service")}
-    record_figures(f"systemd-analyze security: {scores}, unprivileged locksmithd.service "
-                   f"{_exposure(unprivileged, 'locksmithd.service')}")
+    record_figures(f"systemd-analyze security: {scores}, {unprivileged.unit} "
+                   f"{_exposure(unprivileged, unprivileged.unit)}")
     assert scores == EXPOSURE
-    assert _exposure(unprivileged, "locksmithd.service") == UNPRIVILEGED_EXPOSURE
+    assert _exposure(unprivileged, unprivileged.unit) == UNPRIVILEGED_EXPOSURE
 
 
 def _exposure(host: RealHost, unit: str) -> float:

@@ -1,4 +1,4 @@
-"""Scenario 4 on a real systemd host: the unprivileged unit, its sysusers entry and polkit rule."""
+"""Scenario 4 on a real systemd host: the package's unprivileged unit, its sysusers entry and polkit rule."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def _released_in_boot(host: RealHost, boot_number: int) -> bool:
     if len(host.boots) < boot_number:
         return False
     released = events(host, "reboot-done")
-    boots = {entry["_BOOT_ID"] for entry in host.journal("-u", "locksmithd.service")}
+    boots = {entry["_BOOT_ID"] for entry in host.journal("-u", host.unit)}
     return len(boots) >= boot_number and len(released) >= boot_number - 1
 
 
@@ -31,9 +31,9 @@ def test_unprivileged_unit_reboots_through_polkit_and_retries_when_refused(fleet
     monitor.start()
     try:
         fleet.boot_all()
-        daemon_user = host.run(["systemctl", "show", "-P", "User", "locksmithd.service"]).stdout.strip()
+        daemon_user = host.run(["systemctl", "show", "-P", "User", host.unit]).stdout.strip()
         assert daemon_user == "locksmithd", daemon_user
-        main_pid = host.run(["systemctl", "show", "-P", "MainPID", "locksmithd.service"]).stdout.strip()
+        main_pid = host.run(["systemctl", "show", "-P", "MainPID", host.unit]).stdout.strip()
         uid_line = [line for line in host.run(["cat", f"/proc/{main_pid}/status"]).stdout.splitlines()
                     if line.startswith("Uid:")]
         passwd = host.run(["getent", "passwd", "locksmithd"]).stdout

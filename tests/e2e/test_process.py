@@ -21,7 +21,7 @@ def _waiting(fleet: RealFleet, group: str, host: RealHost) -> dict[str, Any] | N
 
 
 def _main_pid(host: RealHost) -> str:
-    return host.run(["systemctl", "show", "-P", "MainPID", "locksmithd.service"]).stdout.strip()
+    return host.run(["systemctl", "show", "-P", "MainPID", host.unit]).stdout.strip()
 
 
 def test_watchdog_kills_and_restarts_a_stopped_daemon_which_keeps_its_queue_place(fleet: RealFleet) -> None:
@@ -34,10 +34,10 @@ def test_watchdog_kills_and_restarts_a_stopped_daemon_which_keeps_its_queue_plac
     host.run(["touch", "/run/reboot-required"])
     wait_until(lambda: _waiting(fleet, group, host) is not None, 30, "the host to queue")
     stopped_pid = _main_pid(host)
-    host.run(["systemctl", "kill", "--kill-who=main", "--signal=SIGSTOP", "locksmithd.service"])
+    host.run(["systemctl", "kill", "--kill-who=main", "--signal=SIGSTOP", host.unit])
     wait_until(lambda: _main_pid(host) not in ("0", stopped_pid), WATCHDOG_TIMEOUT_S,
                "systemd to kill and restart the stopped daemon")
-    system = [str(entry.get("MESSAGE", "")) for entry in host.journal("-u", "locksmithd.service", "_PID=1")]
+    system = [str(entry.get("MESSAGE", "")) for entry in host.journal("-u", host.unit, "_PID=1")]
     assert any("Watchdog timeout" in message for message in system), system[-10:]
     wait_until(lambda: _waiting(fleet, group, host) is not None, 60, "the restarted daemon to queue again")
     assert len(host.boots) == 1
@@ -74,11 +74,11 @@ def test_operator_reboot_while_queued_stops_cleanly_and_rejoins_after_boot(fleet
     wait_until(lambda: _waiting(fleet, group, host) is not None, 30, "the host to queue")
     first_place = _waiting(fleet, group, host)
     assert first_place is not None
-    first_boot = host.journal("-u", "locksmithd.service")[-1]["_BOOT_ID"]
+    first_boot = host.journal("-u", host.unit)[-1]["_BOOT_ID"]
 
     host.run(["systemctl", "reboot"], check=False)
     wait_until(lambda: len(host.boots) >= 2 and host.system_up(), 60, "the operator's reboot")
-    old_boot = [entry for entry in host.journal("-u", "locksmithd.service") if entry["_BOOT_ID"] == first_boot]
+    old_boot = [entry for entry in host.journal("-u", host.unit) if entry["_BOOT_ID"] == first_boot]
     daemon_lines = [entry for entry in old_boot if entry.get("SYSLOG_IDENTIFIER") == "locksmithd"]
     assert not [e["MESSAGE"] for e in daemon_lines if int(e.get("PRIORITY", 6)) <= ERROR_PRIORITY]
     assert not any("Traceback" in str(entry.get("MESSAGE", "")) for entry in daemon_lines)

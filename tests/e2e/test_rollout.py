@@ -36,7 +36,7 @@ def _hosts(fleet: RealFleet) -> list[RealHost]:
 def _boot_ids(host: RealHost) -> list[str]:
     """The distinct _BOOT_IDs of the host's locksmithd entries, in order."""
     seen: list[str] = []
-    for entry in host.journal("-u", "locksmithd.service"):
+    for entry in host.journal("-u", host.unit):
         if entry["_BOOT_ID"] not in seen:
             seen.append(entry["_BOOT_ID"])
     return seen
@@ -125,7 +125,7 @@ def _check_events_once(host: RealHost, boot_ids: list[str]) -> None:
 
 def _check_hooks(host: RealHost, boot_ids: list[str]) -> None:
     """Scenario 7: the pre-reboot hook ran before the reboot, the post-boot hook after it, output in the journal."""
-    entries = host.journal("-u", "locksmithd.service")
+    entries = host.journal("-u", host.unit)
     pre = _first(entries, lambda e: "pre-reboot hook: draining" in str(e.get("MESSAGE", "")))
     post = _first(entries, lambda e: "post-boot hook: back on" in str(e.get("MESSAGE", "")))
     requested = _first(entries, lambda e: e.get("LOCKSMITHD_EVENT") == "reboot-requested")
@@ -141,7 +141,7 @@ def _print_figures(hosts: list[RealHost], rollout_s: float) -> None:
     lines = []
     first_taken, last_released = float("inf"), 0.0
     for host in hosts:
-        entries = host.journal("-u", "locksmithd.service")
+        entries = host.journal("-u", host.unit)
         boot_ids = _boot_ids(host)
         requested = _first(entries, lambda e: e.get("LOCKSMITHD_EVENT") == "reboot-requested")
         up = _first(entries, lambda e: e["_BOOT_ID"] == boot_ids[1])

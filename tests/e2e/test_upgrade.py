@@ -1,0 +1,91 @@
+"""Issue 19 on real systemd hosts: upgrading the package keeps a held slot and a queue place.
+
+The earlier version is the same code built as ``<version>~e2e.previous`` (no
+earlier release exists to install): what is tested is the package's upgrade
+path (unpack without a stop, the postinst's restart rule) under real systemd.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.real_fleet import RealFleet, events, wait_until
+from harness.real_host import RealHost
+
+BLOCKER = "e2e-upgrade-blocker"
+
+
+def _install(host: RealHost, deb_name: str, *extra: str) -> str:
+    """``apt-get install ./<deb>`` inside the running host; returns what it printed."""
+    done = host.run(["apt-get", "install", "-y", "--no-download", *extra, f"/var/tmp/{deb_name}"], timeout_s=120,
+                    check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def _version(host: RealHost) -> str:
+    return host.run(["dpkg-query", "-W", "-f=${Version}", "locksmithd"]).stdout.strip()
+
+
+def _waiting(fleet: RealFleet, group: str, host: RealHost) -> dict[str, Any] | None:
+    for waiter in fleet.status(group)["waiting"]:
+        if waiter["id"] == host.machine_id:
+            return dict(waiter)
+    return None
+
+
+def _main_pid(host: RealHost) -> str:
+    return host.run(["systemctl", "show", "-P", "MainPID", host.unit]).stdout.strip()
+
+
+def test_upgrade_keeps_a_queue_place_and_a_held_slot(fleet: RealFleet) -> None:
+    """Install the earlier version, queue one host and hold a slot on another, then upgrade both.
+
+    The queued host's daemon is not restarted (its place and ``since`` stay);
+    the host holding its slot after a reboot (halted: a unit failed) is
+    restarted into the new version and still holds the slot; both finish.
+    """
+    group = "e2e-upgrade"
+    previous, current = fleet.layers.packages.previous, fleet.layers.packages.current
+    queued = fleet.add("e2e-upg-queued", {"LOCKSMITHD_GROUP": group, "LOCKSMITHD_SOURCES": "reboot-required"})
+    holding = fleet.add("e2e-upg-holding", {"LOCKSMITHD_GROUP": group + "-held", "LOCKSMITHD_SOURCES": "reboot-required",
+                                            "LOCKSMITHD_HEALTH_UNITS": "e2e-upgrade-ok.service",
+                                            "LOCKSMITHD_HEALTH_TIMEOUT": "5s"})
+    for host in (queued, holding):
+        for deb in (previous, current):
+            (host.root / "var/tmp" / deb.name).write_bytes(deb.read_bytes())
+    fleet.ctl("set-max", "1", group=group)
+    fleet.ctl("lock", BLOCKER, group=group)
+    fleet.boot_all()
+    for host in (queued, holding):
+        _install(host, previous.name, "--allow-downgrades")
+        host.run(["systemctl", "restart", host.unit])
+        assert _version(host).endswith("~e2e.previous")
+
+    queued.run(["touch", "/run/reboot-required"])
+    wait_until(lambda: _waiting(fleet, group, queued) is not None, 30, "the queued host to queue")
+    place, pid = _waiting(fleet, group, queued), _main_pid(queued)
+    output = _install(queued, current.name)
+    assert _version(queued) == current.name.split("_")[1]
+    assert _main_pid(queued) == pid, f"the daemon was restarted while queued:\n{output}"
+    assert _waiting(fleet, group, queued) == place
+    assert "waiting-for-lock" in output, output  # the postinst says why it did not restart
+
+    holding.run(["touch", "/run/reboot-required"])
+    wait_until(lambda: fleet.status(group + "-held")["halt"] is not None, 90,
+               "the rebooted host to halt its group (its required unit is missing)")
+    assert fleet.status(group + "-held")["holders"] == [holding.machine_id]
+    pid = _main_pid(holding)
+    _install(holding, current.name)
+    wait_until(lambda: _main_pid(holding) not in ("0", pid), 30, "the holding host's daemon to restart")
+    assert fleet.status(group + "-held")["holders"] == [holding.machine_id], "the upgrade lost the held slot"
+    holding.write("etc/systemd/system/e2e-upgrade-ok.service",
+                  "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n")
+    holding.run(["systemctl", "daemon-reload"])
+    holding.run(["systemctl", "start", "e2e-upgrade-ok.service"])
+    wait_until(lambda: fleet.status(group + "-held")["holders"] == [], 60, "the upgraded daemon to release")
+
+    fleet.ctl("unlock", BLOCKER, group=group)
+    wait_until(lambda: len(queued.boots) >= 2 and bool(events(queued, "reboot-done")), 90,
+               "the queued host to reboot into the new version and release")
+    assert any(f"locksmithd {current.name.split('_')[1]} starting" in message for message in queued.messages())
