@@ -1,5 +1,5 @@
 # The two entry points the README promises; each does all its own set-up.
-.PHONY: setup demo test e2e bench bench-scale soak lint deb
+.PHONY: setup demo test test-debian e2e bench bench-scale soak lint deb
 
 # The long fault-injection run; its defaults (200 runs, about 45 minutes on 2 cores) and
 # options: .venv/bin/python -m harness.soak --help
@@ -21,6 +21,17 @@ PYTEST_WORKERS ?= 2
 
 test: setup
 	.venv/bin/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+# The tests that touch each runtime library, on Debian bookworm's own packages (python3-etcd3 0.12.0,
+# python3-dbus-fast 1.84, python3-aiohttp 3.8.4, ...: what the Debian package depends on) in
+# .venv-debian, which sees only those (contrib/bootstrap.sh --debian checks it). Not in `make test`.
+DEBIAN_TESTS ?= tests/test_etcd_client.py tests/test_lock_cas.py tests/test_etcd_edges.py tests/test_ctl_etcd.py \
+	tests/test_bus_update_engine.py tests/test_bus_logind.py tests/test_testing_services.py tests/test_inotify.py \
+	tests/test_daemon_sources.py tests/test_fleetlock_strategy.py tests/test_metrics.py
+
+test-debian:
+	sh contrib/bootstrap.sh --debian
+	.venv-debian/bin/python -m pytest -n $(PYTEST_WORKERS) $(DEBIAN_TESTS) $(PYTEST_ARGS)
 
 # The real-systemd fleet (tests/e2e): bookworm roots built once with mmdebstrap (cached under
 # build/e2e), booted with systemd-nspawn; needs root. About 5 minutes cold, 3 warm, on 2 cores.

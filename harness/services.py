@@ -14,8 +14,9 @@ from typing import Annotated, Any, Self
 
 from dbus_fast import DBusError, Message, MessageType, NameFlag, PropertyAccess, RequestNameReply
 from dbus_fast.aio import MessageBus
-from dbus_fast.annotations import DBusBool, DBusSignature, DBusStr
-from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
+from dbus_fast.service import ServiceInterface
+
+from harness.dbus_compat import DBusBool, DBusSignature, DBusStr, dbus_method, dbus_property, dbus_signal
 
 from locksmithd.bus import logind as login1
 from locksmithd.bus import update_engine as update1

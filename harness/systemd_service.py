@@ -8,8 +8,9 @@ from typing import Self
 
 from dbus_fast import DBusError, Message, MessageType, NameFlag, PropertyAccess, RequestNameReply, Variant
 from dbus_fast.aio import MessageBus
-from dbus_fast.annotations import DBusObjectPath, DBusStr, DBusUInt64
-from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+from dbus_fast.service import ServiceInterface
+
+from harness.dbus_compat import DBusObjectPath, DBusStr, DBusUInt64, dbus_method, dbus_property
 
 from locksmithd.bus import systemd as systemd1
 from locksmithd.bus.connection import DBUS_INTERFACE, DBUS_PATH, DBUS_SERVICE, add_match, connect, disconnect

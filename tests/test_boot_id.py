@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from dbus_fast import PropertyAccess
 from dbus_fast.aio import MessageBus
-from dbus_fast.annotations import DBusStr
-from dbus_fast.service import ServiceInterface, dbus_property
+from dbus_fast.service import ServiceInterface
+
+from harness.dbus_compat import DBusStr, dbus_property
 
 from harness.bus import PrivateBus
 from harness.systemd_service import FakeSystemd

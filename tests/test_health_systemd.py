@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager
 import pytest
 from dbus_fast.aio import MessageBus
 from dbus_fast import Message, PropertyAccess
-from dbus_fast.annotations import DBusInt32
-from dbus_fast.service import ServiceInterface, dbus_property
+from dbus_fast.service import ServiceInterface
+
+from harness.dbus_compat import DBusInt32, dbus_property
 
 from harness.bus import PrivateBus
 from harness.systemd_service import FakeSystemd, unit_path

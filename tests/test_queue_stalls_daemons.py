@@ -42,9 +42,11 @@ def etcd_client(cluster: EtcdCluster) -> Any:
     """
     import etcd3
 
-    endpoint = etcd3.Endpoint("127.0.0.1", int(cluster.client_urls[0].rsplit(":", 1)[1]), secure=False,
-                              time_retry=0, opts=[("grpc.initial_reconnect_backoff_ms", 200),
-                                                  ("grpc.max_reconnect_backoff_ms", 1000)])
+    port = int(cluster.client_urls[0].rsplit(":", 1)[1])
+    options = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
+    if not hasattr(etcd3, "Endpoint"):  # Debian's etcd3 0.12: one endpoint, no time_retry
+        return etcd3.client("127.0.0.1", port, timeout=5, grpc_options=options)
+    endpoint = etcd3.Endpoint("127.0.0.1", port, secure=False, time_retry=0, opts=options)
     return etcd3.MultiEndpointEtcd3Client(endpoints=[endpoint], timeout=5)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Sequence
 
@@ -17,6 +18,9 @@ log = logging.getLogger("locksmithd.bus")
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_CALL_TIMEOUT_S = 10.0
 DISCONNECT_TIMEOUT_S = 2.0
+
+_AUTH_TIMEOUT = "auth_timeout" in inspect.signature(MessageBus.__init__).parameters
+"""dbus-fast 5 takes ``auth_timeout``; Debian bookworm's 1.84 does not (``asyncio.timeout`` bounds both)."""
 
 DBUS_SERVICE = "org.freedesktop.DBus"
 DBUS_PATH = "/org/freedesktop/DBus"
@@ -47,17 +51,54 @@ async def connect(address: str | None, timeout_s: float = DEFAULT_CONNECT_TIMEOU
     where = describe_address(address)
     try:
         # dbus_fast >= 5 connects in connect(), not in the constructor, but the
-        # constructor already parses the address and may raise.
-        if address is None:
-            bus = MessageBus(bus_type=BusType.SYSTEM, auth_timeout=timeout_s)
-        else:
-            bus = MessageBus(bus_address=address, auth_timeout=timeout_s)
+        # constructor already parses the address and may raise (1.84 also opens
+        # the socket there).
+        bus = _new_bus(address, timeout_s)
+    except Exception as exc:  # OSError, InvalidAddressError...
+        raise BusError(f"cannot connect to {where}: {_why(exc)}") from exc
+    try:
         async with asyncio.timeout(timeout_s):
             return await bus.connect()
     except TimeoutError as exc:
+        _close_socket(bus)
         raise BusError(f"cannot connect to {where}: no answer within {timeout_s} s") from exc
-    except Exception as exc:  # OSError, AuthError, InvalidAddressError, DBusError...
+    except Exception as exc:  # OSError, AuthError, DBusError...
+        _close_socket(bus)
         raise BusError(f"cannot connect to {where}: {_why(exc)}") from exc
+
+
+def _new_bus(address: str | None, timeout_s: float) -> MessageBus:
+    if _AUTH_TIMEOUT:
+        if address is None:
+            return MessageBus(bus_type=BusType.SYSTEM, auth_timeout=timeout_s)
+        return MessageBus(bus_address=address, auth_timeout=timeout_s)
+    if address is None:
+        return _ClosingMessageBus(bus_type=BusType.SYSTEM)
+    return _ClosingMessageBus(bus_address=address)
+
+
+class _ClosingMessageBus(MessageBus):
+    """dbus-fast 1.84 (Debian bookworm) opens its socket in the constructor and leaves it open on failure."""
+
+    def _setup_socket(self) -> None:
+        try:
+            super()._setup_socket()  # type: ignore[misc]  # 1.84 only; 5.x connects in connect()
+        except BaseException:
+            _close_socket(self)
+            raise
+
+
+def _close_socket(bus: MessageBus) -> None:
+    """Release the socket of a bus whose connection failed (dbus-fast 1.84 keeps it; 5.x closed it already)."""
+    if _AUTH_TIMEOUT:
+        return
+    for name in ("_stream", "_sock"):
+        resource = getattr(bus, name, None)
+        if resource is not None:
+            try:
+                resource.close()
+            except OSError:
+                pass
 
 
 async def disconnect(bus: MessageBus) -> None:

@@ -6,8 +6,10 @@ skipped), maps every dependency exception into ``locksmithd.errors`` through
 the table in ``grpc_errors.py``, and treats a failed write as *ambiguous*:
 the caller reads back instead of writing again.
 
-Workarounds for python3-etcd3 0.13, kept here:
-- one failed call marks an endpoint dead for 300 s (``time_retry``): we
+Works with python3-etcd3 0.13 (PyPI) and Debian bookworm's etcd3 0.12.0
+(``_connect`` builds the client for either; everything else sends raw
+requests on the stubs, which are the same in both). Workarounds, kept here:
+- 0.13: one failed call marks an endpoint dead for 300 s (``time_retry``): we
   create one single-endpoint client per endpoint with ``time_retry=0`` and
   fail over ourselves;
 - gRPC refuses call credentials on a plain-http channel: the auth token then
@@ -45,6 +47,9 @@ T = TypeVar("T")
 
 # Keep idle connections honest: detect a dead peer within ~15 s, but never ping
 # more often than etcd's default --grpc-keepalive-min-time (5 s) allows.
+_MULTI_ENDPOINT = hasattr(etcd3, "MultiEndpointEtcd3Client")
+"""python3-etcd3 0.13 (PyPI); Debian bookworm ships the original etcd3 0.12.0, which has only Etcd3Client."""
+
 _GRPC_OPTIONS = {
     "grpc.keepalive_time_ms": 10_000,
     "grpc.keepalive_timeout_ms": 5_000,
@@ -345,6 +350,12 @@ class EtcdStore:
     def _load_tls(self) -> Any:
         s = self.settings
         try:
+            if not _MULTI_ENDPOINT:  # etcd3 0.12 reads the files for each client; read once here to fail early
+                for path in (s.cafile, s.keyfile, s.certfile):
+                    if path:
+                        with open(path, "rb"):
+                            pass
+                return None
             return etcd3.MultiEndpointEtcd3Client.get_secure_creds(s.cafile, s.keyfile, s.certfile)
         except OSError as exc:  # checked at start-up; gone or changed since
             raise StoreError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from exc
@@ -354,14 +365,7 @@ class EtcdStore:
             client = self._clients.get(endpoint)
         if client is not None:
             return client
-        # The host goes in brackets when it is an IPv6 literal: python3-etcd3 builds
-        # the gRPC target as "host:port".
-        ep = etcd3.Endpoint(endpoint.url_host, endpoint.port, secure=endpoint.secure,
-                            creds=self._credentials if endpoint.secure else None,
-                            time_retry=0, opts=list(_GRPC_OPTIONS.items()))
-        client = etcd3.MultiEndpointEtcd3Client(
-            endpoints=[ep], timeout=self.settings.request_timeout_s,
-            user=self.settings.username, password=self.settings.password, failover=False)
+        client = self._connect(endpoint)
         if not endpoint.secure and client.call_credentials is not None:
             # gRPC refuses call credentials on an insecure channel; the auth token
             # then travels in the request metadata, which python3-etcd3 also sets.
@@ -369,6 +373,29 @@ class EtcdStore:
         with self._lock:
             self._clients[endpoint] = client
         return client
+
+    def _connect(self, endpoint: Endpoint) -> Any:
+        """A new single-endpoint client (authenticated when a username is set), for either etcd3 release.
+
+        python3-etcd3 0.13 (PyPI) takes ``Endpoint`` objects; Debian bookworm's
+        etcd3 0.12.0 has only ``Etcd3Client``, which reads the TLS files itself.
+        The host goes in brackets when it is an IPv6 literal: both build the
+        gRPC target as "host:port".
+        """
+        s = self.settings
+        if _MULTI_ENDPOINT:
+            ep = etcd3.Endpoint(endpoint.url_host, endpoint.port, secure=endpoint.secure,
+                                creds=self._credentials if endpoint.secure else None,
+                                time_retry=0, opts=list(_GRPC_OPTIONS.items()))
+            return etcd3.MultiEndpointEtcd3Client(endpoints=[ep], timeout=s.request_timeout_s,
+                                                  user=s.username, password=s.password, failover=False)
+        tls = (s.cafile, s.keyfile, s.certfile) if endpoint.secure else (None, None, None)
+        try:
+            return etcd3.Etcd3Client(endpoint.url_host, endpoint.port, ca_cert=tls[0], cert_key=tls[1],
+                                     cert_cert=tls[2], timeout=s.request_timeout_s, user=s.username or None,
+                                     password=s.password or None, grpc_options=list(_GRPC_OPTIONS.items()))
+        except OSError as exc:  # checked at start-up; gone or changed since
+            raise StoreError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from exc
 
     def _forget(self, endpoint: Endpoint) -> None:
         with self._lock:

@@ -9,8 +9,8 @@ import stat
 import time
 from collections.abc import Callable
 
-from asyncinotify import Inotify, Mask
-
+from locksmithd.sources import inotify
+from locksmithd.sources.inotify import DirectoryWatcher
 from locksmithd.core.names import printable
 from locksmithd.errors import ConfigError
 
@@ -26,8 +26,10 @@ BOOT_SLACK_S = 10.0  # a file this much older than the boot is from before it (a
 def boot_time() -> float:
     """When this boot began, in wall-clock seconds: now minus the time since boot (suspends included)."""
     return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
-_FILE_EVENTS = Mask.CREATE | Mask.MOVED_TO | Mask.CLOSE_WRITE | Mask.ATTRIB
-_GONE_EVENTS = Mask.IGNORED | Mask.UNMOUNT | Mask.DELETE_SELF | Mask.MOVE_SELF
+
+
+_FILE_EVENTS = inotify.CREATE | inotify.MOVED_TO | inotify.CLOSE_WRITE | inotify.ATTRIB
+_GONE_EVENTS = inotify.IGNORED | inotify.UNMOUNT | inotify.DELETE_SELF | inotify.MOVE_SELF
 
 
 class RebootRequiredWatcher:
@@ -44,13 +46,15 @@ class RebootRequiredWatcher:
     """
 
     def __init__(self, path: str, on_needed: Callable[[str], None], key: str = "LOCKSMITHD_REBOOT_REQUIRED_FILE",
-                 booted_at: Callable[[], float] = boot_time):
+                 booted_at: Callable[[], float] = boot_time,
+                 open_watcher: Callable[[], DirectoryWatcher] = inotify.open_watcher):
         self.path = os.path.abspath(path)
         self.directory = os.path.dirname(self.path)
         self.name = os.path.basename(self.path)
         self.on_needed = on_needed
         self.key = key
-        self._inotify: Inotify | None = None
+        self._inotify: DirectoryWatcher | None = None
+        self._open_watcher = open_watcher
         self._task: asyncio.Task[None] | None = None
         self._told = False
         self._said_directory = False
@@ -64,13 +68,13 @@ class RebootRequiredWatcher:
         directory cannot be watched (missing, unreadable, no inotify).
         """
         try:
-            self._inotify = Inotify()
+            self._inotify = self._open_watcher()
             self._watch()
         except OSError as exc:
             self.close()
             raise ConfigError("start-up", self.key, self.path,
                               f"cannot watch {self.directory}: {exc.strerror or exc}") from None
-        log.info("watching %s for %s", self.directory, self.name)
+        log.info("watching %s for %s (inotify through %s)", self.directory, self.name, self._inotify.backend)
         self._check()
         self._task = asyncio.create_task(self._follow(), name="reboot-required watcher")
 
@@ -89,12 +93,12 @@ class RebootRequiredWatcher:
 
     def _watch(self) -> None:
         assert self._inotify is not None
-        self._inotify.add_watch(self.directory, _FILE_EVENTS | Mask.ONLYDIR | Mask.DELETE_SELF | Mask.MOVE_SELF)
+        self._inotify.add_watch(self.directory, _FILE_EVENTS | inotify.ONLYDIR | inotify.DELETE_SELF | inotify.MOVE_SELF)
 
     async def _follow(self) -> None:
         assert self._inotify is not None
-        async for event in self._inotify:
-            if event.mask & Mask.Q_OVERFLOW or (event.name is not None and str(event.name) == self.name):
+        async for event in self._inotify.events():
+            if event.mask & inotify.Q_OVERFLOW or event.name == self.name:
                 self._check()
             elif event.mask & _GONE_EVENTS and event.name is None:
                 await self._rewatch()
