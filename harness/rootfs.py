@@ -190,7 +190,7 @@ def build_install(build_dir: Path, base: Path, deb: Path) -> Path:
           str(merged)], "mounting the install layer")
     try:
         shutil.copy2(deb, merged / "tmp" / deb.name)
-        _run(["chroot", str(merged), "apt-get", "install", "-y", "--no-download", f"/tmp/{deb.name}"],
+        _run(["chroot", str(merged), "apt-get", "install", "-y", f"/tmp/{deb.name}"],
              "apt-get install of the package into the root filesystem",
              env={**CLEAN_ENV, "DEBIAN_FRONTEND": "noninteractive"})
         (merged / "tmp" / deb.name).unlink()

@@ -509,3 +509,20 @@ def test_wakeup_pause_and_bursts() -> None:
         assert await wakeup.pause(0.05) == frozenset()
 
     asyncio.run(scenario())
+
+
+def test_wakeup_a_final_poke_ends_the_pause_with_no_settle() -> None:
+    """A poke named in ``final`` (the end of the boot) ends the pause at once: nothing can add to that news."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        wakeup = Wakeup(settle_s=5.0, final=frozenset({"StartupFinished"}))
+        loop.call_later(0.05, wakeup.poke, "StartupFinished")
+        started = loop.time()
+        assert await wakeup.pause(10.0) == {"StartupFinished"}
+        assert loop.time() - started < 2.0  # well under the 5 s settle
+        wakeup.poke("JobRemoved")
+        started = loop.time()
+        assert await wakeup.pause(10.0) == {"JobRemoved"} and loop.time() - started >= 5.0
+
+    asyncio.run(scenario())

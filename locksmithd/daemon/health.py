@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from locksmithd.core.health_policy import (
+    BOOT_FINISHED_SIGNAL,
     CommandResult,
     HealthObservation,
     HealthPolicy,
@@ -195,7 +196,7 @@ class HealthGateOnWallClock:
 
     async def wait_until_healthy(self, booted_at: datetime, give_up_at: datetime,
                                  progress: Callable[[str], None]) -> HealthResult:
-        wakeup = Wakeup(sleep=self._sleep)
+        wakeup = Wakeup(final=frozenset({BOOT_FINISHED_SIGNAL}), sleep=self._sleep)  # the boot's end: at once
         following = await self._follow(wakeup)
         try:
             checker = HealthChecker(self.policy, self._systemd, run_command=self._run_command, clock=self._clock,

@@ -18,13 +18,16 @@ class Wakeup:
     pause ran (during a round) end the next pause at once (after the settle):
     the round may have read the state before the change. Every poke up to the
     end of a pause is used up by it, so a burst is one answer, and rounds
-    never overlap (one caller runs them one after the other). ``sleep`` is how
-    time passes (injected in tests).
+    never overlap (one caller runs them one after the other). A poke named in
+    ``final`` (news nothing else in its burst can add to, such as the end of
+    the boot) ends the pause with no settle. ``sleep`` is how time passes
+    (injected in tests).
     """
 
-    def __init__(self, *, settle_s: float = SETTLE_S,
+    def __init__(self, *, settle_s: float = SETTLE_S, final: frozenset[str] = frozenset(),
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.settle_s = settle_s
+        self.final = final
         self._sleep = sleep
         self._poked = asyncio.Event()
         self._what: set[str] = set()
@@ -46,7 +49,8 @@ class Wakeup:
                 await asyncio.gather(poked, timer, return_exceptions=True)
         if not self._poked.is_set():
             return frozenset()
-        await self._sleep(self.settle_s)
+        if not self._what & self.final:
+            await self._sleep(self.settle_s)
         what, self._what = frozenset(self._what), set()
         self._poked.clear()
         return what

@@ -17,7 +17,7 @@ BLOCKER = "e2e-upgrade-blocker"
 
 def _install(host: RealHost, deb_name: str, *extra: str) -> str:
     """``apt-get install ./<deb>`` inside the running host; returns what it printed."""
-    done = host.run(["apt-get", "install", "-y", "--no-download", *extra, f"/var/tmp/{deb_name}"], timeout_s=120,
+    done = host.run(["apt-get", "install", "-y", *extra, f"/var/tmp/{deb_name}"], timeout_s=120,
                     check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
@@ -28,9 +28,10 @@ def _version(host: RealHost) -> str:
 
 
 def _waiting(fleet: RealFleet, group: str, host: RealHost) -> dict[str, Any] | None:
+    """The host's queue entry (its place and since when it waits; not its age, which grows), or None."""
     for waiter in fleet.status(group)["waiting"]:
         if waiter["id"] == host.machine_id:
-            return dict(waiter)
+            return {key: value for key, value in waiter.items() if key != "age_s"}
     return None
 
 
