@@ -31,6 +31,11 @@ log = logging.getLogger("harness.real_host")
 
 REBOOT_EXIT = 133  # systemd-nspawn's exit status when the container asked for a reboot
 _STOP_WAIT_S = 20.0
+# The hierarchies a container's systemd uses here (cgroup v1 plus the unified one). With --keep-unit a
+# container lives in nspawn's own cgroup: each boot gets its own, or containers started from one process
+# would share /system.slice/... and remove each other's unit cgroups ("Failed to attach to cgroup").
+CGROUP_HIERARCHIES = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
+CGROUP_PARENT = "locksmithd-e2e"
 
 
 class HostError(RuntimeError):
@@ -110,16 +115,44 @@ class RealHost:
             self._watcher.start()
 
     def _start_locked(self) -> None:
+        cgroups = self._boot_cgroups(len(self.boots) + 1)
+        enter = "".join(f'echo $$ > "{path}/cgroup.procs" && ' for path in cgroups)
+        nspawn = ["systemd-nspawn", "--quiet", "-D", str(self.root), "-b", "--register=no", "--keep-unit",
+                  "-M", self.name, "--console=read-only", "--resolv-conf=off", "--timezone=off",
+                  "--link-journal=no"]
         console = open(self.console_path, "ab")  # noqa: SIM115: owned by the process for its life
         try:
-            self._process = subprocess.Popen(
-                ["systemd-nspawn", "--quiet", "-D", str(self.root), "-b", "--register=no", "--keep-unit",
-                 "-M", self.name, "--console=read-only", "--resolv-conf=off", "--timezone=off",
-                 "--link-journal=no"],
-                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, env=CLEAN_ENV)
+            # The shell moves itself into the boot's cgroups, then becomes nspawn (same PID).
+            self._process = subprocess.Popen(["sh", "-c", enter + 'exec "$@"', "sh", *nspawn],
+                                             stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                                             env=CLEAN_ENV)
         finally:
             console.close()
         self.boots.append(Boot(started_at=time.monotonic()))
+
+    def _boot_cgroups(self, boot: int) -> list[Path]:
+        """A fresh cgroup for boot number ``boot`` of this host in each hierarchy mounted here."""
+        made = []
+        for hierarchy in CGROUP_HIERARCHIES:
+            if (hierarchy / "cgroup.procs").exists():
+                path = hierarchy / CGROUP_PARENT / f"{self.name}-{os.getpid()}-{boot}"
+                path.mkdir(parents=True, exist_ok=True)
+                made.append(path)
+        return made
+
+    def _remove_cgroups(self) -> None:
+        """Remove this host's (now empty) boot cgroups, deepest first; a busy one is left."""
+        for hierarchy in CGROUP_HIERARCHIES:
+            for top in (hierarchy / CGROUP_PARENT).glob(f"{self.name}-{os.getpid()}-*"):
+                for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                    try:
+                        path.rmdir()
+                    except OSError:
+                        pass
+                try:
+                    top.rmdir()
+                except OSError:
+                    pass
 
     def _watch(self) -> None:
         while True:
@@ -212,6 +245,7 @@ class RealHost:
         if self._watcher is not None:
             self._watcher.join(10)
         subprocess.run(["umount", "-l", str(self.root)], capture_output=True, timeout=30, check=False)
+        self._remove_cgroups()
 
     def _console_tail(self, lines: int = 15) -> str:
         try:
