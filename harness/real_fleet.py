@@ -93,12 +93,23 @@ class RealFleet:
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.25) -> None:
-    """Poll ``predicate`` until true; AssertionError naming ``what`` after ``timeout_s``."""
+    """Poll ``predicate`` until true; AssertionError naming ``what`` after ``timeout_s``.
+
+    A host between two boots (``HostError``) or a command inside it that does
+    not answer in time counts as "not yet": hosts reboot while being watched.
+    """
     deadline = time.monotonic() + timeout_s
-    while not predicate():
+    while not _holds(predicate):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
         time.sleep(interval_s)
+
+
+def _holds(predicate: Callable[[], bool]) -> bool:
+    try:
+        return predicate()
+    except (HostError, subprocess.TimeoutExpired):
+        return False
 
 
 def events(host: RealHost, kind: str | None = None) -> list[dict[str, Any]]:

@@ -223,7 +223,7 @@ class RealHost:
 
     def journal(self, *args: str) -> list[dict[str, Any]]:
         """The host's journal over all boots, as ``journalctl -o json`` entries (``args`` filter it)."""
-        out = self.run(["journalctl", "--no-pager", "-o", "json", *args], check=False, timeout_s=30).stdout
+        out = self.run(["journalctl", "--no-pager", "-o", "json", *args], check=False, timeout_s=15).stdout
         return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
     def messages(self, unit: str | None = None) -> list[str]:
