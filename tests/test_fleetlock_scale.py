@@ -57,12 +57,12 @@ def test_order_is_kept_across_1000_clients_on_two_replicas(etcd_node: EtcdCluste
                 rng = random.Random(21)
                 for turn, head in enumerate(arrival):
                     later = arrival[turn + 1:]
-                    if later:  # one asking out of turn: refused, whichever replica it asks
+                    if later and turn % 2 == 0:  # one asking out of turn: refused, whichever replica it asks
                         other = rng.choice(later)
                         status, answer = await client.pre_reboot(other, base=rng.choice(bases))
                         assert status == 409 and answer["kind"] == "failed_lock_queued", (turn, other, answer)
                     assert await client.pre_reboot(head, base=rng.choice(bases)) == (200, {}), (turn, head)
-                    if later and turn % 10 == 0:
+                    if later and turn % 25 == 0:
                         status, answer = await client.pre_reboot(later[0], base=rng.choice(bases))
                         assert answer["kind"] == "failed_lock_semaphore_full" and "position 1 of" in answer["value"]
                         assert sem.read().semaphore.holders == (head,)

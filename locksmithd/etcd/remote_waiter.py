@@ -49,15 +49,23 @@ of replicas may serve.
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
+from locksmithd.core.fleetlock_place import (
+    SOURCE,
+    UNKNOWN,
+    Follows,
+    WaiterValue,
+    decode_value,
+    encode_value,
+    field_ticket,
+    place,
+    queued_through_fleetlock,
+    ticket,
+)
 from locksmithd.core.fleetlock_protocol import ErrorKind, ProtocolError
 from locksmithd.core.halt import decode_halt
 from locksmithd.core.history import HistoryEvent
@@ -68,17 +76,14 @@ from locksmithd.core.waiters import WaiterKind, classify_waiter
 from locksmithd.errors import AmbiguousWrite, CorruptDocument, LeaseLost, NotHolder, StoreError
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import served_key, tail_key, waiter_key, waiters_prefix
+from locksmithd.etcd.lease_clock import LeaseClock
 from locksmithd.etcd.lock import Change, SemaphoreClient
 from locksmithd.etcd.store import ABSENT, Snapshot, StoredKey
 
 log = logging.getLogger("locksmithd.fleetlock")
-SOURCE = "fleetlock"
-"""The holder record's ``source`` and the waiter key's ``via`` for slots taken through FleetLock."""
 DETAIL = "via fleetlock"
 MAX_ATTEMPTS = 8
 """Lost races retried at once (each re-reads): another writer succeeded, the view is fresh again."""
-LEASE_MEMORY = 250_000
-"""Leases (and followed keys) a replica remembers; past it the oldest are forgotten (one more read each)."""
 
 
 @dataclass(frozen=True)
@@ -89,76 +94,23 @@ class Granted:
 
 
 @dataclass(frozen=True)
-class Follows:
-    """The waiter just ahead of a client when last known: its key, create revision and ticket (0: unknown)."""
-
-    key: str
-    created: int
-    ticket: int
-
-    def encode(self) -> dict[str, Any]:
-        return {"key": self.key, "created": self.created, "ticket": self.ticket}
-
-
-_UNKNOWN: Any = object()
-"""A ``follows`` not known (not written yet, or a key from an older server): the place is read once."""
-
-
-@dataclass(frozen=True)
 class _Own:
     """The client's waiter key as read, with its value's fields."""
 
     entry: StoredKey
-    since: str | None
-    ticket: int
-    follows: Any  # Follows, None (the head), or _UNKNOWN
+    value: WaiterValue
 
+    @property
+    def since(self) -> str | None:
+        return self.value.since
 
-class LeaseClock:
-    """Soft state of one replica: when the leases it saw expire, and which key each client follows.
+    @property
+    def ticket(self) -> int:
+        return self.value.ticket
 
-    Thread-safe and bounded (the oldest entries are forgotten). Losing it
-    costs one lease TTL read per client, never a decision: every decision is
-    made from etcd.
-    """
-
-    def __init__(self, capacity: int = LEASE_MEMORY, clock: Callable[[], float] = time.monotonic) -> None:
-        self.capacity = capacity
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._expiry: OrderedDict[int, float] = OrderedDict()
-        self._follows: OrderedDict[str, str] = OrderedDict()
-
-    def left_s(self, lease_id: int) -> float | None:
-        """Seconds until ``lease_id`` expires as last seen here, or None when unknown."""
-        with self._lock:
-            expiry = self._expiry.get(lease_id)
-        return None if expiry is None else expiry - self.clock()
-
-    def saw(self, lease_id: int, ttl_s: float) -> None:
-        with self._lock:
-            self._expiry[lease_id] = self.clock() + ttl_s
-            self._expiry.move_to_end(lease_id)
-            while len(self._expiry) > self.capacity:
-                self._expiry.popitem(last=False)
-
-    def forget(self, lease_id: int) -> None:
-        with self._lock:
-            self._expiry.pop(lease_id, None)
-
-    def followed(self, key: str) -> str | None:
-        with self._lock:
-            return self._follows.get(key)
-
-    def follows(self, key: str, followed: str | None) -> None:
-        with self._lock:
-            if followed is None:
-                self._follows.pop(key, None)
-                return
-            self._follows[key] = followed
-            self._follows.move_to_end(key)
-            while len(self._follows) > self.capacity:
-                self._follows.popitem(last=False)
+    @property
+    def follows(self) -> Any:
+        return self.value.follows
 
 
 class _ForeignSlot(Exception):
@@ -188,8 +140,7 @@ def slot_source_problem(semaphore: Semaphore, client_id: str) -> ProtocolError |
 
 def waiter_source_problem(client_id: str, value: bytes) -> ProtocolError | None:
     """The refusal when ``client_id``'s waiter key was not written through FleetLock, or None."""
-    document = _document(value)
-    if document is not None and document.get("via") == SOURCE:
+    if queued_through_fleetlock(value):
         return None
     return ProtocolError(ErrorKind.NOT_FLEETLOCK_SLOT,
                          f"{client_id} is queued by a daemon, not through FleetLock; "
@@ -335,7 +286,7 @@ class RemoteWaiter:
         for _ in range(2):
             lease_id = self.store.grant_lease(self.grace_s)
             try:
-                queued = self.store.enqueue(key, self._value(since, 0, _UNKNOWN), lease_id, self.tail_key)
+                queued = self.store.enqueue(key, self._value(since, 0, UNKNOWN), lease_id, self.tail_key)
                 break
             except LeaseLost:  # expired before the put (a very short grace, a stalled etcd)
                 continue
@@ -346,8 +297,8 @@ class RemoteWaiter:
             return
         self.leases.saw(lease_id, self.grace_s)
         previous = queued.previous
-        follows = Follows(previous.key, previous.create_revision, queued.ticket - 1) if previous else _UNKNOWN
-        if follows is not _UNKNOWN:
+        follows = Follows(previous.key, previous.create_revision, queued.ticket - 1) if previous else UNKNOWN
+        if follows is not UNKNOWN:
             self.store.reput(key, self._value(since, queued.ticket, follows), lease_id,
                              queued.entry.create_revision)
             self.leases.follows(key, follows.key)
@@ -366,7 +317,7 @@ class RemoteWaiter:
             if ahead is not None and ahead.create_revision == follows.created:
                 if self._waits(ahead, semaphore):
                     return False
-            elif follows.ticket and _count(look.keys.get(self.served_key)) == follows.ticket:
+            elif follows.ticket and self._served(look) == follows.ticket:
                 return True  # it left by taking a slot, as the head: this client heads the queue now
         return self._relocate(own, semaphore)
 
@@ -384,28 +335,26 @@ class RemoteWaiter:
                 batch = self.store.predecessors(self.prefix, batch[-1].create_revision, place.revision)
             elif ahead is None:
                 batch = ()
-        follows = None if ahead is None else Follows(ahead.key, ahead.create_revision, _count(ahead.value, "ticket"))
+        follows = None if ahead is None else Follows(ahead.key, ahead.create_revision, field_ticket(ahead.value))
         if not self.store.reput(entry.key, self._value(own.since, own.ticket, follows), entry.lease,
                                 entry.create_revision):
             return None
         self.leases.follows(entry.key, None if follows is None else follows.key)
         return follows is None
 
+    def _served(self, look: Snapshot) -> int:
+        """The ``served`` ticket in a look (0: none yet)."""
+        served = look.keys.get(self.served_key)
+        return ticket(served.value) if served is not None else 0
+
     def _waits(self, entry: StoredKey, semaphore: Semaphore) -> bool:
         """True for a key that is a host waiting its turn (the one waiter rule)."""
         kind, _ = classify_waiter(entry.key, entry.lease, self.prefix, frozenset(semaphore.holders))
         return kind is WaiterKind.WAITING
 
-    def _value(self, since: str | None, ticket: int, follows: Any) -> bytes:
+    def _value(self, since: str | None, number: int, follows: Any) -> bytes:
         """The waiter key's value: marked as queued through FleetLock, with its ticket and the key it follows."""
-        if since is None:
-            since = self.clock().isoformat(timespec="milliseconds")
-        value: dict[str, Any] = {"since": since, "via": SOURCE, "grace_s": self.grace_s}
-        if ticket:
-            value["ticket"] = ticket
-        if follows is not _UNKNOWN:
-            value["follows"] = follows.encode() if follows is not None else None
-        return json.dumps(value).encode()
+        return encode_value(since or self.clock().isoformat(timespec="milliseconds"), self.grace_s, number, follows)
 
     def _refusal(self, own: _Own, head: bool, semaphore: Semaphore, look: Snapshot) -> ProtocolError | None:
         """Why the client may not take a slot now, or None when it is the head and a slot is free."""
@@ -417,8 +366,7 @@ class RemoteWaiter:
             except CorruptDocument as error:  # an unreadable halt stops acquisitions like a halt
                 text = f"the group's halt record is unreadable: {error.one_line()}"
             return ProtocolError(ErrorKind.HALTED, text)
-        position, length = _place(own, head, _count(look.keys.get(self.served_key)),
-                                  look.versions.get(self.tail_key, 0))
+        position, length = place(own.value, head, self._served(look), look.versions.get(self.tail_key, 0))
         if semaphore.available <= 0:
             return ProtocolError(ErrorKind.SEMAPHORE_FULL,
                                  f"semaphore currently full, all slots are locked already ({len(semaphore.holders)} "
@@ -467,70 +415,14 @@ class RemoteWaiter:
             log.debug("could not revoke lease %x (it expires by itself): %s", lease_id, error.one_line())
 
 
-def _place(own: _Own, head: bool, served: int, tail_ticket: int) -> tuple[int, int]:
-    """(position, queue length) from tickets: exact at the head; further back upper bounds, exact unless
-    waiters ahead left without a slot (tickets of unknown keys: position 2, length 2)."""
-    position = 1
-    if not head:
-        position = 2
-        if own.ticket > served:
-            bound = own.ticket - served
-            if isinstance(own.follows, Follows) and own.follows.ticket > served:
-                bound = min(bound, own.follows.ticket - served + 1)
-            position = max(2, bound)
-    behind = tail_ticket - own.ticket if own.ticket and tail_ticket > own.ticket else 0
-    return position, position + behind
-
-
 def _read_own(entry: StoredKey) -> _Own:
-    document = _document(entry.value) or {}
-    since = document.get("since")
-    if isinstance(since, str):
+    value = decode_value(entry.value)
+    if value.since is not None:
         try:
-            parse_time(since)
+            parse_time(value.since)
         except ValueError:
-            since = None
-    else:
-        since = None
-    return _Own(entry, since, _count(entry.value, "ticket"), _follows(document))
-
-
-def _follows(document: dict[str, Any]) -> Any:
-    if "follows" not in document:
-        return _UNKNOWN
-    pointer = document["follows"]
-    if pointer is None:
-        return None
-    if isinstance(pointer, dict) and isinstance(pointer.get("key"), str) and _positive(pointer.get("created")) \
-            and (_positive(pointer.get("ticket")) or pointer.get("ticket") == 0):
-        return Follows(pointer["key"], pointer["created"], pointer["ticket"])
-    return _UNKNOWN
-
-
-def _positive(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _document(value: bytes) -> dict[str, Any] | None:
-    try:
-        document = json.loads(value.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    return document if isinstance(document, dict) else None
-
-
-def _count(source: StoredKey | bytes | None, name: str | None = None) -> int:
-    """A ticket: the value of ``served`` (a StoredKey), or field ``name`` of a waiter key's value (bytes)."""
-    if source is None:
-        return 0
-    if isinstance(source, StoredKey):
-        source = source.value
-    if name is None:
-        text = source.decode("ascii", errors="replace")
-        return int(text) if text.isdigit() and len(text) <= 18 else 0
-    document = _document(source)
-    value: Any = document.get(name) if document else None
-    return int(value) if _positive(value) else 0
+            value = WaiterValue(None, value.ticket, value.follows)
+    return _Own(entry, value)
 
 
 def _release_ours(semaphore: Semaphore, client_id: str) -> Semaphore:

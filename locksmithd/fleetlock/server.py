@@ -39,7 +39,8 @@ from locksmithd.errors import (
 )
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import semaphore_key
-from locksmithd.etcd.remote_waiter import Granted, LeaseClock, RemoteWaiter
+from locksmithd.etcd.lease_clock import LeaseClock
+from locksmithd.etcd.remote_waiter import Granted, RemoteWaiter
 from locksmithd.etcd.settings import EtcdSettings
 from locksmithd.fleetlock.connections import (
     BODY_ERRORS,
