@@ -7,6 +7,8 @@ import re
 import statistics
 from pathlib import Path
 
+import pytest
+
 from harness.checker import Observation
 from harness.etcd import EtcdCluster
 from harness.fleet import HostOptions, SemaphoreMonitor, SimulatedHost, wait_for
@@ -47,6 +49,7 @@ def test_the_pace_follows_the_place() -> None:
     assert queue_place("failed to acquire lock") is None
 
 
+@pytest.mark.slow
 def test_four_fleet_lock_daemons_take_a_freed_slot_within_a_second(tmp_path: Path, etcd_node: EtcdCluster,
                                                                    key_prefix: str) -> None:
     """Four daemons with REBOOT_STRATEGY=fleet-lock at one slot: the median handoff (a release seen in etcd

@@ -7,12 +7,14 @@ import json
 import random
 import time
 import aiohttp
+import pytest
 
 from harness.etcd import EtcdCluster
 from harness.leases import lease_ids, leases_without_keys
 from locksmithd.etcd.client import EtcdStore
-from locksmithd.etcd.keys import waiter_key, waiters_prefix
+from locksmithd.etcd.keys import served_key, waiter_key, waiters_prefix
 from locksmithd.etcd.lock import SemaphoreClient
+from locksmithd.etcd.queue import GroupQueue
 from tests.fleetlock_support import Client, base_url, etcd_settings, running_server
 
 
@@ -37,6 +39,7 @@ async def _queue(client: Client, ids: list[str], bases: list[str], connections: 
     await asyncio.gather(*(worker() for _ in range(connections)))
 
 
+@pytest.mark.slow
 def test_order_is_kept_across_1000_clients_on_two_replicas(etcd_node: EtcdCluster, key_prefix: str) -> None:
     """1,000 clients queued through two replicas at once are served one at a time in the order etcd queued
     them: at each turn the head, asking through either replica, is granted and others asking are refused."""
@@ -182,3 +185,41 @@ def test_no_lease_without_a_key_after_100_cycles(fresh_etcd_node: EtcdCluster, k
 
     asyncio.run(scenario())
     assert lease_ids(cluster.client_urls[0]) == []
+
+
+def test_a_fleetlock_client_behind_a_daemon_follows_it(etcd_node: EtcdCluster, key_prefix: str) -> None:
+    """A daemon queued first takes the slot first (its GroupQueue records its ticket in ``served``); the
+    FleetLock client behind it is then the head, known from ``served`` without reading the queue, and
+    takes the slot once the daemon gives it back."""
+    async def scenario() -> None:
+        store = EtcdStore(etcd_settings(etcd_node.client_urls, key_prefix))
+        sem = SemaphoreClient(store, "", key_prefix)
+        sem.lock("seed-holder")
+        queue = GroupQueue(store, "", key_prefix, retry_max_s=1.0)
+        try:
+            async with running_server(etcd_node.client_urls, key_prefix) as server, \
+                    aiohttp.ClientSession() as session:
+                client = Client(session, base_url(server))
+                daemon = asyncio.create_task(queue.acquire("daemon-host"))
+                began = time.monotonic()
+                while store.read(waiter_key("daemon-host", "", key_prefix)) is None:
+                    assert time.monotonic() - began < 5, "the daemon never queued"
+                    await asyncio.sleep(0.05)
+                status, answer = await client.pre_reboot("zincati")
+                assert status == 409 and "position 2 of 2" in answer["value"], answer
+                sem.unlock("seed-holder")
+                assert await asyncio.wait_for(daemon, 10) is True
+                mine = json.loads(store.read(waiter_key("zincati", "", key_prefix)).value)  # type: ignore[union-attr]
+                served = store.read(served_key("", key_prefix))
+                assert served is not None and int(served.value) == mine["follows"]["ticket"]
+                status, answer = await client.pre_reboot("zincati")
+                assert answer["kind"] == "failed_lock_semaphore_full" and "position 1 of 1" in answer["value"]
+                sem.unlock("daemon-host")
+                assert await client.pre_reboot("zincati") == (200, {})
+                served = store.read(served_key("", key_prefix))
+                assert served is not None and served.value == str(mine["ticket"]).encode()  # its ticket now
+        finally:
+            await queue.close()
+            store.close()
+
+    asyncio.run(scenario())
