@@ -223,3 +223,39 @@ def test_a_fleetlock_client_behind_a_daemon_follows_it(etcd_node: EtcdCluster, k
             store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_client_that_leaves_mid_queue_is_passed_over_once(etcd_node: EtcdCluster, key_prefix: str) -> None:
+    """The client in the middle stops asking: once its grace ran out, the one behind it reads its place once
+    and from then on follows the client ahead of the one that left, keeping the order."""
+    async def scenario() -> None:
+        store = EtcdStore(etcd_settings(etcd_node.client_urls, key_prefix))
+        sem = SemaphoreClient(store, "", key_prefix)
+        sem.lock("seed-holder")
+        try:
+            async with running_server(etcd_node.client_urls, key_prefix, grace_s=2) as server, \
+                    aiohttp.ClientSession() as session:
+                client = Client(session, base_url(server))
+                for client_id in ("first", "middle", "last"):
+                    assert (await client.pre_reboot(client_id))[0] == 409
+                began = time.monotonic()
+                while store.read(waiter_key("middle", "", key_prefix)) is not None:
+                    assert time.monotonic() - began < 5, "the middle client's place outlived --grace"
+                    for client_id in ("first", "last"):
+                        assert (await client.pre_reboot(client_id))[0] == 409
+                    await asyncio.sleep(0.2)
+                first = store.read(waiter_key("first", "", key_prefix))
+                assert first is not None
+                status, answer = await client.pre_reboot("last")
+                assert status == 409 and "position 2 of" in answer["value"], answer
+                mine = json.loads(store.read(waiter_key("last", "", key_prefix)).value)  # type: ignore[union-attr]
+                assert mine["follows"]["key"] == waiter_key("first", "", key_prefix)
+                sem.unlock("seed-holder")
+                assert (await client.pre_reboot("last"))[1]["kind"] == "failed_lock_queued"
+                assert await client.pre_reboot("first") == (200, {})
+                assert await client.steady_state("first") == (200, {})
+                assert await client.pre_reboot("last") == (200, {})
+        finally:
+            store.close()
+
+    asyncio.run(scenario())

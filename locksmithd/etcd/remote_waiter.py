@@ -189,10 +189,10 @@ class RemoteWaiter:
             if own_entry is None or not self._keep_alive(own_entry.lease):
                 self._enqueue(key)
                 continue  # look again: the new key and the one it follows, at one revision
-            own = _read_own(own_entry)
-            head = self._is_head(own, look, semaphore)
-            if head is None:
+            placed = self._is_head(_read_own(own_entry), look, semaphore)
+            if placed is None:
                 continue  # the key went while its place was read: queue again
+            head, own = placed
             refusal = self._refusal(own, head, semaphore, look)
             if refusal is not None:
                 return refusal
@@ -297,31 +297,32 @@ class RemoteWaiter:
             return
         self.leases.saw(lease_id, self.grace_s)
         previous = queued.previous
+        # No tail before it (a new group, or the tail removed): its place is read once, at the next look.
         follows = Follows(previous.key, previous.create_revision, queued.ticket - 1) if previous else UNKNOWN
+        self.store.reput(key, self._value(since, queued.ticket, follows), lease_id, queued.entry.create_revision)
         if follows is not UNKNOWN:
-            self.store.reput(key, self._value(since, queued.ticket, follows), lease_id,
-                             queued.entry.create_revision)
             self.leases.follows(key, follows.key)
 
-    def _is_head(self, own: _Own, look: Snapshot, semaphore: Semaphore) -> bool | None:
-        """True at the head of the queue, False behind another waiter, None when the key went meanwhile.
+    def _is_head(self, own: _Own, look: Snapshot, semaphore: Semaphore) -> tuple[bool, _Own] | None:
+        """(True at the head of the queue, False behind another waiter; the key as now written), or None
+        when the key went meanwhile.
 
         Reads the queue (and writes the key it now follows) only when the key
         it followed left without a slot.
         """
         follows = own.follows
         if follows is None:
-            return True
+            return True, own
         if isinstance(follows, Follows):
             ahead = look.keys.get(follows.key)
             if ahead is not None and ahead.create_revision == follows.created:
                 if self._waits(ahead, semaphore):
-                    return False
+                    return False, own
             elif follows.ticket and self._served(look) == follows.ticket:
-                return True  # it left by taking a slot, as the head: this client heads the queue now
+                return True, own  # it left by taking a slot, as the head: this client heads the queue now
         return self._relocate(own, semaphore)
 
-    def _relocate(self, own: _Own, semaphore: Semaphore) -> bool | None:
+    def _relocate(self, own: _Own, semaphore: Semaphore) -> tuple[bool, _Own] | None:
         """Find the waiter now ahead (etcd scans the queue) and write it into the client's key."""
         entry = own.entry
         place = self.store.locate(entry.key, entry.create_revision, self.semaphore.key, self.semaphore.halt_key,
@@ -340,7 +341,7 @@ class RemoteWaiter:
                                 entry.create_revision):
             return None
         self.leases.follows(entry.key, None if follows is None else follows.key)
-        return follows is None
+        return follows is None, _Own(entry, WaiterValue(own.since, own.ticket, follows))
 
     def _served(self, look: Snapshot) -> int:
         """The ``served`` ticket in a look (0: none yet)."""
