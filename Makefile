@@ -1,5 +1,5 @@
 # The two entry points the README promises; each does all its own set-up.
-.PHONY: setup demo test test-debian e2e bench bench-scale soak lint deb
+.PHONY: setup demo test test-debian e2e bench bench-scale bench-fleetlock soak lint deb
 
 # The long fault-injection run; its defaults (200 runs, about 45 minutes on 2 cores) and
 # options: .venv/bin/python -m harness.soak --help
@@ -40,10 +40,17 @@ e2e: setup
 	.venv/bin/python -m harness.e2e $(E2E_ARGS)
 
 # The handoff, fairness, rollout and idle-daemon figures, then the scale run at N = 100 and 1,000
-# (also on 3 members with a leader restart): about 10 minutes on 2 cores.
+# (also on 3 members with a leader restart), then the FleetLock server at K = 100 and 1,000:
+# about 11 minutes on 2 cores.
 bench: setup
 	.venv/bin/python bench/run.py $(BENCH_ARGS)
 	.venv/bin/python bench/scale_bench.py --sizes 100,1000
+	.venv/bin/python bench/fleetlock_bench.py --sizes 100,1000
+
+# The FleetLock server with K = 100, 1,000, 10,000 and 100,000 clients queued through its HTTP path:
+# cost per refused poll and leases left; about 10 minutes on 2 cores. Options: bench/fleetlock_bench.py --help
+bench-fleetlock: setup
+	.venv/bin/python bench/fleetlock_bench.py $(FLEETLOCK_ARGS)
 
 # The scale run at N = 100, 1,000 (also on 3 members with a leader restart) and 10,000 hosts, each
 # with its own lease and watches; about 15 minutes on 2 cores. Options: bench/scale_bench.py --help

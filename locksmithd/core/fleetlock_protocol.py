@@ -252,3 +252,28 @@ def reply_excerpt(reply: Reply) -> str:
     shown = f"'{printable(' '.join(body.split()), REPLY_EXCERPT_CHARS)}'" if body.strip() else "(empty)"
     parts.append(f"body {shown}" + (f" (over {MAX_REPLY_BYTES} bytes)" if reply.truncated else ""))
     return ", ".join(parts)
+
+
+_PLACE = re.compile(r"queued at position (\d{1,9}) of (\d{1,9})")
+HEAD_POLL_S = 0.5
+"""How often a client our server names the head of the queue asks again (an extension: see poll_pause_s)."""
+
+
+def queue_place(value: str) -> tuple[int, int] | None:
+    """(position, length) from a refusal's text ("queued at position N of M", our server's), or None."""
+    match = _PLACE.search(value)
+    if match is None or int(match.group(1)) < 1:
+        return None
+    return int(match.group(1)), int(match.group(2))
+
+
+def poll_pause_s(position: int, poll_max_s: float) -> float:
+    """The pause before asking again at ``position`` (1: the head): HEAD_POLL_S per place, at most ``poll_max_s``.
+
+    The head asks twice a second, so a freed slot is taken within about half
+    a second; each place further back asks proportionally less often, so a
+    queue of K clients costs the server about 2 ln K polls a second plus K
+    every ``poll_max_s``. Plain clients (Zincati) ignore the text and poll
+    at their own pace.
+    """
+    return min(max(poll_max_s, HEAD_POLL_S), HEAD_POLL_S * max(position, 1))

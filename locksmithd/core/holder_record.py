@@ -169,6 +169,7 @@ class AfterBoot(enum.Enum):
     NEW_BOOT = "new-boot"  # rebooted since the slot was taken: release only once healthy
     SAME_BOOT = "same-boot"  # crashed before rebooting: not a reboot, release as locksmith does
     UNKNOWN_BOOT = "unknown-boot"  # no boot id recorded (locksmith, locksmithctl): release as locksmith does
+    MAYBE_HELD = "maybe-held"  # the strategy cannot tell (FleetLock has no query): treated as NEW_BOOT, said so
 
 
 def after_boot(holds: bool, record: HolderRecord | None, current_boot_id: str | None) -> AfterBoot:

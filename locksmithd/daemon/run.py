@@ -196,15 +196,19 @@ class Daemon:
                                        self.strategy.held_from_before)
         if found is AfterBoot.NOT_HOLDING:
             return Step(State.IDLE)
-        if found is AfterBoot.NEW_BOOT and self.health is not None:
-            log.info("holding the slot taken before this reboot: releasing it once the host is healthy")
+        maybe = found is AfterBoot.MAYBE_HELD  # FleetLock: no query, so a slot from before is only possible
+        if found in (AfterBoot.NEW_BOOT, AfterBoot.MAYBE_HELD) and self.health is not None:
+            log.info("releasing any slot held from before this boot once the host is healthy (the protocol cannot "
+                     "say whether one is held)" if maybe else
+                     "holding the slot taken before this reboot: releasing it once the host is healthy")
             return Step(State.CHECKING_HEALTH)
         if found is AfterBoot.SAME_BOOT:
             log.info("holding a slot taken in this boot (stopped before rebooting): giving it back")
         await self._until_done(State.RELEASING_AFTER_BOOT, "release the slot held before boot", self.strategy.release)
-        log.info("released the reboot slot held from before this boot")
+        log.info("released any reboot slot held from before this boot" if maybe else
+                 "released the reboot slot held from before this boot")
         self.on_event("slot-released", "")
-        if found is AfterBoot.NEW_BOOT:
+        if found in (AfterBoot.NEW_BOOT, AfterBoot.MAYBE_HELD):
             self.on_event("reboot-done", "")
         return Step(State.IDLE)
 

@@ -133,38 +133,6 @@ class EtcdStore:
         """
         return self._call(f"read {prefix}*", lambda client: _read_pages(client, prefix, keys_only))
 
-    def enqueue_and_read(self, waiter_key: str, value: bytes, lease_id: int, semaphore_key: str,
-                         waiters_prefix: str, halt_key: str, tail_key: str
-                         ) -> tuple[int, Versioned | None, Versioned | None, list[StoredKey]]:
-        """Put ``waiter_key`` on ``lease_id`` and read the semaphore, the halt and the whole queue, atomically.
-
-        Used by the FleetLock server, which decides statelessly per request
-        (the daemons' queue reads only its place: ``locate``).
-
-        Returns (revision of the snapshot, semaphore or None, halt or None,
-        waiters oldest first, keys only: their values are empty). One request: the snapshot and the enqueue share a revision, so
-        a watch started at revision + 1 misses nothing. A put is idempotent, so
-        a lost reply is retried rather than reported ambiguous. A key created
-        here also becomes the tail (see ``enqueue``), so daemons queueing
-        later find it ahead of them.
-        """
-        def op(client: Any) -> tuple[int, Versioned | None, Versioned | None, list[StoredKey]]:
-            tx = client.transactions
-            # The queue's keys only: positions need no values, and values could pass gRPC's reply limit.
-            reads = [tx.get(semaphore_key), tx.get(halt_key),
-                     _range(waiters_prefix, prefix_end(waiters_prefix), keys_only=True)]
-            response = _txn(client, [tx.put(waiter_key, value, lease=lease_id), *reads, tx.put(tail_key, waiter_key)],
-                            [tx.create(waiter_key) == 0], otherwise=[tx.put(waiter_key, value, lease=lease_id), *reads])
-
-            def one(index: int) -> Versioned | None:
-                kvs = response.responses[index].response_range.kvs
-                return Versioned(bytes(kvs[0].value), int(kvs[0].mod_revision)) if kvs else None
-
-            return (response.header.revision, one(1), one(2),
-                    _by_creation(response.responses[3].response_range.kvs))
-
-        return self._call(f"enqueue {waiter_key}", op)
-
     def enqueue(self, waiter_key: str, value: bytes, lease_id: int, tail_key: str) -> Enqueued:
         """Create ``waiter_key`` on ``lease_id`` at the back of the queue, learning the waiter just ahead.
 
@@ -206,13 +174,15 @@ class EtcdStore:
             ops = [_range(key) for key in keys] + [_range(semaphore_key, revision=at) for at in written_at]
             response = _txn(client, ops)
             found: dict[str, StoredKey] = {}
+            versions: dict[str, int] = {}
             for reply in response.responses[:len(keys)]:
                 for kv in reply.response_range.kvs:
                     entry = StoredKey.from_kv(kv)
                     found[entry.key] = entry
+                    versions[entry.key] = int(kv.version)
             written = frozenset(at for at, reply in zip(written_at, response.responses[len(keys):])
                                 if reply.response_range.kvs and int(reply.response_range.kvs[0].mod_revision) == at)
-            return Snapshot(int(response.header.revision), found, written)
+            return Snapshot(int(response.header.revision), found, written, versions)
 
         return self._call(f"read {len(keys)} keys", op)
 
@@ -302,6 +272,13 @@ class EtcdStore:
             return int(replies[0].TTL) if replies else 0
 
         return self._call("keep lease alive", op)
+
+    def lease_ttl(self, lease_id: int) -> int:
+        """A lease's remaining TTL in seconds, read without refreshing it (0 when it expired or never was)."""
+        def op(client: Any) -> int:
+            return max(int(client.get_lease_info(lease_id).TTL), 0)
+
+        return self._call("read lease TTL", op)
 
     def revoke_lease(self, lease_id: int) -> None:
         """Revoke a lease and with it every key attached; a gone lease is fine."""

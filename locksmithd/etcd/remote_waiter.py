@@ -1,13 +1,38 @@
-"""Queueing and taking slots on behalf of remote (FleetLock) clients: stateless, every decision in etcd.
+"""Queueing and taking slots on behalf of remote (FleetLock) clients: every decision in etcd, O(1) per poll.
 
 The contract with the daemons' queue (``queue.py``) is the waiter key alone:
 a client that asks while it may not take a slot gets a key
 ``waiters/<escaped id>`` bound to a lease of TTL ``grace_s`` and valued
-``{"since": ..., "via": "fleetlock", "grace_s": N}``. Keys are ordered by
-create revision, daemons' and remote clients' alike, so a remote client
-holds its place in the one FIFO queue. Each request refreshes the lease
-(keep-alive), so a client that stops asking drops out ``grace_s`` after
-its last request, and a slot kept free for it as the head is given back.
+``{"since": ..., "via": "fleetlock", "grace_s": N, "ticket": T, "follows": ...}``.
+It is created like a daemon's (``EtcdStore.enqueue``: the tail key names
+it, and its ticket is its number in the order of arrival), so daemons and
+remote clients share one FIFO queue.
+
+No poll reads the queue. Like a daemon, a client knows its place from two
+numbers and one key: its ticket, ``served`` (the ticket of the last waiter
+that took a slot, written with it; this server writes it too) and the key
+it ``follows`` (the waiter just ahead when it was queued: the tail's old
+value, with that waiter's ticket). A poll reads, in one request, the
+semaphore, the halt record, ``served``, the tail, the client's own key and
+the key it follows. The client is the head when it follows nobody, or when
+the key it follows is gone and ``served`` is that key's ticket (it left by
+taking a slot, and every waiter before it had left already). While the key
+it follows exists, the client is not the head; its place is at most its
+ticket minus ``served``, and the queue's length at most the tail's ticket
+minus ``served`` (both exact unless waiters ahead left without a slot).
+Only when the key it follows left without a slot (crashed, gave up, its
+lease expired) does one poll read the place the expensive way
+(``EtcdStore.locate``: etcd scans the queue) and write the waiter now ahead
+into the client's key: one write per departure, none per poll.
+
+A refused poll from a queued client writes nothing. Its lease is kept
+alive at most once per ``grace_s``/3: each replica remembers when the
+leases it saw expire (``LeaseClock``, soft state that is only an
+optimisation) and, when one is due, first reads the lease's remaining TTL,
+so that two replicas do not both refresh it. A client that stops asking
+drops out ``grace_s`` after its last refresh, and a slot kept free for it
+as the head is given back. A granted ``pre-reboot`` deletes the key in the
+guarded write and revokes its lease: nothing is left but the holder record.
 
 A FleetLock request acts only on what FleetLock took: a slot whose holder
 record says ``source: fleetlock`` and a waiter key whose value says
@@ -17,18 +42,30 @@ id is refused (``failed_slot_not_fleetlock``) and left as it is: an
 unauthenticated request must never free a slot while its host reboots.
 
 Taking a slot is the one guarded write of ``lock.py`` (document revision,
-halt key absent), deleting the waiter key in the same transaction. Nothing
-is remembered between requests, so any number of replicas may serve.
+halt key absent), deleting the waiter key and recording ``served`` in the
+same transaction. Only soft state is kept between requests, so any number
+of replicas may serve.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
+from typing import Any, Callable
 
+from locksmithd.core.fleetlock_place import (
+    SOURCE,
+    UNKNOWN,
+    Follows,
+    WaiterValue,
+    decode_value,
+    encode_value,
+    field_ticket,
+    place,
+    queued_through_fleetlock,
+    ticket,
+)
 from locksmithd.core.fleetlock_protocol import ErrorKind, ProtocolError
 from locksmithd.core.halt import decode_halt
 from locksmithd.core.history import HistoryEvent
@@ -36,15 +73,14 @@ from locksmithd.core.holder_record import new_record, parse_time
 from locksmithd.core.names import shown_value
 from locksmithd.core.semaphore import Semaphore, decode, initial_semaphore
 from locksmithd.core.waiters import WaiterKind, classify_waiter
-from locksmithd.errors import AmbiguousWrite, CorruptDocument, LeaseLost, NotHolder
+from locksmithd.errors import AmbiguousWrite, CorruptDocument, LeaseLost, NotHolder, StoreError
 from locksmithd.etcd.client import EtcdStore
-from locksmithd.etcd.keys import tail_key, waiter_key, waiters_prefix
+from locksmithd.etcd.keys import served_key, tail_key, waiter_key, waiters_prefix
+from locksmithd.etcd.lease_clock import LeaseClock
 from locksmithd.etcd.lock import Change, SemaphoreClient
-from locksmithd.etcd.store import ABSENT, StoredKey, Versioned
+from locksmithd.etcd.store import ABSENT, Snapshot, StoredKey
 
 log = logging.getLogger("locksmithd.fleetlock")
-SOURCE = "fleetlock"
-"""The holder record's ``source`` and the waiter key's ``via`` for slots taken through FleetLock."""
 DETAIL = "via fleetlock"
 MAX_ATTEMPTS = 8
 """Lost races retried at once (each re-reads): another writer succeeded, the view is fresh again."""
@@ -55,6 +91,26 @@ class Granted:
     """The client holds a slot (it just took it, or held it already)."""
 
     newly: bool
+
+
+@dataclass(frozen=True)
+class _Own:
+    """The client's waiter key as read, with its value's fields."""
+
+    entry: StoredKey
+    value: WaiterValue
+
+    @property
+    def since(self) -> str | None:
+        return self.value.since
+
+    @property
+    def ticket(self) -> int:
+        return self.value.ticket
+
+    @property
+    def follows(self) -> Any:
+        return self.value.follows
 
 
 class _ForeignSlot(Exception):
@@ -84,11 +140,7 @@ def slot_source_problem(semaphore: Semaphore, client_id: str) -> ProtocolError |
 
 def waiter_source_problem(client_id: str, value: bytes) -> ProtocolError | None:
     """The refusal when ``client_id``'s waiter key was not written through FleetLock, or None."""
-    try:
-        document = json.loads(value.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        document = None
-    if isinstance(document, dict) and document.get("via") == SOURCE:
+    if queued_through_fleetlock(value):
         return None
     return ProtocolError(ErrorKind.NOT_FLEETLOCK_SLOT,
                          f"{client_id} is queued by a daemon, not through FleetLock; "
@@ -104,38 +156,47 @@ class RemoteWaiter:
     """
 
     def __init__(self, store: EtcdStore, group: str, key_prefix: str, grace_s: int,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], leases: LeaseClock | None = None) -> None:
         self.store = store
         self.group = group
         self.key_prefix = key_prefix
         self.grace_s = grace_s
         self.clock = clock
+        self.leases = leases or LeaseClock()
         self.semaphore = SemaphoreClient(store, group, key_prefix)
         self.prefix = waiters_prefix(group, key_prefix)
         self.tail_key = tail_key(group, key_prefix)
+        self.served_key = served_key(group, key_prefix)
 
     def pre_reboot(self, client_id: str, peer: str) -> Granted | ProtocolError:
         """RecursiveLock: hold a slot (already held: fine), or queue and say why not yet."""
-        snapshot = self.semaphore.read()
-        if snapshot.semaphore.holds(client_id):
-            return slot_source_problem(snapshot.semaphore, client_id) or Granted(newly=False)
         key = waiter_key(client_id, self.group, self.key_prefix)
         for _ in range(MAX_ATTEMPTS):
-            enqueued = self._enqueue(client_id, key)
-            if isinstance(enqueued, ProtocolError):
-                return enqueued
-            revision, stored, halt, entries = enqueued
+            look = self._look(key)
+            stored = look.keys.get(self.semaphore.key)
             semaphore = decode(stored.value, self.semaphore.key) if stored else initial_semaphore()
-            if semaphore.holds(client_id):  # taken by a concurrent request through another replica
+            own_entry = look.keys.get(key)
+            if semaphore.holds(client_id):
                 problem = slot_source_problem(semaphore, client_id)
+                if problem is None and own_entry is not None and waiter_source_problem(client_id, own_entry.value) \
+                        is None:  # taken by a concurrent request through another replica: leave no key behind
+                    self._drop(own_entry)
+                return problem or Granted(newly=False)
+            if own_entry is not None:
+                problem = waiter_source_problem(client_id, own_entry.value)
                 if problem is not None:
                     return problem
-                self.store.delete(key)
-                return Granted(newly=False)
-            refusal = self._refusal(client_id, semaphore, halt, entries)
+            if own_entry is None or not self._keep_alive(own_entry.lease):
+                self._enqueue(key)
+                continue  # look again: the new key and the one it follows, at one revision
+            placed = self._is_head(_read_own(own_entry), look, semaphore)
+            if placed is None:
+                continue  # the key went while its place was read: queue again
+            head, own = placed
+            refusal = self._refusal(own, head, semaphore, look)
             if refusal is not None:
                 return refusal
-            if self._take(client_id, key, semaphore, stored.mod_revision if stored else ABSENT, peer):
+            if self._take(client_id, own, semaphore, stored.mod_revision if stored else ABSENT, peer):
                 return Granted(newly=True)
         return ProtocolError(ErrorKind.QUEUED, "the semaphore kept changing; ask again")
 
@@ -144,11 +205,11 @@ class RemoteWaiter:
 
         A slot or waiter key of that id not taken through FleetLock is refused
         (failed_slot_not_fleetlock) and nothing is written: the check and the
-        release are one guarded write, the key is deleted only as it was read.
+        release are one guarded write, the key is removed only as it was read.
         """
         key = waiter_key(client_id, self.group, self.key_prefix)
-        own = [entry for entry in self.store.read_prefix(key) if entry.key == key]
-        problem = waiter_source_problem(client_id, own[0].value) if own else None
+        own = self.store.snapshot([key]).keys.get(key)
+        problem = waiter_source_problem(client_id, own.value) if own else None
         if problem is not None:
             return problem
         released = False
@@ -168,51 +229,137 @@ class RemoteWaiter:
             except _ForeignSlot as foreign:  # the slot changed hands between the read and the write
                 return foreign.refusal
         if own:
-            self.store.delete_if_created(key, own[0].create_revision)
+            self._drop(own)
         return released
 
-    def _enqueue(self, client_id: str, key: str) -> tuple[int, Versioned | None, Versioned | None,
-                                                          list[StoredKey]] | ProtocolError:
-        """Put or refresh the waiter key on its lease and read the group, in one transaction.
+    # -- one poll ------------------------------------------------------------
 
-        The lease of an existing key is kept alive (so its place and ``since``
-        are kept); when it is gone a new lease is granted and the key put again.
-        A key of that id queued by a daemon is refused, untouched (not its
-        value, not its lease).
+    def _look(self, key: str) -> Snapshot:
+        """One request: the semaphore, halt, ``served``, the tail, the client's key and the key it follows.
+
+        The followed key's name comes from this replica's memory; when the
+        client's key names another (or it was forgotten), that key is read
+        with a second request.
         """
-        own = self.store.snapshot([key]).keys.get(key)  # this one key, not every key it is a prefix of
-        problem = waiter_source_problem(client_id, own.value) if own else None
-        if problem is not None:
-            return problem
-        value = self._value(own.value if own else None)
-        lease_id = own.lease if own and own.lease else 0
-        if lease_id and self.store.keep_alive(lease_id) <= 0:
-            lease_id = 0
-        for _ in range(2):
-            if not lease_id:
-                lease_id = self.store.grant_lease(self.grace_s)
-            try:
-                return self.store.enqueue_and_read(key, value, lease_id, self.semaphore.key, self.prefix,
-                                                   self.semaphore.halt_key, self.tail_key)
-            except LeaseLost:  # expired between the keep-alive and the put
-                lease_id = 0
-        raise LeaseLost(f"could not queue {key}: its lease kept expiring")
+        names = [self.semaphore.key, self.semaphore.halt_key, self.served_key, self.tail_key, key]
+        followed = self.leases.followed(key)
+        snapshot = self.store.snapshot([*names, followed] if followed else names)
+        own = snapshot.keys.get(key)
+        follows = _read_own(own).follows if own is not None else None
+        if isinstance(follows, Follows) and follows.key != followed:
+            self.leases.follows(key, follows.key)
+            snapshot = self.store.snapshot([*names, follows.key])
+        return snapshot
 
-    def _value(self, old: bytes | None) -> bytes:
-        """The waiter key's value: the first ``since`` kept, marked as queued through FleetLock."""
+    def _keep_alive(self, lease_id: int) -> bool:
+        """Keep the client's place: refresh its lease once it is past a third of its TTL; False if it expired.
+
+        Known to this replica and not due: nothing sent. Otherwise its TTL is
+        read first (another replica may have refreshed it) and refreshed only
+        when due: at most one keep-alive per lease per ``grace_s``/3.
+        """
+        if not lease_id:
+            return False
+        due_s = self.grace_s * 2 / 3
+        left_s = self.leases.left_s(lease_id)
+        if left_s is not None and left_s > due_s:
+            return True
+        ttl_s = self.store.lease_ttl(lease_id)
+        if ttl_s > due_s:
+            self.leases.saw(lease_id, ttl_s)
+            return True
+        if ttl_s > 0:
+            ttl_s = self.store.keep_alive(lease_id)
+        if ttl_s <= 0:
+            self.leases.forget(lease_id)
+            return False
+        self.leases.saw(lease_id, ttl_s)
+        return True
+
+    def _enqueue(self, key: str) -> None:
+        """Queue the client at the back on a new lease (two writes: create, then name the key it follows).
+
+        A key that exists by then (a concurrent request through another
+        replica) is kept as it is, and the new lease revoked.
+        """
         since = self.clock().isoformat(timespec="milliseconds")
-        try:
-            previous = json.loads(old.decode("utf-8")) if old else None
-            if isinstance(previous, dict) and isinstance(previous.get("since"), str):
-                parse_time(previous["since"])  # kept only when it reads as a time (ValueError otherwise)
-                since = previous["since"]
-        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-            pass
-        return json.dumps({"since": since, "via": SOURCE, "grace_s": self.grace_s}).encode()
+        for _ in range(2):
+            lease_id = self.store.grant_lease(self.grace_s)
+            try:
+                queued = self.store.enqueue(key, self._value(since, 0, UNKNOWN), lease_id, self.tail_key)
+                break
+            except LeaseLost:  # expired before the put (a very short grace, a stalled etcd)
+                continue
+        else:
+            raise LeaseLost(f"could not queue {key}: its lease kept expiring")
+        if not queued.created:
+            self._revoke(lease_id)
+            return
+        self.leases.saw(lease_id, self.grace_s)
+        previous = queued.previous
+        # No tail before it (a new group, or the tail removed): its place is read once, at the next look.
+        follows = Follows(previous.key, previous.create_revision, queued.ticket - 1) if previous else UNKNOWN
+        self.store.reput(key, self._value(since, queued.ticket, follows), lease_id, queued.entry.create_revision)
+        if follows is not UNKNOWN:
+            self.leases.follows(key, follows.key)
 
-    def _refusal(self, client_id: str, semaphore: Semaphore, halt: Versioned | None,
-                 entries: list[StoredKey]) -> ProtocolError | None:
+    def _is_head(self, own: _Own, look: Snapshot, semaphore: Semaphore) -> tuple[bool, _Own] | None:
+        """(True at the head of the queue, False behind another waiter; the key as now written), or None
+        when the key went meanwhile.
+
+        Reads the queue (and writes the key it now follows) only when the key
+        it followed left without a slot.
+        """
+        follows = own.follows
+        if follows is None:
+            return True, own
+        if isinstance(follows, Follows):
+            ahead = look.keys.get(follows.key)
+            if ahead is not None and ahead.create_revision == follows.created:
+                if self._waits(ahead, semaphore):
+                    return False, own
+            elif follows.ticket and self._served(look) == follows.ticket:
+                return True, own  # it left by taking a slot, as the head: this client heads the queue now
+        return self._relocate(own, semaphore)
+
+    def _relocate(self, own: _Own, semaphore: Semaphore) -> tuple[bool, _Own] | None:
+        """Find the waiter now ahead (etcd scans the queue) and write it into the client's key."""
+        entry = own.entry
+        place = self.store.locate(entry.key, entry.create_revision, self.semaphore.key, self.semaphore.halt_key,
+                                  self.prefix)
+        if place.mine is None or place.mine.create_revision != entry.create_revision:
+            return None
+        ahead, batch = None, place.before
+        while ahead is None and batch:
+            ahead = next((candidate for candidate in batch if self._waits(candidate, semaphore)), None)
+            if ahead is None and len(batch) == 2:
+                batch = self.store.predecessors(self.prefix, batch[-1].create_revision, place.revision)
+            elif ahead is None:
+                batch = ()
+        follows = None if ahead is None else Follows(ahead.key, ahead.create_revision, field_ticket(ahead.value))
+        if not self.store.reput(entry.key, self._value(own.since, own.ticket, follows), entry.lease,
+                                entry.create_revision):
+            return None
+        self.leases.follows(entry.key, None if follows is None else follows.key)
+        return follows is None, _Own(entry, WaiterValue(own.since, own.ticket, follows))
+
+    def _served(self, look: Snapshot) -> int:
+        """The ``served`` ticket in a look (0: none yet)."""
+        served = look.keys.get(self.served_key)
+        return ticket(served.value) if served is not None else 0
+
+    def _waits(self, entry: StoredKey, semaphore: Semaphore) -> bool:
+        """True for a key that is a host waiting its turn (the one waiter rule)."""
+        kind, _ = classify_waiter(entry.key, entry.lease, self.prefix, frozenset(semaphore.holders))
+        return kind is WaiterKind.WAITING
+
+    def _value(self, since: str | None, number: int, follows: Any) -> bytes:
+        """The waiter key's value: marked as queued through FleetLock, with its ticket and the key it follows."""
+        return encode_value(since or self.clock().isoformat(timespec="milliseconds"), self.grace_s, number, follows)
+
+    def _refusal(self, own: _Own, head: bool, semaphore: Semaphore, look: Snapshot) -> ProtocolError | None:
         """Why the client may not take a slot now, or None when it is the head and a slot is free."""
+        halt = look.keys.get(self.semaphore.halt_key)
         if halt is not None:
             try:
                 record = decode_halt(halt.value, self.semaphore.halt_key)
@@ -220,29 +367,18 @@ class RemoteWaiter:
             except CorruptDocument as error:  # an unreadable halt stops acquisitions like a halt
                 text = f"the group's halt record is unreadable: {error.one_line()}"
             return ProtocolError(ErrorKind.HALTED, text)
-        queue = self._queue(semaphore, entries)
-        position = queue.index(client_id) if client_id in queue else len(queue)
+        position, length = place(own.value, head, self._served(look), look.versions.get(self.tail_key, 0))
         if semaphore.available <= 0:
             return ProtocolError(ErrorKind.SEMAPHORE_FULL,
                                  f"semaphore currently full, all slots are locked already ({len(semaphore.holders)} "
-                                 f"of max {semaphore.max}); queued at position {position + 1} of {len(queue)}")
-        if position > 0:
+                                 f"of max {semaphore.max}); queued at position {position} of {length}")
+        if not head:
             return ProtocolError(ErrorKind.QUEUED,
-                                 f"a slot is free but {position} earlier waiter(s) go first; "
-                                 f"queued at position {position + 1} of {len(queue)}")
+                                 f"a slot is free but {position - 1} earlier waiter(s) go first; "
+                                 f"queued at position {position} of {length}")
         return None
 
-    def _queue(self, semaphore: Semaphore, entries: list[StoredKey]) -> list[str]:
-        """Waiters oldest first, by the one waiter rule (core/waiters.py): valid ids on a lease, not holders."""
-        held = frozenset(semaphore.holders)
-        queue = []
-        for entry in entries:
-            kind, holder = classify_waiter(entry.key, entry.lease, self.prefix, held)
-            if kind is WaiterKind.WAITING and holder is not None:
-                queue.append(holder)
-        return queue
-
-    def _take(self, client_id: str, key: str, semaphore: Semaphore, mod_revision: int, peer: str) -> bool:
+    def _take(self, client_id: str, own: _Own, semaphore: Semaphore, mod_revision: int, peer: str) -> bool:
         """The one guarded write taking a slot; False on a lost race (the caller looks again)."""
         now = self.clock()
         record = new_record(now=now, deadline_after=None, hostname=client_id, source=SOURCE,
@@ -250,13 +386,44 @@ class RemoteWaiter:
         new = semaphore.lock(client_id, record.to_info())
         taken = HistoryEvent(at=now, host=client_id, event="slot-taken",
                              detail=f"{len(new.holders)} of max {new.max} held, {DETAIL}")
+        puts = [(self.served_key, str(own.ticket).encode())] if own.ticket else []
         try:
-            revision, _ = self.semaphore.write(new, mod_revision, delete=(key,), events=(taken,),
-                                               admits_holder=True)
+            revision, _ = self.semaphore.write(new, mod_revision, delete=(own.entry.key,), events=(taken,),
+                                               puts=puts, admits_holder=True)
         except AmbiguousWrite:
             log.warning("slot for FleetLock client %s: reply lost; reading back", client_id)
-            return self.semaphore.read().semaphore.holds(client_id)
+            if not self.semaphore.read().semaphore.holds(client_id):
+                return False
+            revision = 1
+        if revision:
+            self._revoke(own.entry.lease)  # its key went with the write: no lease left without a key
+            self.leases.follows(own.entry.key, None)
         return bool(revision)
+
+    def _drop(self, entry: StoredKey) -> None:
+        """Remove the client's waiter key as read, with its lease (the lease holds nothing else)."""
+        if entry.lease:
+            self._revoke(entry.lease)
+        self.store.delete_if_created(entry.key, entry.create_revision)
+        self.leases.follows(entry.key, None)
+
+    def _revoke(self, lease_id: int) -> None:
+        """Revoke a client's lease; on failure it expires by itself after ``grace_s``."""
+        self.leases.forget(lease_id)
+        try:
+            self.store.revoke_lease(lease_id)
+        except StoreError as error:
+            log.debug("could not revoke lease %x (it expires by itself): %s", lease_id, error.one_line())
+
+
+def _read_own(entry: StoredKey) -> _Own:
+    value = decode_value(entry.value)
+    if value.since is not None:
+        try:
+            parse_time(value.since)
+        except ValueError:
+            value = WaiterValue(None, value.ticket, value.follows)
+    return _Own(entry, value)
 
 
 def _release_ours(semaphore: Semaphore, client_id: str) -> Semaphore:

@@ -7,7 +7,7 @@ the in-memory store exists for fast unit tests of the core only.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
 ABSENT = 0
@@ -175,3 +175,5 @@ class Snapshot:
     revision: int
     keys: dict[str, StoredKey]
     semaphore_written_at: frozenset[int] = frozenset()
+    versions: dict[str, int] = field(default_factory=dict)
+    """Each found key's version (how many times it was written since created): the tail's is the newest ticket."""

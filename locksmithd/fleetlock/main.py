@@ -94,7 +94,8 @@ def check_open_files(max_connections: int) -> None:
 @click.option("--etcd-key-prefix", default="", help="prefix before locksmith's key names (multi-tenant etcd)")
 @click.option("--etcd-timeout", default=DEFAULT_REQUEST_TIMEOUT_S, type=float, help="seconds per etcd request")
 @click.option("--grace", default=DEFAULT_GRACE, show_default=True,
-              help="how long a queued client keeps its place (and the head its free slot) after its last request")
+              help="how long a queued client keeps its place (and the head its free slot) after its last request "
+                   "(at least 2/3 of it; keep it above 1.5x the clients' poll interval)")
 @click.option("--tls-cert", help="server certificate (PEM); serves https")
 @click.option("--tls-key", help="server private key (PEM)")
 @click.option("--tls-client-ca", help="CA certificates; clients must present a certificate signed by one")

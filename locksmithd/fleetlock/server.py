@@ -39,6 +39,7 @@ from locksmithd.errors import (
 )
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import semaphore_key
+from locksmithd.etcd.lease_clock import LeaseClock
 from locksmithd.etcd.remote_waiter import Granted, RemoteWaiter
 from locksmithd.etcd.settings import EtcdSettings
 from locksmithd.fleetlock.connections import (
@@ -93,6 +94,7 @@ class FleetLockServer:
         self.config = config
         self.store = store or EtcdStore(config.etcd)
         self.clock = clock
+        self.leases = LeaseClock()  # soft state: when this replica last saw each client's lease refreshed
         self._in_flight = 0
         self._executor = ThreadPoolExecutor(max_workers=min(MAX_THREADS, config.max_concurrent),
                                             thread_name_prefix="fleetlock-etcd")
@@ -269,7 +271,7 @@ class FleetLockServer:
 
     def _waiter(self, params: ClientParams) -> RemoteWaiter:
         return RemoteWaiter(self.store, params.locksmith_group, self.config.etcd.key_prefix, self.config.grace_s,
-                            self.clock)
+                            self.clock, self.leases)
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:

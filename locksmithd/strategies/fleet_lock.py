@@ -19,6 +19,8 @@ from locksmithd.core.fleetlock_protocol import (
     Reply,
     error_fields,
     is_html,
+    poll_pause_s,
+    queue_place,
     reply_excerpt,
     success_problem,
 )
@@ -30,8 +32,9 @@ from locksmithd.strategies.base import WithoutQueue
 log = logging.getLogger("locksmithd.strategy")
 FIRST_POLL_S = 1.0
 REQUEST_TIMEOUT_S = 10.0
-# Kinds that say "not yet, ask again" (ours; airlock and poseidon/fleetlock use other texts, all non-200).
-WAITING_KINDS = frozenset({"failed_lock_semaphore_full", "failed_lock_queued", "failed_lock_group_halted"})
+# Kinds that say "not yet, ask again": ours, and airlock's "failed_lock" (poseidon/fleetlock's are non-200 too).
+WAITING_KINDS = frozenset({"failed_lock_semaphore_full", "failed_lock_queued", "failed_lock_group_halted",
+                           "failed_lock"})
 
 
 class FleetLockStrategy(WithoutQueue):
@@ -41,8 +44,14 @@ class FleetLockStrategy(WithoutQueue):
     from before, so the daemon is told NEW_BOOT and releases (steady-state is
     UnlockIfHeld, harmless when nothing is held) once its health checks pass.
     An unhealthy host keeps its slot, as Zincati does; no group is halted.
-    The poll pause grows from 1 s to ``poll_max_s`` (LOCKSMITHD_RETRY_MAX):
-    at the head of the server's queue a slot may stay free that long.
+    Pace: when the refusal names the place in the queue ("queued at
+    position N of M", our server's answers) the next poll comes after
+    ``poll_pause_s(N)``: 0.5 s at the head, 0.5 s more per place, at most
+    ``poll_max_s`` (LOCKSMITHD_RETRY_MAX), so a freed slot is taken within
+    about half a second. Other servers' refusals (airlock's) name no place:
+    the pause then grows from 1 s to ``poll_max_s``, as before.
+    A refusal is normal operation: logged at INFO the first time and then
+    only when the place (or the kind of refusal) changes.
     """
 
     label = "fleet-lock"
@@ -61,11 +70,13 @@ class FleetLockStrategy(WithoutQueue):
         self._session: aiohttp.ClientSession | None = None
         self._booted_at: datetime | None = None
         self._last_refusal: tuple[str, int, bool] | None = None  # the last refusal logged (kind, status, foreign)
+        self._last_wait: tuple[str, int | None] | None = None  # the last waiting refusal logged (kind, position)
+        self._place: tuple[int, int] | None = None  # the place named by the last refusal, if any
         self.reason: str | None = None  # why a reboot is needed (logged; FleetLock has nowhere to record it)
         self.boot_id: str | None = None  # FleetLock has nowhere to record it either
 
     async def held_from_before(self) -> AfterBoot:
-        return AfterBoot.NEW_BOOT  # unknown: release once healthy (UnlockIfHeld is idempotent)
+        return AfterBoot.MAYBE_HELD  # no query in the protocol: release once healthy (UnlockIfHeld is idempotent)
 
     async def acquire(self, deadline: datetime | None) -> bool:
         """Ask pre-reboot until granted (``_call``); False (after leaving the queue) when ``deadline`` passes first."""
@@ -73,11 +84,16 @@ class FleetLockStrategy(WithoutQueue):
         while True:
             try:
                 await self._call(PRE_REBOOT_PATH)
-                self._last_refusal = None
+                self._last_refusal = self._last_wait = None
                 return True
             except FleetLockRefused as error:
                 self._judge(error, backoff)
-            pause_s = backoff.next_delay_s()
+                waiting = error.protocol_kind in WAITING_KINDS
+            if self._place is not None and waiting:
+                backoff.reset()  # a place in the queue sets the pace
+                pause_s = poll_pause_s(self._place[0], self.poll_max_s) * self._rng.uniform(0.9, 1.1)
+            else:
+                pause_s = backoff.next_delay_s()
             if deadline is not None:
                 left_s = (deadline - self.now()).total_seconds()
                 if left_s <= pause_s:
@@ -122,8 +138,11 @@ class FleetLockStrategy(WithoutQueue):
         cannot mend itself soon, so it is an error and asked again only at ``poll_max_s``."""
         kind = error.protocol_kind
         if kind in WAITING_KINDS:
-            log.debug("no slot yet: %s", error.one_line())
+            place = (kind, self._place[0] if self._place else None)
+            log.log(logging.DEBUG if place == self._last_wait else logging.INFO, "no slot yet: %s", error.one_line())
+            self._last_wait, self._last_refusal = place, None
             return
+        self._last_wait = None
         repeated = self._last_refusal == (kind, error.status, error.foreign)
         self._last_refusal = (kind, error.status, error.foreign)
         if kind.startswith("bad_request"):
@@ -152,6 +171,7 @@ class FleetLockStrategy(WithoutQueue):
         web server must never look like a granted slot or a release.
         """
         body = {"client_params": {"id": self.client_id, "group": self.group}}
+        self._place = None
         session = self._session_now()
         try:
             async with session.post(f"{self.url}{path}", json=body, headers={PROTOCOL_HEADER: "true"},
@@ -166,6 +186,7 @@ class FleetLockStrategy(WithoutQueue):
         fields = error_fields(reply.body) if reply.status >= 400 else None
         if fields is not None:
             kind, value = fields
+            self._place = queue_place(value)
             raise FleetLockRefused(f"FleetLock {path} answered {reply.status} {kind}: {value}", kind,
                                    status=reply.status)
         # A redirect, another 2xx, or a 4xx page in HTML (a login or the wrong site) is no FleetLock server's;
