@@ -175,6 +175,9 @@ class TestMaintainerScripts:
     def test_remove_stops_purge_removes_the_configuration_and_nothing_calls_etcd(self, built: Built) -> None:
         prerm, postrm = (built.control / "prerm").read_text(), (built.control / "postrm").read_text()
         assert re.search(r'"\$1" = remove .*\n\s*deb-systemd-invoke stop \'locksmithd.service\'', prerm)
+        # Before that stop, on remove only, the marker that makes the daemon's stop write nothing to etcd.
+        marker = prerm.index(": > /run/update-engine/package-removal")
+        assert prerm.rindex('"$1" = "remove"', 0, marker) < marker < prerm.index("deb-systemd-invoke stop")
         assert re.search(r'if \[ "\$1" = "purge" \]; then\n\s*rm -rf /etc/locksmithd\n', postrm)
         commands = [line for p in built.control.iterdir() if p.name in ("preinst", "postinst", "prerm", "postrm")
                     for line in p.read_text().splitlines() if not line.lstrip().startswith("#")]

@@ -115,11 +115,18 @@ def _given_flags(flags: dict[str, tuple[str, ...] | bool | None]) -> dict[str, s
     return given
 
 
-def _stop_on_signals(main: asyncio.Task[Any]) -> None:
+PACKAGE_REMOVAL_MARKER = "package-removal"
+"""Written beside the state file by the Debian package's prerm before ``apt remove`` stops the daemon."""
+
+
+def _stop_on_signals(main: asyncio.Task[Any], removal_marker: str) -> None:
     """SIGTERM/SIGINT cancel ``main`` once; a repeated signal during the clean stop is only logged.
 
     Installed first thing, so a stop at any moment (connecting, releasing,
-    cleaning up) is a clean exit 0, never a CancelledError traceback.
+    cleaning up) is a clean exit 0, never a CancelledError traceback. When
+    ``removal_marker`` exists (the package is being removed), the stop writes
+    nothing to etcd: the process exits at once, so a held slot stays held and
+    a queue place lapses with its lease (README "Remove and purge").
     """
     loop = asyncio.get_running_loop()
     stopping: list[int] = []
@@ -129,6 +136,11 @@ def _stop_on_signals(main: asyncio.Task[Any]) -> None:
             log.info("already stopping (signal %d ignored)", signum)
             return
         stopping.append(signum)
+        if os.path.lexists(removal_marker):
+            log.warning("stopping for the package's removal: nothing is written to etcd (a slot this host holds "
+                        "stays held, a queue place lapses with its lease)")
+            logging.shutdown()
+            os._exit(int(ExitCode.OK))
         main.cancel()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -139,7 +151,7 @@ async def _run(settings: DaemonSettings, command_env: Mapping[str, str],
                journal: JournalFields | None = None) -> ExitCode:
     main = asyncio.current_task()
     assert main is not None
-    _stop_on_signals(main)
+    _stop_on_signals(main, os.path.join(os.path.dirname(settings.state_file), PACKAGE_REMOVAL_MARKER))
     try:
         return await _run_signalled(settings, command_env, journal)
     except asyncio.CancelledError:  # stopped before the daemon ran (while starting): a clean stop

@@ -1,4 +1,4 @@
-"""Issue 19 on real systemd hosts: upgrading the package keeps a held slot and a queue place.
+"""Issue 19 on real systemd hosts: upgrading keeps a held slot and a queue place; removing writes nothing.
 
 The earlier version is the same code built as ``<version>~e2e.previous`` (no
 earlier release exists to install): what is tested is the package's upgrade
@@ -90,3 +90,33 @@ def test_upgrade_keeps_a_queue_place_and_a_held_slot(fleet: RealFleet) -> None:
     wait_until(lambda: len(queued.boots) >= 2 and bool(events(queued, "reboot-done")), 90,
                "the queued host to reboot into the new version and release")
     assert any(f"locksmithd {current.name.split('_')[1]} starting" in message for message in queued.messages())
+
+
+def test_remove_and_purge_never_write_to_etcd(fleet: RealFleet) -> None:
+    """``apt-get remove`` stops the daemon holding a slot taken in this boot; the slot stays held; purge too.
+
+    The host is in its pre-reboot hook (slow on purpose) when the package is
+    removed: the removal's stop writes nothing to etcd, remove keeps
+    /etc/locksmithd, purge removes it, and ``locksmithctl status`` still shows
+    the slot.
+    """
+    group = "e2e-remove"
+    host = fleet.add("e2e-remove", {"LOCKSMITHD_GROUP": group, "LOCKSMITHD_SOURCES": "reboot-required"},
+                     files={"etc/locksmithd/pre-reboot.d/10-slow": ("#!/bin/sh\nexec sleep 300\n", 0o755)})
+    fleet.ctl("set-max", "1", group=group)
+    fleet.boot_all()
+    host.run(["touch", "/run/reboot-required"])
+    wait_until(lambda: fleet.status(group)["holders"] == [host.machine_id], 30, "the host to take its slot")
+    history = fleet.ctl("history", "--json", group=group).stdout
+    done = host.run(["apt-get", "remove", "-y", "locksmithd"], timeout_s=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert host.run(["systemctl", "is-active", host.unit], check=False).stdout.strip() in ("inactive", "unknown")
+    assert fleet.status(group)["holders"] == [host.machine_id], "the removal gave the slot back"
+    assert fleet.ctl("history", "--json", group=group).stdout == history, "the removal wrote to etcd"
+    assert host.run(["test", "-f", "/etc/locksmithd/locksmithd.conf"], check=False).returncode == 0
+    assert any("stopping for the package's removal" in message for message in host.messages())
+    done = host.run(["apt-get", "purge", "-y", "locksmithd"], timeout_s=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert host.run(["test", "-e", "/etc/locksmithd"], check=False).returncode != 0
+    assert fleet.status(group)["holders"] == [host.machine_id]
+    assert len(host.boots) == 1
