@@ -512,7 +512,8 @@ def test_wakeup_pause_and_bursts() -> None:
 
 
 def test_wakeup_a_final_poke_ends_the_pause_with_no_settle() -> None:
-    """A poke named in ``final`` (the end of the boot) ends the pause at once: nothing can add to that news."""
+    """A poke named in ``final`` (the end of the boot) ends the pause, or a settle under way, at once: nothing
+    can add to that news."""
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
@@ -524,5 +525,10 @@ def test_wakeup_a_final_poke_ends_the_pause_with_no_settle() -> None:
         wakeup.poke("JobRemoved")
         started = loop.time()
         assert await wakeup.pause(10.0) == {"JobRemoved"} and loop.time() - started >= 5.0
+        loop.call_later(0.05, wakeup.poke, "JobRemoved")
+        loop.call_later(0.1, wakeup.poke, "StartupFinished")  # within the settle: cuts it short
+        started = loop.time()
+        assert await wakeup.pause(10.0) == {"JobRemoved", "StartupFinished"}
+        assert loop.time() - started < 2.0
 
     asyncio.run(scenario())

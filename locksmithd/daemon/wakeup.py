@@ -20,8 +20,8 @@ class Wakeup:
     end of a pause is used up by it, so a burst is one answer, and rounds
     never overlap (one caller runs them one after the other). A poke named in
     ``final`` (news nothing else in its burst can add to, such as the end of
-    the boot) ends the pause with no settle. ``sleep`` is how time passes
-    (injected in tests).
+    the boot) ends the pause with no settle, or cuts a settle short.
+    ``sleep`` is how time passes (injected in tests).
     """
 
     def __init__(self, *, settle_s: float = SETTLE_S, final: frozenset[str] = frozenset(),
@@ -30,27 +30,35 @@ class Wakeup:
         self.final = final
         self._sleep = sleep
         self._poked = asyncio.Event()
+        self._final_poked = asyncio.Event()
         self._what: set[str] = set()
 
     def poke(self, what: str) -> None:
         self._what.add(what)
         self._poked.set()
+        if what in self.final:
+            self._final_poked.set()
 
     async def pause(self, seconds: float) -> frozenset[str]:
         """Wait ``seconds`` or until poked (then ``settle_s`` more); what the pokes named, empty if none came."""
         if not self._poked.is_set():
-            poked = asyncio.ensure_future(self._poked.wait())
-            timer = asyncio.ensure_future(self._sleep(seconds))
-            try:
-                await asyncio.wait((poked, timer), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                poked.cancel()
-                timer.cancel()
-                await asyncio.gather(poked, timer, return_exceptions=True)
+            await self._first_of(self._poked.wait(), self._sleep(seconds))
         if not self._poked.is_set():
             return frozenset()
-        if not self._what & self.final:
-            await self._sleep(self.settle_s)
+        if not self._final_poked.is_set():
+            await self._first_of(self._final_poked.wait(), self._sleep(self.settle_s))
         what, self._what = frozenset(self._what), set()
         self._poked.clear()
+        self._final_poked.clear()
         return what
+
+    @staticmethod
+    async def _first_of(*waits: Awaitable[object]) -> None:
+        """Wait until the first of ``waits`` is done; cancel the others."""
+        tasks = [asyncio.ensure_future(wait) for wait in waits]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
