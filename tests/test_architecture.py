@@ -124,7 +124,9 @@ GRAPH_MODULES = graph_modules()
 def import_graph() -> dict[str, set[str]]:
     """Module -> the known modules it imports, anywhere in the file (functions and TYPE_CHECKING too).
 
-    ``from a.b import c`` counts as an import of ``a.b.c`` when that is a module, else of ``a.b``."""
+    ``from a.b import c`` counts as an import of ``a.b.c`` when that is a module, else of ``a.b``. The
+    parent packages Python runs on the way (``a/__init__.py``) are not counted: a package whose ``__init__``
+    re-exports its modules would otherwise be a circle with each of them."""
     graph: dict[str, set[str]] = {}
     for module, path in GRAPH_MODULES.items():
         package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
