@@ -11,8 +11,9 @@ from locksmithd.core.halt import Halt, decode_halt
 from locksmithd.etcd.lock import SemaphoreClient
 from harness.checker import Observation
 
-if TYPE_CHECKING:  # demo.py runs as __main__: importing it here would load a second copy
-    from demo import Fleet
+from demo_fleet import DemoFleet
+
+if TYPE_CHECKING:
     from demo_display import FleetView
 
 Watch = Callable[[Callable[["FleetView"], bool], str], Awaitable[None]]
@@ -112,7 +113,7 @@ def taken_after(history: list[Observation], revision: int) -> list[str]:
     return taken
 
 
-async def break_and_resume(fleet: Fleet, broken: BreakOutcome, watch: Watch,
+async def break_and_resume(fleet: DemoFleet, broken: BreakOutcome, watch: Watch,
                            ctl: Callable[..., Awaitable[str]]) -> None:
     """--break: the broken host takes a slot first, fails its check and halts the group; the others wait;
     the demo repairs the host and resumes; the rollout then waits for everyone as usual. ``watch(done, what)``

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from demo_break import BreakOutcome
-
-if TYPE_CHECKING:  # demo.py runs as __main__: importing it here would load a second copy
-    from demo import Fleet
+from demo_fleet import DemoFleet
 
 LOG_TAIL_LINES = 15
 
@@ -24,7 +21,7 @@ class Outcome:
     broken: BreakOutcome | None = None  # with --break
 
 
-def summary(fleet: Fleet, outcome: Outcome, status_text: str) -> list[str]:
+def summary(fleet: DemoFleet, outcome: Outcome, status_text: str) -> list[str]:
     """The closing report; also fills ``outcome.problems`` with reboot-count and safety failures."""
     lines = ["", "Summary", f"{'HOST':<10} {'REBOOTS':>7} {'REBOOTED AT':>12} {'BACK AT':>9} {'BOOTS':>6}"]
     for host in fleet.hosts:
@@ -52,7 +49,7 @@ def summary(fleet: Fleet, outcome: Outcome, status_text: str) -> list[str]:
     return lines
 
 
-def log_tails(fleet: Fleet) -> list[str]:
+def log_tails(fleet: DemoFleet) -> list[str]:
     """The last lines of the log of each host that did not reboot exactly once."""
     lines: list[str] = []
     for host in fleet.hosts:

@@ -20,6 +20,7 @@ from typing import IO, Protocol
 
 from harness.certs import Pki, make_pki
 from harness.etcd_metrics import grpc_requests_total, parse_prometheus
+from harness.etcd_spec import EtcdLaunchError, Spec, TlsConfig
 from harness.ports import LOOPBACK, free_port
 
 __all__ = ["EtcdAuth", "EtcdCluster", "EtcdLaunchError", "EtcdMember", "EtcdctlError", "TlsConfig",
@@ -36,20 +37,8 @@ _LOG_TAIL_LINES = 25
 _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-class EtcdLaunchError(RuntimeError):
-    """etcd did not start, or did not become healthy in time; the message ends with its log tail."""
-
-
 class EtcdctlError(RuntimeError):
     """An etcdctl command exited non-zero; the message holds its stderr."""
-
-
-@dataclass(frozen=True)
-class TlsConfig:
-    """Serve clients over https; ``pki`` is made under the data root when None."""
-
-    client_cert_auth: bool = False
-    pki: Pki | None = None
 
 
 @dataclass(frozen=True)
@@ -74,19 +63,6 @@ class _Process(Protocol):
     def wait(self, timeout: float | None = None) -> int: ...
 
 
-@dataclass(frozen=True)
-class _Spec:
-    """Settings shared by all members of one cluster."""
-
-    etcd_bin: str
-    token: str
-    initial_cluster: str
-    timing_ms: tuple[int, int]
-    tls: TlsConfig | None
-    extra_args: tuple[str, ...]
-    client_host: str = LOOPBACK
-
-
 class EtcdMember:
     """One etcd process with fixed ports and data dir that survive ``restart``."""
 
@@ -97,7 +73,7 @@ class EtcdMember:
         self.client_port = free_port()
         self.peer_port = free_port()
         self.metrics_port = free_port()
-        self._spec: _Spec | None = None
+        self._spec: Spec | None = None
         self._proc: _Process | None = None
         self._log: IO[bytes] | None = None
         self._paused = False
@@ -305,9 +281,9 @@ class EtcdCluster:
         for attempt in range(3):
             members = [EtcdMember(f"n{i}", root / f"n{i}-{run}.etcd", logs / f"n{i}-{run}.log")
                        for i in range(size)]
-            spec = _Spec(etcd_bin, f"locksmithd-test-{run}",
-                         ",".join(f"{m.name}={m.peer_url}" for m in members),
-                         timing, tls, tuple(extra_args), client_host)
+            spec = Spec(etcd_bin, f"locksmithd-test-{run}",
+                        ",".join(f"{m.name}={m.peer_url}" for m in members),
+                        timing, tls, tuple(extra_args), client_host)
             cluster = cls(members, root, owns_root, tls.pki if tls else None)
             for member in members:
                 member._spec = spec
@@ -452,7 +428,7 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "ETCDCTL_"))}
 
 
-def _spawn(args: list[str], log: IO[bytes], spec: _Spec) -> _Process:
+def _spawn(args: list[str], log: IO[bytes], spec: Spec) -> _Process:
     if Path(spec.etcd_bin).exists():
         return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 env=_clean_env(), start_new_session=True)

@@ -8,12 +8,9 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-from harness.etcd import EtcdLaunchError
-
-if TYPE_CHECKING:
-    from harness.etcd import _Spec
+from harness.etcd_spec import EtcdLaunchError, Spec
 
 DOCKER_IMAGE = "quay.io/coreos/etcd:v3.4.23"
 
@@ -21,7 +18,7 @@ DOCKER_IMAGE = "quay.io/coreos/etcd:v3.4.23"
 class DockerProcess:
     """Fallback when the etcd binary is missing: the same member in a host-network container."""
 
-    def __init__(self, args: list[str], log: IO[bytes], spec: _Spec) -> None:
+    def __init__(self, args: list[str], log: IO[bytes], spec: Spec) -> None:
         try:
             import docker  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
@@ -71,7 +68,7 @@ class DockerProcess:
         self._code = code
 
 
-def mount_dirs(args: list[str], spec: _Spec) -> set[str]:
+def mount_dirs(args: list[str], spec: Spec) -> set[str]:
     data_dir = Path(args[args.index("--data-dir") + 1])
     dirs = {str(data_dir.parent)}
     if spec.tls and spec.tls.pki:

@@ -22,8 +22,8 @@ from locksmithd.host.identity import DEFAULT_BOOT_ID_PATH, DEFAULT_MACHINE_ID_PA
 from locksmithd.host.statefile import DEFAULT_PATH as DEFAULT_STATE_FILE
 from locksmithd.settings import values
 from locksmithd.settings.raw import DEFAULT, RawSetting
-from locksmithd.strategies import ALIASES as STRATEGY_ALIASES
-from locksmithd.strategies import LABELS
+from locksmithd.core.strategy_labels import ALIASES as STRATEGY_ALIASES
+from locksmithd.core.strategy_labels import LABELS
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)

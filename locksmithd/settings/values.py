@@ -24,8 +24,8 @@ from locksmithd.core.schedule import WindowSpec, parse_windows
 from locksmithd.etcd.settings import Endpoint, check_readable_file, parse_endpoints, request_timeout_problem
 from locksmithd.host.identity import HOLDER_ID_MODES
 from locksmithd.settings.raw import RawSetting
-from locksmithd.strategies import ALIASES as STRATEGY_ALIASES
-from locksmithd.strategies import LABELS, resolve_label
+from locksmithd.core.strategy_labels import ALIASES as STRATEGY_ALIASES
+from locksmithd.core.strategy_labels import LABELS, resolve_label
 from locksmithd.core.health_policy import parse_check_dir, parse_system_states, parse_units
 from locksmithd.etcd.stale import StalePolicy, parse_stale_policy
 from locksmithd.observe.address import MetricsAddress, parse_metrics_address

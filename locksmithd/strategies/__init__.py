@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from locksmithd.core.strategy_labels import ALIASES, LABELS, resolve_label
 from locksmithd.strategies.base import RebootStrategy
 
 if TYPE_CHECKING:
@@ -51,20 +52,9 @@ def _fleet_lock(settings: DaemonSettings) -> RebootStrategy:
 
 REGISTRY: Mapping[str, Factory] = {"etcd-lock": _etcd_lock, "fleet-lock": _fleet_lock, "reboot": _reboot,
                                    "off": _off}
-"""Every strategy, by the label operators write in REBOOT_STRATEGY."""
+"""Every strategy's factory, by the label operators write in REBOOT_STRATEGY (``core.strategy_labels.LABELS``)."""
 
-# locksmith's legacy default meant "etcd-lock if etcd is configured, else reboot";
-# an endpoint is always configured here (it has a default), so it means etcd-lock.
-ALIASES: Mapping[str, str] = {"best-effort": "etcd-lock"}
-
-LABELS: tuple[str, ...] = tuple(REGISTRY)
-
-
-def resolve_label(text: str) -> str | None:
-    """The registry label ``text`` names (any case, aliases resolved), or None if it names none."""
-    label = text.strip().lower()
-    label = ALIASES.get(label, label)
-    return label if label in REGISTRY else None
+__all__ = ["ALIASES", "LABELS", "REGISTRY", "Factory", "make_strategy", "resolve_label"]
 
 
 def make_strategy(settings: DaemonSettings) -> RebootStrategy:
