@@ -15,7 +15,7 @@ from locksmithd import __version__
 from locksmithd.core.names import group_problem, printable
 from locksmithd.ctl.context import CtlContext, fail, handled, is_not_utf8, value_problem
 from locksmithd.errors import Aborted, ConfigError, ExitCode, InvalidName, LocksmithError, UsageError
-from locksmithd.etcd.settings import (
+from locksmithd.etcd.connection import (
     DEFAULT_ENDPOINT,
     DEFAULT_REQUEST_TIMEOUT_S,
     EtcdSettings,

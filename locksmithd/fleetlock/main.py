@@ -18,7 +18,7 @@ from locksmithd import __version__
 from locksmithd.core.duration import parse_duration
 from locksmithd.core.names import printable
 from locksmithd.errors import ConfigError, LocksmithError, UsageError
-from locksmithd.etcd.settings import (
+from locksmithd.etcd.connection import (
     DEFAULT_ENDPOINT,
     DEFAULT_REQUEST_TIMEOUT_S,
     EtcdSettings,

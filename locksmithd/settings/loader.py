@@ -12,7 +12,7 @@ from locksmithd.core.health_policy import HealthPolicy
 from locksmithd.core.schedule import Schedule, WindowSpec
 from locksmithd.core.window import parse_window_length, parse_window_start
 from locksmithd.errors import ConfigError
-from locksmithd.etcd.settings import EtcdSettings, validate_tls_and_auth
+from locksmithd.etcd.connection import EtcdSettings, validate_tls_and_auth
 from locksmithd.etcd.stale import StalePolicy
 from locksmithd.observe.address import MetricsAddress
 from locksmithd.host.identity import DEFAULT_MACHINE_ID_PATH, read_holder_id

@@ -21,7 +21,7 @@ from locksmithd.core.duration import format_duration, parse_duration
 from locksmithd.core.fleetlock_protocol import group_problem as fleetlock_group_problem
 from locksmithd.core.names import group_problem, name_problem
 from locksmithd.core.schedule import WindowSpec, parse_windows
-from locksmithd.etcd.settings import Endpoint, check_readable_file, parse_endpoints, request_timeout_problem
+from locksmithd.etcd.connection import Endpoint, check_readable_file, parse_endpoints, request_timeout_problem
 from locksmithd.host.identity import HOLDER_ID_MODES
 from locksmithd.settings.raw import RawSetting
 from locksmithd.strategies import ALIASES as STRATEGY_ALIASES

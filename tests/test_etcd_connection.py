@@ -1,4 +1,4 @@
-"""etcd settings shared by locksmithd and locksmithctl: TLS files, endpoints, credentials, key prefix.
+"""The etcd connection config and its checks: endpoints, TLS files, credentials, key prefix, timeout.
 
 Each misconfiguration is refused at start-up with one line naming the key and
 what is wrong (locksmithctl exit 2, locksmithd exit 3), before etcd is asked
@@ -21,7 +21,7 @@ from locksmithd.errors import ConfigError, ExitCode
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import semaphore_key
 from locksmithd.etcd.lock import SemaphoreClient
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoint, parse_endpoints, validate_tls_and_auth
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoint, parse_endpoints, validate_tls_and_auth
 from harness.certs import Pki, make_pki
 from harness.etcd import EtcdCluster
 

@@ -1,4 +1,4 @@
-"""Validated settings for reaching etcd, shared by locksmithd and locksmithctl."""
+"""The etcd connection config (endpoints, TLS, credentials, key prefix, timeout) and its parsing and checks."""
 
 from __future__ import annotations
 
