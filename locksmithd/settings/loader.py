@@ -292,7 +292,9 @@ def _etcd(fields: Mapping[str, Any], given: Mapping[str, RawSetting]) -> EtcdSet
     filled = dict(fields)
     apply_credential_files(filled, given.get(table.PASSWORD_FILE.key), given.get(table.PASSWORD.key),
                            given.get(table.CREDENTIALS_DIRECTORY.key))
-    return validate_tls_and_auth(EtcdSettings(**filled), ", ".join(where) or "defaults", "LOCKSMITHD_")
+    return validate_tls_and_auth(EtcdSettings(**filled), ", ".join(where) or "defaults",
+                                 {row.field.removeprefix("etcd."): row.key for row in SETTINGS
+                                  if row.field and row.field.startswith("etcd.")})
 
 
 def _schedule(given: Mapping[str, RawSetting], host_zone: Callable[[], tuple[tzinfo, str]]) -> Schedule | None:
