@@ -38,7 +38,7 @@ from harness.ports import free_port  # noqa: E402
 from locksmithd.etcd.client import EtcdStore  # noqa: E402
 from locksmithd.etcd.keys import waiters_prefix  # noqa: E402
 from locksmithd.etcd.lock import SemaphoreClient  # noqa: E402
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoints  # noqa: E402
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoints  # noqa: E402
 
 SERVER = str(Path(sys.executable).parent / "locksmithd-fleetlock")
 HEADERS = {"fleet-lock-protocol": "true"}

@@ -22,7 +22,7 @@ from harness.etcd import EtcdCluster  # noqa: E402
 from locksmithd.core.holder_record import new_record  # noqa: E402
 from locksmithd.etcd.client import EtcdStore  # noqa: E402
 from locksmithd.etcd.lock import SemaphoreClient  # noqa: E402
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoints  # noqa: E402
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoints  # noqa: E402
 from locksmithd.observe.group import read_group_figures  # noqa: E402
 
 SECONDS = 60.0

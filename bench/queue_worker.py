@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoints  # noqa: E402
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoints  # noqa: E402
 from locksmithd.etcd.client import EtcdStore  # noqa: E402
 from locksmithd.etcd.lock import SemaphoreClient  # noqa: E402
 from locksmithd.etcd.queue import GroupQueue, LeaseSession  # noqa: E402

@@ -34,7 +34,7 @@ from harness.fleet import SemaphoreMonitor  # noqa: E402
 from locksmithd.etcd.client import EtcdStore  # noqa: E402
 from locksmithd.etcd.keys import halt_key, waiter_holder, waiters_prefix  # noqa: E402
 from locksmithd.etcd.lock import SemaphoreClient  # noqa: E402
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoints  # noqa: E402
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoints  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "scale_worker.py"
 RESULTS = Path(__file__).resolve().parent / "results" / "scale.json"

@@ -27,7 +27,7 @@ from locksmithd.etcd.client import EtcdStore  # noqa: E402
 from locksmithd.etcd.lease import FAR_TTL_S, LeaseSession  # noqa: E402
 from locksmithd.etcd.lock import SemaphoreClient  # noqa: E402
 from locksmithd.etcd.queue import GroupQueue  # noqa: E402
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoints  # noqa: E402
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoints  # noqa: E402
 from locksmithd.etcd.store import Enqueued, Place, Snapshot, StoredKey  # noqa: E402
 from locksmithd.settings.loader import DaemonSettings  # noqa: E402
 

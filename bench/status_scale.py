@@ -21,7 +21,7 @@ from harness.etcd import EtcdCluster  # noqa: E402
 from locksmithd.etcd.client import EtcdStore  # noqa: E402
 from locksmithd.etcd.keys import waiter_key  # noqa: E402
 from locksmithd.etcd.lock import SemaphoreClient  # noqa: E402
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoints  # noqa: E402
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoints  # noqa: E402
 
 CTL = str(Path(sys.executable).parent / "locksmithctl")
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from locksmithd.core.halt import Halt
 from locksmithd.errors import LocksmithError
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoints
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.lock import SemaphoreClient
 from locksmithd.ctl.status_view import collect_status

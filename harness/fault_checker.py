@@ -7,7 +7,7 @@ import threading
 import time
 
 from locksmithd.errors import StoreError
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoints
 from locksmithd.etcd.client import EtcdStore, WatchEvent
 from harness.fleet import SemaphoreMonitor
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoints
 from locksmithd.etcd.keys import semaphore_key
 from locksmithd.core.update_status import NEED_REBOOT, UpdateStatus
 from harness.bus import PrivateBus

@@ -11,7 +11,7 @@ from typing import IO
 
 from harness.etcd import EtcdCluster
 from locksmithd.etcd.client import EtcdStore
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoints
 
 Arg = str | bytes
 

@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 
 from locksmithd.etcd.client import EtcdStore
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoints
 from locksmithd.fleetlock.server import FleetLockServer, ServerConfig
 
 HEADERS = {"fleet-lock-protocol": "true"}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from locksmithd.errors import CorruptDocument, ExitCode, SemaphoreFull, StoreDenied
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoints
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import semaphore_key
 from locksmithd.etcd.lock import SemaphoreClient

@@ -63,7 +63,7 @@ def test_a_bad_holder_record_is_refused_and_left_alone(etcd_node: EtcdCluster, k
     """A holder record with a mistyped deadline: status exits 8 naming it, one line, bytes unchanged."""
     from locksmithd.etcd.client import EtcdStore
     from locksmithd.etcd.keys import semaphore_key
-    from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+    from locksmithd.etcd.connection import EtcdSettings, parse_endpoints
 
     store = EtcdStore(EtcdSettings(endpoints=parse_endpoints(etcd_node.client_urls, "test", "endpoint")))
     key = semaphore_key("", key_prefix)

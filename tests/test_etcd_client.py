@@ -15,7 +15,7 @@ from locksmithd.core.history import HistoryEvent, decode_event
 from locksmithd.errors import GroupHalted
 from locksmithd.etcd.keys import history_prefix, waiter_key
 from locksmithd.etcd.lock import SemaphoreClient
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoints
 from locksmithd.etcd.store import ABSENT, MemoryStore
 from harness.etcd import EtcdCluster
 

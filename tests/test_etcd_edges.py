@@ -17,7 +17,7 @@ from locksmithd.errors import DocumentTooLarge, ExitCode
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import semaphore_key, waiters_prefix
 from locksmithd.etcd.queue import GroupQueue
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoint, parse_endpoints
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoint, parse_endpoints
 from harness.etcd import EtcdCluster, TlsConfig
 
 

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from locksmithd.errors import ExitCode
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import semaphore_key
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoints
 from locksmithd.observe.address import MetricsAddress, parse_metrics_address
 from harness.etcd import EtcdCluster
 from harness.fleet import HostOptions, SimulatedHost, wait_for

@@ -19,7 +19,7 @@ import pytest
 from etcd3 import etcdrpc
 
 from locksmithd.errors import AmbiguousWrite
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoints
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import waiter_key, waiters_prefix
 from locksmithd.etcd.lock import SemaphoreClient
@@ -127,7 +127,7 @@ class TestOrder:
 
 CRASHING_WAITER = """
 import asyncio, sys
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoints
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.queue import GroupQueue, LeaseSession
 from locksmithd.core.semaphore import decode

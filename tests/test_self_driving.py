@@ -22,7 +22,7 @@ from locksmithd.core.history import decode_event
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import halt_key, history_prefix
 from locksmithd.etcd.lock import SemaphoreClient
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoints
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoints
 
 CTL = [sys.executable, "-m", "locksmithd.ctl.main"]
 FAST = {"LOCKSMITHD_HEALTH_TIMEOUT": "4s", "LOCKSMITHD_RETRY_MAX": "2s"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from locksmithd.errors import ConfigError, ExitCode, IdentityError
-from locksmithd.etcd.settings import Endpoint
+from locksmithd.etcd.connection import Endpoint
 from locksmithd.settings import (
     DEFAULT_CONF_PATHS,
     DaemonSettings,

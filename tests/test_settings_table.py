@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from locksmithd import strategies
 from locksmithd.daemon.main import cli
 from locksmithd.errors import ConfigError
-from locksmithd.etcd.settings import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT_S, EtcdSettings
+from locksmithd.etcd.connection import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT_S, EtcdSettings
 from locksmithd.host.identity import DEFAULT_BOOT_ID_PATH
 from locksmithd.host.statefile import DEFAULT_PATH
 from locksmithd.settings import FLAGS, KNOWN_KEYS, SECRET_KEYS, SETTINGS, DaemonSettings, RawSetting, readme_table

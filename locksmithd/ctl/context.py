@@ -15,7 +15,7 @@ import click
 from locksmithd.core.names import name_problem, printable, shown_value
 from locksmithd.core.semaphore import MAX_SLOTS
 from locksmithd.errors import IdentityError, InvalidName, LocksmithError, UsageError
-from locksmithd.etcd.settings import EtcdSettings
+from locksmithd.etcd.connection import EtcdSettings
 
 if TYPE_CHECKING:  # the etcd client (grpc) is imported only by commands that need it
     from locksmithd.etcd.lock import SemaphoreClient

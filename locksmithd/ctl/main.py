@@ -15,16 +15,10 @@ from locksmithd import __version__
 from locksmithd.core.names import group_problem, printable
 from locksmithd.ctl.context import CtlContext, fail, handled, is_not_utf8, value_problem
 from locksmithd.errors import Aborted, ConfigError, ExitCode, InvalidName, LocksmithError, UsageError
-from locksmithd.etcd.settings import (
-    DEFAULT_ENDPOINT,
-    DEFAULT_REQUEST_TIMEOUT_S,
-    EtcdSettings,
-    parse_endpoints,
-    request_timeout_problem,
-    validate_tls_and_auth,
-)
+from locksmithd.etcd.connection import request_timeout_problem
 from locksmithd.host.identity import DEFAULT_MACHINE_ID_PATH
 from locksmithd.host.journal import quiet_grpc
+from locksmithd.settings.etcd_options import etcd_click_options, etcd_settings_from
 
 EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(
     f"  {code.value:>2}  {code.name.lower().replace('_', ' ')}" for code in ExitCode
@@ -63,18 +57,8 @@ class _LazyGroup(click.Group):
 # Each global option names its LOCKSMITHCTL_* variable; no automatic variables for command
 # options, so a stray LOCKSMITHCTL_RESET_YES cannot skip reset's confirmation.
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
-@click.option("--endpoint", "endpoints", multiple=True, envvar="LOCKSMITHCTL_ENDPOINT", metavar="URL",
-              help=f"etcd endpoint; repeat or comma-separate [default: {DEFAULT_ENDPOINT}]")
+@etcd_click_options("LOCKSMITHCTL_")
 @click.option("--group", default="", envvar="LOCKSMITHCTL_GROUP", help="reboot group [default: the default group]")
-@click.option("--etcd-cafile", envvar="LOCKSMITHCTL_ETCD_CAFILE", help="CA certificate for etcd TLS")
-@click.option("--etcd-certfile", envvar="LOCKSMITHCTL_ETCD_CERTFILE", help="client certificate for etcd TLS")
-@click.option("--etcd-keyfile", envvar="LOCKSMITHCTL_ETCD_KEYFILE", help="client key for etcd TLS")
-@click.option("--etcd-username", envvar="LOCKSMITHCTL_ETCD_USERNAME", help="etcd user name")
-@click.option("--etcd-password", envvar="LOCKSMITHCTL_ETCD_PASSWORD", help="etcd password (prefer the env variable)")
-@click.option("--etcd-key-prefix", default="", envvar="LOCKSMITHCTL_ETCD_KEY_PREFIX",
-              help="prefix before locksmith's key names (multi-tenant etcd)")
-@click.option("--etcd-timeout", default=DEFAULT_REQUEST_TIMEOUT_S, type=float, envvar="LOCKSMITHCTL_ETCD_TIMEOUT",
-              help="seconds per etcd request, 0.1 to 300 [default: 5]")
 @click.option("--machine-id-file", default=DEFAULT_MACHINE_ID_PATH, envvar="LOCKSMITHCTL_MACHINE_ID_FILE", hidden=True)
 @click.option("--holder-id", "holder_id_mode", type=click.Choice(["machine-id", "app-specific"]),
               default="machine-id", envvar="LOCKSMITHCTL_HOLDER_ID",
@@ -100,12 +84,7 @@ def cli(ctx: click.Context, endpoints: tuple[str, ...], group: str, etcd_cafile:
         raise UsageError(f"{_option_label(ctx, 'etcd_timeout')} {etcd_timeout!r}: {problem}")
     source = "command line or LOCKSMITHCTL_* environment"
     try:  # a bad option value is a usage error for the CLI
-        parsed = parse_endpoints(endpoints or (DEFAULT_ENDPOINT,), source, "LOCKSMITHCTL_ENDPOINT")
-        settings = validate_tls_and_auth(EtcdSettings(
-            endpoints=parsed,
-            cafile=etcd_cafile or None, certfile=etcd_certfile or None, keyfile=etcd_keyfile or None,
-            username=etcd_username or None, password=etcd_password or None,
-            key_prefix=etcd_key_prefix, request_timeout_s=etcd_timeout), source, "LOCKSMITHCTL_")
+        settings = etcd_settings_from(ctx.params, source, "LOCKSMITHCTL_")
     except ConfigError as error:
         raise UsageError(error.message) from error
     if etcd_password and ctx.get_parameter_source("etcd_password") is ParameterSource.COMMANDLINE:

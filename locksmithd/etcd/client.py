@@ -36,7 +36,7 @@ from etcd3 import etcdrpc
 from locksmithd.errors import AmbiguousWrite, LeaseLost, StoreDenied, StoreError, StoreUnavailable
 from locksmithd.etcd.grpc_errors import Action, classify
 from locksmithd.etcd.keys import prefix_end
-from locksmithd.etcd.settings import Endpoint, EtcdSettings
+from locksmithd.etcd.connection import Endpoint, EtcdSettings
 from locksmithd.etcd.store import Enqueued, Place, Snapshot, StoredKey, Versioned
 from locksmithd.etcd.watch import RangeWatch, WatchEvent, WatchStream
 

@@ -18,17 +18,10 @@ from locksmithd import __version__
 from locksmithd.core.duration import parse_duration
 from locksmithd.core.names import printable
 from locksmithd.errors import ConfigError, LocksmithError, UsageError
-from locksmithd.etcd.settings import (
-    DEFAULT_ENDPOINT,
-    DEFAULT_REQUEST_TIMEOUT_S,
-    EtcdSettings,
-    check_readable_file,
-    parse_endpoints,
-    request_timeout_problem,
-    validate_tls_and_auth,
-)
+from locksmithd.etcd.connection import check_readable_file, request_timeout_problem
 from locksmithd.fleetlock.server import DEFAULT_MAX_CONNECTIONS, FleetLockServer, ServerConfig
 from locksmithd.host.journal import OneLine, quiet_grpc
+from locksmithd.settings.etcd_options import etcd_click_options, etcd_settings_from
 
 ENV = "LOCKSMITHD_FLEETLOCK_"
 SOURCE = "command line or LOCKSMITHD_FLEETLOCK_* environment"
@@ -84,15 +77,7 @@ def check_open_files(max_connections: int) -> None:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LOCKSMITHD_FLEETLOCK"})
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT", help="address to serve on")
-@click.option("--endpoint", "endpoints", multiple=True, metavar="URL", envvar=f"{ENV}ENDPOINT",
-              help=f"etcd endpoint; repeat or comma-separate [default: {DEFAULT_ENDPOINT}]")
-@click.option("--etcd-cafile", help="CA certificate for etcd TLS")
-@click.option("--etcd-certfile", help="client certificate for etcd TLS")
-@click.option("--etcd-keyfile", help="client key for etcd TLS")
-@click.option("--etcd-username", help="etcd user name")
-@click.option("--etcd-password", help="etcd password (prefer the env variable)")
-@click.option("--etcd-key-prefix", default="", help="prefix before locksmith's key names (multi-tenant etcd)")
-@click.option("--etcd-timeout", default=DEFAULT_REQUEST_TIMEOUT_S, type=float, help="seconds per etcd request")
+@etcd_click_options(ENV)
 @click.option("--grace", default=DEFAULT_GRACE, show_default=True,
               help="how long a queued client keeps its place (and the head its free slot) after its last request "
                    "(at least 2/3 of it; keep it above 1.5x the clients' poll interval)")
@@ -124,24 +109,13 @@ def cli(listen: str, endpoints: tuple[str, ...], etcd_cafile: str | None, etcd_c
         raise UsageError(f"--etcd-timeout {etcd_timeout!r}: {problem}")
     request_timeout = check_request_timeout(request_timeout)
     grace_s = parse_grace(grace)
-    etcd = _etcd_settings(endpoints, etcd_cafile, etcd_certfile, etcd_keyfile, etcd_username, etcd_password,
-                          etcd_key_prefix, etcd_timeout)
+    etcd = etcd_settings_from(click.get_current_context().params, SOURCE, ENV)  # checked like locksmithctl's
     cert, key, client_ca = _tls_files(tls_cert, tls_key, tls_client_ca)
     check_open_files(max_connections)
     config = ServerConfig(etcd=etcd, host=host, port=port, grace_s=grace_s, max_concurrent=max_concurrent,
                           max_connections=max_connections, request_timeout_s=request_timeout,
                           tls_cert=cert, tls_key=key, tls_client_ca=client_ca)
     asyncio.run(_serve(config))
-
-
-def _etcd_settings(endpoints: tuple[str, ...], cafile: str | None, certfile: str | None, keyfile: str | None,
-                   username: str | None, password: str | None, key_prefix: str, timeout_s: float) -> EtcdSettings:
-    """The etcd settings, checked like locksmithctl's (same rules, same messages)."""
-    parsed = parse_endpoints(endpoints or (DEFAULT_ENDPOINT,), SOURCE, f"{ENV}ENDPOINT")
-    return validate_tls_and_auth(EtcdSettings(
-        endpoints=parsed, cafile=cafile or None, certfile=certfile or None, keyfile=keyfile or None,
-        username=username or None, password=password or None, key_prefix=key_prefix,
-        request_timeout_s=timeout_s), SOURCE, ENV)
 
 
 def _tls_files(cert: str | None, key: str | None,

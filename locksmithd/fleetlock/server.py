@@ -41,7 +41,7 @@ from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import semaphore_key
 from locksmithd.etcd.lease_clock import LeaseClock
 from locksmithd.etcd.remote_waiter import Granted, RemoteWaiter
-from locksmithd.etcd.settings import EtcdSettings
+from locksmithd.etcd.connection import EtcdSettings
 from locksmithd.fleetlock.connections import (
     BODY_ERRORS,
     CLIENT_KEY,

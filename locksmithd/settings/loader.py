@@ -12,7 +12,7 @@ from locksmithd.core.health_policy import HealthPolicy
 from locksmithd.core.schedule import Schedule, WindowSpec
 from locksmithd.core.window import parse_window_length, parse_window_start
 from locksmithd.errors import ConfigError
-from locksmithd.etcd.settings import EtcdSettings, validate_tls_and_auth
+from locksmithd.etcd.connection import EtcdSettings, validate_tls_and_auth
 from locksmithd.etcd.stale import StalePolicy
 from locksmithd.observe.address import MetricsAddress
 from locksmithd.host.identity import DEFAULT_MACHINE_ID_PATH, read_holder_id
@@ -292,7 +292,9 @@ def _etcd(fields: Mapping[str, Any], given: Mapping[str, RawSetting]) -> EtcdSet
     filled = dict(fields)
     apply_credential_files(filled, given.get(table.PASSWORD_FILE.key), given.get(table.PASSWORD.key),
                            given.get(table.CREDENTIALS_DIRECTORY.key))
-    return validate_tls_and_auth(EtcdSettings(**filled), ", ".join(where) or "defaults", "LOCKSMITHD_")
+    return validate_tls_and_auth(EtcdSettings(**filled), ", ".join(where) or "defaults",
+                                 {row.field.removeprefix("etcd."): row.key for row in SETTINGS
+                                  if row.field and row.field.startswith("etcd.")})
 
 
 def _schedule(given: Mapping[str, RawSetting], host_zone: Callable[[], tuple[tzinfo, str]]) -> Schedule | None:

@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 from locksmithd.core.duration import format_duration
 from locksmithd.core.health_policy import DEFAULT_RECHECK_INTERVAL_S
 from locksmithd.errors import ConfigError, IdentityError
-from locksmithd.etcd.settings import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT_S, without_password
+from locksmithd.etcd.connection import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT_S, without_password
 from locksmithd.host.identity import DEFAULT_BOOT_ID_PATH, DEFAULT_MACHINE_ID_PATH
 from locksmithd.host.statefile import DEFAULT_PATH as DEFAULT_STATE_FILE
 from locksmithd.settings import values

@@ -13,15 +13,14 @@ import shlex
 import stat
 from collections.abc import Callable
 from datetime import timedelta, tzinfo
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
 
 from locksmithd.core.duration import format_duration, parse_duration
 from locksmithd.core.fleetlock_protocol import group_problem as fleetlock_group_problem
 from locksmithd.core.names import group_problem, name_problem
-from locksmithd.core.schedule import WindowSpec, parse_windows
-from locksmithd.etcd.settings import Endpoint, check_readable_file, parse_endpoints, request_timeout_problem
+from locksmithd.etcd.connection import Endpoint, check_readable_file, parse_endpoints, request_timeout_problem
 from locksmithd.host.identity import HOLDER_ID_MODES
 from locksmithd.settings.raw import RawSetting
 from locksmithd.core.strategy_labels import ALIASES as STRATEGY_ALIASES
@@ -29,6 +28,9 @@ from locksmithd.core.strategy_labels import LABELS, resolve_label
 from locksmithd.core.health_policy import parse_check_dir, parse_system_states, parse_units
 from locksmithd.etcd.stale import StalePolicy, parse_stale_policy
 from locksmithd.observe.address import MetricsAddress, parse_metrics_address
+
+if TYPE_CHECKING:
+    from locksmithd.core.schedule import WindowSpec
 
 MAX_INTERVAL = timedelta(hours=24)
 """Longest login delay, recheck interval or retry pause: beyond a day they only hide a typo."""
@@ -327,6 +329,8 @@ def windows(raw: RawSetting) -> tuple[WindowSpec, ...] | None:
     """Reboot windows ("Mon-Fri 03:00 1h; Sat,Sun 22:30 90m"), or None when empty."""
     if raw.value.strip() == "":
         return None
+    from locksmithd.core.schedule import parse_windows  # here: locksmithctl's etcd options need no schedules
+
     return parse_windows(raw.value)
 
 

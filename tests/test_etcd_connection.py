@@ -1,4 +1,4 @@
-"""etcd settings shared by locksmithd and locksmithctl: TLS files, endpoints, credentials, key prefix.
+"""The etcd connection config and its checks: endpoints, TLS files, credentials, key prefix, timeout.
 
 Each misconfiguration is refused at start-up with one line naming the key and
 what is wrong (locksmithctl exit 2, locksmithd exit 3), before etcd is asked
@@ -21,7 +21,9 @@ from locksmithd.errors import ConfigError, ExitCode
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import semaphore_key
 from locksmithd.etcd.lock import SemaphoreClient
-from locksmithd.etcd.settings import EtcdSettings, parse_endpoint, parse_endpoints, validate_tls_and_auth
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoint, parse_endpoints, validate_tls_and_auth
+
+X_KEYS = {name: f"X_ETCD_{name.upper()}" for name in ("cafile", "certfile", "keyfile", "username", "password", "key_prefix")}
 from harness.certs import Pki, make_pki
 from harness.etcd import EtcdCluster
 
@@ -226,7 +228,7 @@ def test_names_and_credentials_are_checked(change: Callable[[EtcdSettings], Etcd
                                            problem: str) -> None:
     """Prefix, username and password that cannot travel to etcd are refused, naming the key."""
     with pytest.raises(ConfigError) as info:
-        validate_tls_and_auth(change(VALID), "test", "X_")
+        validate_tls_and_auth(change(VALID), "test", X_KEYS)
     assert info.value.key == f"X_{key}" and problem in info.value.problem
     assert "p\udcff" not in str(info.value)
 
@@ -234,7 +236,7 @@ def test_names_and_credentials_are_checked(change: Callable[[EtcdSettings], Etcd
 def test_valid_prefixes_and_ipv6_endpoints_are_accepted() -> None:
     """"" and "tenant/" are fine prefixes; IPv6 literals keep their brackets in the URL."""
     for prefix in ("", "tenant/", "t-1a2b3c4d/"):
-        validate_tls_and_auth(EtcdSettings(key_prefix=prefix), "test", "X_")
+        validate_tls_and_auth(EtcdSettings(key_prefix=prefix), "test", X_KEYS)
     endpoint = parse_endpoint("https://[2001:db8::1]:2379", "test", "X_ENDPOINT")
     assert (endpoint.host, endpoint.url_host, endpoint.url) == ("2001:db8::1", "[2001:db8::1]",
                                                                 "https://[2001:db8::1]:2379")

@@ -1,10 +1,11 @@
-"""Validated settings for reaching etcd, shared by locksmithd and locksmithctl."""
+"""The etcd connection config (endpoints, TLS, credentials, key prefix, timeout) and its parsing and checks."""
 
 from __future__ import annotations
 
 import os
 import ssl
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -177,7 +178,7 @@ def _file_type(mode: int) -> str:
     return "not a file"
 
 
-def validate_tls_and_auth(settings: EtcdSettings, source: str, prefix: str) -> EtcdSettings:
+def validate_tls_and_auth(settings: EtcdSettings, source: str, keys: Mapping[str, str]) -> EtcdSettings:
     """Check the TLS files, credentials and key prefix of ``settings`` fit together.
 
     A CA file alone is valid (server-authenticated TLS). A client certificate
@@ -185,54 +186,56 @@ def validate_tls_and_auth(settings: EtcdSettings, source: str, prefix: str) -> E
     files with a plain-http endpoint are refused (they would be ignored and
     the traffic sent in clear). Each file must be a readable regular file
     and parse: the CA file as PEM certificates, the certificate and key as a
-    matching unencrypted pair. Raises ConfigError naming the key.
+    matching unencrypted pair. Raises ConfigError naming the key: ``keys`` maps
+    each field (``cafile``, ``certfile``, ``keyfile``, ``username``, ``password``,
+    ``key_prefix``) to the setting key that gave it, as the caller spells it.
     """
-    for name, path in (("CAFILE", settings.cafile), ("CERTFILE", settings.certfile), ("KEYFILE", settings.keyfile)):
-        check_readable_file(path, source, f"{prefix}ETCD_{name}")
+    for name, path in (("cafile", settings.cafile), ("certfile", settings.certfile), ("keyfile", settings.keyfile)):
+        check_readable_file(path, source, keys[name])
     if bool(settings.certfile) != bool(settings.keyfile):
-        key = f"{prefix}ETCD_KEYFILE" if settings.certfile else f"{prefix}ETCD_CERTFILE"
+        key = keys["keyfile"] if settings.certfile else keys["certfile"]
         raise ConfigError(source, key, "", "a client certificate and its key must be given together")
     if (settings.certfile or any(ep.secure for ep in settings.endpoints)) and not settings.cafile:
-        raise ConfigError(source, f"{prefix}ETCD_CAFILE", "", "https endpoints and client certificates need a CA file")
+        raise ConfigError(source, keys["cafile"], "", "https endpoints and client certificates need a CA file")
     if bool(settings.username) != bool(settings.password):
-        key = f"{prefix}ETCD_PASSWORD" if settings.username else f"{prefix}ETCD_USERNAME"
+        key = keys["password"] if settings.username else keys["username"]
         raise ConfigError(source, key, "", "a username and a password must be given together")
     plain = [ep.url for ep in settings.endpoints if not ep.secure]
     if settings.cafile and plain:
-        raise ConfigError(source, f"{prefix}ETCD_CAFILE", settings.cafile,
+        raise ConfigError(source, keys["cafile"], settings.cafile,
                           f"TLS files are set but endpoint {plain[0]} is plain http, where they would be ignored "
                           "and the traffic sent in clear; refused: use https:// endpoints or unset the TLS files")
-    _check_tls_contents(settings, source, prefix)
-    _check_credentials(settings, source, prefix)
-    _check_key_prefix(settings.key_prefix, source, f"{prefix}ETCD_KEY_PREFIX")
+    _check_tls_contents(settings, source, keys)
+    _check_credentials(settings, source, keys)
+    _check_key_prefix(settings.key_prefix, source, keys["key_prefix"])
     return settings
 
 
-def _check_tls_contents(settings: EtcdSettings, source: str, prefix: str) -> None:
+def _check_tls_contents(settings: EtcdSettings, source: str, keys: Mapping[str, str]) -> None:
     """Parse the TLS files as gRPC will, so a bad one is a configuration error, not "etcd unavailable"."""
     if settings.cafile:
         try:
             ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=settings.cafile)
         except (ssl.SSLError, OSError, ValueError) as exc:
-            raise ConfigError(source, f"{prefix}ETCD_CAFILE", settings.cafile,
+            raise ConfigError(source, keys["cafile"], settings.cafile,
                               f"holds no PEM certificate ({_ssl_reason(exc)})") from exc
     if not (settings.certfile and settings.keyfile):
         return
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=settings.certfile)
     except (ssl.SSLError, OSError, ValueError) as exc:
-        raise ConfigError(source, f"{prefix}ETCD_CERTFILE", settings.certfile,
+        raise ConfigError(source, keys["certfile"], settings.certfile,
                           f"holds no PEM certificate ({_ssl_reason(exc)})") from exc
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(settings.certfile, settings.keyfile,
                                                                 password=_refuse_encrypted_key)
     except _EncryptedKey as exc:
-        raise ConfigError(source, f"{prefix}ETCD_KEYFILE", settings.keyfile,
+        raise ConfigError(source, keys["keyfile"], settings.keyfile,
                           "key is encrypted; etcd's client needs an unencrypted key") from exc
     except (ssl.SSLError, OSError, ValueError) as exc:
         problem = (f"does not match the certificate in {settings.certfile}"
                    if "KEY_VALUES_MISMATCH" in str(exc) else f"holds no PEM private key ({_ssl_reason(exc)})")
-        raise ConfigError(source, f"{prefix}ETCD_KEYFILE", settings.keyfile, problem) from exc
+        raise ConfigError(source, keys["keyfile"], settings.keyfile, problem) from exc
 
 
 class _EncryptedKey(Exception):
@@ -248,13 +251,13 @@ def _ssl_reason(exc: BaseException) -> str:
     return str(reason).lower().replace("_", " ") if reason else str(exc) or type(exc).__name__
 
 
-def _check_credentials(settings: EtcdSettings, source: str, prefix: str) -> None:
+def _check_credentials(settings: EtcdSettings, source: str, keys: Mapping[str, str]) -> None:
     if settings.username and any(not c.isprintable() and c != " " for c in settings.username):
         broken = any(0xD800 <= ord(c) <= 0xDFFF for c in settings.username)
-        raise ConfigError(source, f"{prefix}ETCD_USERNAME", settings.username,
+        raise ConfigError(source, keys["username"], settings.username,
                           "username is not valid UTF-8" if broken else "username contains a control character")
     if settings.password and any(not c.isprintable() and c != " " for c in settings.password):
-        raise ConfigError(source, f"{prefix}ETCD_PASSWORD", "(not shown)",
+        raise ConfigError(source, keys["password"], "(not shown)",
                           "password is not valid UTF-8 or contains control characters")
 
 
