@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "locksmithd"
-EDGES = ("etcd", "bus", "host", "sources")
+EDGES = ("etcd", "bus", "host")
+# sources/ sit above the edges: a source may listen on the bus (update_engine) or run a command (host/).
+SOURCES = "sources"
 ENTRY_POINTS = ("daemon", "ctl", "fleetlock")
 # What the pure core may not touch: I/O, processes, the clock, the network, dependencies.
 IMPURE = {"os", "socket", "subprocess", "time", "asyncio", "threading", "fcntl", "shutil", "signal",
@@ -243,7 +245,7 @@ def test_settings_import_no_strategy_edge_or_entry_point() -> None:
             if area(name) in ("etcd", "bus", "host") and (module, name) in SETTINGS_EDGE_DEBT:
                 seen.add((module, name))
                 continue
-            assert area(name) not in EDGES + ENTRY_POINTS + ("strategies",), f"{module} imports {name}"
+            assert area(name) not in EDGES + ENTRY_POINTS + ("strategies", SOURCES), f"{module} imports {name}"
     assert seen == set(SETTINGS_EDGE_DEBT), f"paid debts to strike from the list: {set(SETTINGS_EDGE_DEBT) - seen}"
 
 
@@ -290,3 +292,23 @@ def test_strategy_labels_match_the_registry() -> None:
 
     assert tuple(strategies.REGISTRY) == strategy_labels.LABELS
     assert set(strategy_labels.ALIASES.values()) <= set(strategy_labels.LABELS)
+
+
+@pytest.mark.parametrize(("module", "path"), [m for m in ALL if area(m[0]) == SOURCES], ids=lambda v: str(v))
+def test_sources_use_core_and_edges_only(module: str, path: Path) -> None:
+    """A source imports core/, errors, edges and sources/: never settings/ (it is handed its settings),
+    a strategy, observe/ or an entry point."""
+    for name in imports_of(path, module):
+        if name.startswith("locksmithd."):
+            assert area(name) in ("core", "errors", SOURCES) + EDGES, f"{module} imports {name}"
+
+
+def test_source_names_match_the_registry() -> None:
+    """The source names settings/ parses and describes are exactly the sources that have a factory, and each
+    source module names itself."""
+    from locksmithd.settings import table
+    from locksmithd.sources.registry import registry
+
+    kinds = registry()
+    assert set(kinds) == set(table.SOURCE_KINDS) == {"update-engine", "reboot-required", "command"}
+    assert all(kind.name == name for name, kind in kinds.items())

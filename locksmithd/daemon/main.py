@@ -26,7 +26,6 @@ from locksmithd.settings import COMMAND_LINE, FLAGS, KNOWN_KEYS, Setting
 if TYPE_CHECKING:  # imported lazily at run time: --help and config errors need neither D-Bus nor etcd
     from dbus_fast.aio import MessageBus
 
-    from locksmithd.core.update_status import UpdateStatus
     from locksmithd.host.journal import Notifier
     from locksmithd.host.journal_events import JournalFields
     from locksmithd.host.statefile import CoordinatorFile
@@ -210,7 +209,6 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
     """Watch update_engine and run the state machine; cancelling ``main`` stops both cleanly."""
     from locksmithd.bus.logind import LogindClient
     from locksmithd.bus.systemd import SystemdChanges, SystemdClient
-    from locksmithd.bus.update_engine import UpdateEngineWatcher
     from locksmithd.daemon.boot_id import resolve_boot_id
     from locksmithd.daemon.health import HealthGateOnWallClock
     from locksmithd.daemon.hooks import Hooks
@@ -219,7 +217,7 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
     from locksmithd.daemon.supervise import Supervisor, watchdog_interval_s
     from locksmithd.host.wall import reboot_notice, write_to_terminals
 
-    from locksmithd.daemon.sources import RebootNeed, Source, UpdateEngineSource, make_sources, start_sources
+    from locksmithd.daemon.sources import RebootNeed, Source, make_sources, start_sources
 
     observers = Observers(settings, strategy)
     if journal is not None:  # one structured entry per event, with a fixed MESSAGE_ID (journal only)
@@ -227,15 +225,7 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
 
         observers.add_listener(journal_listener(journal))
     need = RebootNeed(strategy, observers.event)  # the one emitter of "reboot-needed"
-    update_engine_needs = need.of("update-engine")
-
-    def on_status(status: UpdateStatus) -> None:
-        log.debug("update_engine status: %s", status.current_operation)
-        if status.needs_reboot:
-            update_engine_needs("update-engine" + (f": version {status.new_version}" if status.new_version else ""))
-
-    watcher = UpdateEngineWatcher(on_status)
-    sources = make_sources(settings, need, UpdateEngineSource(watcher, bus), command_env)
+    sources = make_sources(settings, need, bus, command_env)
     started: list[Source] = []
     logind = LogindClient(bus)
     daemon = Daemon(

@@ -4,31 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from locksmithd.core.health_policy import CommandResult
 from locksmithd.errors import ConfigError, LocksmithError
 from locksmithd.settings import table
+from locksmithd.sources.base import Source as Source  # re-exported: what make_sources returns
 
 if TYPE_CHECKING:
     from dbus_fast.aio import MessageBus
 
-    from locksmithd.bus.update_engine import UpdateEngineWatcher
     from locksmithd.settings import DaemonSettings
     from locksmithd.strategies.base import RebootStrategy
 
 log = logging.getLogger("locksmithd")
 
-MAX_CHECK_TIMEOUT_S = 300.0  # the check command may run for its interval, at most 5 minutes
 MAX_REASON_CHARS = 1000
-
-
-class Source(Protocol):
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 def bounded_reason(reason: str) -> str:
@@ -68,38 +60,16 @@ class RebootNeed:
         return partial(self.needed, source)
 
 
-def reboot_check_runner(env: Mapping[str, str]) -> Callable[[Sequence[str], float], Awaitable[CommandResult]]:
-    """The check command through the daemon's one command runner (safe place, process group, timeout,
-    bounded output), with ``env``."""
-    from locksmithd.host.commands import run_command
-
-    async def run(argv: Sequence[str], timeout_s: float) -> CommandResult:
-        return await run_command(argv[0], timeout_s, args=argv[1:], what="reboot check", env=env)
-
-    return run
-
-
-def make_sources(settings: DaemonSettings, need: RebootNeed, update_engine: Source,
+def make_sources(settings: DaemonSettings, need: RebootNeed, bus: MessageBus,
                  command_env: Mapping[str, str]) -> list[tuple[str, Source]]:
     """The sources ``settings`` names, in its order, not started; each tells ``need`` under its own name, and a
     command runs with ``command_env``."""
-    from locksmithd.host.commands import unsafe_place
-    from locksmithd.sources.check_command import CheckCommandSource
-    from locksmithd.sources.reboot_required import RebootRequiredWatcher
+    from locksmithd.sources.base import SourceContext
+    from locksmithd.sources.registry import registry
 
-    sources: list[tuple[str, Source]] = []
-    for name in settings.reboot_sources:
-        if name == "update-engine":
-            sources.append((name, update_engine))
-        elif name == "reboot-required":
-            sources.append((name, RebootRequiredWatcher(settings.reboot_required_file, need.of(name))))
-        else:
-            assert name == "command" and settings.reboot_check_command is not None  # checked by the loader
-            timeout_s = min(settings.reboot_check_interval_s, MAX_CHECK_TIMEOUT_S)
-            sources.append((name, CheckCommandSource(settings.reboot_check_command, settings.reboot_check_interval_s,
-                                                     need.of(name), reboot_check_runner(command_env),
-                                                     timeout_s=timeout_s, unsafe=unsafe_place)))
-    return sources
+    kinds = registry()
+    return [(name, kinds[name].make(SourceContext(settings, need.of(name), bus, command_env)))
+            for name in settings.reboot_sources]
 
 
 async def start_sources(sources: Sequence[tuple[str, Source]], started: list[Source]) -> None:
@@ -120,17 +90,3 @@ async def start_sources(sources: Sequence[tuple[str, Source]], started: list[Sou
     if not started:
         names = ",".join(name for name, _ in sources)
         raise ConfigError("start-up", table.SOURCES.key, names, "none of the reboot sources could start")
-
-
-class UpdateEngineSource:
-    """The update_engine watcher as a source: it starts on the daemon's bus."""
-
-    def __init__(self, watcher: UpdateEngineWatcher, bus: MessageBus) -> None:
-        self.watcher = watcher
-        self.bus = bus
-
-    async def start(self) -> None:
-        await self.watcher.start(self.bus)
-
-    async def stop(self) -> None:
-        await self.watcher.stop()

@@ -193,9 +193,17 @@ FLEETLOCK_GROUP = Setting("LOCKSMITHD_FLEETLOCK_GROUP", values.fleetlock_group,
 METRICS_ADDRESS = Setting("LOCKSMITHD_METRICS_ADDRESS", values.metrics_address,
                           "serve Prometheus metrics at `/metrics` on `host:port` (e.g. `127.0.0.1:9474`) or "
                           "`unix:/path`; empty: off", "metrics_address", "", "(off)", flag="--metrics-address")
-SOURCES = Setting("LOCKSMITHD_SOURCES", values.reboot_sources,
-                  "where \"a reboot is needed\" comes from, comma-separated: `update-engine` (D-Bus signal), "
-                  "`reboot-required` (the file below appears), `command` (the check command exits 1)",
+# Every source of "a reboot is needed": {its name in LOCKSMITHD_SOURCES: what makes it say so}. The factories
+# are the modules of sources/ (sources/registry.py), keyed by these names (a test keeps the two equal); a new
+# source adds its entry here and its own rows below.
+SOURCE_KINDS: Mapping[str, str] = {
+    "update-engine": "D-Bus signal",
+    "reboot-required": "the file below appears",
+    "command": "the check command exits 1",
+}
+SOURCES = Setting("LOCKSMITHD_SOURCES", values.reboot_sources(tuple(SOURCE_KINDS)),
+                  "where \"a reboot is needed\" comes from, comma-separated: "
+                  + ", ".join(f"`{name}` ({what})" for name, what in SOURCE_KINDS.items()),
                   "reboot_sources", "update-engine", flag="--sources")
 REBOOT_REQUIRED_FILE = Setting("LOCKSMITHD_REBOOT_REQUIRED_FILE", values.absolute_path,
                                "the file of source `reboot-required` (its directory is watched with inotify; "

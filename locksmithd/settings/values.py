@@ -11,7 +11,7 @@ import os
 import re
 import shlex
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta, tzinfo
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -346,18 +346,19 @@ def time_zone(raw: RawSetting) -> tuple[tzinfo, str] | None:
                          "or UTC (see timedatectl list-timezones)") from None
 
 
-SOURCE_NAMES = ("update-engine", "reboot-required", "command")
+def reboot_sources(names: Sequence[str]) -> Callable[[RawSetting], tuple[str, ...]]:
+    """The parser of comma-separated source names among ``names``, each once, at least one."""
 
+    def parse(raw: RawSetting) -> tuple[str, ...]:
+        given = [name.strip().lower() for name in raw.value.split(",") if name.strip()]
+        if not given:
+            raise ValueError(f"no source given; use one or more of {', '.join(names)}")
+        for name in given:
+            if name not in names:
+                raise ValueError(f"unknown source {name!r}; use one or more of {', '.join(names)}")
+        return tuple(dict.fromkeys(given))
 
-def reboot_sources(raw: RawSetting) -> tuple[str, ...]:
-    """Comma-separated source names, each once, at least one."""
-    names = [name.strip().lower() for name in raw.value.split(",") if name.strip()]
-    if not names:
-        raise ValueError(f"no source given; use one or more of {', '.join(SOURCE_NAMES)}")
-    for name in names:
-        if name not in SOURCE_NAMES:
-            raise ValueError(f"unknown source {name!r}; use one or more of {', '.join(SOURCE_NAMES)}")
-    return tuple(dict.fromkeys(names))
+    return parse
 
 
 def absolute_path(raw: RawSetting) -> str:

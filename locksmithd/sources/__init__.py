@@ -1,1 +1,4 @@
-"""Sources of "a reboot is needed" besides update_engine: the reboot-required file and a check command."""
+"""Sources of "a reboot is needed", one module each (update_engine, the reboot-required file, a check command).
+
+The registry is ``sources/registry.py``; what a source is, ``sources/base.py``.
+"""

@@ -6,16 +6,18 @@ import asyncio
 import logging
 import random
 import shutil
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from locksmithd.core.backoff import Backoff
 from locksmithd.core.health_policy import CommandResult
 from locksmithd.core.names import printable
 from locksmithd.errors import ConfigError
+from locksmithd.sources.base import Source, SourceContext, SourceKind
 
 log = logging.getLogger("locksmithd.sources")
 
 NEEDED, NOT_NEEDED = 1, 0
+MAX_CHECK_TIMEOUT_S = 300.0  # the check command may run for its interval, at most 5 minutes
 JITTER = 0.1  # each pause is the interval plus or minus this fraction: a fleet does not run it in step
 RunCommand = Callable[[Sequence[str], float], Awaitable[CommandResult]]
 
@@ -97,3 +99,28 @@ def _outcome(result: CommandResult) -> str:
     if result.timed_out:
         return f"timed out after {result.timeout_s:.0f}s"
     return f"exit {result.exit_code}"
+
+
+def reboot_check_runner(env: Mapping[str, str]) -> RunCommand:
+    """The check command through the daemon's one command runner (safe place, process group, timeout,
+    bounded output), with ``env``."""
+    from locksmithd.host.commands import run_command
+
+    async def run(argv: Sequence[str], timeout_s: float) -> CommandResult:
+        return await run_command(argv[0], timeout_s, args=argv[1:], what="reboot check", env=env)
+
+    return run
+
+
+def make(context: SourceContext) -> Source:
+    """The check command of LOCKSMITHD_REBOOT_CHECK_COMMAND, every LOCKSMITHD_REBOOT_CHECK_INTERVAL."""
+    from locksmithd.host.commands import unsafe_place
+
+    settings = context.settings
+    assert settings.reboot_check_command is not None  # checked by the loader
+    timeout_s = min(settings.reboot_check_interval_s, MAX_CHECK_TIMEOUT_S)
+    return CheckCommandSource(settings.reboot_check_command, settings.reboot_check_interval_s, context.on_needed,
+                              reboot_check_runner(context.command_env), timeout_s=timeout_s, unsafe=unsafe_place)
+
+
+SOURCE = SourceKind("command", make)

@@ -13,6 +13,7 @@ from locksmithd.sources import inotify
 from locksmithd.sources.inotify import DirectoryWatcher
 from locksmithd.core.names import printable
 from locksmithd.errors import ConfigError
+from locksmithd.sources.base import SourceKind
 
 log = logging.getLogger("locksmithd.sources")
 
@@ -176,3 +177,7 @@ def read_packages(path: str) -> list[str]:
         os.close(fd)
     names = (printable(line.decode("utf-8", "backslashreplace").strip(), 100) for line in data.splitlines())
     return list(dict.fromkeys(name for name in names if name))
+
+
+SOURCE = SourceKind("reboot-required", lambda context: RebootRequiredWatcher(context.settings.reboot_required_file,
+                                                                             context.on_needed))
