@@ -209,7 +209,8 @@ class SemaphoreClient:
         return self.retry_races(change.name, lambda: self._try(change, state))
 
     def retry_races(self, name: str, attempt: Callable[[], Optional[T]], max_attempts: int | None = None) -> T:
-        """Call ``attempt`` until it returns a result; None means it lost a race (nothing was written).
+        """Call ``attempt`` until it returns a result; None means it lost a race (nothing was written;
+        the FleetLock server's queueing also returns None for a lease that expired before its put).
 
         The one retry of a lost race: each retry pauses as one ``Backoff``
         says (jittered; a log line before each pause), each attempt re-reads.

@@ -78,7 +78,7 @@ from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import served_key, tail_key, waiter_key, waiters_prefix
 from locksmithd.etcd.lease_clock import LeaseClock
 from locksmithd.etcd.lock import Change, SemaphoreClient
-from locksmithd.etcd.store import ABSENT, Snapshot, StoredKey
+from locksmithd.etcd.store import ABSENT, Enqueued, Snapshot, StoredKey
 
 log = logging.getLogger("locksmithd.fleetlock")
 DETAIL = "via fleetlock"
@@ -293,15 +293,18 @@ class RemoteWaiter:
         replica) is kept as it is, and the new lease revoked.
         """
         since = self.clock().isoformat(timespec="milliseconds")
-        for _ in range(2):
+
+        def attempt() -> tuple[int, Enqueued] | None:
             lease_id = self.store.grant_lease(self.grace_s)
             try:
-                queued = self.store.enqueue(key, self._value(since, 0, UNKNOWN), lease_id, self.tail_key)
-                break
-            except LeaseLost:  # expired before the put (a very short grace, a stalled etcd)
-                continue
-        else:
-            raise LeaseLost(f"could not queue {key}: its lease kept expiring")
+                return lease_id, self.store.enqueue(key, self._value(since, 0, UNKNOWN), lease_id, self.tail_key)
+            except LeaseLost:  # expired before the put (a very short grace, a stalled etcd): a new lease
+                return None
+
+        try:
+            lease_id, queued = self.semaphore.retry_races(f"queueing {key}", attempt, 2)
+        except WriteConflict:
+            raise LeaseLost(f"could not queue {key}: its lease kept expiring") from None
         if not queued.created:
             self._revoke(lease_id)
             return
