@@ -1,20 +1,23 @@
-"""Halting and resuming a group: the halt key and its history events, written with one guarded write."""
+"""Halting and resuming a group: the halt key and its history events, written with one guarded write.
+
+A lost race (the document or the halt key changed between the read and the
+write) is retried by ``SemaphoreClient.retry_races``, the one retry with Backoff.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, cast
 
 from locksmithd.core.halt import Halt, decode_halt
 from locksmithd.core.history import HistoryEvent
 from locksmithd.core.semaphore import Semaphore
-from locksmithd.errors import CorruptDocument, WriteConflict
+from locksmithd.errors import CorruptDocument
 from locksmithd.etcd.lock import SemaphoreClient, Snapshot
 from locksmithd.etcd.store import ABSENT
 
 log = logging.getLogger("locksmithd.halt")
-MAX_ATTEMPTS = 64
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ def halt_group(client: SemaphoreClient, halt: Halt, events: list[HistoryEvent],
     nothing was written in its place). Raises StoreError subclasses when
     etcd cannot answer.
     """
-    for _ in range(MAX_ATTEMPTS):
+    def attempt() -> Halt | CorruptDocument | None:
         try:
             snapshot = client.read()
         except CorruptDocument as error:
@@ -51,12 +54,13 @@ def halt_group(client: SemaphoreClient, halt: Halt, events: list[HistoryEvent],
             if client.store.swap(client.halt_key, halt.encode(), ABSENT):
                 return halt
             found = client.store.read(client.halt_key)  # halted already: report that record
-            if found is not None:
-                return _decoded(found.value, client.halt_key)
-            continue
+            return _decoded(found.value, client.halt_key) if found is not None else None
         if _written(client, snapshot, halt, events, change):
             return snapshot.halt_corrupt or snapshot.halt or halt
-    raise WriteConflict(f"halting {client.key}: it kept changing; gave up after {MAX_ATTEMPTS} attempts")
+        return None
+
+    # cast: mypy cannot solve the TypeVar from a union with None (it infers object)
+    return cast("Halt | CorruptDocument", client.retry_races("halting", attempt))
 
 
 def _decoded(raw: bytes, key: str) -> Halt | CorruptDocument:
@@ -90,7 +94,7 @@ def resume_group(client: SemaphoreClient, event: HistoryEvent) -> Resumed:
     event: the record is then removed alone (``recorded`` False). Waiting
     hosts see the deletion through their watch at once.
     """
-    for _ in range(MAX_ATTEMPTS):
+    def attempt() -> Resumed | None:
         try:
             snapshot = client.read()
         except CorruptDocument as error:
@@ -103,10 +107,11 @@ def resume_group(client: SemaphoreClient, event: HistoryEvent) -> Resumed:
         in_force: Halt | CorruptDocument | None = snapshot.halt_corrupt or snapshot.halt
         if in_force is None:
             return Resumed(None)
+        done = event
         if isinstance(in_force, CorruptDocument):
-            event = replace(event, detail=f"removed a corrupt halt record: {in_force.problem}")
-        revision, _ = client.write(snapshot.semaphore, snapshot.mod_revision, events=[event],
+            done = replace(event, detail=f"removed a corrupt halt record: {in_force.problem}")
+        revision, _ = client.write(snapshot.semaphore, snapshot.mod_revision, events=[done],
                                    delete=(client.halt_key,))
-        if revision:
-            return Resumed(in_force)
-    raise WriteConflict(f"resuming {client.key}: it kept changing; gave up after {MAX_ATTEMPTS} attempts")
+        return Resumed(in_force) if revision else None
+
+    return client.retry_races("resuming", attempt)

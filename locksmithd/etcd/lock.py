@@ -5,7 +5,9 @@ queue's acquisition alike, goes through ``SemaphoreClient.write``: encode
 (refusing a document over the size limit before anything is sent), then
 write guarded by the ``mod_revision`` the new value was computed from.
 ``update`` reads, applies a pure change and writes, retrying lost races here
-with jitter; the queue (``queue.py``) makes single attempts from its watched
+with jitter. ``retry_races`` is that one retry (one Backoff, a log line
+before each pause): ``update``, halting and resuming (``halt.py``) and the
+FleetLock server's poll (``remote_waiter.py``) all retry through it; the queue (``queue.py``) makes single attempts from its watched
 view instead and deletes its waiter key in the same guarded write. An
 ambiguous write is resolved by reading back.
 
@@ -22,7 +24,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 
 from locksmithd.core.backoff import Backoff
@@ -37,6 +39,7 @@ log = logging.getLogger("locksmithd.lock")
 # A lost race means another writer just succeeded: retry soon, spread out (the one Backoff policy).
 RACE_FIRST_PAUSE_S = 0.002
 RACE_MAX_PAUSE_S = 0.25
+T = TypeVar("T")
 
 
 class _LostRace(Exception):
@@ -203,17 +206,34 @@ class SemaphoreClient:
         ``change.in_effect`` on the value read back.
         """
         state = {"ambiguous": False}
+        return self.retry_races(change.name, lambda: self._try(change, state))
+
+    def retry_races(self, name: str, attempt: Callable[[], Optional[T]], max_attempts: int | None = None) -> T:
+        """Call ``attempt`` until it returns a result; None means it lost a race (nothing was written;
+        the FleetLock server's queueing also returns None for a lease that expired before its put).
+
+        The one retry of a lost race: each retry pauses as one ``Backoff``
+        says (jittered; a log line before each pause), each attempt re-reads.
+        Raises WriteConflict after ``max_attempts`` (the client's by default).
+        """
+        attempts = max_attempts or self._max_attempts
         backoff = Backoff(RACE_FIRST_PAUSE_S, RACE_MAX_PAUSE_S, self._rng)
-        for attempt in range(1, self._max_attempts + 1):
-            try:
-                return self._attempt(change, state)
-            except _LostRace:
-                if attempt == self._max_attempts:
-                    break
-                pause_s = backoff.next_delay_s()
-                log.debug("%s: lost a race on %s, retry %d in %.3fs", change.name, self.key, attempt, pause_s)
-                self._sleep(pause_s)
-        raise WriteConflict(f"{change.name}: {self.key} kept changing; gave up after {self._max_attempts} attempts")
+        for number in range(1, attempts + 1):
+            result = attempt()
+            if result is not None:
+                return result
+            if number == attempts:
+                break
+            pause_s = backoff.next_delay_s()
+            log.debug("%s: lost a race on %s, retry %d in %.3fs", name, self.key, number, pause_s)
+            self._sleep(pause_s)
+        raise WriteConflict(f"{name}: {self.key} kept changing; gave up after {attempts} attempts")
+
+    def _try(self, change: Change, state: dict[str, bool]) -> Semaphore | None:
+        try:
+            return self._attempt(change, state)
+        except _LostRace:
+            return None
 
     def _attempt(self, change: Change, state: dict[str, bool]) -> Semaphore:
         snapshot = self.read()

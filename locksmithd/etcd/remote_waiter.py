@@ -52,7 +52,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from locksmithd.core.fleetlock_place import (
     SOURCE,
@@ -73,17 +73,17 @@ from locksmithd.core.holder_record import new_record, parse_time
 from locksmithd.core.names import shown_value
 from locksmithd.core.semaphore import Semaphore, decode, initial_semaphore
 from locksmithd.core.waiters import WaiterKind, classify_waiter
-from locksmithd.errors import AmbiguousWrite, CorruptDocument, LeaseLost, NotHolder, StoreError
+from locksmithd.errors import AmbiguousWrite, CorruptDocument, LeaseLost, NotHolder, StoreError, WriteConflict
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import served_key, tail_key, waiter_key, waiters_prefix
 from locksmithd.etcd.lease_clock import LeaseClock
 from locksmithd.etcd.lock import Change, SemaphoreClient
-from locksmithd.etcd.store import ABSENT, Snapshot, StoredKey
+from locksmithd.etcd.store import ABSENT, Enqueued, Snapshot, StoredKey
 
 log = logging.getLogger("locksmithd.fleetlock")
 DETAIL = "via fleetlock"
 MAX_ATTEMPTS = 8
-"""Lost races retried at once (each re-reads): another writer succeeded, the view is fresh again."""
+"""Lost races retried through ``SemaphoreClient.retry_races`` (Backoff; each attempt re-reads)."""
 
 
 @dataclass(frozen=True)
@@ -171,34 +171,44 @@ class RemoteWaiter:
     def pre_reboot(self, client_id: str, peer: str) -> Granted | ProtocolError:
         """RecursiveLock: hold a slot (already held: fine), or queue and say why not yet."""
         key = waiter_key(client_id, self.group, self.key_prefix)
-        for _ in range(MAX_ATTEMPTS):
-            look = self._look(key)
-            stored = look.keys.get(self.semaphore.key)
-            semaphore = decode(stored.value, self.semaphore.key) if stored else initial_semaphore()
-            own_entry = look.keys.get(key)
-            if semaphore.holds(client_id):
-                problem = slot_source_problem(semaphore, client_id)
-                if problem is None and own_entry is not None and waiter_source_problem(client_id, own_entry.value) \
-                        is None:  # taken by a concurrent request through another replica: leave no key behind
-                    self._drop(own_entry)
-                return problem or Granted(newly=False)
-            if own_entry is not None:
-                problem = waiter_source_problem(client_id, own_entry.value)
-                if problem is not None:
-                    return problem
-            if own_entry is None or not self._keep_alive(own_entry.lease):
-                self._enqueue(key)
-                continue  # look again: the new key and the one it follows, at one revision
-            placed = self._is_head(_read_own(own_entry), look, semaphore)
-            if placed is None:
-                continue  # the key went while its place was read: queue again
-            head, own = placed
-            refusal = self._refusal(own, head, semaphore, look)
-            if refusal is not None:
-                return refusal
-            if self._take(client_id, own, semaphore, stored.mod_revision if stored else ABSENT, peer):
-                return Granted(newly=True)
-        return ProtocolError(ErrorKind.QUEUED, "the semaphore kept changing; ask again")
+        try:
+            answer = self.semaphore.retry_races(f"pre-reboot {client_id} via fleetlock",
+                                                lambda: self._poll(key, client_id, peer), MAX_ATTEMPTS)
+            return cast("Granted | ProtocolError", answer)  # mypy cannot solve the TypeVar from a union with None
+        except WriteConflict:
+            return ProtocolError(ErrorKind.QUEUED, "the semaphore kept changing; ask again")
+
+    def _poll(self, key: str, client_id: str, peer: str, queued: bool = False) -> Granted | ProtocolError | None:
+        """One attempt of a poll: the answer, or None when it lost a race (``pre_reboot`` retries)."""
+        look = self._look(key)
+        stored = look.keys.get(self.semaphore.key)
+        semaphore = decode(stored.value, self.semaphore.key) if stored else initial_semaphore()
+        own_entry = look.keys.get(key)
+        if semaphore.holds(client_id):
+            problem = slot_source_problem(semaphore, client_id)
+            if problem is None and own_entry is not None and waiter_source_problem(client_id, own_entry.value) \
+                    is None:  # taken by a concurrent request through another replica: leave no key behind
+                self._drop(own_entry)
+            return problem or Granted(newly=False)
+        if own_entry is not None:
+            problem = waiter_source_problem(client_id, own_entry.value)
+            if problem is not None:
+                return problem
+        if own_entry is None or not self._keep_alive(own_entry.lease):
+            if queued:
+                return None  # queued just now and gone already: a lost race
+            self._enqueue(key)
+            return self._poll(key, client_id, peer, queued=True)  # the new key and the one it follows, at one revision
+        placed = self._is_head(_read_own(own_entry), look, semaphore)
+        if placed is None:
+            return None  # the key went while its place was read: queue again
+        head, own = placed
+        refusal = self._refusal(own, head, semaphore, look)
+        if refusal is not None:
+            return refusal
+        if self._take(client_id, own, semaphore, stored.mod_revision if stored else ABSENT, peer):
+            return Granted(newly=True)
+        return None
 
     def steady_state(self, client_id: str) -> bool | ProtocolError:
         """UnlockIfHeld: release the client's slot if it holds one and leave the queue; True if released.
@@ -283,15 +293,18 @@ class RemoteWaiter:
         replica) is kept as it is, and the new lease revoked.
         """
         since = self.clock().isoformat(timespec="milliseconds")
-        for _ in range(2):
+
+        def attempt() -> tuple[int, Enqueued] | None:
             lease_id = self.store.grant_lease(self.grace_s)
             try:
-                queued = self.store.enqueue(key, self._value(since, 0, UNKNOWN), lease_id, self.tail_key)
-                break
-            except LeaseLost:  # expired before the put (a very short grace, a stalled etcd)
-                continue
-        else:
-            raise LeaseLost(f"could not queue {key}: its lease kept expiring")
+                return lease_id, self.store.enqueue(key, self._value(since, 0, UNKNOWN), lease_id, self.tail_key)
+            except LeaseLost:  # expired before the put (a very short grace, a stalled etcd): a new lease
+                return None
+
+        try:
+            lease_id, queued = self.semaphore.retry_races(f"queueing {key}", attempt, 2)
+        except WriteConflict:
+            raise LeaseLost(f"could not queue {key}: its lease kept expiring") from None
         if not queued.created:
             self._revoke(lease_id)
             return
