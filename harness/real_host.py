@@ -30,7 +30,7 @@ from harness.rootfs import CLEAN_ENV, Layers
 log = logging.getLogger("harness.real_host")
 
 REBOOT_EXIT = 133  # systemd-nspawn's exit status when the container asked for a reboot
-_STOP_WAIT_S = 20.0
+_STOP_WAIT_S = 40.0  # a unit's stop may take TimeoutStopSec=30s (a SIGSTOPped daemon)
 # The hierarchies a container's systemd uses here (cgroup v1 plus the unified one). With --keep-unit a
 # container lives in nspawn's own cgroup: each boot gets its own, or containers started from one process
 # would share /system.slice/... and remove each other's unit cgroups ("Failed to attach to cgroup").
@@ -231,7 +231,12 @@ class RealHost:
         return [str(entry.get("MESSAGE", "")) for entry in self.journal("-u", unit or self.unit)]
 
     def stop(self) -> None:
-        """Halt the container (SIGTERM to nspawn, SIGKILL after a bound) and unmount its root."""
+        """Halt the container (SIGTERM to nspawn, SIGKILL after a bound) and unmount its root.
+
+        A container whose nspawn was killed would live on (its PID 1 in its own
+        PID namespace): its leader is killed too, which ends every process in it.
+        """
+        leader = self.leader()
         with self._lock:
             self._stopping = True
             process = self._process
@@ -242,6 +247,8 @@ class RealHost:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(10)
+                if leader is not None:
+                    _kill_orphaned_init(leader)
         if self._watcher is not None:
             self._watcher.join(10)
         subprocess.run(["umount", "-l", str(self.root)], capture_output=True, timeout=30, check=False)
@@ -253,3 +260,13 @@ class RealHost:
         except OSError:
             return ""
         return "\nconsole:\n" + "\n".join(text.splitlines()[-lines:])
+
+
+def _kill_orphaned_init(pid: int) -> None:
+    """SIGKILL the container's PID 1 (``pid`` on this machine) if it is still its systemd: that ends the
+    whole PID namespace. Checked first, so a PID reused meanwhile is never hit."""
+    try:
+        if b"systemd" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ProcessLookupError):
+        pass
