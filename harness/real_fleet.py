@@ -84,6 +84,14 @@ class RealFleet:
         parsed: dict[str, Any] = json.loads(self.ctl("status", "--json", group=group).stdout)
         return parsed
 
+    def queue_place(self, group: str, host: RealHost) -> dict[str, Any] | None:
+        """The host's entry in the group's queue (its place and since when it waits; not its age, which
+        grows), or None when it is not queued."""
+        for waiter in self.status(group)["waiting"]:
+            if waiter["id"] == host.machine_id:
+                return {key: value for key, value in waiter.items() if key != "age_s"}
+        return None
+
     def stop(self) -> None:
         for host in self.hosts.values():
             try:
@@ -117,6 +125,13 @@ def events(host: RealHost, kind: str | None = None) -> list[dict[str, Any]]:
     # Filtered here: journalctl ANDs a field match after -u with only the last of -u's alternatives.
     return [entry for entry in host.journal("-u", host.unit)
             if "LOCKSMITHD_EVENT" in entry and (kind is None or entry["LOCKSMITHD_EVENT"] == kind)]
+
+
+def released_after_reboot(host: RealHost) -> bool:
+    """Whether the host gave a slot back in a boot after the one that last asked logind to reboot."""
+    requested = events(host, "reboot-requested")
+    return bool(requested) and any(entry["_BOOT_ID"] != requested[-1]["_BOOT_ID"]
+                                   for entry in events(host, "slot-released"))
 
 
 def entry_time(entry: Mapping[str, Any]) -> float:

@@ -221,6 +221,10 @@ class RealHost:
             return False
         return state in ("running", "degraded")
 
+    def main_pid(self) -> str:
+        """The daemon unit's main PID as systemd says it ("0" while it does not run)."""
+        return self.run(["systemctl", "show", "-P", "MainPID", self.unit]).stdout.strip()
+
     def journal(self, *args: str) -> list[dict[str, Any]]:
         """The host's journal over all boots, as ``journalctl -o json`` entries (``args`` filter it)."""
         out = self.run(["journalctl", "--no-pager", "-o", "json", *args], check=False, timeout_s=15).stdout

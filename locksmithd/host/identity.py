@@ -7,6 +7,7 @@ import stat
 
 from locksmithd.core.names import name_problem
 from locksmithd.errors import IdentityError
+from locksmithd.host.files import read_regular_file
 
 DEFAULT_MACHINE_ID_PATH = "/etc/machine-id"
 DEFAULT_BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -82,17 +83,9 @@ def read_boot_id(path: str = DEFAULT_BOOT_ID_PATH) -> str | None:
     is): a FIFO at LOCKSMITHD_BOOT_ID_PATH must not wedge the daemon.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
+        text = read_regular_file(path, _READ_LIMIT).decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError):  # NotRegularFile included
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        text = os.read(fd, _READ_LIMIT).decode("utf-8").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    finally:
-        os.close(fd)
     return text or None
 
 

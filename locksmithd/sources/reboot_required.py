@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import stat
 import time
 from collections.abc import Callable
 
@@ -13,6 +12,7 @@ from locksmithd.sources import inotify
 from locksmithd.sources.inotify import DirectoryWatcher
 from locksmithd.core.names import printable
 from locksmithd.errors import ConfigError
+from locksmithd.host.files import NotRegularFile, read_regular_file
 from locksmithd.sources.base import SourceKind
 
 log = logging.getLogger("locksmithd.sources")
@@ -161,20 +161,12 @@ def read_packages(path: str) -> list[str]:
     even SIGTERM); it is named in one warning and ignored.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        data = read_regular_file(path, MAX_PACKAGES_BYTES)
+    except NotRegularFile:
+        log.warning("ignoring %s: not a regular file", printable(path))
+        return []
     except OSError:
         return []
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            log.warning("ignoring %s: not a regular file", printable(path))
-            return []
-        data = b""
-        while len(data) < MAX_PACKAGES_BYTES and (chunk := os.read(fd, MAX_PACKAGES_BYTES - len(data))):
-            data += chunk
-    except OSError:
-        return []
-    finally:
-        os.close(fd)
     names = (printable(line.decode("utf-8", "backslashreplace").strip(), 100) for line in data.splitlines())
     return list(dict.fromkeys(name for name in names if name))
 

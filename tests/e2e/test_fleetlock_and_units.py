@@ -6,7 +6,7 @@ import re
 
 from harness.fleet import SemaphoreMonitor
 from harness.ports import free_port
-from harness.real_fleet import FLEETLOCK_UNIT, RealFleet, events, record_figures, wait_until
+from harness.real_fleet import FLEETLOCK_UNIT, RealFleet, record_figures, released_after_reboot, wait_until
 from harness.real_host import RealHost
 
 GROUP = "e2e-fleet"
@@ -15,10 +15,6 @@ EXPOSURE = {"locksmithd.service": 2.5, "locksmithd-fleetlock.service": 1.7}
 UNPRIVILEGED_EXPOSURE = 1.7
 
 
-def _released_after_reboot(host: RealHost) -> bool:
-    requested = events(host, "reboot-requested")
-    return bool(requested) and any(entry["_BOOT_ID"] != requested[-1]["_BOOT_ID"]
-                                   for entry in events(host, "slot-released"))
 
 
 def test_fleetlock_server_host_serves_two_fleet_lock_hosts(fleet: RealFleet) -> None:
@@ -42,7 +38,7 @@ def test_fleetlock_server_host_serves_two_fleet_lock_hosts(fleet: RealFleet) -> 
         for host in clients:
             host.run(["touch", "/run/reboot-required"])
         for host in clients:
-            wait_until(lambda host=host: len(host.boots) >= 2 and _released_after_reboot(host), 120,
+            wait_until(lambda host=host: len(host.boots) >= 2 and released_after_reboot(host), 120,
                        f"{host.name} rebooted through FleetLock and released")
     finally:
         monitor.stop()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 
 from harness.fleet import SemaphoreMonitor
-from harness.real_fleet import RealFleet, events, wait_until
-from harness.real_host import RealHost
+from harness.real_fleet import RealFleet, events, released_after_reboot, wait_until
 
 # Fails in every boot after the first: the host comes back "degraded" from its coordinated reboot.
 FLAKY_UNIT = """[Unit]
@@ -30,12 +29,6 @@ exit 1
 """
 HALT_TIMEOUT_S = 120.0
 QUIET_S = 8.0  # how long the other hosts are watched for a reboot that must not come
-
-
-def _rebooted_and_released(host: RealHost) -> bool:
-    requested = events(host, "reboot-requested")
-    return bool(requested) and any(entry["_BOOT_ID"] != requested[-1]["_BOOT_ID"]
-                                   for entry in events(host, "slot-released"))
 
 
 def test_failed_unit_after_boot_keeps_the_slot_and_halts_until_resumed(fleet: RealFleet) -> None:
@@ -79,7 +72,7 @@ def test_failed_unit_after_boot_keeps_the_slot_and_halts_until_resumed(fleet: Re
         assert [len(host.boots) for host in others] == [1, 1]
         fleet.ctl("resume", group=group)
         for host in others:
-            wait_until(lambda host=host: len(host.boots) >= 2 and _rebooted_and_released(host), HALT_TIMEOUT_S,
+            wait_until(lambda host=host: len(host.boots) >= 2 and released_after_reboot(host), HALT_TIMEOUT_S,
                        f"{host.name} rebooted and released after the resume")
     finally:
         monitor.stop()
@@ -102,7 +95,7 @@ def test_required_unit_halts_and_a_check_that_fails_once_then_passes_releases(fl
     fleet.boot_all()
     for host in (needs_unit, checked):
         host.run(["touch", "/run/reboot-required"])
-    wait_until(lambda: _rebooted_and_released(checked), HALT_TIMEOUT_S, "the checked host to release")
+    wait_until(lambda: released_after_reboot(checked), HALT_TIMEOUT_S, "the checked host to release")
     messages = checked.messages()
     assert any("check fails once" in message for message in messages), messages
     assert any("check passes now" in message for message in messages), messages

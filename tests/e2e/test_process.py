@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from harness.real_fleet import RealFleet, events, wait_until
-from harness.real_host import RealHost
 
 BLOCKER = "e2e-blocker"  # a holder that is no host: keeps the one slot taken while a host waits
 WATCHDOG_TIMEOUT_S = 120.0  # WatchdogSec=60s, RestartSec=10s, and slack for a loaded machine
 ERROR_PRIORITY = 3  # journal PRIORITY of log.error and worse
-
-
-def _waiting(fleet: RealFleet, group: str, host: RealHost) -> dict[str, Any] | None:
-    """The host's entry in the group's queue (``status --json``), or None when it is not queued."""
-    for waiter in fleet.status(group)["waiting"]:
-        if waiter["id"] == host.machine_id:
-            return dict(waiter)
-    return None
-
-
-def _main_pid(host: RealHost) -> str:
-    return host.run(["systemctl", "show", "-P", "MainPID", host.unit]).stdout.strip()
 
 
 def test_watchdog_kills_and_restarts_a_stopped_daemon_which_keeps_its_queue_place(fleet: RealFleet) -> None:
@@ -32,14 +17,14 @@ def test_watchdog_kills_and_restarts_a_stopped_daemon_which_keeps_its_queue_plac
     fleet.ctl("lock", BLOCKER, group=group)
     fleet.boot_all()
     host.run(["touch", "/run/reboot-required"])
-    wait_until(lambda: _waiting(fleet, group, host) is not None, 30, "the host to queue")
-    stopped_pid = _main_pid(host)
+    wait_until(lambda: fleet.queue_place(group, host) is not None, 30, "the host to queue")
+    stopped_pid = host.main_pid()
     host.run(["systemctl", "kill", "--kill-who=main", "--signal=SIGSTOP", host.unit])
-    wait_until(lambda: _main_pid(host) not in ("0", stopped_pid), WATCHDOG_TIMEOUT_S,
+    wait_until(lambda: host.main_pid() not in ("0", stopped_pid), WATCHDOG_TIMEOUT_S,
                "systemd to kill and restart the stopped daemon")
     system = [str(entry.get("MESSAGE", "")) for entry in host.journal("-u", host.unit, "_PID=1")]
     assert any("Watchdog timeout" in message for message in system), system[-10:]
-    wait_until(lambda: _waiting(fleet, group, host) is not None, 60, "the restarted daemon to queue again")
+    wait_until(lambda: fleet.queue_place(group, host) is not None, 60, "the restarted daemon to queue again")
     assert len(host.boots) == 1
     fleet.ctl("unlock", BLOCKER, group=group)
     wait_until(lambda: len(host.boots) >= 2 and bool(events(host, "reboot-done")), 60,
@@ -71,8 +56,8 @@ def test_operator_reboot_while_queued_stops_cleanly_and_rejoins_after_boot(fleet
     fleet.ctl("set-max", "1", group=group)
     fleet.ctl("lock", BLOCKER, group=group)
     fleet.boot_all()
-    wait_until(lambda: _waiting(fleet, group, host) is not None, 30, "the host to queue")
-    first_place = _waiting(fleet, group, host)
+    wait_until(lambda: fleet.queue_place(group, host) is not None, 30, "the host to queue")
+    first_place = fleet.queue_place(group, host)
     assert first_place is not None
     first_boot = host.journal("-u", host.unit)[-1]["_BOOT_ID"]
 
@@ -87,8 +72,8 @@ def test_operator_reboot_while_queued_stops_cleanly_and_rejoins_after_boot(fleet
     unit_lines = [str(entry.get("MESSAGE", "")) for entry in old_boot if entry.get("_PID") == "1"]
     assert not any("Failed with result" in message or "timed out" in message.lower() for message in unit_lines)
 
-    wait_until(lambda: _waiting(fleet, group, host) is not None, 30, "the host to queue again after boot")
-    second_place = _waiting(fleet, group, host)
+    wait_until(lambda: fleet.queue_place(group, host) is not None, 30, "the host to queue again after boot")
+    second_place = fleet.queue_place(group, host)
     assert second_place is not None and second_place["since"] != first_place["since"], \
         "the host kept its old queue entry across the reboot instead of giving it up"
     host.run(["rm", "/var/lib/e2e/pending"])  # the need is recorded; the next boot must not need another

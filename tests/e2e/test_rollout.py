@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from harness.fleet import SemaphoreMonitor
-from harness.real_fleet import RealFleet, entry_time, events, record_figures, wait_until
+from harness.real_fleet import RealFleet, entry_time, events, record_figures, released_after_reboot, wait_until
 from harness.real_host import REBOOT_EXIT, RealHost
 
 GROUP = "e2e-rollout"
@@ -69,7 +69,7 @@ def test_rollout_one_at_a_time_with_health_hooks_and_journal(fleet: RealFleet) -
         for host in hosts[1:]:
             host.run(["touch", "/run/reboot-required"])
         for host in hosts:
-            wait_until(lambda host=host: len(host.boots) >= 2 and _released_after_reboot(host),
+            wait_until(lambda host=host: len(host.boots) >= 2 and released_after_reboot(host),
                        ROLLOUT_TIMEOUT_S, f"{host.name} rebooted and released")
         rollout_s = time.monotonic() - started
     finally:
@@ -94,11 +94,6 @@ def test_rollout_one_at_a_time_with_health_hooks_and_journal(fleet: RealFleet) -
     _print_figures(hosts, rollout_s)
 
 
-def _released_after_reboot(host: RealHost) -> bool:
-    """Whether the host gave its slot back in a boot after the one that asked for the reboot."""
-    released = events(host, "slot-released")
-    requested = events(host, "reboot-requested")
-    return bool(requested) and any(entry["_BOOT_ID"] != requested[0]["_BOOT_ID"] for entry in released)
 
 
 def _reboot_needed_source(host: RealHost) -> str:

@@ -7,8 +7,6 @@ path (unpack without a stop, the postinst's restart rule) under real systemd.
 
 from __future__ import annotations
 
-from typing import Any
-
 from harness.real_fleet import RealFleet, events, wait_until
 from harness.real_host import RealHost
 
@@ -25,18 +23,6 @@ def _install(host: RealHost, deb_name: str, *extra: str) -> str:
 
 def _version(host: RealHost) -> str:
     return host.run(["dpkg-query", "-W", "-f=${Version}", "locksmithd"]).stdout.strip()
-
-
-def _waiting(fleet: RealFleet, group: str, host: RealHost) -> dict[str, Any] | None:
-    """The host's queue entry (its place and since when it waits; not its age, which grows), or None."""
-    for waiter in fleet.status(group)["waiting"]:
-        if waiter["id"] == host.machine_id:
-            return {key: value for key, value in waiter.items() if key != "age_s"}
-    return None
-
-
-def _main_pid(host: RealHost) -> str:
-    return host.run(["systemctl", "show", "-P", "MainPID", host.unit]).stdout.strip()
 
 
 def test_upgrade_keeps_a_queue_place_and_a_held_slot(fleet: RealFleet) -> None:
@@ -64,21 +50,21 @@ def test_upgrade_keeps_a_queue_place_and_a_held_slot(fleet: RealFleet) -> None:
         assert _version(host).endswith("~e2e.previous")
 
     queued.run(["touch", "/run/reboot-required"])
-    wait_until(lambda: _waiting(fleet, group, queued) is not None, 30, "the queued host to queue")
-    place, pid = _waiting(fleet, group, queued), _main_pid(queued)
+    wait_until(lambda: fleet.queue_place(group, queued) is not None, 30, "the queued host to queue")
+    place, pid = fleet.queue_place(group, queued), queued.main_pid()
     output = _install(queued, current.name)
     assert _version(queued) == current.name.split("_")[1]
-    assert _main_pid(queued) == pid, f"the daemon was restarted while queued:\n{output}"
-    assert _waiting(fleet, group, queued) == place
+    assert queued.main_pid() == pid, f"the daemon was restarted while queued:\n{output}"
+    assert fleet.queue_place(group, queued) == place
     assert "waiting-for-lock" in output, output  # the postinst says why it did not restart
 
     holding.run(["touch", "/run/reboot-required"])
     wait_until(lambda: fleet.status(group + "-held")["halt"] is not None, 90,
                "the rebooted host to halt its group (its required unit is missing)")
     assert fleet.status(group + "-held")["holders"] == [holding.machine_id]
-    pid = _main_pid(holding)
+    pid = holding.main_pid()
     _install(holding, current.name)
-    wait_until(lambda: _main_pid(holding) not in ("0", pid), 30, "the holding host's daemon to restart")
+    wait_until(lambda: holding.main_pid() not in ("0", pid), 30, "the holding host's daemon to restart")
     assert fleet.status(group + "-held")["holders"] == [holding.machine_id], "the upgrade lost the held slot"
     holding.write("etc/systemd/system/e2e-upgrade-ok.service",
                   "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n")
