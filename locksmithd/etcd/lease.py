@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from locksmithd.errors import StoreError
-from locksmithd.etcd.client import EtcdStore
+from locksmithd.etcd.queue_store import LeaseStore
 
 log = logging.getLogger("locksmithd.queue")
 
@@ -42,7 +42,7 @@ class LeaseSession:
     Without ``far_ttl_s`` every waiter uses the short lease.
     """
 
-    def __init__(self, store: EtcdStore, ttl_s: int = 10, far_ttl_s: int | None = None) -> None:
+    def __init__(self, store: LeaseStore, ttl_s: int = 10, far_ttl_s: int | None = None) -> None:
         self.store = store
         self.ttl_s = ttl_s
         self.far_ttl_s = far_ttl_s
