@@ -46,8 +46,8 @@ def wants_short_lease(walk: Walk, far: bool) -> bool:
     return walk.ahead < NEAR_POSITIONS and far
 
 
-def own_key_after(walk: Walk, lease_id: int) -> Walk | None:
-    """The key's new value to write on ``lease_id`` (REWRITE_OWN_KEY), or None when nothing changed.
+def own_key_after(walk: Walk, lease_id: int) -> tuple[Walk, Action]:
+    """REWRITE_OWN_KEY with the key's new ``after`` (to write on ``lease_id``), or NOTHING when nothing changed.
 
     The head keeps a pointer it has: hosts queueing behind it see the key it
     names leave (replayed by their watch) by taking a slot; one it lacks
@@ -61,8 +61,8 @@ def own_key_after(walk: Walk, lease_id: int) -> Walk | None:
     stored = walk.after if isinstance(walk.after, dict) else {}
     if lease_id == walk.lease_id and walk.after is not UNKNOWN and (after is None) == (walk.after is None) and (
             after is None or (stored.get("key"), stored.get("created")) == (after["key"], after["created"])):
-        return None
-    return replace(walk, after=after)
+        return walk, Action.NOTHING
+    return replace(walk, after=after), Action.REWRITE_OWN_KEY
 
 
 def stuck_head(walk: Walk, *, slot_free: bool, head_via_fleetlock: bool, now: float,
@@ -82,8 +82,15 @@ def stuck_head(walk: Walk, *, slot_free: bool, head_via_fleetlock: bool, now: fl
 
 
 def minds_stale(walk: Walk, *, has_policy: bool, halted: bool, available: int) -> bool:
-    """The head of a full, not halted group minds holders past their deadline (ACT_ON_STALE when one is due)."""
+    """True at the head of a full, not halted group with a stale policy: it minds holders' deadlines."""
     return has_policy and walk.predecessor is None and not halted and available <= 0
+
+
+def stale_action(walk: Walk, *, has_policy: bool, halted: bool, available: int, deadline_passed: bool) -> Action:
+    """ACT_ON_STALE when this waiter minds stale holders and a holder's deadline has passed, else NOTHING."""
+    if minds_stale(walk, has_policy=has_policy, halted=halted, available=available) and deadline_passed:
+        return Action.ACT_ON_STALE
+    return Action.NOTHING
 
 
 def pause_s(walk: Walk, *, recheck_interval_s: float, far: bool, slot_free: bool, head_timeout_s: float,
@@ -107,11 +114,11 @@ def pause_s(walk: Walk, *, recheck_interval_s: float, far: bool, slot_free: bool
     return pause
 
 
-def quiet(walk: Walk, far: bool) -> Walk:
+def quiet(walk: Walk, far: bool) -> tuple[Walk, Action]:
     """A quiet period ended: far back only check the key lives (VERIFY), else read again."""
     if far and walk.located:
-        return replace(walk, verify=True)  # far back the watch covers the place
-    return replace(walk, located=False)
+        return replace(walk, verify=True), Action.VERIFY  # far back the watch covers the place
+    return replace(walk, located=False), Action.READ_BY_NAME if walk.cheap else Action.READ_PLACE
 
 
 def watch_news(walk: Walk, events: Sequence[Change], names_after: Callable[[bytes], bool]) -> dict[str, int] | None:

@@ -73,10 +73,10 @@ States (``Mode``, derived from ``Walk`` by ``mode_of``)
 ======================  ==========================================  =====================================
 state                   what the waiter knows                       next request
 ======================  ==========================================  =====================================
-NOT_QUEUED              no key in etcd (new, gone, lease lost)      ENQUEUE: put key + tail, one txn
-VERIFY_ONLY             far back, a quiet period passed             VERIFY: read own key and ``served``
-PLACE_UNKNOWN           the keys ahead are not known by name        READ_PLACE: ``locate`` (etcd scans)
-KNOWN_BY_NAME           keys ahead known by name, maybe moved       READ_BY_NAME: snapshot of <= 6 keys
+NOT_QUEUED              no key in etcd (new, gone, lease lost)      enqueue: put key + tail, one txn
+VERIFY_ONLY             far back, a quiet period passed             verify: read own key and ``served``
+PLACE_UNKNOWN           the keys ahead are not known by name        read place: ``locate`` (etcd scans)
+KNOWN_BY_NAME           keys ahead known by name, maybe moved       read by name: snapshot of <= 6 keys
 AT_HEAD                 located, nobody ahead                       ATTEMPT when a slot is free
 NEXT_IN_LINE            located, exactly one waiter ahead           watch; skip a stuck head
 FAR                     located, two or more ahead (a bound)        watch; rare VERIFY
@@ -196,21 +196,17 @@ class Mode(enum.Enum):
 
 
 class Action(enum.Enum):
-    """What the I/O side does next."""
+    """What the I/O side does next, as a transition returns it."""
 
     NOTHING = "nothing"
-    PAUSE = "pause"  # the recovery jitter
-    ENQUEUE = "enqueue"
-    VERIFY = "verify"
+    PLACED = "placed"  # the place is known: watch, then act by the new state
     READ_BY_NAME = "read-by-name"
     READ_PLACE = "read-place"
-    PLACED = "placed"
-    ATTEMPT = "attempt"
+    VERIFY = "verify"
+    QUEUE_AGAIN = "queue-again"
     REWRITE_OWN_KEY = "rewrite-own-key"
     SKIP_HEAD = "skip-head"
     ACT_ON_STALE = "act-on-stale"
-    SLEEP = "sleep"
-    QUEUE_AGAIN = "queue-again"
 
 
 @dataclass(frozen=True)
@@ -249,13 +245,6 @@ def mode_of(walk: Walk) -> Mode:
     if walk.predecessor is None:
         return Mode.AT_HEAD
     return Mode.NEXT_IN_LINE if walk.ahead == 1 else Mode.FAR
-
-
-def next_read(walk: Walk) -> Action:
-    """The read a waiter makes before it may act: ENQUEUE, VERIFY, READ_BY_NAME, READ_PLACE or NOTHING."""
-    return {Mode.NOT_QUEUED: Action.ENQUEUE, Mode.VERIFY_ONLY: Action.VERIFY,
-            Mode.KNOWN_BY_NAME: Action.READ_BY_NAME, Mode.PLACE_UNKNOWN: Action.READ_PLACE}.get(
-        mode_of(walk), Action.NOTHING)
 
 
 def gone(walk: Walk) -> Walk:

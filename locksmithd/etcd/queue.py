@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -181,7 +180,7 @@ class GroupQueue:
             return False
         if not revision:
             return False
-        me.walk = replace(me.walk, create_revision=0)
+        me.walk = queue_walk.gone(me.walk)  # the winning write deleted the key
         # Apply our own write unless the watch already delivered it or later changes:
         # document and revision must always match, since the next attempt is guarded
         # by that revision and writes that document.
@@ -209,7 +208,9 @@ class GroupQueue:
                                                              available=view.semaphore.available):
             return
         due = next_deadline(view.semaphore)
-        if due is not None and datetime.now(timezone.utc) >= due:
+        if queue_pause.stale_action(me.walk, has_policy=True, halted=view.halted, available=view.semaphore.available,
+                                    deadline_passed=due is not None and datetime.now(timezone.utc) >= due) \
+                is Action.ACT_ON_STALE:
             await asyncio.to_thread(self.stale.act)
 
     async def _mind_stuck_head(self, me: Waiter) -> None:
@@ -259,7 +260,7 @@ class GroupQueue:
                 await me.wake.wait()
         except TimeoutError:
             if relocate_on_timeout:
-                me.walk = queue_pause.quiet(me.walk, self.session.is_far(me.walk.lease_id))
+                me.walk, _ = queue_pause.quiet(me.walk, self.session.is_far(me.walk.lease_id))
         me.wake.clear()
         if deadline is not None and datetime.now(deadline.tzinfo) >= deadline:
             return False

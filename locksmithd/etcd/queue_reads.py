@@ -142,8 +142,8 @@ class QueueReads:
         lease_id = me.walk.lease_id
         if queue_pause.wants_short_lease(me.walk, self.session.is_far(lease_id)):
             lease_id = await self.session.ensure()
-        new = queue_pause.own_key_after(me.walk, lease_id)
-        if new is None:
+        new, action = queue_pause.own_key_after(me.walk, lease_id)
+        if action is not Action.REWRITE_OWN_KEY:
             return True
         me.walk = new
         if await self._rewrite(me, lease_id):
@@ -182,7 +182,7 @@ class QueueReads:
         self.watches.wake_heads()
         if place.mine is None or place.mine.create_revision != me.walk.create_revision:
             self._queue_again(me)
-            me.walk = replace(me.walk, create_revision=0)
+            me.walk = queue_walk.gone(me.walk)  # (its place was unknown already)
             return
         ahead = await self._waiters_ahead(place)
         me.walk = queue_walk.placed_by_read(me.walk, list(ahead), place.revision)
