@@ -38,7 +38,6 @@ the ticket of the last host that took a slot (``served``, written with it).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from locksmithd.core.backoff import Backoff
 from locksmithd.core.history import HistoryEvent
 from locksmithd.core.names import printable
 from locksmithd.core.queue_view import GroupView
+from locksmithd.core.waiter_value import UNKNOWN, Pointer, WaiterValue, decode_waiter, encode_waiter, served_ticket
 from locksmithd.core.waiters import WaiterKind, classify_waiter
 from locksmithd.errors import AmbiguousWrite, LeaseLost, StoreError
 from locksmithd.etcd.client import EtcdStore
@@ -76,10 +76,6 @@ past it the head reads at once and again when the watch is set up."""
 
 RECOVERY_JITTER_MAX_S = 5.0
 """Longest pause before a waiter that is not the head re-reads after a broken watch."""
-
-
-_UNKNOWN: Any = object()
-"""An ``after`` pointer not (yet) written: the key's own host has not located it."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +110,7 @@ class _Waiter:
     served_ticket: int = 0  # the newest ``served`` ticket read: hosts up to it have taken their slots
     lease_id: int = 0  # the lease the key is on (a tiered session: the long one far from the head)
     since: str = ""  # when it queued (kept in the key's value, which also carries ``after``)
-    after: Any = _UNKNOWN  # the ``after`` pointer stored in the key's value (dict, None, or _UNKNOWN)
+    after: Any = UNKNOWN  # the ``after`` pointer stored in the key's value (Pointer, None, or UNKNOWN)
     jitter_s: float = 0.0  # pause before the next read (recovery without a herd)
     verify: bool = False  # the next pass checks only that the key still exists (one key read)
     suspect: tuple[str, int, float] | None = None  # a head seen not taking a free slot: key, create revision,
@@ -251,7 +247,7 @@ class GroupQueue:
         """Create the waiter key at the back (one request), learning the waiter just ahead from the tail key."""
         lease_id = await self.session.ensure(far=True)  # the short one without tiers; moved when near the head
         me.since = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        me.after = _UNKNOWN
+        me.after = UNKNOWN
         try:
             result = await asyncio.to_thread(self.store.enqueue, me.key, self._value(me), lease_id, self.tail_key)
         except LeaseLost:
@@ -263,8 +259,8 @@ class GroupQueue:
         me.cheap = result.created and result.previous is not None
         me.ticket = result.ticket
         if not result.created:  # ours from before (a lost reply, a restart): keep its place, move it to our lease
-            me.since, me.after = _since(entry.value) or me.since, _after(entry.value)
-            me.ticket = _count(_field(entry.value, "ticket"))
+            stored = decode_waiter(entry.value)
+            me.since, me.after, me.ticket = stored.since or me.since, stored.after, stored.ticket
             if entry.lease != lease_id and not await self._rewrite(me, lease_id):
                 me.create_revision = 0
 
@@ -281,12 +277,7 @@ class GroupQueue:
 
     @staticmethod
     def _value(me: _Waiter) -> bytes:
-        value: dict[str, Any] = {"since": me.since}
-        if me.ticket:
-            value["ticket"] = me.ticket
-        if me.after is not _UNKNOWN:
-            value["after"] = me.after
-        return json.dumps(value).encode()
+        return encode_waiter(WaiterValue(me.since, me.ticket, after=me.after))
 
     async def _verify(self, me: _Waiter) -> None:
         """The far waiter's safety net: one read of its key and ``served`` (a place read makes etcd scan the queue)."""
@@ -349,12 +340,12 @@ class GroupQueue:
         if me.predecessor is None:
             # The head keeps a pointer it has: hosts queueing behind it see the key it names leave
             # (replayed by their watch) by taking a slot. One it lacks becomes null ("the head").
-            after = None if me.after is _UNKNOWN else me.after
+            after = None if me.after is UNKNOWN else me.after
         else:
-            after = {"key": me.predecessor.key, "created": me.predecessor.create_revision, "seen": me.located_at}
-        stored = me.after if isinstance(me.after, dict) else {}
-        if lease_id == me.lease_id and me.after is not _UNKNOWN and (after is None) == (me.after is None) and (
-                after is None or (stored.get("key"), stored.get("created")) == (after["key"], after["created"])):
+            after = Pointer(me.predecessor.key, me.predecessor.create_revision, seen=me.located_at)
+        stored = me.after if isinstance(me.after, Pointer) else None
+        if lease_id == me.lease_id and me.after is not UNKNOWN and (after is None) == (me.after is None) and (
+                after is None or (stored is not None and (stored.key, stored.created) == (after.key, after.created))):
             return True
         me.after = after
         if await self._rewrite(me, lease_id):
@@ -416,7 +407,7 @@ class GroupQueue:
 
     def _note_served(self, me: _Waiter, snapshot: Snapshot) -> None:
         served = snapshot.keys.get(self.served_key)
-        me.served_ticket = max(me.served_ticket, _count(served.value) if served else 0)
+        me.served_ticket = max(me.served_ticket, served_ticket(served.value) if served else 0)
 
     @staticmethod
     def _bound_ahead(me: _Waiter) -> int:
@@ -432,20 +423,20 @@ class GroupQueue:
 
     def _learn_second(self, me: _Waiter, pred: StoredKey, snapshot: Snapshot) -> bool:
         """Take the predecessor's ``after`` pointer as the second key ahead; False when only a place read will do."""
-        pointer = _after(pred.value)
-        if pointer is _UNKNOWN:
-            if _field(pred.value, "via") is not None:
+        told = decode_waiter(pred.value)
+        pointer = told.after
+        if pointer is UNKNOWN:
+            if told.via is not None:
                 return False  # queued through FleetLock: its value never names the key ahead of it
             me.second, me.second_known = None, False  # its host has not written it yet: watch for it
             return True
         if pointer is None:
             me.second, me.second_known = None, True
             return True
-        if waiter_holder(pointer["key"], self.group, self.key_prefix) is None or \
-                pointer["created"] >= pred.create_revision:
+        if waiter_holder(pointer.key, self.group, self.key_prefix) is None or pointer.created >= pred.create_revision:
             return False  # not a key its host could have named (written by hand?): read the place
-        me.second = StoredKey(pointer["key"], b"", pointer["created"], pointer["created"], 0)
-        me.second_known, me.second_from = True, min(pointer["seen"], snapshot.revision) + 1
+        me.second = StoredKey(pointer.key, b"", pointer.created, pointer.created, 0)
+        me.second_known, me.second_from = True, min(pointer.seen, snapshot.revision) + 1
         return True
 
     async def _read_place(self, me: _Waiter) -> None:
@@ -587,7 +578,7 @@ class GroupQueue:
                     me.departed[event.entry.key] = event.entry.mod_revision
                     news = True
                 elif me.predecessor is not None and event.entry.key == me.predecessor.key \
-                        and _after(event.entry.value) is not _UNKNOWN:
+                        and decode_waiter(event.entry.value).after is not UNKNOWN:
                     news = True  # the predecessor named the key ahead of it (other puts: a lease move)
             if news:
                 me.news += 1
@@ -766,7 +757,7 @@ def _bounded_by_its_lease(head: StoredKey) -> bool:
     the server's grace time, renewed by each poll) already bounds how long a
     client that stopped asking can keep a slot free.
     """
-    return bool(_field(head.value, "via") == "fleetlock")
+    return decode_waiter(head.value).through_fleetlock
 
 
 def _same(snapshot: Snapshot, entry: StoredKey | None) -> StoredKey | None:
@@ -776,44 +767,3 @@ def _same(snapshot: Snapshot, entry: StoredKey | None) -> StoredKey | None:
     found = snapshot.keys.get(entry.key)
     return found if found is not None and found.create_revision == entry.create_revision else None
 
-
-def _document(value: bytes) -> dict[str, Any] | None:
-    """A waiter key's value as a JSON object, or None (not JSON, not an object: written by hand?)."""
-    try:
-        decoded = json.loads(value)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: nested too deep
-        return None
-    return decoded if isinstance(decoded, dict) else None
-
-
-def _field(value: bytes, name: str) -> Any:
-    document = _document(value)
-    return document.get(name) if document is not None else None
-
-
-def _since(value: bytes) -> str | None:
-    since = _field(value, "since")
-    return since if isinstance(since, str) else None
-
-
-def _after(value: bytes) -> Any:
-    """A waiter key's ``after`` pointer: None (its host was the head), a dict, or _UNKNOWN (absent or malformed)."""
-    document = _document(value)
-    if document is None or "after" not in document:
-        return _UNKNOWN
-    pointer = document["after"]
-    if pointer is None:
-        return None
-    if (isinstance(pointer, dict) and isinstance(pointer.get("key"), str)
-            and all(isinstance(pointer.get(name), int) and not isinstance(pointer.get(name), bool)
-                    and pointer[name] > 0 for name in ("created", "seen"))):
-        return pointer
-    return _UNKNOWN
-
-
-def _count(value: Any) -> int:
-    """A positive integer read from etcd (a ticket), else 0; bytes or a decoded JSON field."""
-    if isinstance(value, bytes):
-        text = value.decode("ascii", errors="replace")
-        return int(text) if text.isdigit() and len(text) <= 18 else 0
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

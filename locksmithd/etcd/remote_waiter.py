@@ -50,28 +50,18 @@ of replicas may serve.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, cast
 
-from locksmithd.core.fleetlock_place import (
-    SOURCE,
-    UNKNOWN,
-    Follows,
-    WaiterValue,
-    decode_value,
-    encode_value,
-    field_ticket,
-    place,
-    queued_through_fleetlock,
-    ticket,
-)
+from locksmithd.core.fleetlock_place import place
 from locksmithd.core.fleetlock_protocol import ErrorKind, ProtocolError
 from locksmithd.core.halt import decode_halt
 from locksmithd.core.history import HistoryEvent
 from locksmithd.core.holder_record import new_record, parse_time
 from locksmithd.core.names import shown_value
 from locksmithd.core.semaphore import Semaphore, decode, initial_semaphore
+from locksmithd.core.waiter_value import FLEETLOCK, UNKNOWN, Pointer, WaiterValue, decode_waiter, encode_waiter, served_ticket
 from locksmithd.core.waiters import WaiterKind, classify_waiter
 from locksmithd.errors import AmbiguousWrite, CorruptDocument, LeaseLost, NotHolder, StoreError, WriteConflict
 from locksmithd.etcd.client import EtcdStore
@@ -130,7 +120,7 @@ def slot_source_problem(semaphore: Semaphore, client_id: str) -> ProtocolError |
     except ValueError:
         record = None
     source = record.source if record is not None else None
-    if source == SOURCE:
+    if source == FLEETLOCK:
         return None
     taken_by = "no holder record (locksmith?)" if source is None else f"source {shown_value(source)}"
     return ProtocolError(ErrorKind.NOT_FLEETLOCK_SLOT,
@@ -140,7 +130,7 @@ def slot_source_problem(semaphore: Semaphore, client_id: str) -> ProtocolError |
 
 def waiter_source_problem(client_id: str, value: bytes) -> ProtocolError | None:
     """The refusal when ``client_id``'s waiter key was not written through FleetLock, or None."""
-    if queued_through_fleetlock(value):
+    if decode_waiter(value).through_fleetlock:
         return None
     return ProtocolError(ErrorKind.NOT_FLEETLOCK_SLOT,
                          f"{client_id} is queued by a daemon, not through FleetLock; "
@@ -256,7 +246,7 @@ class RemoteWaiter:
         snapshot = self.store.snapshot([*names, followed] if followed else names)
         own = snapshot.keys.get(key)
         follows = _read_own(own).follows if own is not None else None
-        if isinstance(follows, Follows) and follows.key != followed:
+        if isinstance(follows, Pointer) and follows.key != followed:
             self.leases.follows(key, follows.key)
             snapshot = self.store.snapshot([*names, follows.key])
         return snapshot
@@ -311,7 +301,7 @@ class RemoteWaiter:
         self.leases.saw(lease_id, self.grace_s)
         previous = queued.previous
         # No tail before it (a new group, or the tail removed): its place is read once, at the next look.
-        follows = Follows(previous.key, previous.create_revision, queued.ticket - 1) if previous else UNKNOWN
+        follows = Pointer(previous.key, previous.create_revision, ticket=queued.ticket - 1) if previous else UNKNOWN
         self.store.reput(key, self._value(since, queued.ticket, follows), lease_id, queued.entry.create_revision)
         if follows is not UNKNOWN:
             self.leases.follows(key, follows.key)
@@ -326,7 +316,7 @@ class RemoteWaiter:
         follows = own.follows
         if follows is None:
             return True, own
-        if isinstance(follows, Follows):
+        if isinstance(follows, Pointer):
             ahead = look.keys.get(follows.key)
             if ahead is not None and ahead.create_revision == follows.created:
                 if self._waits(ahead, semaphore):
@@ -349,17 +339,17 @@ class RemoteWaiter:
                 batch = self.store.predecessors(self.prefix, batch[-1].create_revision, place.revision)
             elif ahead is None:
                 batch = ()
-        follows = None if ahead is None else Follows(ahead.key, ahead.create_revision, field_ticket(ahead.value))
+        follows = None if ahead is None else Pointer(ahead.key, ahead.create_revision, ticket=decode_waiter(ahead.value).ticket)
         if not self.store.reput(entry.key, self._value(own.since, own.ticket, follows), entry.lease,
                                 entry.create_revision):
             return None
         self.leases.follows(entry.key, None if follows is None else follows.key)
-        return follows is None, _Own(entry, WaiterValue(own.since, own.ticket, follows))
+        return follows is None, _Own(entry, WaiterValue(own.since, own.ticket, via=FLEETLOCK, grace_s=self.grace_s, follows=follows))
 
     def _served(self, look: Snapshot) -> int:
         """The ``served`` ticket in a look (0: none yet)."""
         served = look.keys.get(self.served_key)
-        return ticket(served.value) if served is not None else 0
+        return served_ticket(served.value) if served is not None else 0
 
     def _waits(self, entry: StoredKey, semaphore: Semaphore) -> bool:
         """True for a key that is a host waiting its turn (the one waiter rule)."""
@@ -368,7 +358,8 @@ class RemoteWaiter:
 
     def _value(self, since: str | None, number: int, follows: Any) -> bytes:
         """The waiter key's value: marked as queued through FleetLock, with its ticket and the key it follows."""
-        return encode_value(since or self.clock().isoformat(timespec="milliseconds"), self.grace_s, number, follows)
+        since = since or self.clock().isoformat(timespec="milliseconds")
+        return encode_waiter(WaiterValue(since, number, via=FLEETLOCK, grace_s=self.grace_s, follows=follows))
 
     def _refusal(self, own: _Own, head: bool, semaphore: Semaphore, look: Snapshot) -> ProtocolError | None:
         """Why the client may not take a slot now, or None when it is the head and a slot is free."""
@@ -394,7 +385,7 @@ class RemoteWaiter:
     def _take(self, client_id: str, own: _Own, semaphore: Semaphore, mod_revision: int, peer: str) -> bool:
         """The one guarded write taking a slot; False on a lost race (the caller looks again)."""
         now = self.clock()
-        record = new_record(now=now, deadline_after=None, hostname=client_id, source=SOURCE,
+        record = new_record(now=now, deadline_after=None, hostname=client_id, source=FLEETLOCK,
                             reason=f"FleetLock pre-reboot from {peer}")
         new = semaphore.lock(client_id, record.to_info())
         taken = HistoryEvent(at=now, host=client_id, event="slot-taken",
@@ -430,12 +421,12 @@ class RemoteWaiter:
 
 
 def _read_own(entry: StoredKey) -> _Own:
-    value = decode_value(entry.value)
+    value = decode_waiter(entry.value)
     if value.since is not None:
         try:
             parse_time(value.since)
         except ValueError:
-            value = WaiterValue(None, value.ticket, value.follows)
+            value = replace(value, since=None)
     return _Own(entry, value)
 
 
