@@ -34,12 +34,10 @@ drops out ``grace_s`` after its last refresh, and a slot kept free for it
 as the head is given back. A granted ``pre-reboot`` deletes the key in the
 guarded write and revokes its lease: nothing is left but the holder record.
 
-A FleetLock request acts only on what FleetLock took: a slot whose holder
-record says ``source: fleetlock`` and a waiter key whose value says
-``via: fleetlock``. A slot or queue place of a daemon (or of locksmithctl,
-or of Go locksmith, which writes no record) that happens to carry the same
-id is refused (``failed_slot_not_fleetlock``) and left as it is: an
-unauthenticated request must never free a slot while its host reboots.
+A FleetLock request acts only on what FleetLock took (core/fleetlock_slots.py):
+a slot or queue place of a daemon (or of locksmithctl, or of Go locksmith)
+that happens to carry the same id is refused (``failed_slot_not_fleetlock``)
+and left as it is.
 
 Taking a slot is the one guarded write of ``lock.py`` (document revision,
 halt key absent), deleting the waiter key and recording ``served`` in the
@@ -55,11 +53,11 @@ from datetime import datetime
 from typing import Any, Callable, cast
 
 from locksmithd.core.fleetlock_place import place
+from locksmithd.core.fleetlock_slots import ForeignSlot, release_ours, slot_source_problem, waiter_source_problem
 from locksmithd.core.fleetlock_protocol import ErrorKind, ProtocolError
 from locksmithd.core.halt import decode_halt
 from locksmithd.core.history import HistoryEvent
 from locksmithd.core.holder_record import new_record, parse_time
-from locksmithd.core.names import shown_value
 from locksmithd.core.semaphore import Semaphore, decode, initial_semaphore
 from locksmithd.core.waiter_value import FLEETLOCK, UNKNOWN, Pointer, WaiterValue, decode_waiter, encode_waiter, served_ticket
 from locksmithd.core.waiters import WaiterKind, classify_waiter
@@ -101,40 +99,6 @@ class _Own:
     @property
     def follows(self) -> Any:
         return self.value.follows
-
-
-class _ForeignSlot(Exception):
-    """Internal: the id holds a slot that was not taken through FleetLock (raised from a pure change)."""
-
-    def __init__(self, refusal: ProtocolError) -> None:
-        super().__init__(refusal.text)
-        self.refusal = refusal
-
-
-def slot_source_problem(semaphore: Semaphore, client_id: str) -> ProtocolError | None:
-    """The refusal when ``client_id`` holds a slot not taken through FleetLock, or None (not held, or ours)."""
-    if not semaphore.holds(client_id):
-        return None
-    try:
-        record = semaphore.record(client_id)
-    except ValueError:
-        record = None
-    source = record.source if record is not None else None
-    if source == FLEETLOCK:
-        return None
-    taken_by = "no holder record (locksmith?)" if source is None else f"source {shown_value(source)}"
-    return ProtocolError(ErrorKind.NOT_FLEETLOCK_SLOT,
-                         f"{client_id} holds a slot that was not taken through FleetLock ({taken_by}); "
-                         f"FleetLock requests never act on it (release it with 'locksmithctl unlock')")
-
-
-def waiter_source_problem(client_id: str, value: bytes) -> ProtocolError | None:
-    """The refusal when ``client_id``'s waiter key was not written through FleetLock, or None."""
-    if decode_waiter(value).through_fleetlock:
-        return None
-    return ProtocolError(ErrorKind.NOT_FLEETLOCK_SLOT,
-                         f"{client_id} is queued by a daemon, not through FleetLock; "
-                         f"FleetLock requests never act on its place in the queue")
 
 
 class RemoteWaiter:
@@ -219,14 +183,14 @@ class RemoteWaiter:
             return problem
         if semaphore.holds(client_id):
             event = HistoryEvent(at=self.clock(), host=client_id, event="released", detail=DETAIL)
-            change = Change(f"release {client_id} via fleetlock", lambda s: _release_ours(s, client_id),
+            change = Change(f"release {client_id} via fleetlock", lambda s: release_ours(s, client_id),
                             lambda s: not s.holds(client_id), (event,))
             try:
                 self.semaphore.update(change)
                 released = True
             except NotHolder:  # released meanwhile (a concurrent request, an operator)
                 pass
-            except _ForeignSlot as foreign:  # the slot changed hands between the read and the write
+            except ForeignSlot as foreign:  # the slot changed hands between the read and the write
                 return foreign.refusal
         if own:
             self._drop(own)
@@ -428,11 +392,3 @@ def _read_own(entry: StoredKey) -> _Own:
         except ValueError:
             value = replace(value, since=None)
     return _Own(entry, value)
-
-
-def _release_ours(semaphore: Semaphore, client_id: str) -> Semaphore:
-    """``client_id``'s slot released if FleetLock took it (pure); _ForeignSlot otherwise, NotHolder if not held."""
-    problem = slot_source_problem(semaphore, client_id)
-    if problem is not None:
-        raise _ForeignSlot(problem)
-    return semaphore.unlock(client_id)
