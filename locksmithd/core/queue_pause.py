@@ -7,9 +7,10 @@ passes monotonic ``now`` and a random source, and does the I/O.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
-from locksmithd.core.queue_walk import NEAR_POSITIONS, UNKNOWN, Action, Entry, Walk, gone
+from locksmithd.core.queue_walk import NEAR_POSITIONS, Action, Entry, Walk, gone
+from locksmithd.core.waiter_value import UNKNOWN, Pointer, decode_waiter
 
 FAR_RECHECK_S = 3600.0
 """Safety-net one-key read of a waiter on the long lease, about hourly (its watch on its own key's deletion
@@ -57,10 +58,10 @@ def own_key_after(walk: Walk, lease_id: int) -> tuple[Walk, Action]:
     if pred is None:
         after = None if walk.after is UNKNOWN else walk.after
     else:
-        after = {"key": pred.key, "created": pred.create_revision, "seen": walk.located_at}
-    stored = walk.after if isinstance(walk.after, dict) else {}
+        after = Pointer(pred.key, pred.create_revision, seen=walk.located_at)
+    stored = walk.after if isinstance(walk.after, Pointer) else None
     if lease_id == walk.lease_id and walk.after is not UNKNOWN and (after is None) == (walk.after is None) and (
-            after is None or (stored.get("key"), stored.get("created")) == (after["key"], after["created"])):
+            after is None or (stored is not None and (stored.key, stored.created) == (after.key, after.created))):
         return walk, Action.NOTHING
     return replace(walk, after=after), Action.REWRITE_OWN_KEY
 
@@ -121,12 +122,12 @@ def quiet(walk: Walk, far: bool) -> tuple[Walk, Action]:
     return replace(walk, located=False), Action.READ_BY_NAME if walk.cheap else Action.READ_PLACE
 
 
-def watch_news(walk: Walk, events: Sequence[Change], names_after: Callable[[bytes], bool]) -> dict[str, int] | None:
+def watch_news(walk: Walk, events: Sequence[Change]) -> dict[str, int] | None:
     """A waiter's (not the head's) watch events: the keys seen deleted (-> revision), or None if nothing new.
 
     A deletion ahead (took a slot, gave up, crashed) or the predecessor
     naming the key ahead of it (other puts: a lease move) calls for
-    READ_BY_NAME; ``names_after`` tells whether a value carries ``after``.
+    READ_BY_NAME.
     """
     departed: dict[str, int] = {}
     news = False
@@ -135,7 +136,7 @@ def watch_news(walk: Walk, events: Sequence[Change], names_after: Callable[[byte
             departed[event.entry.key] = event.entry.mod_revision
             news = True
         elif walk.predecessor is not None and event.entry.key == walk.predecessor.key \
-                and names_after(event.entry.value):
+                and decode_waiter(event.entry.value).after is not UNKNOWN:
             news = True
     return departed if news else None
 

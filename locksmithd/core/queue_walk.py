@@ -144,13 +144,12 @@ import enum
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Protocol
 
+from locksmithd.core.waiter_value import UNKNOWN, Pointer, WaiterValue, decode_waiter
 from locksmithd.core.waiters import holder_under
 
 NEAR_POSITIONS = 2
 """The head and the next one keep their keys on the short lease (and so drop out quickly if they crash)."""
 
-UNKNOWN: Any = object()
-"""An ``after`` pointer not (yet) written: the key's own host has not located it."""
 
 
 class Entry(Protocol):
@@ -225,7 +224,7 @@ class Walk:
     served_ticket: int = 0  # the newest ``served`` ticket read: hosts up to it have taken their slots
     lease_id: int = 0  # the lease the key is on (a tiered session: the long one far from the head)
     since: str = ""  # when it queued (kept in the key's value, which also carries ``after``)
-    after: Any = UNKNOWN  # the ``after`` pointer stored in the key's value (dict, None, or UNKNOWN)
+    after: Any = UNKNOWN  # the ``after`` pointer stored in the key's value (Pointer, None, or UNKNOWN)
     jitter_s: float = 0.0  # pause before the next read (recovery without a herd)
     verify: bool = False  # the next pass checks only that the key still exists (one key read)
     suspect: tuple[str, int, float] | None = None  # a head seen not taking a free slot: key, create
@@ -257,15 +256,19 @@ def queueing(walk: Walk, since: str) -> Walk:
     return replace(walk, since=since, after=UNKNOWN)
 
 
+def own_value(walk: Walk) -> WaiterValue:
+    """What the waiter's own key says (written by ENQUEUE and REWRITE_OWN_KEY)."""
+    return WaiterValue(walk.since, walk.ticket, after=walk.after)
+
+
 def enqueued(walk: Walk, *, create_revision: int, lease_id: int, created: bool, previous: Entry | None,
-             ticket: int, stored_since: str | None = None, stored_after: Any = UNKNOWN,
-             stored_ticket: int = 0) -> Walk:
-    """After the put: created at the back behind ``previous``, or found as stored (its place kept)."""
+             ticket: int, stored: WaiterValue | None) -> Walk:
+    """After the put: created at the back behind ``previous``, or found as ``stored`` (its place kept)."""
     walk = replace(walk, create_revision=create_revision, located=False, lease_id=lease_id,
                    predecessor=previous, second=None, second_known=False,
                    cheap=created and previous is not None, ticket=ticket)
-    if not created:
-        walk = replace(walk, since=stored_since or walk.since, after=stored_after, ticket=stored_ticket)
+    if not created and stored is not None:
+        walk = replace(walk, since=stored.since or walk.since, after=stored.after, ticket=stored.ticket)
     return walk
 
 
@@ -304,14 +307,13 @@ def _same(keys: Mapping[str, Entry], entry: Entry | None) -> Entry | None:
 
 def stepped(walk: Walk, *, own_key: str, revision: int, keys: Mapping[str, Entry], written_at: frozenset[int],
             departed: Mapping[str, int], served: int, waits: Callable[[Entry], bool],
-            read_after: Callable[[Entry], tuple[Any, str | None]], prefix: str) -> tuple[Walk, Action]:
+            prefix: str) -> tuple[Walk, Action]:
     """After READ_BY_NAME: PLACED, READ_PLACE (only a place read will do) or QUEUE_AGAIN.
 
     Knows the new place without reading the queue in the usual cases: the
     key ahead (or the one ahead of it) took a slot, so it was the head; or
     the key ahead left and the one ahead of it is still there. ``waits``
-    applies the one waiter rule; ``read_after`` decodes a key's (``after``,
-    ``via``).
+    applies the one waiter rule.
     """
     walk = replace(walk, served_ticket=max(walk.served_ticket, served))
     mine = keys.get(own_key)
@@ -334,8 +336,7 @@ def stepped(walk: Walk, *, own_key: str, revision: int, keys: Mapping[str, Entry
             return replace(walk, predecessor=None, second=None, second_known=True), Action.PLACED
         if second_now is None or not waits(second_now):
             return walk, Action.READ_PLACE  # both gone, the one ahead of it unknown or passed over
-        return learn_second(replace(walk, predecessor=second_now), second_now, revision, *read_after(second_now),
-                            prefix=prefix)
+        return learn_second(replace(walk, predecessor=second_now), second_now, revision, prefix=prefix)
     if not waits(pred_now):
         return walk, Action.READ_PLACE  # passed over: only a place read finds who is really ahead
     walk = replace(walk, predecessor=pred_now)
@@ -344,24 +345,26 @@ def stepped(walk: Walk, *, own_key: str, revision: int, keys: Mapping[str, Entry
             return walk, Action.READ_PLACE
         return replace(walk, second=None, second_known=True), Action.PLACED  # the predecessor heads now
     if not walk.second_known:
-        return learn_second(walk, pred_now, revision, *read_after(pred_now), prefix=prefix)
+        return learn_second(walk, pred_now, revision, prefix=prefix)
     return walk, Action.PLACED
 
 
-def learn_second(walk: Walk, pred: Entry, revision: int, pointer: Any, via: str | None, *,
-                 prefix: str) -> tuple[Walk, Action]:
+def learn_second(walk: Walk, pred: Entry, revision: int, *, prefix: str) -> tuple[Walk, Action]:
     """Take the predecessor's ``after`` pointer as the second key ahead: PLACED, or READ_PLACE."""
+    told = decode_waiter(pred.value)
+    pointer = told.after
     if pointer is UNKNOWN:
-        if via is not None:
+        if told.via is not None:
             return walk, Action.READ_PLACE  # queued through FleetLock: its value never names the key ahead
         return replace(walk, second=None, second_known=False), Action.PLACED  # not written yet: watch for it
     if pointer is None:
         return replace(walk, second=None, second_known=True), Action.PLACED
-    if holder_under(pointer["key"], prefix) is None or pointer["created"] >= pred.create_revision:
+    assert isinstance(pointer, Pointer)
+    if holder_under(pointer.key, prefix) is None or pointer.created >= pred.create_revision:
         return walk, Action.READ_PLACE  # not a key its host could have named (written by hand?)
-    second = KeyRef(pointer["key"], b"", pointer["created"], pointer["created"], 0)
+    second = KeyRef(pointer.key, b"", pointer.created, pointer.created, 0)
     return replace(walk, second=second, second_known=True,
-                   second_from=min(pointer["seen"], revision) + 1), Action.PLACED
+                   second_from=min(pointer.seen, revision) + 1), Action.PLACED
 
 
 def placed_by_read(walk: Walk, ahead: list[Entry], revision: int) -> Walk:

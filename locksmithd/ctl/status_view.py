@@ -10,6 +10,7 @@ from typing import Any, Collection, Iterable, NamedTuple
 from locksmithd.core.halt import Halt
 from locksmithd.core.holder_record import HolderView, format_time, parse_time
 from locksmithd.core.names import name_problem, printable
+from locksmithd.core.waiter_value import decode_waiter
 from locksmithd.core.waiters import WaiterKind, classify_waiter
 from locksmithd.etcd.keys import waiters_prefix
 from locksmithd.etcd.lock import SemaphoreClient
@@ -97,7 +98,7 @@ def collect_status(client: SemaphoreClient, group: str, key_prefix: str, now: da
         queue.scan(read_prefix(prefix, keys_only=not list_waiters), prefix, semaphore.holders, now, list_waiters)
         if not list_waiters and queue.head_key is not None:
             stored = client.store.read(queue.head_key)
-            queue.head_since = _text(_document(stored.value), "since") if stored is not None else None
+            queue.head_since = decode_waiter(stored.value).since if stored is not None else None
     return StatusReport(group, semaphore.max, semaphore.available, semaphore.holders,
                         {h: dict(v) for h, v in semaphore.holder_info.items()}, tuple(queue.waiters),
                         queue.count, queue.head, queue.longest_wait(now), tuple(queue.ignored),
@@ -134,15 +135,13 @@ class _Queue:
             if self.head is None:
                 self.head, self.head_key = holder, entry.key
                 if list_waiters:
-                    self.head_since = _text(_document(entry.value), "since")
+                    self.head_since = decode_waiter(entry.value).since
             if holder == self.this_host:
                 self.this_host_position = self.count
             if list_waiters:
-                document = _document(entry.value)
-                since = _text(document, "since")
-                moment = _moment(since)
-                via = _text(document, "via")
-                self.waiters.append(Waiter(holder, self.count, since, _age(moment, now),
+                value = decode_waiter(entry.value)
+                since, via = value.since, value.via
+                self.waiters.append(Waiter(holder, self.count, since, _age(_moment(since), now),
                                            via if via is not None and name_problem(via) is None else None))
 
     def longest_wait(self, now: datetime) -> timedelta | None:
@@ -250,34 +249,6 @@ def render_json(report: StatusReport) -> str:
     }, sort_keys=False, check_circular=False)
     # ensure_ascii (the default) escapes every control character; a tree built here and decoded
     # from JSON has no cycle to look for (the check would record each of 10,000 entries)
-
-
-_DECODER = json.JSONDecoder()
-
-
-def _document(value: bytes) -> dict[str, Any] | None:
-    """A waiter key's value as a JSON object (None when it is not one); unknown fields are simply there.
-
-    ``raw_decode`` of the UTF-8 text is json.loads without its whitespace
-    scans, a third of the cost; whatever it does not take whole (leading or
-    trailing bytes, other encodings, bad JSON) gets json.loads's verdict.
-    """
-    try:
-        text = value.decode()
-        document, end = _DECODER.raw_decode(text)
-        if end != len(text):
-            raise ValueError("trailing data")
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        try:
-            document = json.loads(value)
-        except (ValueError, RecursionError):  # RecursionError: nested too deep to be a waiter's value
-            return None
-    return document if isinstance(document, dict) else None
-
-
-def _text(document: dict[str, Any] | None, name: str) -> str | None:
-    found = document.get(name) if document is not None else None
-    return found if isinstance(found, str) else None
 
 
 def _moment(since: str | None) -> datetime | None:

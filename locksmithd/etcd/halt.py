@@ -14,7 +14,7 @@ from locksmithd.core.halt import Halt, decode_halt
 from locksmithd.core.history import HistoryEvent
 from locksmithd.core.semaphore import Semaphore
 from locksmithd.errors import CorruptDocument
-from locksmithd.etcd.lock import SemaphoreClient, Snapshot
+from locksmithd.etcd.lock import SemaphoreClient, GroupRead
 from locksmithd.etcd.store import ABSENT
 
 log = logging.getLogger("locksmithd.halt")
@@ -48,15 +48,15 @@ def halt_group(client: SemaphoreClient, halt: Halt, events: list[HistoryEvent],
     """
     def attempt() -> Halt | CorruptDocument | None:
         try:
-            snapshot = client.read()
+            group = client.read()
         except CorruptDocument as error:
             log.warning("halting without history: %s", error.one_line())
             if client.store.swap(client.halt_key, halt.encode(), ABSENT):
                 return halt
             found = client.store.read(client.halt_key)  # halted already: report that record
             return _decoded(found.value, client.halt_key) if found is not None else None
-        if _written(client, snapshot, halt, events, change):
-            return snapshot.halt_corrupt or snapshot.halt or halt
+        if _written(client, group, halt, events, change):
+            return group.halt_corrupt or group.halt or halt
         return None
 
     # cast: mypy cannot solve the TypeVar from a union with None (it infers object)
@@ -70,18 +70,18 @@ def _decoded(raw: bytes, key: str) -> Halt | CorruptDocument:
         return error
 
 
-def _written(client: SemaphoreClient, snapshot: Snapshot, halt: Halt, events: list[HistoryEvent],
+def _written(client: SemaphoreClient, group: GroupRead, halt: Halt, events: list[HistoryEvent],
              change: Callable[[Semaphore], Semaphore] | None) -> bool:
-    new = change(snapshot.semaphore) if change else snapshot.semaphore
-    if snapshot.halt is not None or snapshot.halt_corrupt is not None:  # halted already: keep that record
+    new = change(group.semaphore) if change else group.semaphore
+    if group.halt is not None or group.halt_corrupt is not None:  # halted already: keep that record
         others = [event for event in events if event.event != "halt"]
-        if new == snapshot.semaphore and not others:
+        if new == group.semaphore and not others:
             return True
-        revision, _ = client.write(new, snapshot.mod_revision, events=others, absent=())
+        revision, _ = client.write(new, group.mod_revision, events=others, absent=())
         if revision:
             return True
         return False
-    revision, _ = client.write(new, snapshot.mod_revision, events=events, puts=[(client.halt_key, halt.encode())],
+    revision, _ = client.write(new, group.mod_revision, events=events, puts=[(client.halt_key, halt.encode())],
                                absent=(client.halt_key,))
     return bool(revision)
 
@@ -96,7 +96,7 @@ def resume_group(client: SemaphoreClient, event: HistoryEvent) -> Resumed:
     """
     def attempt() -> Resumed | None:
         try:
-            snapshot = client.read()
+            group = client.read()
         except CorruptDocument as error:
             log.warning("resuming without history: %s", error.one_line())
             found = client.store.read(client.halt_key)
@@ -104,13 +104,13 @@ def resume_group(client: SemaphoreClient, event: HistoryEvent) -> Resumed:
                 return Resumed(None)
             client.store.delete(client.halt_key)
             return Resumed(_decoded(found.value, client.halt_key), recorded=False)
-        in_force: Halt | CorruptDocument | None = snapshot.halt_corrupt or snapshot.halt
+        in_force: Halt | CorruptDocument | None = group.halt_corrupt or group.halt
         if in_force is None:
             return Resumed(None)
         done = event
         if isinstance(in_force, CorruptDocument):
             done = replace(event, detail=f"removed a corrupt halt record: {in_force.problem}")
-        revision, _ = client.write(snapshot.semaphore, snapshot.mod_revision, events=[done],
+        revision, _ = client.write(group.semaphore, group.mod_revision, events=[done],
                                    delete=(client.halt_key,))
         return Resumed(in_force) if revision else None
 

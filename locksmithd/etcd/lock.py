@@ -47,7 +47,7 @@ class _LostRace(Exception):
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class GroupRead:
     """A decoded semaphore, the revision it was read at (ABSENT, 0: no document stored), and the halt.
 
     ``halt_corrupt`` is set instead of ``halt`` when a halt record exists but
@@ -106,21 +106,21 @@ class SemaphoreClient:
         self._rng = rng or random.Random()
         self._sleep = sleep
 
-    def read(self) -> Snapshot:
+    def read(self) -> GroupRead:
         """The current value and halt (one request); an absent key reads as locksmith's initial value.
 
         Raises CorruptDocument for a bad semaphore document; a bad halt record
-        is reported in the snapshot (releases must never be blocked by it).
+        is reported in what it returns (releases must never be blocked by it).
         """
         stored = self.store.read_many([self.key, self.halt_key])
-        snapshot = self._snapshot(stored.get(self.key))
+        group = self._decoded_group(stored.get(self.key))
         halt = stored.get(self.halt_key)
         if halt is None:
-            return snapshot
+            return group
         try:
-            return Snapshot(snapshot.semaphore, snapshot.mod_revision, decode_halt(halt.value, self.halt_key))
+            return GroupRead(group.semaphore, group.mod_revision, decode_halt(halt.value, self.halt_key))
         except CorruptDocument as error:
-            return Snapshot(snapshot.semaphore, snapshot.mod_revision, halt_corrupt=error)
+            return GroupRead(group.semaphore, group.mod_revision, halt_corrupt=error)
 
     def read_raw(self) -> Versioned | None:
         """The stored bytes, undecoded, for inspecting a corrupt document."""
@@ -236,25 +236,25 @@ class SemaphoreClient:
             return None
 
     def _attempt(self, change: Change, state: dict[str, bool]) -> Semaphore:
-        snapshot = self.read()
-        if state["ambiguous"] and change.in_effect(snapshot.semaphore):
-            return snapshot.semaphore
-        if change.admits_holder and snapshot.halt_corrupt is not None and not change.in_effect(snapshot.semaphore):
-            raise snapshot.halt_corrupt
-        if change.admits_holder and snapshot.halt is not None and not change.in_effect(snapshot.semaphore):
-            halt = snapshot.halt
+        group = self.read()
+        if state["ambiguous"] and change.in_effect(group.semaphore):
+            return group.semaphore
+        if change.admits_holder and group.halt_corrupt is not None and not change.in_effect(group.semaphore):
+            raise group.halt_corrupt
+        if change.admits_holder and group.halt is not None and not change.in_effect(group.semaphore):
+            halt = group.halt
             raise GroupHalted(f"{change.name}: the group is halted since {halt.since.isoformat()} by {halt.by}: "
                               f"{halt.reason} (resume with 'locksmithctl resume')")
         try:
-            new = change.apply(snapshot.semaphore)
+            new = change.apply(group.semaphore)
         except NotHolder:
             if state["ambiguous"]:  # our earlier unlock landed before another write
-                return snapshot.semaphore
+                return group.semaphore
             raise
-        if new == snapshot.semaphore and snapshot.mod_revision != ABSENT:
+        if new == group.semaphore and group.mod_revision != ABSENT:
             return new
         try:
-            written, stored = self.write(new, snapshot.mod_revision, events=change.events,
+            written, stored = self.write(new, group.mod_revision, events=change.events,
                                          admits_holder=change.admits_holder)
         except AmbiguousWrite:
             state["ambiguous"] = True
@@ -267,7 +267,7 @@ class SemaphoreClient:
             raise _LostRace()
         return stored
 
-    def _snapshot(self, stored: Versioned | None) -> Snapshot:
+    def _decoded_group(self, stored: Versioned | None) -> GroupRead:
         if stored is None:
-            return Snapshot(initial_semaphore(), ABSENT)
-        return Snapshot(decode(stored.value, self.key), stored.mod_revision)
+            return GroupRead(initial_semaphore(), ABSENT)
+        return GroupRead(decode(stored.value, self.key), stored.mod_revision)

@@ -13,9 +13,9 @@ from locksmithd.core.backoff import Backoff
 from locksmithd.core.history import HistoryEvent
 from locksmithd.core.names import printable
 from locksmithd.core.queue_view import GroupView
-from locksmithd.core.queue_walk import UNKNOWN, Action, Entry
+from locksmithd.core.queue_walk import Action, Entry
+from locksmithd.core.waiter_value import decode_waiter
 from locksmithd.errors import AmbiguousWrite, LeaseLost, StoreError
-from locksmithd.etcd import queue_values as values
 from locksmithd.etcd.keys import served_key, tail_key, waiter_key, waiters_prefix
 from locksmithd.etcd.lease import LeaseSession
 from locksmithd.etcd.lock import SemaphoreClient
@@ -62,8 +62,7 @@ class GroupQueue:
         self._rng = rng or random.Random()
         self._local: dict[str, Waiter] = {}
         self.watches = QueueWatches(store, self.view, self._local, semaphore_key=self.semaphore_key,
-                                    halt_key=self.halt_key, rng=self._rng, retry_max_s=retry_max_s,
-                                    names_after=lambda value: values.after_of(value) is not UNKNOWN)
+                                    halt_key=self.halt_key, rng=self._rng, retry_max_s=retry_max_s)
         self.session.on_lost = self.watches.lease_lost
         self.reads = QueueReads(store, self.session, self.view, self.watches, prefix=self.prefix,
                                 semaphore_key=self.semaphore_key, halt_key=self.halt_key, tail_key=self.tail_key,
@@ -280,4 +279,4 @@ def _bounded_by_its_lease(head: Entry) -> bool:
     the server's grace time, renewed by each poll) already bounds how long a
     client that stopped asking can keep a slot free.
     """
-    return bool(values.field_of(head.value, "via") == "fleetlock")
+    return decode_waiter(head.value).through_fleetlock

@@ -7,18 +7,16 @@ hop per request) and hands what it read to the walk's pure functions.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any
 
 from locksmithd.core import queue_pause, queue_walk
 from locksmithd.core.queue_view import GroupView
-from locksmithd.core.queue_walk import UNKNOWN, Action, Entry
+from locksmithd.core.queue_walk import Action, Entry
+from locksmithd.core.waiter_value import decode_waiter, encode_waiter, served_ticket
 from locksmithd.core.waiters import WaiterKind, classify_waiter
 from locksmithd.errors import LeaseLost
-from locksmithd.etcd import queue_values as values
 from locksmithd.etcd.lease import LeaseSession
 from locksmithd.etcd.queue_store import QueueStore
 from locksmithd.etcd.queue_watches import QueueWatches, Waiter
@@ -60,8 +58,7 @@ class QueueReads:
         me.departed = {}
         me.walk = queue_walk.enqueued(
             me.walk, create_revision=entry.create_revision, lease_id=lease_id, created=result.created,
-            previous=result.previous, ticket=result.ticket, stored_since=values.since_of(entry.value),
-            stored_after=values.after_of(entry.value), stored_ticket=values.count(values.field_of(entry.value, "ticket")))
+            previous=result.previous, ticket=result.ticket, stored=None if result.created else decode_waiter(entry.value))
         # ours from before (a lost reply, a restart): keep its place, move it to our lease
         if not result.created and entry.lease != lease_id and not await self._rewrite(me, lease_id):
             me.walk = replace(me.walk, create_revision=0)
@@ -80,12 +77,7 @@ class QueueReads:
 
     @staticmethod
     def _value(me: Waiter) -> bytes:
-        value: dict[str, Any] = {"since": me.walk.since}
-        if me.walk.ticket:
-            value["ticket"] = me.walk.ticket
-        if me.walk.after is not UNKNOWN:
-            value["after"] = me.walk.after
-        return json.dumps(value).encode()
+        return encode_waiter(queue_walk.own_value(me.walk))
 
     def _queue_again(self, me: Waiter) -> None:
         log.warning("the queue key of %s is gone (lease expired or removed); queueing again", me.holder)
@@ -162,15 +154,14 @@ class QueueReads:
         me.walk, action = queue_walk.stepped(
             me.walk, own_key=me.key, revision=snapshot.revision, keys=snapshot.keys,
             written_at=snapshot.semaphore_written_at, departed=departed, served=self._served(snapshot),
-            waits=self._waits, read_after=lambda entry: (values.after_of(entry.value), values.field_of(entry.value, "via")),
-            prefix=self.prefix)
+            waits=self._waits, prefix=self.prefix)
         if action is Action.QUEUE_AGAIN:
             self._queue_again(me)
         return action is Action.PLACED
 
     def _served(self, snapshot: Snapshot) -> int:
         served = snapshot.keys.get(self.served_key)
-        return values.count(served.value) if served else 0
+        return served_ticket(served.value) if served else 0
 
     async def _read_place(self, me: Waiter) -> None:
         """Read where ``me`` stands the expensive way (etcd reads the queue); rarely needed."""

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 from locksmithd.core import queue_pause
 from locksmithd.core.names import printable
@@ -60,8 +60,7 @@ class QueueWatches:
     """The watches of one GroupQueue's local waiters (``local``, shared with it)."""
 
     def __init__(self, store: QueueStore, view: GroupView, local: dict[str, Waiter], *, semaphore_key: str,
-                 halt_key: str, rng: random.Random, retry_max_s: float,
-                 names_after: Callable[[bytes], bool]) -> None:
+                 halt_key: str, rng: random.Random, retry_max_s: float) -> None:
         self.store = store
         self.view = view
         self.local = local
@@ -69,7 +68,6 @@ class QueueWatches:
         self.halt_key = halt_key
         self.rng = rng
         self.retry_max_s = retry_max_s
-        self.names_after = names_after
         self.loop: asyncio.AbstractEventLoop | None = None
         self.handoffs_observed = 0  # slots released, as seen by a head's watch (for metrics)
 
@@ -137,7 +135,7 @@ class QueueWatches:
         if not self.current(me, token):
             return
         if not head:
-            departed = queue_pause.watch_news(me.walk, events, self.names_after)
+            departed = queue_pause.watch_news(me.walk, events)
             if departed is not None:
                 me.departed.update(departed)
                 self._news(me)

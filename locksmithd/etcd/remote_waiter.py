@@ -34,12 +34,10 @@ drops out ``grace_s`` after its last refresh, and a slot kept free for it
 as the head is given back. A granted ``pre-reboot`` deletes the key in the
 guarded write and revokes its lease: nothing is left but the holder record.
 
-A FleetLock request acts only on what FleetLock took: a slot whose holder
-record says ``source: fleetlock`` and a waiter key whose value says
-``via: fleetlock``. A slot or queue place of a daemon (or of locksmithctl,
-or of Go locksmith, which writes no record) that happens to carry the same
-id is refused (``failed_slot_not_fleetlock``) and left as it is: an
-unauthenticated request must never free a slot while its host reboots.
+A FleetLock request acts only on what FleetLock took (core/fleetlock_slots.py):
+a slot or queue place of a daemon (or of locksmithctl, or of Go locksmith)
+that happens to carry the same id is refused (``failed_slot_not_fleetlock``)
+and left as it is.
 
 Taking a slot is the one guarded write of ``lock.py`` (document revision,
 halt key absent), deleting the waiter key and recording ``served`` in the
@@ -50,28 +48,18 @@ of replicas may serve.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, cast
 
-from locksmithd.core.fleetlock_place import (
-    SOURCE,
-    UNKNOWN,
-    Follows,
-    WaiterValue,
-    decode_value,
-    encode_value,
-    field_ticket,
-    place,
-    queued_through_fleetlock,
-    ticket,
-)
+from locksmithd.core.fleetlock_place import place
+from locksmithd.core.fleetlock_slots import ForeignSlot, release_ours, slot_source_problem, waiter_source_problem
 from locksmithd.core.fleetlock_protocol import ErrorKind, ProtocolError
 from locksmithd.core.halt import decode_halt
 from locksmithd.core.history import HistoryEvent
 from locksmithd.core.holder_record import new_record, parse_time
-from locksmithd.core.names import shown_value
 from locksmithd.core.semaphore import Semaphore, decode, initial_semaphore
+from locksmithd.core.waiter_value import FLEETLOCK, UNKNOWN, Pointer, WaiterValue, decode_waiter, encode_waiter, served_ticket
 from locksmithd.core.waiters import WaiterKind, classify_waiter
 from locksmithd.errors import AmbiguousWrite, CorruptDocument, LeaseLost, NotHolder, StoreError, WriteConflict
 from locksmithd.etcd.client import EtcdStore
@@ -111,40 +99,6 @@ class _Own:
     @property
     def follows(self) -> Any:
         return self.value.follows
-
-
-class _ForeignSlot(Exception):
-    """Internal: the id holds a slot that was not taken through FleetLock (raised from a pure change)."""
-
-    def __init__(self, refusal: ProtocolError) -> None:
-        super().__init__(refusal.text)
-        self.refusal = refusal
-
-
-def slot_source_problem(semaphore: Semaphore, client_id: str) -> ProtocolError | None:
-    """The refusal when ``client_id`` holds a slot not taken through FleetLock, or None (not held, or ours)."""
-    if not semaphore.holds(client_id):
-        return None
-    try:
-        record = semaphore.record(client_id)
-    except ValueError:
-        record = None
-    source = record.source if record is not None else None
-    if source == SOURCE:
-        return None
-    taken_by = "no holder record (locksmith?)" if source is None else f"source {shown_value(source)}"
-    return ProtocolError(ErrorKind.NOT_FLEETLOCK_SLOT,
-                         f"{client_id} holds a slot that was not taken through FleetLock ({taken_by}); "
-                         f"FleetLock requests never act on it (release it with 'locksmithctl unlock')")
-
-
-def waiter_source_problem(client_id: str, value: bytes) -> ProtocolError | None:
-    """The refusal when ``client_id``'s waiter key was not written through FleetLock, or None."""
-    if queued_through_fleetlock(value):
-        return None
-    return ProtocolError(ErrorKind.NOT_FLEETLOCK_SLOT,
-                         f"{client_id} is queued by a daemon, not through FleetLock; "
-                         f"FleetLock requests never act on its place in the queue")
 
 
 class RemoteWaiter:
@@ -229,14 +183,14 @@ class RemoteWaiter:
             return problem
         if semaphore.holds(client_id):
             event = HistoryEvent(at=self.clock(), host=client_id, event="released", detail=DETAIL)
-            change = Change(f"release {client_id} via fleetlock", lambda s: _release_ours(s, client_id),
+            change = Change(f"release {client_id} via fleetlock", lambda s: release_ours(s, client_id),
                             lambda s: not s.holds(client_id), (event,))
             try:
                 self.semaphore.update(change)
                 released = True
             except NotHolder:  # released meanwhile (a concurrent request, an operator)
                 pass
-            except _ForeignSlot as foreign:  # the slot changed hands between the read and the write
+            except ForeignSlot as foreign:  # the slot changed hands between the read and the write
                 return foreign.refusal
         if own:
             self._drop(own)
@@ -256,7 +210,7 @@ class RemoteWaiter:
         snapshot = self.store.snapshot([*names, followed] if followed else names)
         own = snapshot.keys.get(key)
         follows = _read_own(own).follows if own is not None else None
-        if isinstance(follows, Follows) and follows.key != followed:
+        if isinstance(follows, Pointer) and follows.key != followed:
             self.leases.follows(key, follows.key)
             snapshot = self.store.snapshot([*names, follows.key])
         return snapshot
@@ -311,7 +265,7 @@ class RemoteWaiter:
         self.leases.saw(lease_id, self.grace_s)
         previous = queued.previous
         # No tail before it (a new group, or the tail removed): its place is read once, at the next look.
-        follows = Follows(previous.key, previous.create_revision, queued.ticket - 1) if previous else UNKNOWN
+        follows = Pointer(previous.key, previous.create_revision, ticket=queued.ticket - 1) if previous else UNKNOWN
         self.store.reput(key, self._value(since, queued.ticket, follows), lease_id, queued.entry.create_revision)
         if follows is not UNKNOWN:
             self.leases.follows(key, follows.key)
@@ -326,7 +280,7 @@ class RemoteWaiter:
         follows = own.follows
         if follows is None:
             return True, own
-        if isinstance(follows, Follows):
+        if isinstance(follows, Pointer):
             ahead = look.keys.get(follows.key)
             if ahead is not None and ahead.create_revision == follows.created:
                 if self._waits(ahead, semaphore):
@@ -349,17 +303,17 @@ class RemoteWaiter:
                 batch = self.store.predecessors(self.prefix, batch[-1].create_revision, place.revision)
             elif ahead is None:
                 batch = ()
-        follows = None if ahead is None else Follows(ahead.key, ahead.create_revision, field_ticket(ahead.value))
+        follows = None if ahead is None else Pointer(ahead.key, ahead.create_revision, ticket=decode_waiter(ahead.value).ticket)
         if not self.store.reput(entry.key, self._value(own.since, own.ticket, follows), entry.lease,
                                 entry.create_revision):
             return None
         self.leases.follows(entry.key, None if follows is None else follows.key)
-        return follows is None, _Own(entry, WaiterValue(own.since, own.ticket, follows))
+        return follows is None, _Own(entry, WaiterValue(own.since, own.ticket, via=FLEETLOCK, grace_s=self.grace_s, follows=follows))
 
     def _served(self, look: Snapshot) -> int:
         """The ``served`` ticket in a look (0: none yet)."""
         served = look.keys.get(self.served_key)
-        return ticket(served.value) if served is not None else 0
+        return served_ticket(served.value) if served is not None else 0
 
     def _waits(self, entry: StoredKey, semaphore: Semaphore) -> bool:
         """True for a key that is a host waiting its turn (the one waiter rule)."""
@@ -368,7 +322,8 @@ class RemoteWaiter:
 
     def _value(self, since: str | None, number: int, follows: Any) -> bytes:
         """The waiter key's value: marked as queued through FleetLock, with its ticket and the key it follows."""
-        return encode_value(since or self.clock().isoformat(timespec="milliseconds"), self.grace_s, number, follows)
+        since = since or self.clock().isoformat(timespec="milliseconds")
+        return encode_waiter(WaiterValue(since, number, via=FLEETLOCK, grace_s=self.grace_s, follows=follows))
 
     def _refusal(self, own: _Own, head: bool, semaphore: Semaphore, look: Snapshot) -> ProtocolError | None:
         """Why the client may not take a slot now, or None when it is the head and a slot is free."""
@@ -394,7 +349,7 @@ class RemoteWaiter:
     def _take(self, client_id: str, own: _Own, semaphore: Semaphore, mod_revision: int, peer: str) -> bool:
         """The one guarded write taking a slot; False on a lost race (the caller looks again)."""
         now = self.clock()
-        record = new_record(now=now, deadline_after=None, hostname=client_id, source=SOURCE,
+        record = new_record(now=now, deadline_after=None, hostname=client_id, source=FLEETLOCK,
                             reason=f"FleetLock pre-reboot from {peer}")
         new = semaphore.lock(client_id, record.to_info())
         taken = HistoryEvent(at=now, host=client_id, event="slot-taken",
@@ -430,18 +385,10 @@ class RemoteWaiter:
 
 
 def _read_own(entry: StoredKey) -> _Own:
-    value = decode_value(entry.value)
+    value = decode_waiter(entry.value)
     if value.since is not None:
         try:
             parse_time(value.since)
         except ValueError:
-            value = WaiterValue(None, value.ticket, value.follows)
+            value = replace(value, since=None)
     return _Own(entry, value)
-
-
-def _release_ours(semaphore: Semaphore, client_id: str) -> Semaphore:
-    """``client_id``'s slot released if FleetLock took it (pure); _ForeignSlot otherwise, NotHolder if not held."""
-    problem = slot_source_problem(semaphore, client_id)
-    if problem is not None:
-        raise _ForeignSlot(problem)
-    return semaphore.unlock(client_id)
