@@ -187,8 +187,8 @@ TRANSITIONS = [
     pytest.param(AT_HEAD, plain(qp.read_again), Mode.KNOWN_BY_NAME, Action.NOTHING, None,
                  id="head-lost-race-or-reply"),
     # watch events
-    pytest.param(FAR, watch(Event("delete", replace(B, mod_revision=33))), Mode.KNOWN_BY_NAME, Action.READ_BY_NAME, None,
-                 id="watch-key-ahead-deleted"),
+    pytest.param(FAR, watch(Event("delete", replace(B, mod_revision=33))), Mode.KNOWN_BY_NAME, Action.READ_BY_NAME,
+                 None, id="watch-key-ahead-deleted"),
     pytest.param(replace(FAR, second=None, second_known=False), watch(Event("put", replace(B, value=told(None)))),
                  Mode.KNOWN_BY_NAME, Action.READ_BY_NAME, None, id="watch-pred-names-after"),
     pytest.param(NEXT_IN_LINE, watch(Event("put", replace(B, value=told()))), Mode.NEXT_IN_LINE, Action.NOTHING, None,

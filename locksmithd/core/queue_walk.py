@@ -62,9 +62,10 @@ Invariants
    deadline (``minds_stale``), by the group's stale policy;
    (c) by FleetLock clients, which take their slot through the server when
    they next poll, so a daemon behind them waits for that poll;
-   (d) during a rolling upgrade: a key written by an older version carries no
-   ticket or ``after``; hosts behind it fall back to reading their place
-   (exact order kept, one more request) and to a place bound of 2.
+   (d) during a rolling upgrade from a version without the tail key, old and
+   new daemons may be served out of arrival order between each other (``max``
+   still holds); a key without ticket or ``after`` only costs the hosts
+   behind it a place read (far back, at their hourly check) and a bound of 2.
    Keys no host waits on (no lease, a bad id, a holder's leftover) are passed
    over and do not count as ahead.
 
@@ -106,11 +107,11 @@ AT_HEAD             won the guarded write                                       
 AT_HEAD             lost the race / reply lost (AmbiguousWrite)                 KNOWN_BY_NAME (read back)
 any located         watch: a key ahead deleted / pred names its after           KNOWN_BY_NAME
 NEXT_IN_LINE        head leaves a free slot past ``head_timeout_s``             SKIP_HEAD, then KNOWN_BY_NAME
-any located         quiet period (no event), near the head                      KNOWN_BY_NAME
+any located         quiet period (no event), near the head                      KNOWN_BY_NAME (or PLACE_UNKNOWN)
 FAR                 quiet period (no event), on the long lease                  VERIFY_ONLY
 any                 watch broke (compaction, leader lost, endpoint down)        KNOWN_BY_NAME after jitter
 any                 lease lost (keep-alive says expired)                        NOT_QUEUED after jitter
-any                 store error (not denied)                                    same state, re-read after backoff
+any                 store error (not denied)                                    KNOWN_BY_NAME after backoff
 ==================  ==========================================================  ==============================
 
 Recovery cases

@@ -216,7 +216,8 @@ class GroupQueue:
         """Next in line: remove a head seen leaving a free slot untaken at two looks ``head_timeout_s`` apart."""
         head = me.walk.predecessor
         me.walk, action = queue_pause.stuck_head(
-            me.walk, slot_free=self.view.slot_free(), head_via_fleetlock=head is not None and _bounded_by_its_lease(head),
+            me.walk, slot_free=self.view.slot_free(),
+            head_via_fleetlock=head is not None and _bounded_by_its_lease(head),
             now=asyncio.get_running_loop().time(), head_timeout_s=self.head_timeout_s)
         if action is not Action.SKIP_HEAD or head is None:
             return

@@ -58,7 +58,8 @@ class QueueReads:
         me.departed = {}
         me.walk = queue_walk.enqueued(
             me.walk, create_revision=entry.create_revision, lease_id=lease_id, created=result.created,
-            previous=result.previous, ticket=result.ticket, stored=None if result.created else decode_waiter(entry.value))
+            previous=result.previous, ticket=result.ticket,
+            stored=None if result.created else decode_waiter(entry.value))
         # ours from before (a lost reply, a restart): keep its place, move it to our lease
         if not result.created and entry.lease != lease_id and not await self._rewrite(me, lease_id):
             me.walk = replace(me.walk, create_revision=0)
