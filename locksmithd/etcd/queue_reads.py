@@ -80,7 +80,8 @@ class QueueReads:
     def _value(me: Waiter) -> bytes:
         return encode_waiter(queue_walk.own_value(me.walk))
 
-    def _queue_again(self, me: Waiter) -> None:
+    def _report_gone(self, me: Waiter) -> None:
+        """Say that the key is gone (the walk has moved to NOT_QUEUED)."""
         log.warning("the queue key of %s is gone (lease expired or removed); queueing again", me.holder)
 
     async def verify(self, me: Waiter) -> None:
@@ -91,7 +92,7 @@ class QueueReads:
         me.walk, action = queue_walk.verified(me.walk, mine_created=mine.create_revision if mine else 0,
                                               served=self._served(snapshot))
         if action is Action.QUEUE_AGAIN:
-            self._queue_again(me)
+            self._report_gone(me)
             self.watches.stop(me)
         elif action is Action.PLACED:
             self.view.place(me.holder, me.walk.ahead, False)
@@ -141,7 +142,7 @@ class QueueReads:
         me.walk = new
         if await self._rewrite(me, lease_id):
             return True
-        self._queue_again(me)
+        self._report_gone(me)
         self.watches.stop(me)
         me.walk = queue_walk.gone(me.walk)
         return False
@@ -157,7 +158,7 @@ class QueueReads:
             written_at=snapshot.semaphore_written_at, departed=departed, served=self._served(snapshot),
             waits=self._waits, prefix=self.prefix)
         if action is Action.QUEUE_AGAIN:
-            self._queue_again(me)
+            self._report_gone(me)
         return action is Action.PLACED
 
     def _served(self, snapshot: Snapshot) -> int:
@@ -173,7 +174,7 @@ class QueueReads:
                            halt.value if halt else None)
         self.watches.wake_heads()
         if place.mine is None or place.mine.create_revision != me.walk.create_revision:
-            self._queue_again(me)
+            self._report_gone(me)
             me.walk = queue_walk.gone(me.walk)  # (its place was unknown already)
             return
         ahead = await self._waiters_ahead(place)
