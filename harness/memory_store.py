@@ -13,6 +13,7 @@ this store only lets the walk's logic run fast and without a server.
 from __future__ import annotations
 
 import queue
+import random
 import threading
 from dataclasses import dataclass, replace
 from functools import partial
@@ -54,7 +55,8 @@ class MemoryWatch:
 class MemoryQueueStore:
     """A thread-safe in-memory etcd for the queue (see the module docstring); ``close`` stops its thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, shuffle: random.Random | None = None) -> None:
+        self.shuffle = shuffle  # given: each change reaches its watches in a random order (etcd promises none)
         self.lock = threading.RLock()
         self.revision = 1
         self.data: dict[str, tuple[StoredKey, int]] = {}  # key -> (entry, version)
@@ -261,7 +263,10 @@ class MemoryQueueStore:
         """One transaction: one new revision, its changes logged and sent to the watches covering them."""
         self.revision += 1
         self.log.extend(changes)
-        for watch in list(self.watches):
+        watches = list(self.watches)
+        if self.shuffle is not None:
+            self.shuffle.shuffle(watches)
+        for watch in watches:
             mine = [change for change in changes if watch.covers(change)]
             if mine:
                 self._send_events(watch, mine, self.revision)
