@@ -152,7 +152,6 @@ NEAR_POSITIONS = 2
 """The head and the next one keep their keys on the short lease (and so drop out quickly if they crash)."""
 
 
-
 class Entry(Protocol):
     """A stored waiter key as the walk reads it (etcd/store.py's StoredKey is one)."""
 

@@ -29,7 +29,6 @@ __all__ = ["GroupQueue", "LeaseSession"]
 log = logging.getLogger("locksmithd.queue")
 
 
-
 class GroupQueue:
     """Waits in one group's FIFO queue on behalf of local holders (usually one).
 
@@ -98,6 +97,8 @@ class GroupQueue:
                         await self.reads.enqueue(me)
                     if me.walk.verify:
                         await self.reads.verify(me)
+                    if me.walk.create_revision == 0:
+                        continue  # known gone (the restart's reput or the check found no key): queue again
                     if not me.walk.located:
                         await self.reads.locate(me)
                         if me.walk.create_revision == 0:
