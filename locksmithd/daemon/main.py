@@ -167,7 +167,7 @@ async def _run_signalled(settings: DaemonSettings, command_env: Mapping[str, str
     coordinator = CoordinatorFile(settings.state_file)
     coordinator.acquire()
     try:
-        strategy = make_strategy(settings)
+        strategy = make_strategy(settings.strategy, settings.strategy_config(), hostname=socket.gethostname())
         if not strategy.enabled:
             log.info("reboot strategy is 'off': nothing to coordinate, exiting")
             coordinator.write("off", "running")

@@ -7,8 +7,8 @@ import re
 import stat
 
 from locksmithd.errors import ConfigError
+from locksmithd.core.etcd_config import without_password
 from locksmithd.settings.raw import RawSetting
-from locksmithd.etcd.connection import without_password
 from locksmithd.settings.table import ALIASES, SECRET_KEYS, URL_KEYS, hidden
 
 MAX_CONF_BYTES = 1024 * 1024

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta, tzinfo
 from typing import Any, TypeVar
 
 from locksmithd.core.duration import format_duration
+from locksmithd.core.etcd_config import EtcdSettings
 from locksmithd.core.health_policy import HealthPolicy
 from locksmithd.core.schedule import Schedule, WindowSpec
+from locksmithd.core.stale_policy import StalePolicy
+from locksmithd.core.strategy_config import EtcdLockConfig, FleetLockConfig, StrategyConfig
+from locksmithd.core.strategy_labels import ETCD_LOCK, FLEET_LOCK
 from locksmithd.core.window import parse_window_length, parse_window_start
 from locksmithd.errors import ConfigError
-from locksmithd.etcd.connection import EtcdSettings, validate_tls_and_auth
-from locksmithd.etcd.stale import StalePolicy
 from locksmithd.observe.address import MetricsAddress
 from locksmithd.host.identity import DEFAULT_MACHINE_ID_PATH, read_holder_id
 from locksmithd.host.timezone import local_zone
 from locksmithd.settings import table, values
 from locksmithd.settings.conffile import read_conf_file
 from locksmithd.settings.credentials import apply_credential_files
+from locksmithd.settings.etcd_checks import validate_tls_and_auth
 from locksmithd.settings.raw import COMMAND_LINE, ENVIRONMENT, RawSetting
 from locksmithd.settings.table import ALIASES, KNOWN_KEYS, SETTINGS, Setting, hidden, parse_row
 
@@ -40,6 +44,11 @@ def _default(row: Setting[T]) -> T:
     return value
 
 
+def _default_etcd() -> EtcdSettings:
+    """The etcd connection of the table's defaults (the one place they are declared)."""
+    return EtcdSettings(endpoints=_default(table.ENDPOINT), request_timeout_s=_default(table.ETCD_TIMEOUT))
+
+
 @dataclass(frozen=True, kw_only=True)
 class DaemonSettings:
     """Everything locksmithd needs, validated; built by ``load_settings`` and never mutated.
@@ -52,7 +61,7 @@ class DaemonSettings:
 
     machine_id: str
     strategy: str = _default(table.STRATEGY)
-    etcd: EtcdSettings = field(default_factory=EtcdSettings)
+    etcd: EtcdSettings = field(default_factory=_default_etcd)
     group: str = _default(table.GROUP)
     window: Schedule | None = None
     state_file: str = _default(table.STATE_FILE)
@@ -96,6 +105,20 @@ class DaemonSettings:
         return HealthPolicy(healthy_states=self.health_system_states, units=self.health_units,
                             check_dir=self.health_dir, soak_s=self.health_soak_s, timeout_s=self.health_timeout_s,
                             recheck_interval_s=self.health_recheck_interval_s)
+
+    def strategy_config(self) -> StrategyConfig:
+        """The slice of these settings the strategy's factory takes (``core/strategy_config.py``)."""
+        if self.strategy == ETCD_LOCK.label:
+            return EtcdLockConfig(etcd=self.etcd, holder=self.machine_id, group=self.group,
+                                  retry_max_s=self.retry_max_s, recheck_interval_s=self.recheck_interval_s,
+                                  reboot_deadline_s=self.reboot_deadline_s, stale_policy=self.stale_policy,
+                                  lease_ttl_s=math.ceil(self.queue_drop_out_s),
+                                  head_timeout_s=self.queue_head_timeout_s)
+        if self.strategy == FLEET_LOCK.label:
+            assert self.fleetlock_url is not None  # the loader requires it with this strategy
+            return FleetLockConfig(url=self.fleetlock_url, holder=self.machine_id, group=self.fleetlock_group,
+                                   poll_max_s=self.retry_max_s)
+        return None
 
     def describe(self) -> str:
         """One line for the start-up log; contains no secret."""

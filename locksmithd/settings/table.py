@@ -17,13 +17,12 @@ from typing import Generic, TypeVar
 from locksmithd.core.duration import format_duration
 from locksmithd.core.health_policy import DEFAULT_RECHECK_INTERVAL_S
 from locksmithd.errors import ConfigError, IdentityError
-from locksmithd.etcd.connection import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT_S, without_password
+from locksmithd.core.etcd_config import without_password
 from locksmithd.host.identity import DEFAULT_BOOT_ID_PATH, DEFAULT_MACHINE_ID_PATH
 from locksmithd.host.statefile import DEFAULT_PATH as DEFAULT_STATE_FILE
 from locksmithd.settings import values
 from locksmithd.settings.raw import DEFAULT, RawSetting
-from locksmithd.core.strategy_labels import ALIASES as STRATEGY_ALIASES
-from locksmithd.core.strategy_labels import LABELS
+from locksmithd.core.strategy_labels import strategies_help
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -75,15 +74,10 @@ def _seconds(seconds: float) -> str:
     return format_duration(timedelta(seconds=seconds))
 
 
-_STRATEGY_HELP = ("`etcd-lock` (take a slot first), `fleet-lock` (take a slot from a FleetLock server), "
-                  "`reboot` (no lock), `off` (exit 0); " + "; ".join(
-                      f"`{alias}` is read as `{target}`" for alias, target in STRATEGY_ALIASES.items()))
-assert set(LABELS) == {"etcd-lock", "fleet-lock", "reboot", "off"}, "describe every strategy in _STRATEGY_HELP"
-
-STRATEGY = Setting("REBOOT_STRATEGY", values.strategy, _STRATEGY_HELP, "strategy", "etcd-lock", flag="--strategy")
+STRATEGY = Setting("REBOOT_STRATEGY", values.strategy, strategies_help(), "strategy", "etcd-lock", flag="--strategy")
 ENDPOINT = Setting("LOCKSMITHD_ENDPOINT", values.endpoints,
                    "etcd endpoints, comma-separated; unreachable ones are skipped", "etcd.endpoints",
-                   DEFAULT_ENDPOINT, flag="--endpoint")
+                   "http://127.0.0.1:2379", flag="--endpoint")
 GROUP = Setting("LOCKSMITHD_GROUP", values.group,
                 "reboot group; each group has its own semaphore (same naming rule as holder ids)", "group",
                 "", "(default group)", flag="--group")
@@ -146,7 +140,7 @@ QUEUE_HEAD_TIMEOUT = Setting("LOCKSMITHD_QUEUE_HEAD_TIMEOUT", values.interval_s,
 RETRY_MAX = Setting("LOCKSMITHD_RETRY_MAX", values.interval_s, "longest pause between retries after errors",
                     "retry_max_s", "60s", flag="--retry-max")
 ETCD_TIMEOUT = Setting("LOCKSMITHD_ETCD_TIMEOUT", values.request_timeout_s, "per etcd request (0.1s to 5m)",
-                       "etcd.request_timeout_s", _seconds(DEFAULT_REQUEST_TIMEOUT_S), flag="--etcd-timeout")
+                       "etcd.request_timeout_s", "5s", flag="--etcd-timeout")
 BOOT_ID_PATH = Setting("LOCKSMITHD_BOOT_ID_PATH", values.path,
                        "the kernel's boot id, recorded with a slot (in a container, combined with when the "
                        "container's systemd started: see Health checks)", "boot_id_path",

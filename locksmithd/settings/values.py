@@ -20,13 +20,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from locksmithd.core.duration import format_duration, parse_duration
 from locksmithd.core.fleetlock_protocol import group_problem as fleetlock_group_problem
 from locksmithd.core.names import group_problem, name_problem
-from locksmithd.etcd.connection import Endpoint, check_readable_file, parse_endpoints, request_timeout_problem
+from locksmithd.core.etcd_config import Endpoint, parse_endpoints, request_timeout_problem
 from locksmithd.host.identity import HOLDER_ID_MODES
+from locksmithd.settings.etcd_checks import check_readable_file
 from locksmithd.settings.raw import RawSetting
 from locksmithd.core.strategy_labels import ALIASES as STRATEGY_ALIASES
 from locksmithd.core.strategy_labels import LABELS, resolve_label
 from locksmithd.core.health_policy import parse_check_dir, parse_system_states, parse_units
-from locksmithd.etcd.stale import StalePolicy, parse_stale_policy
+from locksmithd.core.stale_policy import StalePolicy, parse_stale_policy
 from locksmithd.observe.address import MetricsAddress, parse_metrics_address
 
 if TYPE_CHECKING:
