@@ -12,8 +12,7 @@ from locksmithd import strategies
 from locksmithd.daemon.main import cli
 from locksmithd.core.etcd_config import EtcdSettings
 from locksmithd.errors import ConfigError
-from locksmithd.host.identity import DEFAULT_BOOT_ID_PATH
-from locksmithd.host.statefile import DEFAULT_PATH
+from locksmithd.host import identity, statefile
 from locksmithd.settings import FLAGS, KNOWN_KEYS, SECRET_KEYS, SETTINGS, DaemonSettings, RawSetting, readme_table
 from locksmithd.settings import table, values
 
@@ -62,9 +61,9 @@ class TestRows:
                 assert name in (etcd if row.field.startswith("etcd.") else top), row.key
 
     def test_defaults_are_the_edge_modules_defaults(self) -> None:
-        """Defaults an edge module also uses are the ones the table documents and parses."""
-        assert table.STATE_FILE.default == DEFAULT_PATH
-        assert table.BOOT_ID_PATH.default == DEFAULT_BOOT_ID_PATH
+        """Defaults the host edge also uses (core/host_paths.py) are the ones the table documents and parses."""
+        assert table.STATE_FILE.default == statefile.CoordinatorFile().path
+        assert identity.read_boot_id.__defaults__ == (table.BOOT_ID_PATH.default,)
         assert DaemonSettings(machine_id="m").retry_max_s == table.RETRY_MAX.default_value() == 60.0
 
     def test_dataclass_defaults_are_the_table_defaults(self) -> None:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from locksmithd.core.duration import format_duration
 from locksmithd.core.etcd_config import EtcdSettings
 from locksmithd.core.health_policy import HealthPolicy
+from locksmithd.core.host_paths import DEFAULT_MACHINE_ID_PATH
 from locksmithd.core.schedule import Schedule, WindowSpec
 from locksmithd.core.stale_policy import StalePolicy
 from locksmithd.core.strategy_config import EtcdLockConfig, FleetLockConfig, StrategyConfig
@@ -18,7 +19,7 @@ from locksmithd.core.strategy_labels import ETCD_LOCK, FLEET_LOCK
 from locksmithd.core.window import parse_window_length, parse_window_start
 from locksmithd.errors import ConfigError
 from locksmithd.observe.address import MetricsAddress
-from locksmithd.host.identity import DEFAULT_MACHINE_ID_PATH, read_holder_id
+from locksmithd.host.identity import read_holder_id
 from locksmithd.host.timezone import local_zone
 from locksmithd.settings import table, values
 from locksmithd.settings.conffile import read_conf_file

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from locksmithd.core.app_specific import HOLDER_ID_MODES
 from locksmithd.core.duration import format_duration, parse_duration
 from locksmithd.core.fleetlock_protocol import group_problem as fleetlock_group_problem
 from locksmithd.core.names import group_problem, name_problem
 from locksmithd.core.etcd_config import Endpoint, parse_endpoints, request_timeout_problem
-from locksmithd.host.identity import HOLDER_ID_MODES
 from locksmithd.settings.etcd_checks import check_readable_file
 from locksmithd.settings.raw import RawSetting
 from locksmithd.core.strategy_labels import ALIASES as STRATEGY_ALIASES
