@@ -17,7 +17,8 @@ from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import semaphore_key
 from locksmithd.etcd.lock import SemaphoreClient
 from locksmithd.etcd.connection import EtcdSettings, parse_endpoints
-from locksmithd.host.commands import command_environment, list_commands, run_command, unsafe_place
+from locksmithd.core.command_env import command_environment
+from locksmithd.host.commands import list_commands, run_command, unsafe_place
 from tests.test_daemon_integration import holders, run, settled, start_host
 
 NOBODY = 65534

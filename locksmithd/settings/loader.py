@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta, tzinfo
 from typing import Any, TypeVar
 
+from locksmithd.core.command_env import command_environment
 from locksmithd.core.duration import format_duration
 from locksmithd.core.etcd_config import EtcdSettings
 from locksmithd.core.health_policy import HealthPolicy
@@ -54,7 +55,10 @@ def _default_etcd() -> EtcdSettings:
 class DaemonSettings:
     """Everything locksmithd needs, validated; built by ``load_settings`` and never mutated.
 
-    Field defaults are the table's (``settings/table.py``). ``sources`` lists
+    Field defaults are the table's (``settings/table.py``). ``command_env`` is
+    the clean environment of every hook and check command (never the daemon's
+    credentials: ``core.command_env``), built from the environment the
+    loader read. ``sources`` lists
     the configuration files that were read; ``unknown_keys`` holds (source,
     key) for each unrecognised LOCKSMITHD_* key, to warn about. The etcd
     password never appears in repr (EtcdSettings hides it).
@@ -98,6 +102,7 @@ class DaemonSettings:
     watchdog_usec: int | None = None
     watchdog_pid: str | None = None
     test_block_loop: bool = False
+    command_env: Mapping[str, str] = field(default_factory=lambda: command_environment({}, KNOWN_KEYS), repr=False)
     sources: tuple[str, ...] = ()
     unknown_keys: tuple[tuple[str, str], ...] = ()
 
@@ -166,7 +171,8 @@ def load_settings(
     layers.append(_mapping_settings(flags or {}, COMMAND_LINE))
     values, unknown = merge_layers(layers)
     zone = host_zone or (lambda: local_zone(environ.get("TZ")))
-    return _build(values, tuple(unknown), tuple(sources), machine_id_path if identity else None, zone)
+    return _build(values, tuple(unknown), tuple(sources), machine_id_path if identity else None, zone,
+                  command_environment(environ, KNOWN_KEYS))
 
 
 def _mapping_settings(mapping: Mapping[str, str], source: str) -> list[RawSetting]:
@@ -205,7 +211,7 @@ def merge_layers(layers: Iterable[Sequence[RawSetting]]) -> tuple[dict[str, RawS
 
 def _build(
     given: Mapping[str, RawSetting], unknown: tuple[tuple[str, str], ...], sources: tuple[str, ...],
-    machine_id_path: str | None, host_zone: Callable[[], tuple[tzinfo, str]],
+    machine_id_path: str | None, host_zone: Callable[[], tuple[tzinfo, str]], command_env: Mapping[str, str],
 ) -> DaemonSettings:
     """Parse every row (given value or default), in table order, into DaemonSettings."""
     top: dict[str, Any] = {}
@@ -231,6 +237,7 @@ def _build(
             machine_id_path, parse_row(table.HOLDER_ID, mode) if mode else "machine-id"),
         sources=sources,
         unknown_keys=unknown,
+        command_env=command_env,
     )
     if settings.strategy == "fleet-lock" and settings.fleetlock_url is None:
         raw = given.get(table.FLEETLOCK_URL.key) or given.get(table.STRATEGY.key)
