@@ -12,6 +12,7 @@ import stat
 from collections.abc import Mapping
 
 from locksmithd.core.etcd_config import EtcdSettings
+from locksmithd.core.file_kinds import file_kind
 from locksmithd.core.names import name_problem
 from locksmithd.errors import ConfigError
 
@@ -37,7 +38,7 @@ def check_readable_file(path: str | None, source: str, key: str) -> str | None:
     if stat.S_ISDIR(info.st_mode):
         raise ConfigError(source, key, path, "is a directory, not a file")
     if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(source, key, path, f"is not a regular file ({_file_type(info.st_mode)})")
+        raise ConfigError(source, key, path, f"is not a regular file ({file_kind(info.st_mode)})")
     if info.st_size == 0:
         raise ConfigError(source, key, path, "file is empty")
     if info.st_size > MAX_TLS_FILE_BYTES:
@@ -48,14 +49,6 @@ def check_readable_file(path: str | None, source: str, key: str) -> str | None:
     except OSError as exc:
         raise ConfigError(source, key, path, f"file is not readable ({exc.strerror})") from exc
     return path
-
-
-def _file_type(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "not a file"
 
 
 def validate_tls_and_auth(settings: EtcdSettings, source: str, keys: Mapping[str, str]) -> EtcdSettings:

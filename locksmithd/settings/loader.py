@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from locksmithd.core.command_env import command_environment
 from locksmithd.core.duration import format_duration
 from locksmithd.core.etcd_config import EtcdSettings
+from locksmithd.core.file_kinds import ReadFile
 from locksmithd.core.health_policy import HealthPolicy
 from locksmithd.core.host_paths import DEFAULT_MACHINE_ID_PATH
 from locksmithd.core.schedule import Schedule, WindowSpec
@@ -142,17 +143,21 @@ class DaemonSettings:
 def load_settings(
     environ: Mapping[str, str],
     flags: Mapping[str, str] | None = None,
-    conf_paths: Sequence[str] = DEFAULT_CONF_PATHS,
+    conf_paths: Sequence[str] = (),
     machine_id_path: str = DEFAULT_MACHINE_ID_PATH,
     *,
+    read_file: ReadFile | None = None,
     conf_must_exist: bool = False,
     host_zone: Callable[[], tuple[tzinfo, str]] | None = None,
     identity: bool = True,
 ) -> DaemonSettings:
     """Read, merge and validate every source into one DaemonSettings.
 
-    Priority, lowest first: each of ``conf_paths`` in order (missing files are
-    skipped unless ``conf_must_exist``, for files the operator named), then
+    Priority, lowest first: each of ``conf_paths`` in order (the entry points
+    pass DEFAULT_CONF_PATHS or the files named; missing files are skipped
+    unless ``conf_must_exist``, for files the operator named), read with
+    ``read_file`` (the host's non-blocking reader, which settings/ may not
+    import: ``host.files.read_regular_file``; needed when there are paths), then
     ``environ``, then ``flags`` (source "command line"). Never reads
     ``os.environ``. Windows are in LOCKSMITHD_TIMEZONE, else in ``host_zone()``
     (read only when needed; by default the zone of ``environ``'s TZ or
@@ -162,8 +167,11 @@ def load_settings(
     """
     layers: list[list[RawSetting]] = []
     sources: list[str] = []
+    if conf_paths and read_file is None:
+        raise TypeError("load_settings: configuration files need read_file (host.files.read_regular_file)")
     for path in conf_paths:
-        found = read_conf_file(path, must_exist=conf_must_exist)
+        assert read_file is not None
+        found = read_conf_file(path, read_file, must_exist=conf_must_exist)
         if found is not None:
             layers.append(found)
             sources.append(path)

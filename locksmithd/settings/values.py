@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from locksmithd.core.app_specific import HOLDER_ID_MODES
 from locksmithd.core.duration import format_duration, parse_duration
+from locksmithd.core.file_kinds import file_kind
 from locksmithd.core.fleetlock_protocol import group_problem as fleetlock_group_problem
 from locksmithd.core.names import group_problem, name_problem
 from locksmithd.core.etcd_config import Endpoint, parse_endpoints, request_timeout_problem
@@ -303,13 +304,6 @@ def reboot_required_problem(path: str) -> str | None:
         return ("names a directory, which always exists (a reboot at every start); give the file, "
                 "e.g. /run/reboot-required")
     return None
-
-
-def file_kind(mode: int) -> str:
-    """What a file is, for an error ("a regular file", "a directory", "a FIFO", ...)."""
-    kinds = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def metrics_address(raw: RawSetting) -> MetricsAddress | None:
