@@ -52,13 +52,16 @@ class TestRows:
                                  "REBOOT_WINDOW_LENGTH": "LOCKSMITHD_REBOOT_WINDOW_LENGTH"}
 
     def test_each_row_fills_a_real_field(self) -> None:
-        """A row's field exists on DaemonSettings (or EtcdSettings for "etcd.")."""
+        """A row's field exists on DaemonSettings (or EtcdSettings for "etcd.", DaemonSettings.source_options
+        for "source.": a source's own rows need no field of their own)."""
         top = {f.name for f in dataclasses.fields(DaemonSettings)}
         etcd = {f.name for f in dataclasses.fields(EtcdSettings)}
+        options = set(DaemonSettings(machine_id="m").source_options)
+        assert "reboot_check_interval_s" in options and "reboot_check_interval_s" not in top
         for row in SETTINGS:
             if row.field is not None:
-                name = row.field.removeprefix("etcd.")
-                assert name in (etcd if row.field.startswith("etcd.") else top), row.key
+                kind, _, name = row.field.rpartition(".")
+                assert name in {"etcd": etcd, "source": options, "": top}[kind], row.key
 
     def test_defaults_are_the_edge_modules_defaults(self) -> None:
         """Defaults the host edge also uses (core/host_paths.py) are the ones the table documents and parses."""
@@ -70,11 +73,12 @@ class TestRows:
         """DaemonSettings built without arguments, its etcd connection included, holds the table's parsed
         defaults: the etcd endpoint and request timeout are declared in the table only."""
         daemon = DaemonSettings(machine_id="m")
-        etcd = daemon.etcd
         for row in SETTINGS:
             if row.field is not None:
-                target = etcd if row.field.startswith("etcd.") else daemon
-                assert getattr(target, row.field.removeprefix("etcd.")) == row.default_value(), row.key
+                kind, _, name = row.field.rpartition(".")
+                found = (getattr(daemon.etcd, name) if kind == "etcd"
+                         else daemon.source_options[name] if kind == "source" else getattr(daemon, name))
+                assert found == row.default_value(), row.key
 
     def test_every_default_parses(self) -> None:
         """A documented default that its own parser refused would only fail at start-up."""

@@ -223,8 +223,7 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
     started: list[Source] = []
     logind = LogindClient(bus)
     daemon = Daemon(
-        strategy, logind, window=settings.window, publisher=coordinator, reboot_needed=need.event,
-        login_delay_s=settings.login_delay_s, retry_max_s=settings.retry_max_s,
+        strategy, logind, settings=settings, publisher=coordinator, reboot_needed=need.event,
         health=(HealthGateOnWallClock(settings.health_policy(), SystemdClient(bus), env=settings.command_env,
                                       changes=SystemdChanges(bus)) if strategy.uses_lock else None),
         inhibitors=None if settings.ignore_inhibitors else logind.list_inhibitors,

@@ -11,7 +11,7 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Awaitable, Callable, Protocol
 
 from locksmithd.core.backoff import Backoff
 from locksmithd.core.holder_record import AfterBoot
@@ -21,6 +21,9 @@ from locksmithd.errors import DocumentTooLarge, LocksmithError, RebootRefused, S
 from locksmithd.daemon.retries import BestEffort, Retries
 from locksmithd.strategies.base import RebootStrategy
 from locksmithd.core.schedule import Window
+
+if TYPE_CHECKING:
+    from locksmithd.settings import DaemonSettings
 
 log = logging.getLogger("locksmithd.daemon")
 UNHEALTHY_RECHECK_S = 60.0
@@ -92,22 +95,27 @@ class Daemon:
     is read; a refusal follows as "error"), "slot-released", "reboot-done" (the slot taken before
     a reboot released in the new boot), "health-failed" and "error" (detail:
     the error kind). It must not raise.
+
+    ``settings`` are the daemon's own (the reboot window, the login delay,
+    the longest pause between retries): a setting the state handlers read is
+    read from it here, so a new one is its row, its field and its use.
     """
 
-    def __init__(self, strategy: RebootStrategy, rebooter: Rebooter, *, window: Window | None,
-                 publisher: StatePublisher, reboot_needed: asyncio.Event, login_delay_s: float,
+    def __init__(self, strategy: RebootStrategy, rebooter: Rebooter, *, settings: DaemonSettings,
+                 publisher: StatePublisher, reboot_needed: asyncio.Event,
                  health: HealthGate | None = None, hooks: RebootHooks | None = None,
                  inhibitors: Callable[[], Awaitable[list[Inhibitor]]] | None = None,
-                 retry_max_s: float, warn_users: Callable[[list[str], float], object] = lambda t, d: None,
+                 warn_users: Callable[[list[str], float], object] = lambda t, d: None,
                  notify: Callable[[str], None] = lambda status: None,
                  on_event: Callable[[str, str], None] = lambda kind, detail: None, now: Callable[[], datetime] = local_now,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, rng: random.Random | None = None) -> None:
         self.strategy = strategy
         self.rebooter = rebooter
-        self.window = window
+        self.window: Window | None = settings.window
         self.publisher = publisher
         self.reboot_needed = reboot_needed
-        self.login_delay_s = login_delay_s
+        self.login_delay_s = settings.login_delay_s
+        retry_max_s = settings.retry_max_s
         self.health = health
         self.hooks = hooks
         self.inhibitors = inhibitors

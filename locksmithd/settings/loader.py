@@ -47,6 +47,15 @@ def _default(row: Setting[T]) -> T:
     return value
 
 
+SOURCE_OPTION = "source."
+"""The field prefix of a source's own rows: their values go to ``DaemonSettings.source_options``."""
+
+
+def _default_source_options() -> dict[str, Any]:
+    return {row.field.removeprefix(SOURCE_OPTION): row.default_value() for row in SETTINGS
+            if row.field is not None and row.field.startswith(SOURCE_OPTION)}
+
+
 def _default_etcd() -> EtcdSettings:
     """The etcd connection of the table's defaults (the one place they are declared)."""
     return EtcdSettings(endpoints=_default(table.ENDPOINT), request_timeout_s=_default(table.ETCD_TIMEOUT))
@@ -59,7 +68,10 @@ class DaemonSettings:
     Field defaults are the table's (``settings/table.py``). ``command_env`` is
     the clean environment of every hook and check command (never the daemon's
     credentials: ``core.command_env``), built from the environment the
-    loader read. ``sources`` lists
+    loader read. ``source_options`` holds the values of the rows whose field
+    is ``source.<name>``, by name: a source's own settings, which it reads
+    from here (``context.settings.source_options``), so a new source needs no
+    field of its own in this class. ``sources`` lists
     the configuration files that were read; ``unknown_keys`` holds (source,
     key) for each unrecognised LOCKSMITHD_* key, to warn about. The etcd
     password never appears in repr (EtcdSettings hides it).
@@ -93,7 +105,6 @@ class DaemonSettings:
     reboot_sources: tuple[str, ...] = _default(table.SOURCES)
     reboot_required_file: str = _default(table.REBOOT_REQUIRED_FILE)
     reboot_check_command: tuple[str, ...] | None = None
-    reboot_check_interval_s: float = _default(table.REBOOT_CHECK_INTERVAL)
     pre_reboot_dir: str = _default(table.PRE_REBOOT_DIR)
     post_boot_dir: str = _default(table.POST_BOOT_DIR)
     hook_timeout_s: float = _default(table.HOOK_TIMEOUT)
@@ -104,6 +115,7 @@ class DaemonSettings:
     watchdog_pid: str | None = None
     test_block_loop: bool = False
     command_env: Mapping[str, str] = field(default_factory=lambda: command_environment({}, KNOWN_KEYS), repr=False)
+    source_options: Mapping[str, Any] = field(default_factory=_default_source_options)
     sources: tuple[str, ...] = ()
     unknown_keys: tuple[tuple[str, str], ...] = ()
 
@@ -224,6 +236,7 @@ def _build(
     """Parse every row (given value or default), in table order, into DaemonSettings."""
     top: dict[str, Any] = {}
     etcd: dict[str, Any] = {}
+    source_options: dict[str, Any] = {}
     for row in SETTINGS:
         raw = given.get(row.key)
         if row.field is None:
@@ -233,6 +246,8 @@ def _build(
         value = parse_row(row, raw) if raw is not None else row.default_value()
         if row.field.startswith("etcd."):
             etcd[row.field.removeprefix("etcd.")] = value
+        elif row.field.startswith(SOURCE_OPTION):
+            source_options[row.field.removeprefix(SOURCE_OPTION)] = value
         else:
             top[row.field] = value
     override = given.get(table.MACHINE_ID.key)
@@ -246,6 +261,7 @@ def _build(
         sources=sources,
         unknown_keys=unknown,
         command_env=command_env,
+        source_options=source_options,
     )
     if settings.strategy == "fleet-lock" and settings.fleetlock_url is None:
         raw = given.get(table.FLEETLOCK_URL.key) or given.get(table.STRATEGY.key)

@@ -2,7 +2,9 @@
 
 The daemon's flags and ``--help``, validation, the known and secret keys and
 the README's Configure table all come from ``SETTINGS``. A new setting is one
-row here plus the typed field it fills in ``DaemonSettings``; then refresh the
+row here plus the typed field it fills in ``DaemonSettings``; a source's own
+setting needs no field (``field="source.<name>"`` puts its value in
+``DaemonSettings.source_options``); then refresh the
 README with ``python -c 'from locksmithd.settings import readme_table; print(readme_table())'``
 (tests/test_settings_table.py fails until the two agree).
 """
@@ -38,7 +40,8 @@ class Setting(Generic[T_co]):
     ``parse`` like any given value, so the documented default is the one
     used; None means unset. ``shown_default`` replaces it in the docs when
     the literal says too little. ``field`` names the DaemonSettings field
-    the value fills ("etcd.<name>" for EtcdSettings; None when the loader
+    the value fills ("etcd.<name>" for EtcdSettings, "source.<name>" for a
+    source's own value in ``source_options``; None when the loader
     combines the row with others). ``operator`` False marks keys systemd sets
     (not documented, no flag); ``switch`` makes the flag take no value.
     ``error`` is the ConfigError class a bad value raises (IdentityError for
@@ -188,7 +191,8 @@ METRICS_ADDRESS = Setting("LOCKSMITHD_METRICS_ADDRESS", values.metrics_address,
                           "`unix:/path`; empty: off", "metrics_address", "", "(off)", flag="--metrics-address")
 # Every source of "a reboot is needed": {its name in LOCKSMITHD_SOURCES: what makes it say so}. The factories
 # are the modules of sources/ (sources/registry.py), keyed by these names (a test keeps the two equal); a new
-# source adds its entry here and its own rows below.
+# source adds its entry here and its own rows below, with field "source.<name>" (read by the source from
+# DaemonSettings.source_options), and touches no other file but its module.
 SOURCE_KINDS: Mapping[str, str] = {
     "update-engine": "D-Bus signal",
     "reboot-required": "the file below appears",
@@ -208,7 +212,8 @@ REBOOT_CHECK_COMMAND = Setting("LOCKSMITHD_REBOOT_CHECK_COMMAND", values.command
                                flag="--reboot-check-command")
 REBOOT_CHECK_INTERVAL = Setting("LOCKSMITHD_REBOOT_CHECK_INTERVAL", values.interval_s,
                                 "how often the check command runs (at least 1s; with 10 % jitter; it may run at most "
-                                "this long or 5m)", "reboot_check_interval_s", "10m", flag="--reboot-check-interval")
+                                "this long or 5m)", "source.reboot_check_interval_s", "10m",
+                                flag="--reboot-check-interval")
 PRE_REBOOT_DIR = Setting("LOCKSMITHD_PRE_REBOOT_DIR", values.absolute_path,
                          "hooks run in name order after the slot is taken, before users are warned (e.g. drain); "
                          "one failing gives the slot back and retries later; may be missing, never a file", "pre_reboot_dir",
