@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from locksmithd.daemon.main import _given_flags
 from locksmithd.errors import ConfigError, ExitCode, IdentityError
-from locksmithd.host.files import read_regular_file
+from locksmithd.host.reads import HOST_READS
 from locksmithd.settings import MAX_CONF_BYTES, DaemonSettings, load_settings
 
 MACHINE = {"LOCKSMITHD_MACHINE_ID": "m"}
@@ -21,7 +22,7 @@ def load_from(tmp_path: Path, source: str, key: str, value: str) -> DaemonSettin
     conf.write_text(f"{key}='{value}'\n" if source == "file" else "")
     env = {**MACHINE, **({key: value} if source == "environment" else {})}
     flags = {key: value} if source == "command line" else None
-    return load_settings(env, flags, conf_paths=[str(conf)], read_file=read_regular_file)
+    return load_settings(env, flags, conf_paths=[str(conf)], host=HOST_READS)
 
 
 SOURCES = ["file", "environment", "command line"]
@@ -77,7 +78,7 @@ class TestEveryValue:
         conf = tmp_path / "l.conf"
         conf.write_bytes(b"LOCKSMITHD_BOOT_ID_PATH=/proc/a\x00b\n")
         with pytest.raises(ConfigError, match="NUL"):
-            load_settings(MACHINE, conf_paths=[str(conf)], read_file=read_regular_file)
+            load_settings(MACHINE, conf_paths=[str(conf)], host=HOST_READS)
 
     def test_huge_value_is_refused_and_echoed_bounded(self) -> None:
         with pytest.raises(ConfigError) as info:
@@ -117,25 +118,26 @@ class TestConfFileReading:
     def test_named_missing_file(self, tmp_path: Path) -> None:
         missing = str(tmp_path / "gone.conf")
         # A default path may be absent.
-        assert load_settings(MACHINE, conf_paths=[missing], read_file=read_regular_file).sources == ()
+        assert load_settings(MACHINE, conf_paths=[missing], host=HOST_READS).sources == ()
         with pytest.raises(ConfigError, match="does not exist"):
-            load_settings(MACHINE, conf_paths=[missing], read_file=read_regular_file, conf_must_exist=True)
+            load_settings(MACHINE, conf_paths=[missing], host=HOST_READS, conf_must_exist=True)
 
     def test_size_limit_is_exact(self, tmp_path: Path) -> None:
         conf = tmp_path / "l.conf"
         line = b"# pad\n"
         conf.write_bytes(line * (MAX_CONF_BYTES // len(line)) + b"#" * (MAX_CONF_BYTES % len(line)))
-        assert load_settings(MACHINE, conf_paths=[str(conf)], read_file=read_regular_file).sources == (str(conf),)
+        assert load_settings(MACHINE, conf_paths=[str(conf)], host=HOST_READS).sources == (str(conf),)
         conf.write_bytes(conf.read_bytes() + b"#")
         with pytest.raises(ConfigError, match="larger than"):
-            load_settings(MACHINE, conf_paths=[str(conf)], read_file=read_regular_file)
+            load_settings(MACHINE, conf_paths=[str(conf)], host=HOST_READS)
 
     def test_dev_null_reads_as_empty(self) -> None:
-        settings = load_settings(MACHINE, conf_paths=["/dev/null"], read_file=read_regular_file, conf_must_exist=True)
+        settings = load_settings(MACHINE, conf_paths=["/dev/null"], host=HOST_READS, conf_must_exist=True)
         assert settings.sources == ("/dev/null",)
 
     def test_files_are_read_by_the_reader_handed_in(self, tmp_path: Path) -> None:
-        """settings/ has no file reader of its own: the entry point hands in the host's non-blocking one, asked
+        """settings/ has no file reader of its own: the entry point hands in the host's non-blocking one (with
+        the machine id's and the local zone's readers: settings/ imports no edge), asked
         for one byte past the limit (to tell a file too large); a FIFO is refused by it, naming the kind."""
         conf = tmp_path / "c.conf"
         conf.write_text("LOCKSMITHD_GROUP=g\n")
@@ -143,15 +145,16 @@ class TestConfFileReading:
 
         def read(path: str, limit: int) -> bytes:
             asked.append((path, limit))
-            return read_regular_file(path, limit)
+            return HOST_READS.read_file(path, limit)
 
-        assert load_settings(MACHINE, conf_paths=[str(conf)], read_file=read).group == "g"
+        host = dataclasses.replace(HOST_READS, read_file=read)
+        assert load_settings(MACHINE, conf_paths=[str(conf)], host=host).group == "g"
         assert asked == [(str(conf), MAX_CONF_BYTES + 1)]
         fifo = tmp_path / "fifo"
         os.mkfifo(fifo)
         with pytest.raises(ConfigError, match="it is a FIFO, not a regular file"):
-            load_settings(MACHINE, conf_paths=[str(fifo)], read_file=read)
-        with pytest.raises(TypeError, match="read_file"):
+            load_settings(MACHINE, conf_paths=[str(fifo)], host=host)
+        with pytest.raises(TypeError, match="configuration files need host"):
             load_settings(MACHINE, conf_paths=[str(conf)])
 
 

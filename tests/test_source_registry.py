@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import pytest
 
+from locksmithd.host.reads import HOST_READS
 from locksmithd.core.update_status import NEED_REBOOT, UpdateStatus
 from locksmithd.daemon.sources import RebootNeed, make_sources
 from locksmithd.settings import load_settings
@@ -44,7 +45,7 @@ def test_make_sources_builds_each_named_source_in_order(tmp_path: Path) -> None:
                               "LOCKSMITHD_REBOOT_CHECK_INTERVAL": "1h",
                               "LOCKSMITHD_REBOOT_REQUIRED_FILE": str(tmp_path / "reboot-required"),
                               "PATH": "/usr/bin:/bin", "LOCKSMITHD_K8S_NODE": "n1", "LOCKSMITHD_HOOK_TOKEN": "t"},
-                             conf_paths=[], machine_id_path=str(machine_id))
+                             conf_paths=[], machine_id_path=str(machine_id), host=HOST_READS)
     events: list[tuple[str, str]] = []
     strategy = Strategy()
     need = RebootNeed(cast(Any, strategy), lambda kind, source: events.append((kind, source)))

@@ -66,14 +66,14 @@ def _flag_options(func: F) -> F:
 @click.version_option(__version__, "--version", prog_name="locksmithd")
 def cli(conf_paths: tuple[str, ...], **flags: tuple[str, ...] | bool | None) -> None:
     """Coordinate this host's reboots after updates (etcd semaphore, update_engine, logind)."""
-    from locksmithd.host.files import read_regular_file
+    from locksmithd.host.reads import HOST_READS
     from locksmithd.settings import DEFAULT_CONF_PATHS, load_settings
 
     try:
         given = _given_flags(flags)
         # The only place the environment is read.
         settings = load_settings(os.environ, given, conf_paths=conf_paths or DEFAULT_CONF_PATHS,
-                                 read_file=read_regular_file, conf_must_exist=bool(conf_paths))
+                                 host=HOST_READS, conf_must_exist=bool(conf_paths))
     except LocksmithError as error:
         click.echo(f"locksmithd: {error.one_line()}", err=True)
         sys.exit(int(error.exit_code))
