@@ -33,7 +33,8 @@ POLL_S = 0.005
 
 
 def _client(url: str, key_prefix: str) -> SemaphoreClient:
-    settings = EtcdSettings(endpoints=parse_endpoints(url, "bench", "endpoint"), key_prefix=key_prefix)
+    settings = EtcdSettings(
+        request_timeout_s=5.0, endpoints=parse_endpoints(url, "bench", "endpoint"), key_prefix=key_prefix)
     return SemaphoreClient(EtcdStore(settings), "", key_prefix)
 
 

@@ -124,7 +124,7 @@ def run_size(k: int, rng: random.Random) -> dict[str, Any]:
     log_dir = Path(tempfile.mkdtemp(prefix="fleetlock-bench-"))
     with EtcdCluster.start(1, log_dir=log_dir) as cluster:
         url = cluster.client_urls[0]
-        store = EtcdStore(EtcdSettings(endpoints=parse_endpoints(url, "bench", "endpoint")))
+        store = EtcdStore(EtcdSettings(request_timeout_s=5.0, endpoints=parse_endpoints(url, "bench", "endpoint")))
         sem = SemaphoreClient(store)
         sem.reset(1, sem.read_raw())
         sem.lock("seed-holder")

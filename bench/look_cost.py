@@ -40,7 +40,8 @@ def main() -> None:
     try:
         pid = cluster.members[0].pid
         assert pid is not None
-        store = EtcdStore(EtcdSettings(endpoints=parse_endpoints(cluster.client_urls, "bench", "endpoint")))
+        store = EtcdStore(EtcdSettings(
+            request_timeout_s=5.0, endpoints=parse_endpoints(cluster.client_urls, "bench", "endpoint")))
         client = SemaphoreClient(store, "", "")
         client.set_max(5)
         now = datetime.now(timezone.utc)

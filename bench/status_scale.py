@@ -33,7 +33,7 @@ def main() -> None:
     compileall.compile_dir(str(Path(__file__).resolve().parent.parent / "locksmithd"), quiet=1)
     with EtcdCluster.start(1, log_dir=Path(tempfile.mkdtemp(prefix="status-bench-"))) as cluster:
         url = cluster.client_urls[0]
-        store = EtcdStore(EtcdSettings(endpoints=parse_endpoints(url, "bench", "endpoint")))
+        store = EtcdStore(EtcdSettings(request_timeout_s=5.0, endpoints=parse_endpoints(url, "bench", "endpoint")))
         client = SemaphoreClient(store)
         client.reset(1, client.read_raw())
         client.lock("seed")

@@ -50,7 +50,8 @@ def one_error_line(result: subprocess.CompletedProcess[bytes]) -> str:
 
 
 def store_for(cluster: EtcdCluster) -> EtcdStore:
-    return EtcdStore(EtcdSettings(endpoints=parse_endpoints(cluster.client_urls, "test", "endpoints")))
+    return EtcdStore(EtcdSettings(
+        request_timeout_s=5.0, endpoints=parse_endpoints(cluster.client_urls, "test", "endpoints")))
 
 
 def raw_put(cluster: EtcdCluster, key: str | bytes, value: bytes) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from locksmithd.host.reads import HOST_READS
 from locksmithd.core.app_specific import LOCKSMITHD_APP_ID, app_specific_id
 from locksmithd.errors import ConfigError, ExitCode, IdentityError
 from locksmithd.settings import load_settings
@@ -57,19 +58,19 @@ def test_matches_systemd_id128_on_this_machine() -> None:
 def test_daemon_setting_derives_the_holder_id(tmp_path: Path) -> None:
     machine_id = tmp_path / "machine-id"
     machine_id.write_text("3d1219c7c4c5404aaa1f6d2a48adfda4\n")
-    settings = load_settings({"LOCKSMITHD_HOLDER_ID": "app-specific"}, conf_paths=[], machine_id_path=str(machine_id))
+    settings = load_settings({"LOCKSMITHD_HOLDER_ID": "app-specific"}, conf_paths=[], machine_id_path=str(machine_id), host=HOST_READS)
     assert settings.machine_id == "a5f1c29400b24659aa5729cdb32a3cf4"
-    plain = load_settings({}, conf_paths=[], machine_id_path=str(machine_id))
+    plain = load_settings({}, conf_paths=[], machine_id_path=str(machine_id), host=HOST_READS)
     assert plain.machine_id == "3d1219c7c4c5404aaa1f6d2a48adfda4"  # locksmith's default is unchanged
     override = load_settings({"LOCKSMITHD_HOLDER_ID": "app-specific", "LOCKSMITHD_MACHINE_ID": "given"},
-                             conf_paths=[], machine_id_path=str(machine_id))
+                             conf_paths=[], machine_id_path=str(machine_id), host=HOST_READS)
     assert override.machine_id == "given"  # an explicit id wins
     with pytest.raises(ConfigError) as caught:
-        load_settings({"LOCKSMITHD_HOLDER_ID": "secret"}, conf_paths=[], machine_id_path=str(machine_id))
+        load_settings({"LOCKSMITHD_HOLDER_ID": "secret"}, conf_paths=[], machine_id_path=str(machine_id), host=HOST_READS)
     assert caught.value.exit_code == ExitCode.CONFIG and "app-specific" in caught.value.one_line()
     machine_id.write_text("not-hex-at-all\n")
     with pytest.raises(IdentityError, match="cannot derive an app-specific id"):
-        load_settings({"LOCKSMITHD_HOLDER_ID": "app-specific"}, conf_paths=[], machine_id_path=str(machine_id))
+        load_settings({"LOCKSMITHD_HOLDER_ID": "app-specific"}, conf_paths=[], machine_id_path=str(machine_id), host=HOST_READS)
 
 
 def test_locksmithctl_uses_the_same_derivation(tmp_path: Path, etcd_node: EtcdCluster, key_prefix: str) -> None:

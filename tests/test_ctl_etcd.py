@@ -32,7 +32,8 @@ def on(cluster: EtcdCluster, prefix: str, *args: str, **kw: object) -> subproces
 
 
 def store_for(cluster: EtcdCluster, **settings: object) -> EtcdStore:
-    return EtcdStore(EtcdSettings(endpoints=parse_endpoints(cluster.client_urls, "test", "endpoints"), **settings))  # type: ignore[arg-type]
+    return EtcdStore(EtcdSettings(
+        request_timeout_s=5.0, endpoints=parse_endpoints(cluster.client_urls, "test", "endpoints"), **settings))  # type: ignore[arg-type]
 
 
 def raw_put(cluster: EtcdCluster, key: str, value: bytes) -> None:
@@ -274,7 +275,7 @@ def test_auth_role_limited_to_prefix(etcd_auth_node: EtcdCluster) -> None:
 def test_auth_over_plain_http(fresh_etcd_node: EtcdCluster) -> None:
     """Username/password also works on a plain-http etcd (token carried as metadata)."""
     auth = enable_auth(fresh_etcd_node, "rootpw", "fleet", "fleetpw", "tenant/")
-    settings = EtcdSettings(endpoints=parse_endpoints(fresh_etcd_node.client_urls, "t", "k"),
+    settings = EtcdSettings(request_timeout_s=5.0, endpoints=parse_endpoints(fresh_etcd_node.client_urls, "t", "k"),
                             username=auth.user, password=auth.password, key_prefix="tenant/")
     store = EtcdStore(settings)
     try:

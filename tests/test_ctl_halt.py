@@ -65,7 +65,8 @@ def test_a_bad_holder_record_is_refused_and_left_alone(etcd_node: EtcdCluster, k
     from locksmithd.etcd.keys import semaphore_key
     from locksmithd.etcd.connection import EtcdSettings, parse_endpoints
 
-    store = EtcdStore(EtcdSettings(endpoints=parse_endpoints(etcd_node.client_urls, "test", "endpoint")))
+    store = EtcdStore(EtcdSettings(
+        request_timeout_s=5.0, endpoints=parse_endpoints(etcd_node.client_urls, "test", "endpoint")))
     key = semaphore_key("", key_prefix)
     raw = json.dumps({"semaphore": 0, "max": 1, "holders": ["h1"],
                       "holder_info": {"h1": {"deadline": 1700000000}}}).encode()

@@ -17,7 +17,8 @@ from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import semaphore_key
 from locksmithd.etcd.lock import SemaphoreClient
 from locksmithd.etcd.connection import EtcdSettings, parse_endpoints
-from locksmithd.host.commands import command_environment, list_commands, run_command, unsafe_place
+from locksmithd.core.command_env import command_environment
+from locksmithd.host.commands import list_commands, run_command, unsafe_place
 from tests.test_daemon_integration import holders, run, settled, start_host
 
 NOBODY = 65534
@@ -187,7 +188,8 @@ def test_daemon_counts_a_refused_health_check_as_failed(tmp_path: Path, etcd_nod
         check = marker_script(host.health_dir / "10-app", marker)
         os.chown(check, NOBODY, -1)
         await host.start(needs_reboot=True)
-        store = EtcdStore(EtcdSettings(endpoints=parse_endpoints(etcd_node.client_urls, "test", "endpoint"),
+        store = EtcdStore(EtcdSettings(
+            request_timeout_s=5.0, endpoints=parse_endpoints(etcd_node.client_urls, "test", "endpoint"),
                                        key_prefix=key_prefix))
         client = SemaphoreClient(store, "", key_prefix)
         try:
@@ -232,7 +234,8 @@ def test_daemon_refuses_a_group_writable_reboot_check_command(tmp_path: Path, et
             await host.stop()
 
     run(scenario)
-    store = EtcdStore(EtcdSettings(endpoints=parse_endpoints(etcd_node.client_urls, "test", "endpoint")))
+    store = EtcdStore(EtcdSettings(
+        request_timeout_s=5.0, endpoints=parse_endpoints(etcd_node.client_urls, "test", "endpoint")))
     try:
         stored = store.read(key)
         assert stored is None or json.loads(stored.value)["holders"] == []

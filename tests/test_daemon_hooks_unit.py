@@ -11,7 +11,7 @@ from locksmithd.core.schedule import Schedule, parse_windows
 from locksmithd.core.states import State
 from locksmithd.daemon.run import Daemon
 from locksmithd.errors import BusError
-from tests.test_daemon_unit import FakeClock, FakeRebooter, FakeStrategy, Publisher, run_until, stop
+from tests.test_daemon_unit import FakeClock, FakeRebooter, FakeStrategy, Publisher, run_until, settings_for, stop
 
 T0 = datetime(2024, 1, 4, 3, 0, tzinfo=timezone.utc)  # a Thursday
 
@@ -37,8 +37,9 @@ def daemon_with(strategy: FakeStrategy, rebooter: FakeRebooter, clock: FakeClock
         Daemon, asyncio.Event]:
     needed = asyncio.Event()
     strategy.reason = "reboot-required: /run/reboot-required"  # type: ignore[attr-defined]
-    daemon = Daemon(strategy, rebooter, publisher=Publisher(), reboot_needed=needed, login_delay_s=0.0,  # type: ignore[arg-type]
-                    retry_max_s=1.0, now=clock, sleep=clock.sleep, **extra)  # type: ignore[arg-type]
+    settings = settings_for(extra.pop("window", None))
+    daemon = Daemon(strategy, rebooter, settings=settings, publisher=Publisher(), reboot_needed=needed,  # type: ignore[arg-type]
+                    now=clock, sleep=clock.sleep, **extra)  # type: ignore[arg-type]
     return daemon, needed
 
 

@@ -16,6 +16,7 @@ from locksmithd.errors import RebootRefused, StoreDenied, StoreUnavailable
 from locksmithd.strategies.base import WithoutSlot
 from locksmithd.core.states import ALLOWED, State, StateMachine, TransitionError, published_state
 from locksmithd.core.window import RebootWindow
+from locksmithd.settings import DaemonSettings
 
 T0 = datetime(2026, 11, 19, 4, 0, tzinfo=timezone.utc)  # a Thursday, 04:00
 
@@ -113,12 +114,17 @@ class Publisher:
         self.states.append(detail)
 
 
+def settings_for(window: Any = None, login_delay_s: float = 0.0, retry_max_s: float = 1.0) -> DaemonSettings:
+    """The daemon's settings with these (the rest the table's defaults)."""
+    return DaemonSettings(machine_id="m", window=window, login_delay_s=login_delay_s, retry_max_s=retry_max_s)
+
+
 def make(strategy: FakeStrategy, rebooter: FakeRebooter, clock: FakeClock, window: RebootWindow | None = None,
          login_delay_s: float = 0.0, warned: list | None = None) -> tuple[Daemon, asyncio.Event, Publisher]:
     needed = asyncio.Event()
     publisher = Publisher()
-    daemon = Daemon(strategy, rebooter, window=window, publisher=publisher, reboot_needed=needed,
-                    login_delay_s=login_delay_s, retry_max_s=1.0, now=clock, sleep=clock.sleep,
+    daemon = Daemon(strategy, rebooter, settings=settings_for(window, login_delay_s), publisher=publisher,
+                    reboot_needed=needed, now=clock, sleep=clock.sleep,
                     warn_users=lambda ttys, delay: (warned if warned is not None else []).append((ttys, delay)))
     return daemon, needed, publisher
 
@@ -317,8 +323,8 @@ def test_denied_backs_off_to_the_maximum_and_says_it_once(caplog: pytest.LogCapt
 
         strategy = DeniedStrategy(clock)
         needed = asyncio.Event()
-        daemon = Daemon(strategy, FakeRebooter(), window=None, publisher=Publisher(), reboot_needed=needed,
-                        login_delay_s=0, retry_max_s=60.0, now=clock, sleep=sleep, rng=random.Random(7))
+        daemon = Daemon(strategy, FakeRebooter(), settings=settings_for(retry_max_s=60.0), publisher=Publisher(),
+                        reboot_needed=needed, now=clock, sleep=sleep, rng=random.Random(7))
         needed.set()
         task = await run_until(daemon, lambda: len(pauses) >= 50, steps=100_000)
         await stop(task)
@@ -343,8 +349,8 @@ def test_backoff_grows_then_resets_after_success() -> None:
 
         strategy, rebooter = FakeStrategy(clock, fail_acquire=8), FakeRebooter()
         needed = asyncio.Event()
-        daemon = Daemon(strategy, rebooter, window=None, publisher=Publisher(), reboot_needed=needed,
-                        login_delay_s=0, retry_max_s=10.0, now=clock, sleep=sleep, rng=random.Random(3))
+        daemon = Daemon(strategy, rebooter, settings=settings_for(retry_max_s=10.0), publisher=Publisher(),
+                        reboot_needed=needed, now=clock, sleep=sleep, rng=random.Random(3))
         needed.set()
         task = await run_until(daemon, lambda: rebooter.reboots == 1, steps=100_000)
         await stop(task)
@@ -390,8 +396,8 @@ def run_after_boot(found: AfterBoot, gate: FakeGate, until: Any) -> tuple[AfterR
     async def scenario() -> tuple[AfterRebootStrategy, Daemon]:
         clock = FakeClock(T0)
         strategy = AfterRebootStrategy(clock, found)
-        daemon = Daemon(strategy, FakeRebooter(), window=None, publisher=Publisher(), reboot_needed=asyncio.Event(),
-                        login_delay_s=0, retry_max_s=1.0, health=gate, now=clock, sleep=clock.sleep)
+        daemon = Daemon(strategy, FakeRebooter(), settings=settings_for(), publisher=Publisher(),
+                        reboot_needed=asyncio.Event(), health=gate, now=clock, sleep=clock.sleep)
         task = await run_until(daemon, lambda: until(strategy, daemon), steps=10_000)
         await stop(task)
         return strategy, daemon
@@ -436,8 +442,8 @@ def test_stopping_while_checking_health_keeps_the_slot() -> None:
                 await asyncio.sleep(3600)
                 raise AssertionError("unreachable")
 
-        daemon = Daemon(strategy, FakeRebooter(), window=None, publisher=Publisher(), reboot_needed=asyncio.Event(),
-                        login_delay_s=0, retry_max_s=1.0, health=SlowGate([]), now=clock, sleep=clock.sleep)
+        daemon = Daemon(strategy, FakeRebooter(), settings=settings_for(), publisher=Publisher(),
+                        reboot_needed=asyncio.Event(), health=SlowGate([]), now=clock, sleep=clock.sleep)
         task = asyncio.create_task(daemon.run())
         await asyncio.wait_for(started.wait(), 5)
         assert daemon.state == State.CHECKING_HEALTH

@@ -88,7 +88,7 @@ def test_the_safe_side_of_each_rule_loads(env: dict[str, str]) -> None:
     settings = load_settings({**env, "LOCKSMITHD_MACHINE_ID": "m1"}, conf_paths=())
     assert settings.strategy == ("fleet-lock" if "LOCKSMITHD_FLEETLOCK_URL" in env else "etcd-lock")
     if "LOCKSMITHD_REBOOT_CHECK_INTERVAL" in env:
-        assert settings.reboot_check_interval_s == 1.0 and settings.reboot_deadline_s == 901.0
+        assert settings.source_options["reboot_check_interval_s"] == 1.0 and settings.reboot_deadline_s == 901.0
 
 
 def test_the_real_daemon_starts_on_the_safe_side(tmp_path: Path) -> None:

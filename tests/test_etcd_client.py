@@ -69,7 +69,8 @@ class TestGuardedWriteInMemory:
 
 
 def store_for(cluster: EtcdCluster, key_prefix: str = "") -> EtcdStore:
-    return EtcdStore(EtcdSettings(endpoints=parse_endpoints(cluster.client_urls, "test", "endpoint"),
+    return EtcdStore(EtcdSettings(
+        request_timeout_s=5.0, endpoints=parse_endpoints(cluster.client_urls, "test", "endpoint"),
                                   key_prefix=key_prefix))
 
 

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ from locksmithd.errors import ConfigError, ExitCode
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.keys import semaphore_key
 from locksmithd.etcd.lock import SemaphoreClient
-from locksmithd.etcd.connection import EtcdSettings, parse_endpoint, parse_endpoints, validate_tls_and_auth
+from locksmithd.etcd.connection import EtcdSettings, parse_endpoint, parse_endpoints
+from locksmithd.settings.etcd_checks import validate_tls_and_auth
 
 X_KEYS = {name: f"X_ETCD_{name.upper()}" for name in ("cafile", "certfile", "keyfile", "username", "password", "key_prefix")}
 from harness.certs import Pki, make_pki
@@ -57,7 +59,8 @@ def assert_one_line(result: subprocess.CompletedProcess[str], code: int, *fragme
 
 def store_for(cluster: EtcdCluster, **tls: str) -> EtcdStore:
     """A correctly configured client (``tls``: cafile, certfile, keyfile as the cluster needs)."""
-    return EtcdStore(EtcdSettings(endpoints=parse_endpoints(cluster.client_urls, "t", "k"), **tls))  # type: ignore[arg-type]
+    return EtcdStore(EtcdSettings(
+        request_timeout_s=5.0, endpoints=parse_endpoints(cluster.client_urls, "t", "k"), **tls))  # type: ignore[arg-type]
 
 
 def plant(cluster: EtcdCluster, key_prefix: str, **tls: str) -> bytes:
@@ -213,16 +216,17 @@ class TestMixedAndHiddenSettingsWithRealBinaries:
         assert stored_bytes(etcd_node, key_prefix.rstrip("/")) is None
 
 
-VALID = EtcdSettings()
+VALID = EtcdSettings(endpoints=parse_endpoints("http://127.0.0.1:2379", "test", "X_ENDPOINT"),
+                     request_timeout_s=5.0)
 
 
 @pytest.mark.parametrize("change, key, problem", [
-    (lambda s: EtcdSettings(key_prefix="t1"), "ETCD_KEY_PREFIX", 'must end in "/"'),
-    (lambda s: EtcdSettings(key_prefix="a b/"), "ETCD_KEY_PREFIX", "whitespace"),
-    (lambda s: EtcdSettings(key_prefix="t\udcff/"), "ETCD_KEY_PREFIX", "not valid UTF-8"),
-    (lambda s: EtcdSettings(username="u\udcff", password="p"), "ETCD_USERNAME", "not valid UTF-8"),
-    (lambda s: EtcdSettings(username="u", password="p\udcff"), "ETCD_PASSWORD", "not valid UTF-8"),
-    (lambda s: EtcdSettings(username="u\n", password="p"), "ETCD_USERNAME", "control character"),
+    (lambda s: replace(s, key_prefix="t1"), "ETCD_KEY_PREFIX", 'must end in "/"'),
+    (lambda s: replace(s, key_prefix="a b/"), "ETCD_KEY_PREFIX", "whitespace"),
+    (lambda s: replace(s, key_prefix="t\udcff/"), "ETCD_KEY_PREFIX", "not valid UTF-8"),
+    (lambda s: replace(s, username="u\udcff", password="p"), "ETCD_USERNAME", "not valid UTF-8"),
+    (lambda s: replace(s, username="u", password="p\udcff"), "ETCD_PASSWORD", "not valid UTF-8"),
+    (lambda s: replace(s, username="u\n", password="p"), "ETCD_USERNAME", "control character"),
 ])
 def test_names_and_credentials_are_checked(change: Callable[[EtcdSettings], EtcdSettings], key: str,
                                            problem: str) -> None:
@@ -236,7 +240,7 @@ def test_names_and_credentials_are_checked(change: Callable[[EtcdSettings], Etcd
 def test_valid_prefixes_and_ipv6_endpoints_are_accepted() -> None:
     """"" and "tenant/" are fine prefixes; IPv6 literals keep their brackets in the URL."""
     for prefix in ("", "tenant/", "t-1a2b3c4d/"):
-        validate_tls_and_auth(EtcdSettings(key_prefix=prefix), "test", X_KEYS)
+        validate_tls_and_auth(replace(VALID, key_prefix=prefix), "test", X_KEYS)
     endpoint = parse_endpoint("https://[2001:db8::1]:2379", "test", "X_ENDPOINT")
     assert (endpoint.host, endpoint.url_host, endpoint.url) == ("2001:db8::1", "[2001:db8::1]",
                                                                 "https://[2001:db8::1]:2379")

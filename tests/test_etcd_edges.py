@@ -36,7 +36,8 @@ def assert_one_line(result: subprocess.CompletedProcess[str], code: int, *fragme
 
 
 def store_for(cluster: EtcdCluster, **settings: object) -> EtcdStore:
-    return EtcdStore(EtcdSettings(endpoints=parse_endpoints(cluster.client_urls, "t", "k"), **settings))  # type: ignore[arg-type]
+    return EtcdStore(EtcdSettings(
+        request_timeout_s=5.0, endpoints=parse_endpoints(cluster.client_urls, "t", "k"), **settings))  # type: ignore[arg-type]
 
 
 def read_bytes(store: EtcdStore, key: str) -> bytes | None:
@@ -57,7 +58,8 @@ def require_ipv6_loopback() -> None:
 class TestIpv6:
     def test_grpc_target_of_an_ipv6_literal_has_brackets(self) -> None:
         """python3-etcd3 builds the target as host:port, so the host must arrive bracketed."""
-        store = EtcdStore(EtcdSettings(endpoints=(parse_endpoint("http://[2001:db8::1]:2379", "t", "k"),)))
+        store = EtcdStore(EtcdSettings(
+            request_timeout_s=5.0, endpoints=(parse_endpoint("http://[2001:db8::1]:2379", "t", "k"),)))
         try:
             client = store._client_for(store.settings.endpoints[0])  # builds the channel; connects lazily
             # python3-etcd3 0.13 keys its endpoints by target; Debian's etcd3 0.12 keeps one target in _url.

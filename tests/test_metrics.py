@@ -197,7 +197,8 @@ def test_locksmithctl_metrics(etcd_node: EtcdCluster, key_prefix: str) -> None:
     assert value(samples, "locksmithd_group_halted", group="") == 1
     assert value(samples, "locksmithd_group_document_corrupt", group="") == 0
     assert value(samples, "locksmithd_group_newest_holder_age_seconds", group="") is not None
-    store = EtcdStore(EtcdSettings(endpoints=parse_endpoints(etcd_node.client_urls, "test", "X")))
+    store = EtcdStore(EtcdSettings(
+        request_timeout_s=5.0, endpoints=parse_endpoints(etcd_node.client_urls, "test", "X")))
     try:
         store.put(semaphore_key("", key_prefix), b"{not json")
     finally:

@@ -131,7 +131,8 @@ from locksmithd.etcd.connection import EtcdSettings, parse_endpoints
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.queue import GroupQueue, LeaseSession
 from locksmithd.core.semaphore import decode
-store = EtcdStore(EtcdSettings(endpoints=parse_endpoints(sys.argv[1], "t", "k"), key_prefix=sys.argv[2]))
+store = EtcdStore(EtcdSettings(
+    request_timeout_s=5.0, endpoints=parse_endpoints(sys.argv[1], "t", "k"), key_prefix=sys.argv[2]))
 queue = GroupQueue(store, "", sys.argv[2], session=LeaseSession(store, ttl_s=2), retry_max_s=30.0)
 asyncio.run(queue.acquire("crashed"))
 """
@@ -280,7 +281,7 @@ class TestLostReply:
         store = make_store(etcd_node, key_prefix)
         client = fresh_semaphore(store, key_prefix, 1, "blocker")
         endpoints = parse_endpoints(etcd_node.client_urls[0], "test", "endpoint")
-        lossy = LostReplyStore(EtcdSettings(endpoints=endpoints, key_prefix=key_prefix), lands)
+        lossy = LostReplyStore(EtcdSettings(request_timeout_s=5.0, endpoints=endpoints, key_prefix=key_prefix), lands)
         queue = GroupQueue(lossy, "", key_prefix, recheck_interval_s=300, retry_max_s=RETRY_MAX_S)
 
         async def scenario() -> bool:
@@ -310,7 +311,8 @@ class TestSafety:
         store = make_store(etcd_node, key_prefix)
         client = fresh_semaphore(store, key_prefix, 1, "blocker")
         endpoints = parse_endpoints(etcd_node.client_urls[0], "test", "endpoint")
-        slow = SlowReplyStore(EtcdSettings(endpoints=endpoints, key_prefix=key_prefix), client.unlock)
+        slow = SlowReplyStore(EtcdSettings(
+            request_timeout_s=5.0, endpoints=endpoints, key_prefix=key_prefix), client.unlock)
         queue = GroupQueue(slow, "", key_prefix, retry_max_s=RETRY_MAX_S)
         slow.queue = queue
 

@@ -19,7 +19,7 @@ from locksmithd.daemon.sources import RebootNeed
 from locksmithd.host.journal_events import MESSAGE_IDS, JournalFields, journal_listener
 from locksmithd.settings import load_settings
 from locksmithd.sources.reboot_required import RebootRequiredWatcher
-from tests.test_daemon_unit import T0, FakeClock, FakeRebooter, FakeStrategy, Publisher
+from tests.test_daemon_unit import T0, FakeClock, FakeRebooter, FakeStrategy, Publisher, settings_for
 from tests.test_journal_fields import sent  # noqa: F401  # the recording journal fixture
 
 from locksmithd.daemon.run import Daemon
@@ -47,8 +47,8 @@ def test_reboot_required_need_is_one_event_naming_its_source(tmp_path: Path, sen
     observers = Observers(settings, strategy)  # type: ignore[arg-type]
     observers.add_listener(journal_listener(fields))
     need = RebootNeed(strategy, observers.event)  # type: ignore[arg-type]
-    daemon = Daemon(strategy, rebooter, window=None, publisher=Publisher(), reboot_needed=need.event,  # type: ignore[arg-type]
-                    login_delay_s=0.0, retry_max_s=1.0, now=clock, sleep=clock.sleep, on_event=observers.event)
+    daemon = Daemon(strategy, rebooter, settings=settings_for(), publisher=Publisher(),  # type: ignore[arg-type]
+                    reboot_needed=need.event, now=clock, sleep=clock.sleep, on_event=observers.event)
     watcher = RebootRequiredWatcher(str(tmp_path / "reboot-required"), need.of("reboot-required"))
 
     async def scenario() -> None:

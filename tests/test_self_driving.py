@@ -34,7 +34,8 @@ def ctl(cluster: EtcdCluster, prefix: str, *args: str) -> subprocess.CompletedPr
 
 
 def client_for(cluster: EtcdCluster, prefix: str) -> SemaphoreClient:
-    store = EtcdStore(EtcdSettings(endpoints=parse_endpoints(cluster.client_urls, "test", "endpoint"),
+    store = EtcdStore(EtcdSettings(
+        request_timeout_s=5.0, endpoints=parse_endpoints(cluster.client_urls, "test", "endpoint"),
                                    key_prefix=prefix))
     return SemaphoreClient(store, "", prefix)
 

@@ -10,6 +10,7 @@ import pytest
 
 from locksmithd.errors import ConfigError, ExitCode, IdentityError
 from locksmithd.etcd.connection import Endpoint
+from locksmithd.host.reads import HOST_READS
 from locksmithd.settings import (
     DEFAULT_CONF_PATHS,
     DaemonSettings,
@@ -44,6 +45,7 @@ class Host:
             env or {},
             flags,
             conf_paths=[str(self.paths[name]) for name in LAYERS],
+            host=HOST_READS,
             machine_id_path=str(self.machine_id_path),
         )
 

@@ -10,10 +10,9 @@ from click.testing import CliRunner
 
 from locksmithd import strategies
 from locksmithd.daemon.main import cli
+from locksmithd.core.etcd_config import EtcdSettings
 from locksmithd.errors import ConfigError
-from locksmithd.etcd.connection import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT_S, EtcdSettings
-from locksmithd.host.identity import DEFAULT_BOOT_ID_PATH
-from locksmithd.host.statefile import DEFAULT_PATH
+from locksmithd.host import identity, statefile
 from locksmithd.settings import FLAGS, KNOWN_KEYS, SECRET_KEYS, SETTINGS, DaemonSettings, RawSetting, readme_table
 from locksmithd.settings import table, values
 
@@ -53,29 +52,33 @@ class TestRows:
                                  "REBOOT_WINDOW_LENGTH": "LOCKSMITHD_REBOOT_WINDOW_LENGTH"}
 
     def test_each_row_fills_a_real_field(self) -> None:
-        """A row's field exists on DaemonSettings (or EtcdSettings for "etcd.")."""
+        """A row's field exists on DaemonSettings (or EtcdSettings for "etcd.", DaemonSettings.source_options
+        for "source.": a source's own rows need no field of their own)."""
         top = {f.name for f in dataclasses.fields(DaemonSettings)}
         etcd = {f.name for f in dataclasses.fields(EtcdSettings)}
+        options = set(DaemonSettings(machine_id="m").source_options)
+        assert "reboot_check_interval_s" in options and "reboot_check_interval_s" not in top
         for row in SETTINGS:
             if row.field is not None:
-                name = row.field.removeprefix("etcd.")
-                assert name in (etcd if row.field.startswith("etcd.") else top), row.key
+                kind, _, name = row.field.rpartition(".")
+                assert name in {"etcd": etcd, "source": options, "": top}[kind], row.key
 
     def test_defaults_are_the_edge_modules_defaults(self) -> None:
-        """Defaults owned by an edge module are the ones the table documents and parses."""
-        assert table.ENDPOINT.default == DEFAULT_ENDPOINT
-        assert table.ETCD_TIMEOUT.default_value() == DEFAULT_REQUEST_TIMEOUT_S
-        assert table.STATE_FILE.default == DEFAULT_PATH
-        assert table.BOOT_ID_PATH.default == DEFAULT_BOOT_ID_PATH
+        """Defaults the host edge also uses (core/host_paths.py) are the ones the table documents and parses."""
+        assert table.STATE_FILE.default == statefile.CoordinatorFile().path
+        assert identity.read_boot_id.__defaults__ == (table.BOOT_ID_PATH.default,)
         assert DaemonSettings(machine_id="m").retry_max_s == table.RETRY_MAX.default_value() == 60.0
 
     def test_dataclass_defaults_are_the_table_defaults(self) -> None:
-        """DaemonSettings and EtcdSettings built without arguments hold the table's parsed defaults."""
-        daemon, etcd = DaemonSettings(machine_id="m"), EtcdSettings()
+        """DaemonSettings built without arguments, its etcd connection included, holds the table's parsed
+        defaults: the etcd endpoint and request timeout are declared in the table only."""
+        daemon = DaemonSettings(machine_id="m")
         for row in SETTINGS:
             if row.field is not None:
-                target = etcd if row.field.startswith("etcd.") else daemon
-                assert getattr(target, row.field.removeprefix("etcd.")) == row.default_value(), row.key
+                kind, _, name = row.field.rpartition(".")
+                found = (getattr(daemon.etcd, name) if kind == "etcd"
+                         else daemon.source_options[name] if kind == "source" else getattr(daemon, name))
+                assert found == row.default_value(), row.key
 
     def test_every_default_parses(self) -> None:
         """A documented default that its own parser refused would only fail at start-up."""
@@ -105,11 +108,41 @@ class TestStrategyRegistry:
     def test_factories_build_their_label(self) -> None:
         """The lock-free strategies are built without etcd; each reports its own label."""
         for label in ("reboot", "off"):
-            built = strategies.make_strategy(DaemonSettings(machine_id="m", strategy=label))
+            settings = DaemonSettings(machine_id="m", strategy=label)
+            assert settings.strategy_config() is None
+            built = strategies.make_strategy(label, settings.strategy_config(), hostname="h")
             assert built.label == label
-        built = strategies.make_strategy(DaemonSettings(machine_id="m", strategy="fleet-lock",
-                                                        fleetlock_url="http://127.0.0.1:9"))
+        settings = DaemonSettings(machine_id="m", strategy="fleet-lock", fleetlock_url="http://127.0.0.1:9")
+        built = strategies.make_strategy("fleet-lock", settings.strategy_config(), hostname="h")
         assert built.label == "fleet-lock"
+
+    def test_each_factory_takes_its_own_slice(self) -> None:
+        """The loader builds each strategy the slice its declaration names, from the settings rows."""
+        from locksmithd.core.strategy_config import EtcdLockConfig, FleetLockConfig
+        from locksmithd.core.strategy_labels import DECLARATIONS
+
+        settings = DaemonSettings(machine_id="m", strategy="etcd-lock", group="g", queue_drop_out_s=2.5)
+        config = settings.strategy_config()
+        assert isinstance(config, EtcdLockConfig)
+        assert (config.holder, config.group, config.lease_ttl_s, config.etcd) == ("m", "g", 3, settings.etcd)
+        fleet = DaemonSettings(machine_id="m", strategy="fleet-lock", fleetlock_url="http://x:1", retry_max_s=7)
+        assert fleet.strategy_config() == FleetLockConfig(url="http://x:1", holder="m", group="default",
+                                                          poll_max_s=7)
+        for declaration in DECLARATIONS:
+            built = DaemonSettings(machine_id="m", strategy=declaration.label,
+                                   fleetlock_url="http://x:1").strategy_config()
+            assert (None if built is None else type(built)) is declaration.config, declaration.label
+
+    def test_each_strategy_owns_its_label_and_help(self) -> None:
+        """Each strategy module names its declaration; the label and help operators read come from it."""
+        import importlib
+
+        from locksmithd.core.strategy_labels import DECLARATIONS
+
+        for declaration in DECLARATIONS:
+            module = importlib.import_module(f"locksmithd.strategies.{declaration.label.replace('-', '_')}")
+            assert module.DECLARATION is declaration
+            assert f"`{declaration.label}` ({declaration.help})" in table.STRATEGY.meaning
 
     def test_unknown_label_lists_the_registry(self) -> None:
         with pytest.raises(ValueError, match="use one of etcd-lock, fleet-lock, reboot, off"):

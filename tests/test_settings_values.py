@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 
 import pytest
 
 from locksmithd.daemon.main import _given_flags
 from locksmithd.errors import ConfigError, ExitCode, IdentityError
+from locksmithd.host.reads import HOST_READS
 from locksmithd.settings import MAX_CONF_BYTES, DaemonSettings, load_settings
 
 MACHINE = {"LOCKSMITHD_MACHINE_ID": "m"}
@@ -19,7 +22,7 @@ def load_from(tmp_path: Path, source: str, key: str, value: str) -> DaemonSettin
     conf.write_text(f"{key}='{value}'\n" if source == "file" else "")
     env = {**MACHINE, **({key: value} if source == "environment" else {})}
     flags = {key: value} if source == "command line" else None
-    return load_settings(env, flags, conf_paths=[str(conf)])
+    return load_settings(env, flags, conf_paths=[str(conf)], host=HOST_READS)
 
 
 SOURCES = ["file", "environment", "command line"]
@@ -75,7 +78,7 @@ class TestEveryValue:
         conf = tmp_path / "l.conf"
         conf.write_bytes(b"LOCKSMITHD_BOOT_ID_PATH=/proc/a\x00b\n")
         with pytest.raises(ConfigError, match="NUL"):
-            load_settings(MACHINE, conf_paths=[str(conf)])
+            load_settings(MACHINE, conf_paths=[str(conf)], host=HOST_READS)
 
     def test_huge_value_is_refused_and_echoed_bounded(self) -> None:
         with pytest.raises(ConfigError) as info:
@@ -114,21 +117,45 @@ class TestConfFileReading:
 
     def test_named_missing_file(self, tmp_path: Path) -> None:
         missing = str(tmp_path / "gone.conf")
-        assert load_settings(MACHINE, conf_paths=[missing]).sources == ()  # a default path may be absent
+        # A default path may be absent.
+        assert load_settings(MACHINE, conf_paths=[missing], host=HOST_READS).sources == ()
         with pytest.raises(ConfigError, match="does not exist"):
-            load_settings(MACHINE, conf_paths=[missing], conf_must_exist=True)
+            load_settings(MACHINE, conf_paths=[missing], host=HOST_READS, conf_must_exist=True)
 
     def test_size_limit_is_exact(self, tmp_path: Path) -> None:
         conf = tmp_path / "l.conf"
         line = b"# pad\n"
         conf.write_bytes(line * (MAX_CONF_BYTES // len(line)) + b"#" * (MAX_CONF_BYTES % len(line)))
-        assert load_settings(MACHINE, conf_paths=[str(conf)]).sources == (str(conf),)
+        assert load_settings(MACHINE, conf_paths=[str(conf)], host=HOST_READS).sources == (str(conf),)
         conf.write_bytes(conf.read_bytes() + b"#")
         with pytest.raises(ConfigError, match="larger than"):
-            load_settings(MACHINE, conf_paths=[str(conf)])
+            load_settings(MACHINE, conf_paths=[str(conf)], host=HOST_READS)
 
     def test_dev_null_reads_as_empty(self) -> None:
-        assert load_settings(MACHINE, conf_paths=["/dev/null"], conf_must_exist=True).sources == ("/dev/null",)
+        settings = load_settings(MACHINE, conf_paths=["/dev/null"], host=HOST_READS, conf_must_exist=True)
+        assert settings.sources == ("/dev/null",)
+
+    def test_files_are_read_by_the_reader_handed_in(self, tmp_path: Path) -> None:
+        """settings/ has no file reader of its own: the entry point hands in the host's non-blocking one (with
+        the machine id's and the local zone's readers: settings/ imports no edge), asked
+        for one byte past the limit (to tell a file too large); a FIFO is refused by it, naming the kind."""
+        conf = tmp_path / "c.conf"
+        conf.write_text("LOCKSMITHD_GROUP=g\n")
+        asked: list[tuple[str, int]] = []
+
+        def read(path: str, limit: int) -> bytes:
+            asked.append((path, limit))
+            return HOST_READS.read_file(path, limit)
+
+        host = dataclasses.replace(HOST_READS, read_file=read)
+        assert load_settings(MACHINE, conf_paths=[str(conf)], host=host).group == "g"
+        assert asked == [(str(conf), MAX_CONF_BYTES + 1)]
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        with pytest.raises(ConfigError, match="it is a FIFO, not a regular file"):
+            load_settings(MACHINE, conf_paths=[str(fifo)], host=host)
+        with pytest.raises(TypeError, match="configuration files need host"):
+            load_settings(MACHINE, conf_paths=[str(conf)])
 
 
 class TestFlags:

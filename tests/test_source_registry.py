@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import pytest
 
+from locksmithd.host.reads import HOST_READS
 from locksmithd.core.update_status import NEED_REBOOT, UpdateStatus
 from locksmithd.daemon.sources import RebootNeed, make_sources
 from locksmithd.settings import load_settings
@@ -42,18 +43,21 @@ def test_make_sources_builds_each_named_source_in_order(tmp_path: Path) -> None:
     settings = load_settings({"LOCKSMITHD_SOURCES": "command,update-engine,reboot-required",
                               "LOCKSMITHD_REBOOT_CHECK_COMMAND": f"{true} --flag",
                               "LOCKSMITHD_REBOOT_CHECK_INTERVAL": "1h",
-                              "LOCKSMITHD_REBOOT_REQUIRED_FILE": str(tmp_path / "reboot-required")},
-                             conf_paths=[], machine_id_path=str(machine_id))
+                              "LOCKSMITHD_REBOOT_REQUIRED_FILE": str(tmp_path / "reboot-required"),
+                              "PATH": "/usr/bin:/bin", "LOCKSMITHD_K8S_NODE": "n1", "LOCKSMITHD_HOOK_TOKEN": "t"},
+                             conf_paths=[], machine_id_path=str(machine_id), host=HOST_READS)
     events: list[tuple[str, str]] = []
     strategy = Strategy()
     need = RebootNeed(cast(Any, strategy), lambda kind, source: events.append((kind, source)))
     bus = cast(Any, object())  # not started here: no source touches the bus before start()
-    sources = make_sources(settings, need, bus, {"PATH": "/usr/bin:/bin"})
+    sources = make_sources(settings, need, bus)
 
     assert [name for name, _ in sources] == ["command", "update-engine", "reboot-required"]
     command, update_engine, reboot_required = (source for _, source in sources)
     assert isinstance(command, CheckCommandSource)
     assert command.argv == (true, "--flag")
+    # Built by the loader: the hooks' own variables pass, the daemon's settings and secret-looking names do not.
+    assert settings.command_env == {"PATH": "/usr/bin:/bin", "LOCKSMITHD_K8S_NODE": "n1"}
     assert isinstance(reboot_required, RebootRequiredWatcher)
     assert reboot_required.path == str(tmp_path / "reboot-required")
     assert isinstance(update_engine, UpdateEngineSource) and update_engine.bus is bus

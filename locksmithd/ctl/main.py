@@ -12,11 +12,11 @@ import click
 from click.core import ParameterSource
 
 from locksmithd import __version__
+from locksmithd.core.etcd_config import request_timeout_problem
+from locksmithd.core.host_paths import DEFAULT_MACHINE_ID_PATH
 from locksmithd.core.names import group_problem, printable
 from locksmithd.ctl.context import CtlContext, fail, handled, is_not_utf8, value_problem
 from locksmithd.errors import Aborted, ConfigError, ExitCode, InvalidName, LocksmithError, UsageError
-from locksmithd.etcd.connection import request_timeout_problem
-from locksmithd.host.identity import DEFAULT_MACHINE_ID_PATH
 from locksmithd.host.journal import quiet_grpc
 from locksmithd.settings.etcd_options import etcd_click_options, etcd_settings_from
 

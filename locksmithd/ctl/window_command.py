@@ -32,12 +32,13 @@ def window(as_json: bool, conf_paths: tuple[str, ...], at_text: str | None) -> N
     /etc/locksmithd/locksmithd.conf, then LOCKSMITHD_* (and locksmith's
     REBOOT_WINDOW_*) environment variables. A bad setting exits 3.
     """
+    from locksmithd.host.reads import HOST_READS
     from locksmithd.settings import DEFAULT_CONF_PATHS, load_settings
 
     now = _moment(at_text)
     # The environment is read as the daemon reads it (the same keys, the same priority).
     settings = load_settings(os.environ, {}, conf_paths=conf_paths or DEFAULT_CONF_PATHS,
-                             conf_must_exist=bool(conf_paths), identity=False)
+                             host=HOST_READS, conf_must_exist=bool(conf_paths), identity=False)
     report = describe(settings.window, now)
     if as_json:
         click.echo(json.dumps(report, indent=2))

@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -19,9 +19,8 @@ from locksmithd import __version__
 from locksmithd.core.backoff import Backoff
 from locksmithd.core.names import printable
 from locksmithd.errors import BusError, ConfigError, ExitCode, LocksmithError
-from locksmithd.host.commands import command_environment
 from locksmithd.host.journal import quiet_grpc
-from locksmithd.settings import COMMAND_LINE, FLAGS, KNOWN_KEYS, Setting
+from locksmithd.settings import COMMAND_LINE, FLAGS, Setting
 
 if TYPE_CHECKING:  # imported lazily at run time: --help and config errors need neither D-Bus nor etcd
     from dbus_fast.aio import MessageBus
@@ -67,13 +66,14 @@ def _flag_options(func: F) -> F:
 @click.version_option(__version__, "--version", prog_name="locksmithd")
 def cli(conf_paths: tuple[str, ...], **flags: tuple[str, ...] | bool | None) -> None:
     """Coordinate this host's reboots after updates (etcd semaphore, update_engine, logind)."""
+    from locksmithd.host.reads import HOST_READS
     from locksmithd.settings import DEFAULT_CONF_PATHS, load_settings
 
     try:
         given = _given_flags(flags)
         # The only place the environment is read.
         settings = load_settings(os.environ, given, conf_paths=conf_paths or DEFAULT_CONF_PATHS,
-                                 conf_must_exist=bool(conf_paths))
+                                 host=HOST_READS, conf_must_exist=bool(conf_paths))
     except LocksmithError as error:
         click.echo(f"locksmithd: {error.one_line()}", err=True)
         sys.exit(int(error.exit_code))
@@ -88,9 +88,7 @@ def cli(conf_paths: tuple[str, ...], **flags: tuple[str, ...] | bool | None) -> 
     for source, key in settings.unknown_keys:
         log.warning("ignoring unknown setting %s from %s", printable(key), printable(source))
     try:
-        # Hooks and checks get a clean environment: never the daemon's credentials.
-        command_env = command_environment(os.environ, KNOWN_KEYS)
-        code = asyncio.run(_run(settings, command_env, journal))
+        code = asyncio.run(_run(settings, journal))
     except LocksmithError as error:
         log.error("%s", error.one_line())
         code = error.exit_code
@@ -146,20 +144,18 @@ def _stop_on_signals(main: asyncio.Task[Any], removal_marker: str) -> None:
         loop.add_signal_handler(signum, stop, signum)
 
 
-async def _run(settings: DaemonSettings, command_env: Mapping[str, str],
-               journal: JournalFields | None = None) -> ExitCode:
+async def _run(settings: DaemonSettings, journal: JournalFields | None = None) -> ExitCode:
     main = asyncio.current_task()
     assert main is not None
     _stop_on_signals(main, os.path.join(os.path.dirname(settings.state_file), PACKAGE_REMOVAL_MARKER))
     try:
-        return await _run_signalled(settings, command_env, journal)
+        return await _run_signalled(settings, journal)
     except asyncio.CancelledError:  # stopped before the daemon ran (while starting): a clean stop
         log.info("stopped while starting")
         return ExitCode.OK
 
 
-async def _run_signalled(settings: DaemonSettings, command_env: Mapping[str, str],
-                         journal: JournalFields | None = None) -> ExitCode:
+async def _run_signalled(settings: DaemonSettings, journal: JournalFields | None = None) -> ExitCode:
     from locksmithd.host.journal import Notifier
     from locksmithd.host.statefile import CoordinatorFile
     from locksmithd.strategies import make_strategy
@@ -167,7 +163,7 @@ async def _run_signalled(settings: DaemonSettings, command_env: Mapping[str, str
     coordinator = CoordinatorFile(settings.state_file)
     coordinator.acquire()
     try:
-        strategy = make_strategy(settings)
+        strategy = make_strategy(settings.strategy, settings.strategy_config(), hostname=socket.gethostname())
         if not strategy.enabled:
             log.info("reboot strategy is 'off': nothing to coordinate, exiting")
             coordinator.write("off", "running")
@@ -175,8 +171,7 @@ async def _run_signalled(settings: DaemonSettings, command_env: Mapping[str, str
         log.info("locksmithd %s starting: %s", __version__, settings.describe())
         coordinator.write(strategy.label, "starting", "starting")
         try:
-            return await _serve(settings, strategy, coordinator, Notifier(settings.notify_socket), command_env,
-                                journal)
+            return await _serve(settings, strategy, coordinator, Notifier(settings.notify_socket), journal)
         finally:
             await strategy.close()
     finally:
@@ -184,8 +179,7 @@ async def _run_signalled(settings: DaemonSettings, command_env: Mapping[str, str
 
 
 async def _serve(settings: DaemonSettings, strategy: RebootStrategy, coordinator: CoordinatorFile,
-                 notifier: Notifier, command_env: Mapping[str, str],
-                 journal: JournalFields | None = None) -> ExitCode:
+                 notifier: Notifier, journal: JournalFields | None = None) -> ExitCode:
     """Connect to D-Bus (retrying), then run the daemon until a stop signal or a lost bus."""
     from locksmithd.bus.connection import connect, disconnect
 
@@ -198,14 +192,14 @@ async def _serve(settings: DaemonSettings, strategy: RebootStrategy, coordinator
         log.info("stopped while connecting to D-Bus")
         return ExitCode.OK
     try:
-        return await _serve_on_bus(settings, strategy, coordinator, notifier, bus, main, command_env, journal)
+        return await _serve_on_bus(settings, strategy, coordinator, notifier, bus, main, journal)
     finally:
         await disconnect(bus)
 
 
 async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coordinator: CoordinatorFile,
                         notifier: Notifier, bus: MessageBus, main: asyncio.Task[Any],
-                        command_env: Mapping[str, str], journal: JournalFields | None = None) -> ExitCode:
+                        journal: JournalFields | None = None) -> ExitCode:
     """Watch update_engine and run the state machine; cancelling ``main`` stops both cleanly."""
     from locksmithd.bus.logind import LogindClient
     from locksmithd.bus.systemd import SystemdChanges, SystemdClient
@@ -225,17 +219,16 @@ async def _serve_on_bus(settings: DaemonSettings, strategy: RebootStrategy, coor
 
         observers.add_listener(journal_listener(journal))
     need = RebootNeed(strategy, observers.event)  # the one emitter of "reboot-needed"
-    sources = make_sources(settings, need, bus, command_env)
+    sources = make_sources(settings, need, bus)
     started: list[Source] = []
     logind = LogindClient(bus)
     daemon = Daemon(
-        strategy, logind, window=settings.window, publisher=coordinator, reboot_needed=need.event,
-        login_delay_s=settings.login_delay_s, retry_max_s=settings.retry_max_s,
-        health=(HealthGateOnWallClock(settings.health_policy(), SystemdClient(bus), env=command_env,
+        strategy, logind, settings=settings, publisher=coordinator, reboot_needed=need.event,
+        health=(HealthGateOnWallClock(settings.health_policy(), SystemdClient(bus), env=settings.command_env,
                                       changes=SystemdChanges(bus)) if strategy.uses_lock else None),
         inhibitors=None if settings.ignore_inhibitors else logind.list_inhibitors,
         hooks=Hooks(settings.pre_reboot_dir, settings.post_boot_dir, settings.hook_timeout_s, group=settings.group,
-                    holder=settings.machine_id, environ=command_env),
+                    holder=settings.machine_id, environ=settings.command_env),
         warn_users=lambda ttys, delay: write_to_terminals(ttys, reboot_notice(socket.gethostname(), delay)),
         notify=lambda text: supervisor.note(text), on_event=observers.event)
     supervisor = Supervisor(notifier, state=lambda: daemon.state,

@@ -11,30 +11,24 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Awaitable, Callable, Protocol, TypeVar
+from typing import TYPE_CHECKING, Awaitable, Callable, Protocol
 
 from locksmithd.core.backoff import Backoff
 from locksmithd.core.holder_record import AfterBoot
 from locksmithd.core.inhibitors import Inhibitor, describe, shutdown_blockers
-from locksmithd.core.states import MAY_HOLD_UNUSED_SLOT, RETRYING_STATES, State, StateMachine, Step, published_state
-from locksmithd.errors import (
-    CorruptDocument,
-    DocumentTooLarge,
-    FleetLockRefused,
-    LocksmithError,
-    RebootRefused,
-    StoreDenied,
-    StoreError,
-)
+from locksmithd.core.states import MAY_HOLD_UNUSED_SLOT, State, StateMachine, Step, published_state
+from locksmithd.errors import DocumentTooLarge, LocksmithError, RebootRefused, StoreError
+from locksmithd.daemon.retries import BestEffort, Retries
 from locksmithd.strategies.base import RebootStrategy
 from locksmithd.core.schedule import Window
 
+if TYPE_CHECKING:
+    from locksmithd.settings import DaemonSettings
+
 log = logging.getLogger("locksmithd.daemon")
-T = TypeVar("T")
 UNHEALTHY_RECHECK_S = 60.0
 # While unhealthy the checks run as after boot (at once on systemd's signals, at the latest every
 # LOCKSMITHD_HEALTH_RECHECK_INTERVAL); this is how often the boot record is read again and the failures logged.
-BEST_EFFORT_TIMEOUT_S = 10.0
 INHIBITOR_POLL_S = 5.0  # logind has no signal for inhibitors coming and going: ask this often while blocked
 
 
@@ -101,22 +95,27 @@ class Daemon:
     is read; a refusal follows as "error"), "slot-released", "reboot-done" (the slot taken before
     a reboot released in the new boot), "health-failed" and "error" (detail:
     the error kind). It must not raise.
+
+    ``settings`` are the daemon's own (the reboot window, the login delay,
+    the longest pause between retries): a setting the state handlers read is
+    read from it here, so a new one is its row, its field and its use.
     """
 
-    def __init__(self, strategy: RebootStrategy, rebooter: Rebooter, *, window: Window | None,
-                 publisher: StatePublisher, reboot_needed: asyncio.Event, login_delay_s: float,
+    def __init__(self, strategy: RebootStrategy, rebooter: Rebooter, *, settings: DaemonSettings,
+                 publisher: StatePublisher, reboot_needed: asyncio.Event,
                  health: HealthGate | None = None, hooks: RebootHooks | None = None,
                  inhibitors: Callable[[], Awaitable[list[Inhibitor]]] | None = None,
-                 retry_max_s: float, warn_users: Callable[[list[str], float], object] = lambda t, d: None,
+                 warn_users: Callable[[list[str], float], object] = lambda t, d: None,
                  notify: Callable[[str], None] = lambda status: None,
                  on_event: Callable[[str, str], None] = lambda kind, detail: None, now: Callable[[], datetime] = local_now,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, rng: random.Random | None = None) -> None:
         self.strategy = strategy
         self.rebooter = rebooter
-        self.window = window
+        self.window: Window | None = settings.window
         self.publisher = publisher
         self.reboot_needed = reboot_needed
-        self.login_delay_s = login_delay_s
+        self.login_delay_s = settings.login_delay_s
+        retry_max_s = settings.retry_max_s
         self.health = health
         self.hooks = hooks
         self.inhibitors = inhibitors
@@ -129,10 +128,10 @@ class Daemon:
         self.sleep = sleep
         rng = rng or random.Random()
         self.machine = StateMachine(self._changed)
-        self._backoff = {state: Backoff(0.5, retry_max_s, rng) for state in RETRYING_STATES}
-        self._reported: dict[State, str] = {}
+        self.retries = Retries(retry_max_s, rng, sleep=lambda s: self.sleep(s),
+                               on_event=lambda kind, detail: self.on_event(kind, detail))
+        self.best_effort = BestEffort()
         self._health_detail = ""
-        self._background: set[asyncio.Future[None]] = set()
         self._handlers: dict[State, Callable[[Step], Awaitable[Step]]] = {
             State.STARTING: self._starting,
             State.RELEASING_AFTER_BOOT: self._releasing_after_boot,
@@ -192,7 +191,7 @@ class Daemon:
         return Step(State.RELEASING_AFTER_BOOT if self.strategy.uses_lock else State.IDLE)
 
     async def _releasing_after_boot(self, step: Step) -> Step:
-        found = await self._until_done(State.RELEASING_AFTER_BOOT, "look up the slot held before boot",
+        found = await self.retries.until_done(State.RELEASING_AFTER_BOOT, "look up the slot held before boot",
                                        self.strategy.held_from_before)
         if found is AfterBoot.NOT_HOLDING:
             return Step(State.IDLE)
@@ -204,7 +203,7 @@ class Daemon:
             return Step(State.CHECKING_HEALTH)
         if found is AfterBoot.SAME_BOOT:
             log.info("holding a slot taken in this boot (stopped before rebooting): giving it back")
-        await self._until_done(State.RELEASING_AFTER_BOOT, "release the slot held before boot", self.strategy.release)
+        await self.retries.until_done(State.RELEASING_AFTER_BOOT, "release the slot held before boot", self.strategy.release)
         log.info("released any reboot slot held from before this boot" if maybe else
                  "released the reboot slot held from before this boot")
         self.on_event("slot-released", "")
@@ -214,7 +213,7 @@ class Daemon:
 
     async def _checking_health(self, step: Step) -> Step:
         assert self.health is not None
-        booted_at = await self._until_done(State.CHECKING_HEALTH, "record the boot", self.strategy.booted)
+        booted_at = await self.retries.until_done(State.CHECKING_HEALTH, "record the boot", self.strategy.booted)
         give_up_at = booted_at + timedelta(seconds=self.health.timeout_s)
         if self.hooks is not None:
             await self._post_boot_hooks()
@@ -224,14 +223,14 @@ class Daemon:
             return await self._release_healthy(State.CHECKING_HEALTH, result)
         log.error("health checks failed: %s; keeping the slot and halting the group", result.summary)
         self.on_event("health-failed", result.summary)
-        await self._until_done(State.CHECKING_HEALTH, "halt the group",
+        await self.retries.until_done(State.CHECKING_HEALTH, "halt the group",
                                lambda: self.strategy.halt_unhealthy(result.summary))
         return Step(State.UNHEALTHY, detail=result.summary)
 
     async def _unhealthy(self, step: Step) -> Step:
         """Keep the slot (the group is halted) and keep checking: once healthy, release."""
         assert self.health is not None
-        booted_at = await self._until_done(State.UNHEALTHY, "record the boot", self.strategy.booted)
+        booted_at = await self.retries.until_done(State.UNHEALTHY, "record the boot", self.strategy.booted)
         result = await self.health.wait_until_healthy(
             booted_at, self.now() + timedelta(seconds=UNHEALTHY_RECHECK_S), self._health_progress)
         if result.passed:
@@ -241,7 +240,7 @@ class Daemon:
 
     async def _release_healthy(self, state: State, result: HealthResult) -> Step:
         log.info("health checks passed (%s); releasing the slot", result.summary)
-        await self._until_done(state, "release the slot", lambda: self.strategy.release_healthy(result.summary))
+        await self.retries.until_done(state, "release the slot", lambda: self.strategy.release_healthy(result.summary))
         self.on_event("slot-released", result.summary)
         self.on_event("reboot-done", "")
         return Step(State.IDLE)
@@ -265,7 +264,7 @@ class Daemon:
         self._health_detail = detail
         log.info("%s: %s", self.machine.state.value, detail)
         self.notify(f"{self.machine.state.value}: {detail}")
-        self._best_effort("show health progress", self.strategy.note_health(detail))
+        self.best_effort.start("show health progress", self.strategy.note_health(detail))
 
     async def _idle(self, step: Step) -> Step:
         # The need was logged and emitted once, naming its source, by whoever set the event (daemon/sources.py).
@@ -301,9 +300,9 @@ class Daemon:
         try:
             acquired = await self.strategy.acquire(deadline)
         except (StoreError, DocumentTooLarge) as error:
-            pause_s = self._failed(State.WAITING_FOR_LOCK, "cannot queue for a slot", error)
+            pause_s = self.retries.failed(State.WAITING_FOR_LOCK, "cannot queue for a slot", error)
             return Step(State.WAITING_FOR_WINDOW, pause_s=pause_s)
-        self._succeeded(State.WAITING_FOR_LOCK)
+        self.retries.succeeded(State.WAITING_FOR_LOCK)
         if not acquired:
             log.info("the reboot window closed while waiting for a slot")
             return Step(State.WAITING_FOR_WINDOW)
@@ -346,15 +345,15 @@ class Daemon:
         return self._release_if_window_closed() or Step(State.REBOOTING)
 
     async def _rebooting(self, step: Step) -> Step:
-        await self._await_best_effort("record the reboot request", self.strategy.rebooting())
+        await self.best_effort.run("record the reboot request", self.strategy.rebooting())
         # Told before the call: once logind accepts, systemd may stop this process before the reply is read.
         self.on_event("reboot-requested", "")
         try:
             await self.rebooter.reboot()
         except RebootRefused as error:
-            pause_s = self._failed(State.REBOOTING, "reboot failed, giving the slot back and trying later", error)
+            pause_s = self.retries.failed(State.REBOOTING, "reboot failed, giving the slot back and trying later", error)
             return Step(State.RELEASING, pause_s=pause_s)
-        self._succeeded(State.REBOOTING)
+        self.retries.succeeded(State.REBOOTING)
         log.info("reboot accepted by logind; waiting to be stopped")
         await asyncio.Event().wait()  # systemd stops us as part of the reboot
         raise AssertionError("unreachable")
@@ -366,7 +365,7 @@ class Daemon:
             failure = await self.hooks.post_boot(self.strategy.reason or "")
             if failure is not None:
                 log.error("%s while undoing the pre-reboot hooks (the host did not reboot)", failure)
-        await self._until_done(State.RELEASING, "release the reboot slot", self.strategy.release)
+        await self.retries.until_done(State.RELEASING, "release the reboot slot", self.strategy.release)
         self.on_event("slot-released", "")
         # The pause (after a refused reboot) is spent without the slot, before queueing again.
         return Step(State.WAITING_FOR_WINDOW, pause_s=step.pause_s)
@@ -388,56 +387,3 @@ class Daemon:
             log.info("the reboot window %s closed; releasing the slot", self.window)
             return Step(State.RELEASING)
         return None
-
-    async def _until_done(self, state: State, what: str, action: Callable[[], Awaitable[T]]) -> T:
-        """Retry ``action`` with ``state``'s backoff until it succeeds (never gives up)."""
-        while True:
-            try:
-                result = await action()
-            except (CorruptDocument, DocumentTooLarge, StoreError) as error:
-                await self.sleep(self._failed(state, f"cannot {what}", error))
-                continue
-            self._succeeded(state)
-            return result
-
-    def _best_effort(self, what: str, action: Awaitable[None]) -> None:
-        """Run ``action`` in the background; a failure is logged, never retried or raised."""
-        task = asyncio.ensure_future(self._await_best_effort(what, action))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _await_best_effort(self, what: str, action: Awaitable[None]) -> None:
-        try:
-            await asyncio.wait_for(action, BEST_EFFORT_TIMEOUT_S)
-        except (LocksmithError, asyncio.TimeoutError) as error:
-            text = error.one_line() if isinstance(error, LocksmithError) else "timed out"
-            log.warning("could not %s: %s", what, text)
-
-    def _failed(self, state: State, what: str, error: LocksmithError) -> float:
-        """Count a failure of ``state``; log it and return how long to pause.
-
-        Faults only an operator can mend (a corrupt or full-size document, a
-        denied request, an answer that is no FleetLock server's) back off straight to the maximum and are logged at error
-        level; others (etcd unreachable, say) grow the pause step by step and
-        are logged as warnings. Either is logged once per distinct message
-        until the state's action succeeds; the repeats go to debug, so an
-        etcd that is down for days does not fill the journal.
-        """
-        backoff = self._backoff[state]
-        text = error.one_line()
-        must_act = (isinstance(error, (CorruptDocument, DocumentTooLarge, StoreDenied))
-                    or (isinstance(error, FleetLockRefused) and error.foreign))  # a wrong URL or a login proxy
-        if must_act:
-            backoff.give_up_gently()
-        pause_s = backoff.next_delay_s()
-        if self._reported.get(state) == text:
-            log.debug("%s: %s; retrying in %.1fs", what, text, pause_s)
-        else:
-            log.log(logging.ERROR if must_act else logging.WARNING, "%s: %s; retrying in %.1fs", what, text, pause_s)
-        self._reported[state] = text
-        self.on_event("error", error.kind)
-        return pause_s
-
-    def _succeeded(self, state: State) -> None:
-        self._backoff[state].reset()
-        self._reported.pop(state, None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -60,15 +60,14 @@ class RebootNeed:
         return partial(self.needed, source)
 
 
-def make_sources(settings: DaemonSettings, need: RebootNeed, bus: MessageBus,
-                 command_env: Mapping[str, str]) -> list[tuple[str, Source]]:
+def make_sources(settings: DaemonSettings, need: RebootNeed, bus: MessageBus) -> list[tuple[str, Source]]:
     """The sources ``settings`` names, in its order, not started; each tells ``need`` under its own name, and a
-    command runs with ``command_env``."""
+    command runs with ``settings.command_env``."""
     from locksmithd.sources.base import SourceContext
     from locksmithd.sources.registry import registry
 
     kinds = registry()
-    return [(name, kinds[name].make(SourceContext(settings, need.of(name), bus, command_env)))
+    return [(name, kinds[name].make(SourceContext(settings, need.of(name), bus, settings.command_env)))
             for name in settings.reboot_sources]
 
 

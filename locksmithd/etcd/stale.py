@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 from datetime import datetime, timedelta
 from typing import Callable
@@ -13,27 +12,13 @@ from locksmithd.core.history import HistoryEvent
 from locksmithd.core.holder_record import HolderView, view_holders
 from locksmithd.core.names import printable
 from locksmithd.core.semaphore import Semaphore
+from locksmithd.core.stale_policy import StalePolicy
 from locksmithd.errors import CorruptDocument
 from locksmithd.etcd.halt import halt_group
 from locksmithd.etcd.keys import alive_key, alive_prefix
 from locksmithd.etcd.lock import SemaphoreClient
 
 log = logging.getLogger("locksmithd.stale")
-
-
-class StalePolicy(enum.Enum):
-    """What a waiting host does about a holder past its deadline with no live daemon."""
-
-    HALT = "halt"  # halt the group, naming the host and how late it is (default: a human decides)
-    RECLAIM = "reclaim"  # take its slot back in one guarded transaction (the host may still be down)
-
-
-def parse_stale_policy(text: str) -> StalePolicy:
-    """``halt`` or ``reclaim`` (any case); ValueError otherwise."""
-    try:
-        return StalePolicy(text.strip().lower())
-    except ValueError:
-        raise ValueError("expected halt or reclaim") from None
 
 
 def read_holder_views(client: SemaphoreClient, semaphore: Semaphore, now: datetime) -> list[HolderView]:

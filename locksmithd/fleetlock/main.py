@@ -16,11 +16,12 @@ import click
 
 from locksmithd import __version__
 from locksmithd.core.duration import parse_duration
+from locksmithd.core.etcd_config import request_timeout_problem
 from locksmithd.core.names import printable
 from locksmithd.errors import ConfigError, LocksmithError, UsageError
-from locksmithd.etcd.connection import check_readable_file, request_timeout_problem
 from locksmithd.fleetlock.server import DEFAULT_MAX_CONNECTIONS, FleetLockServer, ServerConfig
 from locksmithd.host.journal import OneLine, quiet_grpc
+from locksmithd.settings.etcd_checks import check_readable_file
 from locksmithd.settings.etcd_options import etcd_click_options, etcd_settings_from
 
 ENV = "LOCKSMITHD_FLEETLOCK_"

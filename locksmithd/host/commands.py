@@ -8,8 +8,8 @@ root (or the daemon's own user), and none may be writable by group or others
 (a directory on the way may be when it has the sticky bit, as /tmp: then
 nobody else can replace what root owns in it). A command in an unsafe place
 is refused with one line naming the file and why; it never runs, and the
-caller counts it as failed. Its environment is ``command_environment``'s:
-never the daemon's credentials.
+caller counts it as failed. Its environment is ``core.command_env.command_environment``'s
+(``DaemonSettings.command_env``): never the daemon's credentials.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 import shutil
 import signal
 import stat
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from locksmithd.core.health_policy import CommandResult
 from locksmithd.core.names import printable
@@ -36,33 +36,6 @@ PIPE_GRACE_S = 1.0
 KILL_WAIT_S = 5.0
 SHOWN_OUTPUT_CHARS = 8192  # the escaped output in one log line (escapes at most double 4 KiB)
 _READ_CHUNK = 65536
-
-PASSED_VARIABLES = ("PATH", "LANG", "LANGUAGE", "TZ", "HOME", "USER", "LOGNAME", "TMPDIR", "KUBECONFIG",
-                    "DBUS_SYSTEM_BUS_ADDRESS")
-"""The daemon's variables a command gets (with ``LC_*``), when they are set."""
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "CREDENTIAL", "KEY")
-
-
-def command_environment(environ: Mapping[str, str], private: Collection[str]) -> dict[str, str]:
-    """The environment of every hook and check: a clean one, never the daemon's credentials.
-
-    It holds ``PASSED_VARIABLES`` and ``LC_*`` (PATH defaults to
-    ``DEFAULT_PATH``), and the ``LOCKSMITHD_*`` variables that are not the
-    daemon's own settings (``private``: LOCKSMITHD_ETCD_PASSWORD and every
-    other key the daemon reads) and whose name does not look like a secret:
-    the hooks' own settings, as LOCKSMITHD_K8S_NODE. Hooks add their
-    LOCKSMITHD_HOOK, _GROUP, _HOLDER_ID and _REBOOT_REASON.
-    """
-    env = {"PATH": DEFAULT_PATH}
-    for name, value in environ.items():
-        if name in PASSED_VARIABLES or name.startswith("LC_"):
-            env[name] = value
-        elif (name.startswith("LOCKSMITHD_") and name not in private
-              and not any(word in name for word in _SECRET_WORDS)):
-            env[name] = value
-    return env
-
 
 def unsafe_place(path: str, *, final_may_be_sticky: bool = False) -> str | None:
     """Why running ``path`` (a command or a directory of commands) as this user is unsafe, or None.

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import stat
 
+from locksmithd.core.file_kinds import NotRegularFile
 
-class NotRegularFile(OSError):
-    """The path names a FIFO, a device, a directory or a socket, not a regular file."""
+__all__ = ["NotRegularFile", "read_regular_file"]
 
 
 def read_regular_file(path: str, limit: int) -> bytes:
-    """At most ``limit`` bytes of the regular file at ``path``.
+    """At most ``limit`` bytes of the regular file at ``path`` (``core.file_kinds.ReadFile``).
 
     Opened without blocking (a FIFO would otherwise wedge the caller, which
     then ignores even SIGTERM) and read only when it is a regular file
@@ -20,8 +20,9 @@ def read_regular_file(path: str, limit: int) -> bytes:
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NotRegularFile(f"{path} is not a regular file")
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(path, mode)
         data = b""
         while len(data) < limit and (chunk := os.read(fd, limit - len(data))):
             data += chunk

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import stat
 
+from locksmithd.core.host_paths import DEFAULT_BOOT_ID_PATH, DEFAULT_MACHINE_ID_PATH
 from locksmithd.core.names import name_problem
 from locksmithd.errors import IdentityError
 from locksmithd.host.files import read_regular_file
 
-DEFAULT_MACHINE_ID_PATH = "/etc/machine-id"
-DEFAULT_BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 DEFAULT_CONTAINER_PATH = "/run/systemd/container"
 """Where systemd, as PID 1 of a container, writes the container manager's name (nspawn, lxc, docker...)."""
 _CONTAINER_NAME_LIMIT = 256
@@ -53,10 +52,6 @@ def read_machine_id(path: str = DEFAULT_MACHINE_ID_PATH) -> str:
     if machine_id == "uninitialized":
         raise IdentityError(path, "machine-id", machine_id, "the machine id is not initialized yet")
     return validate_holder_id(machine_id, path, "machine-id")
-
-
-HOLDER_ID_MODES = ("machine-id", "app-specific")
-"""How the holder id is made: the machine id as is (locksmith's), or derived from it (app_specific.py)."""
 
 
 def read_holder_id(path: str = DEFAULT_MACHINE_ID_PATH, mode: str = "machine-id") -> str:

@@ -6,9 +6,8 @@ import fcntl
 import os
 import shlex
 
+from locksmithd.core.host_paths import DEFAULT_STATE_FILE as DEFAULT_PATH
 from locksmithd.errors import AlreadyRunning, LocksmithError
-
-DEFAULT_PATH = "/run/update-engine/coordinator.conf"
 
 
 class CoordinatorFile:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 
 from locksmithd.errors import ConfigError
+from locksmithd.core.etcd_config import without_password
+from locksmithd.core.file_kinds import NotRegularFile, ReadFile
 from locksmithd.settings.raw import RawSetting
-from locksmithd.etcd.connection import without_password
 from locksmithd.settings.table import ALIASES, SECRET_KEYS, URL_KEYS, hidden
 
 MAX_CONF_BYTES = 1024 * 1024
@@ -17,61 +17,34 @@ MAX_CONF_BYTES = 1024 * 1024
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def read_conf_file(path: str, *, must_exist: bool = False) -> list[RawSetting] | None:
+def read_conf_file(path: str, read: ReadFile, *, must_exist: bool = False) -> list[RawSetting] | None:
     """Parse the KEY=value file at ``path``; None if it is absent and ``must_exist`` is False.
 
     The file must be a regular file of at most MAX_CONF_BYTES UTF-8 bytes
-    (``/dev/null`` reads as empty). It is opened without blocking, so a FIFO
-    or a device is refused instead of hanging or filling memory. Raises
-    ConfigError naming the file otherwise.
+    (``/dev/null`` reads as empty). ``read`` is the host's non-blocking reader
+    of small regular files (``host.files.read_regular_file``, handed in by the
+    entry point), so a FIFO or a device is refused instead of hanging or
+    filling memory. Raises ConfigError naming the file otherwise.
     """
+    if os.path.realpath(path) == os.devnull:
+        return []
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        data = read(path, MAX_CONF_BYTES + 1)
     except (FileNotFoundError, NotADirectoryError) as exc:
         if not must_exist:
             return None
         raise ConfigError(path, "file", path, "the file does not exist") from exc
+    except NotRegularFile as exc:
+        raise ConfigError(path, "file", path, f"cannot read the file: it is {exc.kind}, not a regular file") from exc
     except OSError as exc:
         raise ConfigError(path, "file", path, f"cannot read the file ({exc.strerror})") from exc
-    try:
-        data = _read_bounded(fd, path)
-    finally:
-        os.close(fd)
+    if len(data) > MAX_CONF_BYTES:
+        raise ConfigError(path, "file", path, f"the file is larger than {MAX_CONF_BYTES // 1024} KiB")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(path, "file", path, "the file is not UTF-8 text") from exc
     return parse_conf_text(text, path)
-
-
-def _read_bounded(fd: int, path: str) -> bytes:
-    """At most MAX_CONF_BYTES of the regular file open as ``fd``; ConfigError for anything else."""
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        if stat.S_ISCHR(mode) and os.path.realpath(path) == os.devnull:
-            return b""
-        raise ConfigError(path, "file", path, f"cannot read the file: it is {_kind(mode)}, not a regular file")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        while size <= MAX_CONF_BYTES:
-            chunk = os.read(fd, MAX_CONF_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as exc:
-        raise ConfigError(path, "file", path, f"cannot read the file ({exc.strerror})") from exc
-    if size > MAX_CONF_BYTES:
-        raise ConfigError(path, "file", path, f"the file is larger than {MAX_CONF_BYTES // 1024} KiB")
-    return b"".join(chunks)
-
-
-def _kind(mode: int) -> str:
-    """What a file that is not a regular file is, for the error."""
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def parse_conf_text(text: str, path: str) -> list[RawSetting]:

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from locksmithd.errors import ConfigError
-from locksmithd.etcd.connection import check_readable_file
+from locksmithd.settings.etcd_checks import check_readable_file
 from locksmithd.settings.raw import RawSetting
 
 MAX_SECRET_BYTES = 4096

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
-from locksmithd.etcd.connection import EtcdSettings, parse_endpoints, validate_tls_and_auth
+from locksmithd.core.etcd_config import EtcdSettings, parse_endpoints
+from locksmithd.settings.etcd_checks import validate_tls_and_auth
 from locksmithd.settings.table import (
     CAFILE,
     CERTFILE,

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta, tzinfo
 from typing import Any, TypeVar
 
+from locksmithd.core.command_env import command_environment
 from locksmithd.core.duration import format_duration
+from locksmithd.core.etcd_config import EtcdSettings
 from locksmithd.core.health_policy import HealthPolicy
-from locksmithd.core.schedule import Schedule, WindowSpec
-from locksmithd.core.window import parse_window_length, parse_window_start
+from locksmithd.core.host_paths import DEFAULT_MACHINE_ID_PATH
+from locksmithd.core.host_reads import HostReads
+from locksmithd.core.schedule import Schedule
+from locksmithd.core.stale_policy import StalePolicy
+from locksmithd.core.strategy_config import EtcdLockConfig, FleetLockConfig, StrategyConfig
+from locksmithd.core.strategy_labels import ETCD_LOCK, FLEET_LOCK
 from locksmithd.errors import ConfigError
-from locksmithd.etcd.connection import EtcdSettings, validate_tls_and_auth
-from locksmithd.etcd.stale import StalePolicy
 from locksmithd.observe.address import MetricsAddress
-from locksmithd.host.identity import DEFAULT_MACHINE_ID_PATH, read_holder_id
-from locksmithd.host.timezone import local_zone
 from locksmithd.settings import table, values
 from locksmithd.settings.conffile import read_conf_file
 from locksmithd.settings.credentials import apply_credential_files
+from locksmithd.settings.etcd_checks import validate_tls_and_auth
 from locksmithd.settings.raw import COMMAND_LINE, ENVIRONMENT, RawSetting
-from locksmithd.settings.table import ALIASES, KNOWN_KEYS, SETTINGS, Setting, hidden, parse_row
+from locksmithd.settings.table import ALIASES, KNOWN_KEYS, SETTINGS, Setting, parse_row
+from locksmithd.settings.windows import schedule
 
 T = TypeVar("T")
 
@@ -40,11 +45,31 @@ def _default(row: Setting[T]) -> T:
     return value
 
 
+SOURCE_OPTION = "source."
+"""The field prefix of a source's own rows: their values go to ``DaemonSettings.source_options``."""
+
+
+def _default_source_options() -> dict[str, Any]:
+    return {row.field.removeprefix(SOURCE_OPTION): row.default_value() for row in SETTINGS
+            if row.field is not None and row.field.startswith(SOURCE_OPTION)}
+
+
+def _default_etcd() -> EtcdSettings:
+    """The etcd connection of the table's defaults (the one place they are declared)."""
+    return EtcdSettings(endpoints=_default(table.ENDPOINT), request_timeout_s=_default(table.ETCD_TIMEOUT))
+
+
 @dataclass(frozen=True, kw_only=True)
 class DaemonSettings:
     """Everything locksmithd needs, validated; built by ``load_settings`` and never mutated.
 
-    Field defaults are the table's (``settings/table.py``). ``sources`` lists
+    Field defaults are the table's (``settings/table.py``). ``command_env`` is
+    the clean environment of every hook and check command (never the daemon's
+    credentials: ``core.command_env``), built from the environment the
+    loader read. ``source_options`` holds the values of the rows whose field
+    is ``source.<name>``, by name: a source's own settings, which it reads
+    from here (``context.settings.source_options``), so a new source needs no
+    field of its own in this class. ``sources`` lists
     the configuration files that were read; ``unknown_keys`` holds (source,
     key) for each unrecognised LOCKSMITHD_* key, to warn about. The etcd
     password never appears in repr (EtcdSettings hides it).
@@ -52,7 +77,7 @@ class DaemonSettings:
 
     machine_id: str
     strategy: str = _default(table.STRATEGY)
-    etcd: EtcdSettings = field(default_factory=EtcdSettings)
+    etcd: EtcdSettings = field(default_factory=_default_etcd)
     group: str = _default(table.GROUP)
     window: Schedule | None = None
     state_file: str = _default(table.STATE_FILE)
@@ -78,7 +103,6 @@ class DaemonSettings:
     reboot_sources: tuple[str, ...] = _default(table.SOURCES)
     reboot_required_file: str = _default(table.REBOOT_REQUIRED_FILE)
     reboot_check_command: tuple[str, ...] | None = None
-    reboot_check_interval_s: float = _default(table.REBOOT_CHECK_INTERVAL)
     pre_reboot_dir: str = _default(table.PRE_REBOOT_DIR)
     post_boot_dir: str = _default(table.POST_BOOT_DIR)
     hook_timeout_s: float = _default(table.HOOK_TIMEOUT)
@@ -88,6 +112,8 @@ class DaemonSettings:
     watchdog_usec: int | None = None
     watchdog_pid: str | None = None
     test_block_loop: bool = False
+    command_env: Mapping[str, str] = field(default_factory=lambda: command_environment({}, KNOWN_KEYS), repr=False)
+    source_options: Mapping[str, Any] = field(default_factory=_default_source_options)
     sources: tuple[str, ...] = ()
     unknown_keys: tuple[tuple[str, str], ...] = ()
 
@@ -96,6 +122,20 @@ class DaemonSettings:
         return HealthPolicy(healthy_states=self.health_system_states, units=self.health_units,
                             check_dir=self.health_dir, soak_s=self.health_soak_s, timeout_s=self.health_timeout_s,
                             recheck_interval_s=self.health_recheck_interval_s)
+
+    def strategy_config(self) -> StrategyConfig:
+        """The slice of these settings the strategy's factory takes (``core/strategy_config.py``)."""
+        if self.strategy == ETCD_LOCK.label:
+            return EtcdLockConfig(etcd=self.etcd, holder=self.machine_id, group=self.group,
+                                  retry_max_s=self.retry_max_s, recheck_interval_s=self.recheck_interval_s,
+                                  reboot_deadline_s=self.reboot_deadline_s, stale_policy=self.stale_policy,
+                                  lease_ttl_s=math.ceil(self.queue_drop_out_s),
+                                  head_timeout_s=self.queue_head_timeout_s)
+        if self.strategy == FLEET_LOCK.label:
+            assert self.fleetlock_url is not None  # the loader requires it with this strategy
+            return FleetLockConfig(url=self.fleetlock_url, holder=self.machine_id, group=self.fleetlock_group,
+                                   poll_max_s=self.retry_max_s)
+        return None
 
     def describe(self) -> str:
         """One line for the start-up log; contains no secret."""
@@ -113,36 +153,49 @@ class DaemonSettings:
 def load_settings(
     environ: Mapping[str, str],
     flags: Mapping[str, str] | None = None,
-    conf_paths: Sequence[str] = DEFAULT_CONF_PATHS,
+    conf_paths: Sequence[str] = (),
     machine_id_path: str = DEFAULT_MACHINE_ID_PATH,
     *,
+    host: HostReads | None = None,
     conf_must_exist: bool = False,
-    host_zone: Callable[[], tuple[tzinfo, str]] | None = None,
     identity: bool = True,
 ) -> DaemonSettings:
     """Read, merge and validate every source into one DaemonSettings.
 
-    Priority, lowest first: each of ``conf_paths`` in order (missing files are
-    skipped unless ``conf_must_exist``, for files the operator named), then
+    Priority, lowest first: each of ``conf_paths`` in order (the entry points
+    pass DEFAULT_CONF_PATHS or the files named; missing files are skipped
+    unless ``conf_must_exist``, for files the operator named), then
     ``environ``, then ``flags`` (source "command line"). Never reads
-    ``os.environ``. Windows are in LOCKSMITHD_TIMEZONE, else in ``host_zone()``
-    (read only when needed; by default the zone of ``environ``'s TZ or
-    /etc/localtime, the local time locksmith's window always meant). With ``identity`` False (``locksmithctl window``)
+    ``os.environ``. ``host`` reads what settings/ may not read itself (it
+    imports no edge): the configuration files, the machine id (unless
+    LOCKSMITHD_MACHINE_ID overrides it) and, for windows with no
+    LOCKSMITHD_TIMEZONE, the zone of ``environ``'s TZ or /etc/localtime (the
+    local time locksmith's window always meant); the entry points pass
+    ``host.reads.HOST_READS``, and TypeError says what needed it when it is
+    None. With ``identity`` False (``locksmithctl window``)
     no machine id is read and ``machine_id`` is "" unless overridden. Raises ConfigError naming source, key and value for the
     first invalid setting, or IdentityError if no machine id is usable.
     """
     layers: list[list[RawSetting]] = []
     sources: list[str] = []
+
+    def reads(what: str) -> HostReads:
+        if host is None:
+            raise TypeError(f"load_settings: {what} need host (locksmithd.host.reads.HOST_READS)")
+        return host
+
     for path in conf_paths:
-        found = read_conf_file(path, must_exist=conf_must_exist)
+        found = read_conf_file(path, reads("configuration files").read_file, must_exist=conf_must_exist)
         if found is not None:
             layers.append(found)
             sources.append(path)
     layers.append(_mapping_settings(environ, ENVIRONMENT))
     layers.append(_mapping_settings(flags or {}, COMMAND_LINE))
     values, unknown = merge_layers(layers)
-    zone = host_zone or (lambda: local_zone(environ.get("TZ")))
-    return _build(values, tuple(unknown), tuple(sources), machine_id_path if identity else None, zone)
+    return _build(values, tuple(unknown), tuple(sources),
+                  (lambda mode: reads("the machine id").holder_id(machine_id_path, mode)) if identity else None,
+                  lambda: reads("windows without LOCKSMITHD_TIMEZONE").zone(environ.get("TZ")),
+                  command_environment(environ, KNOWN_KEYS))
 
 
 def _mapping_settings(mapping: Mapping[str, str], source: str) -> list[RawSetting]:
@@ -181,11 +234,13 @@ def merge_layers(layers: Iterable[Sequence[RawSetting]]) -> tuple[dict[str, RawS
 
 def _build(
     given: Mapping[str, RawSetting], unknown: tuple[tuple[str, str], ...], sources: tuple[str, ...],
-    machine_id_path: str | None, host_zone: Callable[[], tuple[tzinfo, str]],
+    holder_id: Callable[[str], str] | None, host_zone: Callable[[], tuple[tzinfo, str]],
+    command_env: Mapping[str, str],
 ) -> DaemonSettings:
     """Parse every row (given value or default), in table order, into DaemonSettings."""
     top: dict[str, Any] = {}
     etcd: dict[str, Any] = {}
+    source_options: dict[str, Any] = {}
     for row in SETTINGS:
         raw = given.get(row.key)
         if row.field is None:
@@ -195,6 +250,8 @@ def _build(
         value = parse_row(row, raw) if raw is not None else row.default_value()
         if row.field.startswith("etcd."):
             etcd[row.field.removeprefix("etcd.")] = value
+        elif row.field.startswith(SOURCE_OPTION):
+            source_options[row.field.removeprefix(SOURCE_OPTION)] = value
         else:
             top[row.field] = value
     override = given.get(table.MACHINE_ID.key)
@@ -202,11 +259,13 @@ def _build(
     settings = DaemonSettings(
         **top,
         etcd=_etcd(etcd, given),
-        window=_schedule(given, host_zone),
+        window=schedule(given, host_zone),
         machine_id=parse_row(table.MACHINE_ID, override) if override else _machine_id(
-            machine_id_path, parse_row(table.HOLDER_ID, mode) if mode else "machine-id"),
+            holder_id, parse_row(table.HOLDER_ID, mode) if mode else "machine-id"),
         sources=sources,
         unknown_keys=unknown,
+        command_env=command_env,
+        source_options=source_options,
     )
     if settings.strategy == "fleet-lock" and settings.fleetlock_url is None:
         raw = given.get(table.FLEETLOCK_URL.key) or given.get(table.STRATEGY.key)
@@ -279,9 +338,9 @@ def _shown_s(seconds: float) -> str:
     return format_duration(timedelta(seconds=seconds))
 
 
-def _machine_id(path: str | None, mode: str) -> str:
+def _machine_id(holder_id: Callable[[str], str] | None, mode: str) -> str:
     """This host's holder id ("" when no identity is needed, e.g. ``locksmithctl window``)."""
-    return "" if path is None else read_holder_id(path, mode)
+    return "" if holder_id is None else holder_id(mode)
 
 
 def _etcd(fields: Mapping[str, Any], given: Mapping[str, RawSetting]) -> EtcdSettings:
@@ -295,49 +354,3 @@ def _etcd(fields: Mapping[str, Any], given: Mapping[str, RawSetting]) -> EtcdSet
     return validate_tls_and_auth(EtcdSettings(**filled), ", ".join(where) or "defaults",
                                  {row.field.removeprefix("etcd."): row.key for row in SETTINGS
                                   if row.field and row.field.startswith("etcd.")})
-
-
-def _schedule(given: Mapping[str, RawSetting], host_zone: Callable[[], tuple[tzinfo, str]]) -> Schedule | None:
-    """The reboot windows of either form in their zone; None for any time; ConfigError for both forms."""
-    windows_raw = given.get(table.WINDOWS.key)
-    windows = parse_row(table.WINDOWS, windows_raw) if windows_raw is not None else None
-    legacy = _window(given.get(table.WINDOW_START.key), given.get(table.WINDOW_LENGTH.key))
-    zone_raw = given.get(table.TIMEZONE.key)
-    named = parse_row(table.TIMEZONE, zone_raw) if zone_raw is not None else None
-    if windows is not None and legacy is not None:
-        assert windows_raw is not None
-        pair = given.get(table.WINDOW_START.key) or given.get(table.WINDOW_LENGTH.key)
-        assert pair is not None
-        raise ConfigError(windows_raw.source, windows_raw.key, windows_raw.value,
-                          f"cannot be combined with {pair.key} (from {pair.source}): use one form or the other")
-    chosen = windows if windows is not None else legacy
-    if chosen is None:
-        return None
-    zone, name = named if named is not None else host_zone()
-    return Schedule(chosen, zone, name)
-
-
-def _window(start: RawSetting | None, length: RawSetting | None) -> tuple[WindowSpec, ...] | None:
-    """locksmith's window if both halves are set (non-empty), None if neither; else ConfigError.
-
-    A daily window opens every day; a weekly one on its day (same meaning as locksmith).
-    """
-    start_set = start is not None and start.value.strip() != ""
-    length_set = length is not None and length.value.strip() != ""
-    if not start_set and not length_set:
-        return None
-    if start is None or length is None or start_set != length_set:
-        given = start if start_set else length
-        assert given is not None
-        other = given.key.replace("START", "LENGTH") if start_set else given.key.replace("LENGTH", "START")
-        raise ConfigError(given.source, given.key, given.value,
-                          f"{other} must be set too: give both the window start and length, or neither")
-    try:
-        weekday, hour, minute = parse_window_start(start.value)
-    except ValueError as exc:
-        raise ConfigError(start.source, start.key, hidden(start.key, start.value), str(exc)) from exc
-    try:
-        days = frozenset(range(7)) if weekday is None else frozenset({weekday})
-        return (WindowSpec(days, hour, minute, parse_window_length(length.value)),)
-    except ValueError as exc:
-        raise ConfigError(length.source, length.key, hidden(length.key, length.value), str(exc)) from exc

@@ -2,7 +2,9 @@
 
 The daemon's flags and ``--help``, validation, the known and secret keys and
 the README's Configure table all come from ``SETTINGS``. A new setting is one
-row here plus the typed field it fills in ``DaemonSettings``; then refresh the
+row here plus the typed field it fills in ``DaemonSettings``; a source's own
+setting needs no field (``field="source.<name>"`` puts its value in
+``DaemonSettings.source_options``); then refresh the
 README with ``python -c 'from locksmithd.settings import readme_table; print(readme_table())'``
 (tests/test_settings_table.py fails until the two agree).
 """
@@ -16,14 +18,12 @@ from typing import Generic, TypeVar
 
 from locksmithd.core.duration import format_duration
 from locksmithd.core.health_policy import DEFAULT_RECHECK_INTERVAL_S
+from locksmithd.core.host_paths import DEFAULT_BOOT_ID_PATH, DEFAULT_MACHINE_ID_PATH, DEFAULT_STATE_FILE
 from locksmithd.errors import ConfigError, IdentityError
-from locksmithd.etcd.connection import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT_S, without_password
-from locksmithd.host.identity import DEFAULT_BOOT_ID_PATH, DEFAULT_MACHINE_ID_PATH
-from locksmithd.host.statefile import DEFAULT_PATH as DEFAULT_STATE_FILE
+from locksmithd.core.etcd_config import without_password
 from locksmithd.settings import values
 from locksmithd.settings.raw import DEFAULT, RawSetting
-from locksmithd.core.strategy_labels import ALIASES as STRATEGY_ALIASES
-from locksmithd.core.strategy_labels import LABELS
+from locksmithd.core.strategy_labels import strategies_help
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -40,7 +40,8 @@ class Setting(Generic[T_co]):
     ``parse`` like any given value, so the documented default is the one
     used; None means unset. ``shown_default`` replaces it in the docs when
     the literal says too little. ``field`` names the DaemonSettings field
-    the value fills ("etcd.<name>" for EtcdSettings; None when the loader
+    the value fills ("etcd.<name>" for EtcdSettings, "source.<name>" for a
+    source's own value in ``source_options``; None when the loader
     combines the row with others). ``operator`` False marks keys systemd sets
     (not documented, no flag); ``switch`` makes the flag take no value.
     ``error`` is the ConfigError class a bad value raises (IdentityError for
@@ -75,15 +76,10 @@ def _seconds(seconds: float) -> str:
     return format_duration(timedelta(seconds=seconds))
 
 
-_STRATEGY_HELP = ("`etcd-lock` (take a slot first), `fleet-lock` (take a slot from a FleetLock server), "
-                  "`reboot` (no lock), `off` (exit 0); " + "; ".join(
-                      f"`{alias}` is read as `{target}`" for alias, target in STRATEGY_ALIASES.items()))
-assert set(LABELS) == {"etcd-lock", "fleet-lock", "reboot", "off"}, "describe every strategy in _STRATEGY_HELP"
-
-STRATEGY = Setting("REBOOT_STRATEGY", values.strategy, _STRATEGY_HELP, "strategy", "etcd-lock", flag="--strategy")
+STRATEGY = Setting("REBOOT_STRATEGY", values.strategy, strategies_help(), "strategy", "etcd-lock", flag="--strategy")
 ENDPOINT = Setting("LOCKSMITHD_ENDPOINT", values.endpoints,
                    "etcd endpoints, comma-separated; unreachable ones are skipped", "etcd.endpoints",
-                   DEFAULT_ENDPOINT, flag="--endpoint")
+                   "http://127.0.0.1:2379", flag="--endpoint")
 GROUP = Setting("LOCKSMITHD_GROUP", values.group,
                 "reboot group; each group has its own semaphore (same naming rule as holder ids)", "group",
                 "", "(default group)", flag="--group")
@@ -146,7 +142,7 @@ QUEUE_HEAD_TIMEOUT = Setting("LOCKSMITHD_QUEUE_HEAD_TIMEOUT", values.interval_s,
 RETRY_MAX = Setting("LOCKSMITHD_RETRY_MAX", values.interval_s, "longest pause between retries after errors",
                     "retry_max_s", "60s", flag="--retry-max")
 ETCD_TIMEOUT = Setting("LOCKSMITHD_ETCD_TIMEOUT", values.request_timeout_s, "per etcd request (0.1s to 5m)",
-                       "etcd.request_timeout_s", _seconds(DEFAULT_REQUEST_TIMEOUT_S), flag="--etcd-timeout")
+                       "etcd.request_timeout_s", "5s", flag="--etcd-timeout")
 BOOT_ID_PATH = Setting("LOCKSMITHD_BOOT_ID_PATH", values.path,
                        "the kernel's boot id, recorded with a slot (in a container, combined with when the "
                        "container's systemd started: see Health checks)", "boot_id_path",
@@ -195,7 +191,8 @@ METRICS_ADDRESS = Setting("LOCKSMITHD_METRICS_ADDRESS", values.metrics_address,
                           "`unix:/path`; empty: off", "metrics_address", "", "(off)", flag="--metrics-address")
 # Every source of "a reboot is needed": {its name in LOCKSMITHD_SOURCES: what makes it say so}. The factories
 # are the modules of sources/ (sources/registry.py), keyed by these names (a test keeps the two equal); a new
-# source adds its entry here and its own rows below.
+# source adds its entry here and its own rows below, with field "source.<name>" (read by the source from
+# DaemonSettings.source_options), and touches no other file but its module.
 SOURCE_KINDS: Mapping[str, str] = {
     "update-engine": "D-Bus signal",
     "reboot-required": "the file below appears",
@@ -215,7 +212,8 @@ REBOOT_CHECK_COMMAND = Setting("LOCKSMITHD_REBOOT_CHECK_COMMAND", values.command
                                flag="--reboot-check-command")
 REBOOT_CHECK_INTERVAL = Setting("LOCKSMITHD_REBOOT_CHECK_INTERVAL", values.interval_s,
                                 "how often the check command runs (at least 1s; with 10 % jitter; it may run at most "
-                                "this long or 5m)", "reboot_check_interval_s", "10m", flag="--reboot-check-interval")
+                                "this long or 5m)", "source.reboot_check_interval_s", "10m",
+                                flag="--reboot-check-interval")
 PRE_REBOOT_DIR = Setting("LOCKSMITHD_PRE_REBOOT_DIR", values.absolute_path,
                          "hooks run in name order after the slot is taken, before users are warned (e.g. drain); "
                          "one failing gives the slot back and retries later; may be missing, never a file", "pre_reboot_dir",

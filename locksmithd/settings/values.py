@@ -17,16 +17,18 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from locksmithd.core.app_specific import HOLDER_ID_MODES
 from locksmithd.core.duration import format_duration, parse_duration
+from locksmithd.core.file_kinds import file_kind
 from locksmithd.core.fleetlock_protocol import group_problem as fleetlock_group_problem
 from locksmithd.core.names import group_problem, name_problem
-from locksmithd.etcd.connection import Endpoint, check_readable_file, parse_endpoints, request_timeout_problem
-from locksmithd.host.identity import HOLDER_ID_MODES
+from locksmithd.core.etcd_config import Endpoint, parse_endpoints, request_timeout_problem
+from locksmithd.settings.etcd_checks import check_readable_file
 from locksmithd.settings.raw import RawSetting
 from locksmithd.core.strategy_labels import ALIASES as STRATEGY_ALIASES
 from locksmithd.core.strategy_labels import LABELS, resolve_label
 from locksmithd.core.health_policy import parse_check_dir, parse_system_states, parse_units
-from locksmithd.etcd.stale import StalePolicy, parse_stale_policy
+from locksmithd.core.stale_policy import StalePolicy, parse_stale_policy
 from locksmithd.observe.address import MetricsAddress, parse_metrics_address
 
 if TYPE_CHECKING:
@@ -302,13 +304,6 @@ def reboot_required_problem(path: str) -> str | None:
         return ("names a directory, which always exists (a reboot at every start); give the file, "
                 "e.g. /run/reboot-required")
     return None
-
-
-def file_kind(mode: int) -> str:
-    """What a file is, for an error ("a regular file", "a directory", "a FIFO", ...)."""
-    kinds = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def metrics_address(raw: RawSetting) -> MetricsAddress | None:

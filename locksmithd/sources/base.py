@@ -25,8 +25,9 @@ class Source(Protocol):
 class SourceContext:
     """What a source's factory may use.
 
-    ``settings`` is the daemon's settings (each factory reads only its own rows; it is typed by what it
-    reads, not by the settings class, so sources/ does not import settings/); ``on_needed(reason)`` tells
+    ``settings`` is the daemon's settings (each factory reads only its own rows, a new source's from
+    ``settings.source_options`` by name, so it needs no settings field; it is typed by what it reads, not by
+    the settings class, so sources/ does not import settings/); ``on_needed(reason)`` tells
     the daemon under this source's name; ``bus`` is the daemon's D-Bus connection; ``command_env`` is the
     clean environment for any command a source runs.
     """

@@ -118,8 +118,9 @@ def make(context: SourceContext) -> Source:
 
     settings = context.settings
     assert settings.reboot_check_command is not None  # checked by the loader
-    timeout_s = min(settings.reboot_check_interval_s, MAX_CHECK_TIMEOUT_S)
-    return CheckCommandSource(settings.reboot_check_command, settings.reboot_check_interval_s, context.on_needed,
+    interval_s = float(settings.source_options["reboot_check_interval_s"])  # this source's own row
+    timeout_s = min(interval_s, MAX_CHECK_TIMEOUT_S)
+    return CheckCommandSource(settings.reboot_check_command, interval_s, context.on_needed,
                               reboot_check_runner(context.command_env), timeout_s=timeout_s, unsafe=unsafe_place)
 
 

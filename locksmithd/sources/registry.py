@@ -1,6 +1,7 @@
 """The one registry of sources: every module of ``sources/`` that defines ``SOURCE`` (a SourceKind).
 
-Adding a source is adding its module here and its rows in ``settings/table.py``; nothing else names it
+Adding a source is adding its module here and its rows in ``settings/table.py`` (their field ``source.<name>``,
+read from ``DaemonSettings.source_options``); nothing else names it
 (a test keeps the registry's names equal to ``settings.table.SOURCE_KINDS``).
 """
 

@@ -20,6 +20,8 @@ from locksmithd.core.holder_record import (
 from locksmithd.core.history import HistoryEvent
 from locksmithd.core.names import printable
 from locksmithd.core.semaphore import Semaphore
+from locksmithd.core.stale_policy import StalePolicy
+from locksmithd.core.strategy_labels import ETCD_LOCK
 from locksmithd.errors import CorruptDocument, NotHolder, StoreError
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.halt import halt_group
@@ -27,8 +29,11 @@ from locksmithd.etcd.keys import alive_key
 from locksmithd.etcd.lock import Change, SemaphoreClient
 from locksmithd.etcd.lease import FAR_TTL_S
 from locksmithd.etcd.queue import GroupQueue, LeaseSession
-from locksmithd.etcd.stale import StaleHolders, StalePolicy
+from locksmithd.etcd.stale import StaleHolders
 from locksmithd.strategies.base import RequestObserver
+
+DECLARATION = ETCD_LOCK
+"""This strategy's label, help and config slice (``core/strategy_labels.py``)."""
 
 log = logging.getLogger("locksmithd.strategy")
 ALIVE_CHECK_S = 5.0  # how often a holder checks that its alive key is on the current lease (no request if so)
@@ -41,7 +46,7 @@ class EtcdLockStrategy:
     the settings module owns it.
     """
 
-    label = "etcd-lock"
+    label = DECLARATION.label
     enabled = True
     uses_lock = True
 

@@ -27,7 +27,11 @@ from locksmithd.core.fleetlock_protocol import (
 from locksmithd.core.holder_record import AfterBoot
 from locksmithd.core.names import printable
 from locksmithd.errors import FleetLockRefused
+from locksmithd.core.strategy_labels import FLEET_LOCK
 from locksmithd.strategies.base import WithoutQueue
+
+DECLARATION = FLEET_LOCK
+"""This strategy's label, help and config slice (``core/strategy_labels.py``)."""
 
 log = logging.getLogger("locksmithd.strategy")
 FIRST_POLL_S = 1.0
@@ -54,7 +58,7 @@ class FleetLockStrategy(WithoutQueue):
     only when the place (or the kind of refusal) changes.
     """
 
-    label = "fleet-lock"
+    label = DECLARATION.label
     enabled = True
     uses_lock = True
 
