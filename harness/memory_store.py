@@ -1,4 +1,5 @@
-"""An in-memory QueueStore for logic tests of the queue: etcd's revisions, leases, guarded writes and watches.
+"""In-memory stores for logic tests: a QueueStore (etcd's revisions, leases, guarded writes and watches) and
+a plain KeyValueStore (``MemoryStore``, for the semaphore's compare-and-swap).
 
 It implements ``locksmithd.etcd.queue_store.QueueStore`` with etcd's rules
 as the queue relies on them: one revision per transaction, create and mod
@@ -299,3 +300,54 @@ class MemoryQueueStore:
             if call is None:
                 return
             call()
+
+
+class MemoryStore:
+    """A thread-safe in-memory KeyValueStore with etcd-like revisions."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._data: dict[str, Versioned] = {}
+        self._revision = 1
+
+    def read(self, key: str) -> Versioned | None:
+        with self._lock:
+            return self._data.get(key)
+
+    def read_many(self, keys: Sequence[str]) -> dict[str, Versioned]:
+        with self._lock:
+            return {key: self._data[key] for key in keys if key in self._data}
+
+    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = (),
+             puts: Sequence[tuple[str, bytes]] = (), absent: Sequence[str] = ()) -> int:
+        with self._lock:
+            current = self._data.get(key)
+            if (current.mod_revision if current else ABSENT) != expected_mod_revision:
+                return 0
+            if any(other in self._data for other in absent):
+                return 0
+            self._revision += 1
+            self._data[key] = Versioned(value, self._revision)
+            for other, other_value in puts:
+                self._data[other] = Versioned(other_value, self._revision)
+            for other in delete:
+                self._data.pop(other, None)
+            return self._revision
+
+    def read_prefix(self, prefix: str, keys_only: bool = False) -> list[StoredKey]:
+        with self._lock:
+            found = [(k, v) for k, v in self._data.items() if k.startswith(prefix)]
+        return [StoredKey(k, v.value, v.mod_revision, v.mod_revision, 0) for k, v in sorted(found, key=lambda i: i[1].mod_revision)]
+
+    def delete(self, key: str) -> bool:
+        with self._lock:
+            existed = self._data.pop(key, None) is not None
+            if existed:
+                self._revision += 1
+            return existed
+
+    def put(self, key: str, value: bytes) -> None:
+        """Unconditional write, for tests that plant documents."""
+        with self._lock:
+            self._revision += 1
+            self._data[key] = Versioned(value, self._revision)

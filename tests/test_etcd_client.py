@@ -16,7 +16,8 @@ from locksmithd.errors import GroupHalted
 from locksmithd.etcd.keys import history_prefix, waiter_key
 from locksmithd.etcd.lock import SemaphoreClient
 from locksmithd.etcd.connection import EtcdSettings, parse_endpoints
-from locksmithd.etcd.store import ABSENT, MemoryStore
+from harness.memory_store import MemoryStore
+from locksmithd.etcd.store import ABSENT
 from harness.etcd import EtcdCluster
 
 

@@ -11,7 +11,8 @@ import pytest
 from locksmithd.errors import AmbiguousWrite, CorruptDocument, NotHolder, SemaphoreFull, WriteConflict
 from locksmithd.etcd.lock import SemaphoreClient
 from locksmithd.core.semaphore import decode
-from locksmithd.etcd.store import ABSENT, MemoryStore, Versioned
+from harness.memory_store import MemoryStore
+from locksmithd.etcd.store import ABSENT, Versioned
 
 
 class LosingStore(MemoryStore):

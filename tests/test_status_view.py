@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 from locksmithd.ctl.status_view import collect_status, render_json, render_text
 from locksmithd.etcd.keys import semaphore_key, waiter_key, waiters_prefix
 from locksmithd.etcd.lock import SemaphoreClient
-from locksmithd.etcd.store import MemoryStore, StoredKey
+from harness.memory_store import MemoryStore
+from locksmithd.etcd.store import StoredKey
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 

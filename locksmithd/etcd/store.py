@@ -1,12 +1,11 @@
-"""The small key-value interface the semaphore needs, its records, and an in-memory version.
+"""The small key-value interface the semaphore needs, and the records etcd reads return.
 
-The etcd adapter (``etcd/client.py``) implements the same protocol for real;
-the in-memory store exists for fast unit tests of the core only.
+The etcd adapter (``etcd/client.py``) implements the protocol for real; the
+in-memory versions for unit tests live in ``harness/memory_store.py``.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -76,57 +75,6 @@ class KeyValueStore(Protocol):
 
     def read_prefix(self, prefix: str, keys_only: bool = False) -> list[StoredKey]:
         """Every key under ``prefix``, oldest first (by create revision); with ``keys_only``, values may be empty."""
-
-
-class MemoryStore:
-    """A thread-safe in-memory KeyValueStore with etcd-like revisions."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._data: dict[str, Versioned] = {}
-        self._revision = 1
-
-    def read(self, key: str) -> Versioned | None:
-        with self._lock:
-            return self._data.get(key)
-
-    def read_many(self, keys: Sequence[str]) -> dict[str, Versioned]:
-        with self._lock:
-            return {key: self._data[key] for key in keys if key in self._data}
-
-    def swap(self, key: str, value: bytes, expected_mod_revision: int, *, delete: Sequence[str] = (),
-             puts: Sequence[tuple[str, bytes]] = (), absent: Sequence[str] = ()) -> int:
-        with self._lock:
-            current = self._data.get(key)
-            if (current.mod_revision if current else ABSENT) != expected_mod_revision:
-                return 0
-            if any(other in self._data for other in absent):
-                return 0
-            self._revision += 1
-            self._data[key] = Versioned(value, self._revision)
-            for other, other_value in puts:
-                self._data[other] = Versioned(other_value, self._revision)
-            for other in delete:
-                self._data.pop(other, None)
-            return self._revision
-
-    def read_prefix(self, prefix: str, keys_only: bool = False) -> list[StoredKey]:
-        with self._lock:
-            found = [(k, v) for k, v in self._data.items() if k.startswith(prefix)]
-        return [StoredKey(k, v.value, v.mod_revision, v.mod_revision, 0) for k, v in sorted(found, key=lambda i: i[1].mod_revision)]
-
-    def delete(self, key: str) -> bool:
-        with self._lock:
-            existed = self._data.pop(key, None) is not None
-            if existed:
-                self._revision += 1
-            return existed
-
-    def put(self, key: str, value: bytes) -> None:
-        """Unconditional write, for tests that plant documents."""
-        with self._lock:
-            self._revision += 1
-            self._data[key] = Versioned(value, self._revision)
 
 
 @dataclass(frozen=True)
