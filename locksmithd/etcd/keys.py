@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import quote_plus
 
 from locksmithd.core.waiters import holder_under
@@ -98,3 +99,19 @@ def history_prefix(group: str = "", key_prefix: str = "") -> str:
 def history_key(slot: int, group: str = "", key_prefix: str = "") -> str:
     """The key of one history ring slot, zero-padded so keys sort by slot."""
     return f"{history_prefix(group, key_prefix)}{slot:06d}"
+
+
+@dataclass(frozen=True)
+class GroupKeys:
+    """The keys of one group's semaphore and queue, spelled once for the code that uses several of them."""
+
+    semaphore: str
+    halt: str
+    tail: str
+    served: str
+    waiters: str  # the prefix of the waiter keys
+
+    @classmethod
+    def of(cls, group: str = "", key_prefix: str = "") -> GroupKeys:
+        return cls(semaphore_key(group, key_prefix), halt_key(group, key_prefix), tail_key(group, key_prefix),
+                   served_key(group, key_prefix), waiters_prefix(group, key_prefix))

@@ -16,7 +16,7 @@ from locksmithd.core.queue_view import GroupView
 from locksmithd.core.queue_walk import Action, Entry
 from locksmithd.core.waiter_value import decode_waiter
 from locksmithd.errors import AmbiguousWrite, LeaseLost, StoreError
-from locksmithd.etcd.keys import served_key, tail_key, waiter_key, waiters_prefix
+from locksmithd.etcd.keys import GroupKeys, waiter_key
 from locksmithd.etcd.lease import LeaseSession
 from locksmithd.etcd.lock import SemaphoreClient
 from locksmithd.etcd.queue_reads import QueueReads
@@ -48,24 +48,19 @@ class GroupQueue:
         self.group = group
         self.key_prefix = key_prefix
         self.semaphore = SemaphoreClient(store, group, key_prefix)
-        self.semaphore_key = self.semaphore.key
-        self.halt_key = self.semaphore.halt_key
-        self.prefix = waiters_prefix(group, key_prefix)
-        self.tail_key = tail_key(group, key_prefix)
-        self.served_key = served_key(group, key_prefix)
+        self.keys = GroupKeys.of(group, key_prefix)
+        self.semaphore_key = self.keys.semaphore
         self.session = session or LeaseSession(store)
-        self.view = GroupView(self.semaphore_key, halt_key=self.halt_key)
+        self.view = GroupView(self.keys.semaphore, halt_key=self.keys.halt)
         self.recheck_interval_s = recheck_interval_s
         self.retry_max_s = retry_max_s
         self.head_timeout_s = head_timeout_s
         self._rng = rng or random.Random()
         self._local: dict[str, Waiter] = {}
-        self.watches = QueueWatches(store, self.view, self._local, semaphore_key=self.semaphore_key,
-                                    halt_key=self.halt_key, rng=self._rng, retry_max_s=retry_max_s)
+        self.watches = QueueWatches(store, self.view, self._local, keys=self.keys, rng=self._rng,
+                                    retry_max_s=retry_max_s)
         self.session.on_lost = self.watches.lease_lost
-        self.reads = QueueReads(store, self.session, self.view, self.watches, prefix=self.prefix,
-                                semaphore_key=self.semaphore_key, halt_key=self.halt_key, tail_key=self.tail_key,
-                                served_key=self.served_key)
+        self.reads = QueueReads(store, self.session, self.view, self.watches, keys=self.keys)
         self._reported_corruption: str | None = None
         self.stale: StaleHolders | None = None  # set by the strategy: the head acts on stale holders
 
@@ -174,7 +169,7 @@ class GroupQueue:
         try:
             revision, new = await asyncio.to_thread(
                 self.semaphore.write, new, self.view.semaphore_revision, delete=(me.key,), events=(taken,),
-                puts=[(self.served_key, str(ticket).encode())] if ticket else (), admits_holder=True)
+                puts=[(self.keys.served, str(ticket).encode())] if ticket else (), admits_holder=True)
         except AmbiguousWrite:
             log.warning("slot request for %s: reply lost; reading back", me.holder)
             return False

@@ -17,6 +17,7 @@ from locksmithd.core.queue_walk import Action, Entry
 from locksmithd.core.waiter_value import decode_waiter, encode_waiter, served_ticket
 from locksmithd.core.waiters import WaiterKind, classify_waiter
 from locksmithd.errors import LeaseLost
+from locksmithd.etcd.keys import GroupKeys
 from locksmithd.etcd.lease import LeaseSession
 from locksmithd.etcd.queue_store import QueueStore
 from locksmithd.etcd.queue_watches import QueueWatches, Waiter
@@ -33,16 +34,12 @@ class QueueReads:
     """Finding, checking and writing down one's place in a group's queue (for GroupQueue)."""
 
     def __init__(self, store: QueueStore, session: LeaseSession, view: GroupView, watches: QueueWatches, *,
-                 prefix: str, semaphore_key: str, halt_key: str, tail_key: str, served_key: str) -> None:
+                 keys: GroupKeys) -> None:
         self.store = store
         self.session = session
         self.view = view
         self.watches = watches
-        self.prefix = prefix
-        self.semaphore_key = semaphore_key
-        self.halt_key = halt_key
-        self.tail_key = tail_key
-        self.served_key = served_key
+        self.keys = keys
         self._reported_keys: set[tuple[str, int]] = set()
 
     async def enqueue(self, me: Waiter) -> None:
@@ -50,7 +47,7 @@ class QueueReads:
         lease_id = await self.session.ensure(far=True)  # the short one without tiers; moved when near the head
         me.walk = queue_walk.queueing(me.walk, datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
         try:
-            result = await asyncio.to_thread(self.store.enqueue, me.key, self._value(me), lease_id, self.tail_key)
+            result = await asyncio.to_thread(self.store.enqueue, me.key, self._value(me), lease_id, self.keys.tail)
         except LeaseLost:
             self.session.invalidate(lease_id)
             raise
@@ -87,7 +84,7 @@ class QueueReads:
     async def verify(self, me: Waiter) -> None:
         """The far waiter's safety net: one read of its key and ``served`` (a place read makes etcd scan the queue)."""
         me.walk = replace(me.walk, verify=False)
-        snapshot = await asyncio.to_thread(self.store.snapshot, [me.key, self.served_key])
+        snapshot = await asyncio.to_thread(self.store.snapshot, [me.key, self.keys.served])
         mine = snapshot.keys.get(me.key)
         me.walk, action = queue_walk.verified(me.walk, mine_created=mine.create_revision if mine else 0,
                                               served=self._served(snapshot))
@@ -100,12 +97,12 @@ class QueueReads:
     async def locate(self, me: Waiter) -> None:
         """Read where ``me`` stands, by name when the keys ahead are known, and watch accordingly."""
         news, departed, me.departed = me.news, me.departed, {}
-        if queue_walk.heads_by_departure(me.walk, departed, self.halt_key in me.watches):
+        if queue_walk.heads_by_departure(me.walk, departed, self.keys.halt in me.watches):
             # The one ahead was the head and left: this host heads the queue now. Watch the semaphore
             # from now (a watch from a past revision waits for etcd's catch-up, every 100 ms) and read
             # it once etcd has set the watch up, so that no change falls between the two.
             created = asyncio.get_running_loop().create_future()
-            self.watches.add(me, self.halt_key, self.semaphore_key + "\0", False, 0, created)
+            self.watches.add(me, self.keys.halt, self.keys.semaphore + "\0", False, 0, created)
             try:
                 async with asyncio.timeout(WATCH_SETUP_WAIT_S):
                     await asyncio.shield(created)
@@ -149,26 +146,26 @@ class QueueReads:
 
     async def _step(self, me: Waiter, departed: dict[str, int]) -> bool:
         """Re-read the keys ahead by name (one request, at most six keys); False when that cannot place ``me``."""
-        names = queue_walk.names_to_read(me.walk, me.key, self.semaphore_key, self.halt_key, self.served_key)
-        snapshot = await asyncio.to_thread(self.store.snapshot, names, self.semaphore_key,
+        names = queue_walk.names_to_read(me.walk, me.key, self.keys.semaphore, self.keys.halt, self.keys.served)
+        snapshot = await asyncio.to_thread(self.store.snapshot, names, self.keys.semaphore,
                                            sorted(departed.values()))
-        self._snapshot(snapshot.revision, snapshot.keys.get(self.semaphore_key), snapshot.keys.get(self.halt_key))
+        self._snapshot(snapshot.revision, snapshot.keys.get(self.keys.semaphore), snapshot.keys.get(self.keys.halt))
         me.walk, action = queue_walk.stepped(
             me.walk, own_key=me.key, revision=snapshot.revision, keys=snapshot.keys,
             written_at=snapshot.semaphore_written_at, departed=departed, served=self._served(snapshot),
-            waits=self._waits, prefix=self.prefix)
+            waits=self._waits, prefix=self.keys.waiters)
         if action is Action.QUEUE_AGAIN:
             self._report_gone(me)
         return action is Action.PLACED
 
     def _served(self, snapshot: Snapshot) -> int:
-        served = snapshot.keys.get(self.served_key)
+        served = snapshot.keys.get(self.keys.served)
         return served_ticket(served.value) if served else 0
 
     async def _read_place(self, me: Waiter) -> None:
         """Read where ``me`` stands the expensive way (etcd reads the queue); rarely needed."""
-        place = await asyncio.to_thread(self.store.locate, me.key, me.walk.create_revision, self.semaphore_key,
-                                        self.halt_key, self.prefix)
+        place = await asyncio.to_thread(self.store.locate, me.key, me.walk.create_revision, self.keys.semaphore,
+                                        self.keys.halt, self.keys.waiters)
         sem, halt = place.semaphore, place.halt
         self.view.snapshot(place.revision, (sem.value, sem.mod_revision) if sem else None,
                            halt.value if halt else None)
@@ -196,17 +193,17 @@ class QueueReads:
             ahead += [entry for entry in batch if not self._passed_over(entry)]
             if len(ahead) >= 2 or len(batch) < 2:
                 return ahead[:2]
-            batch = await asyncio.to_thread(self.store.predecessors, self.prefix, batch[-1].create_revision,
+            batch = await asyncio.to_thread(self.store.predecessors, self.keys.waiters, batch[-1].create_revision,
                                             place.revision)
 
     def _waits(self, entry: Entry) -> bool:
         """True for a key that is a host waiting its turn (the one waiter rule; nothing reported)."""
-        return classify_waiter(entry.key, entry.lease, self.prefix, self.view.semaphore.holders)[0] \
+        return classify_waiter(entry.key, entry.lease, self.keys.waiters, self.view.semaphore.holders)[0] \
             is WaiterKind.WAITING
 
     def _passed_over(self, entry: StoredKey) -> bool:
         """True for a key ahead that is no waiter to wait for (reported once per key, a holder's silently)."""
-        kind, _ = classify_waiter(entry.key, entry.lease, self.prefix, self.view.semaphore.holders)
+        kind, _ = classify_waiter(entry.key, entry.lease, self.keys.waiters, self.view.semaphore.holders)
         if kind in (WaiterKind.WAITING, WaiterKind.HOLDER):
             return kind is WaiterKind.HOLDER  # a holder's leftover key blocks nobody
         mark = (entry.key, entry.create_revision)

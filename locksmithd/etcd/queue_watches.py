@@ -18,6 +18,7 @@ from locksmithd.core import queue_pause
 from locksmithd.core.names import printable
 from locksmithd.core.queue_view import GroupView
 from locksmithd.core.queue_walk import Walk
+from locksmithd.etcd.keys import GroupKeys
 from locksmithd.etcd.queue_store import QueueStore
 from locksmithd.etcd.watch import WatchEvent
 
@@ -59,13 +60,12 @@ class Waiter:
 class QueueWatches:
     """The watches of one GroupQueue's local waiters (``local``, shared with it)."""
 
-    def __init__(self, store: QueueStore, view: GroupView, local: dict[str, Waiter], *, semaphore_key: str,
-                 halt_key: str, rng: random.Random, retry_max_s: float) -> None:
+    def __init__(self, store: QueueStore, view: GroupView, local: dict[str, Waiter], *, keys: GroupKeys,
+                 rng: random.Random, retry_max_s: float) -> None:
         self.store = store
         self.view = view
         self.local = local
-        self.semaphore_key = semaphore_key
-        self.halt_key = halt_key
+        self.keys = keys
         self.rng = rng
         self.retry_max_s = retry_max_s
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -77,8 +77,8 @@ class QueueWatches:
         One created from a past revision is served by etcd's catch-up of
         lagging watches, every 100 ms.
         """
-        wanted = queue_pause.wanted_watches(me.walk, own_key=me.key, halt_key=self.halt_key,
-                                            semaphore_key=self.semaphore_key, start_revision=start_revision)
+        wanted = queue_pause.wanted_watches(me.walk, own_key=me.key, halt_key=self.keys.halt,
+                                            semaphore_key=self.keys.semaphore, start_revision=start_revision)
         for key in [key for key in me.watches if key not in wanted]:
             me.watches.pop(key).handle.cancel()
         for key, (end, deletes_only, since) in wanted.items():
@@ -98,7 +98,7 @@ class QueueWatches:
         loop = self.loop
         assert loop is not None
         token = object()
-        head = start == self.halt_key
+        head = start == self.keys.halt
 
         def on_events(events: list[WatchEvent], revision: int) -> None:
             loop.call_soon_threadsafe(self.apply, me, token, head, events)
