@@ -103,3 +103,22 @@ def requests_by_method(before: Mapping[str, float], after: Mapping[str, float],
             name = f"{labels['grpc_service'].strip(chr(34)).split('.')[-1]}/{labels['grpc_method'].strip(chr(34))}"
             grown[name] = grown.get(name, 0.0) + delta
     return grown
+
+
+METHOD_ORDER = ("KV/Range", "KV/Txn", "KV/Put", "KV/DeleteRange", "Lease/LeaseGrant", "Lease/LeaseKeepAlive",
+                "Lease/LeaseRevoke", "Lease/LeaseTimeToLive", "Watch/Watch")
+
+
+def per_reboot(requests: Mapping[str, float], messages: Mapping[str, float],
+               reboots: int) -> list[tuple[str, float, float, float, float]]:
+    """Rows of (method, calls, messages, calls per reboot, messages per reboot), known methods first, then a total.
+
+    ``requests`` counts calls started (a unary call, or a stream opened), ``messages`` the messages etcd
+    received (a unary call is one; each watch create or cancel, or keep-alive, on a stream is one).
+    """
+    methods = [m for m in METHOD_ORDER if m in requests or m in messages]
+    methods += sorted((set(requests) | set(messages)) - set(methods))
+    rows = [(m, requests.get(m, 0.0), messages.get(m, 0.0)) for m in methods]
+    rows.append(("total", sum(requests.values()), sum(messages.values())))
+    n = max(reboots, 1)
+    return [(m, calls, msgs, calls / n, msgs / n) for m, calls, msgs in rows]
