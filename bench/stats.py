@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
+from harness.etcd_metrics import requests_by_method as requests_by_method  # re-exported for the benchmarks
+
 
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-quantile (0..1) by nearest rank; NaN for no values."""
@@ -89,20 +91,6 @@ def max_overtakes(arrival: Mapping[str, int], served: Sequence[str]) -> int:
         bisect.insort(seen, rank)
     return worst
 
-
-def requests_by_method(before: Mapping[str, float], after: Mapping[str, float],
-                       metric: str = "grpc_server_started_total") -> dict[str, float]:
-    """Per gRPC method (``Service/Method``), how much ``metric`` grew between two scrapes."""
-    grown: dict[str, float] = {}
-    for key, value in after.items():
-        if not key.startswith(metric + "{"):
-            continue
-        delta = value - before.get(key, 0.0)
-        if delta:
-            labels = dict(part.split("=", 1) for part in key[len(metric) + 1:-1].split(","))
-            name = f"{labels['grpc_service'].strip(chr(34)).split('.')[-1]}/{labels['grpc_method'].strip(chr(34))}"
-            grown[name] = grown.get(name, 0.0) + delta
-    return grown
 
 
 METHOD_ORDER = ("KV/Range", "KV/Txn", "KV/Put", "KV/DeleteRange", "Lease/LeaseGrant", "Lease/LeaseKeepAlive",
