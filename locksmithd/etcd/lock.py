@@ -9,7 +9,9 @@ with jitter. ``retry_races`` is that one retry (one Backoff, a log line
 before each pause): ``update``, halting and resuming (``halt.py``) and the
 FleetLock server's poll (``remote_waiter.py``) all retry through it; the queue (``queue.py``) makes single attempts from its watched
 view instead and deletes its waiter key in the same guarded write. An
-ambiguous write is resolved by reading back.
+ambiguous write is resolved by reading back. A holder's next change may start
+from the document it last wrote (``update``'s ``known``): the guard makes an
+old one a lost race, so it saves the read without risking anything.
 
 The same write carries the group's history: each event it records takes the
 next number of the document's ``history_seq`` and is put into its ring slot
@@ -227,8 +229,8 @@ class SemaphoreClient:
 
         ``known`` (a snapshot this process just read, or ``last_written``)
         saves the first read: the first write is guarded by its revision, so
-        an old one only loses the race (nothing written) and the next attempt
-        reads. Since it may be old, it only ever leads to a write: a change it
+        an old one only loses the race (nothing written) and the attempt goes
+        on with a read, without a pause. Since it may be old, it only ever leads to a write: a change it
         shows in effect, or refused, or halted, is decided again on a read.
         """
         state = {"ambiguous": False}
@@ -275,7 +277,10 @@ class SemaphoreClient:
             except LocksmithError:  # refused on what may be an old view: look again
                 new = known.semaphore
             if new != known.semaphore and not change.in_effect(known.semaphore):
-                return self._write_change(change, state, new, known.mod_revision)
+                try:
+                    return self._write_change(change, state, new, known.mod_revision)
+                except _LostRace:
+                    pass  # it was old: no pause, this attempt goes on with a read
         snapshot = self.read()
         if state["ambiguous"] and change.in_effect(snapshot.semaphore):
             return snapshot.semaphore
