@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from locksmithd.etcd.store import Versioned
+from locksmithd.etcd.store import StoredKey, Versioned
 
 
 class CountingStore:
@@ -37,3 +37,11 @@ class CountingStore:
              puts: Sequence[tuple[str, bytes]] = (), absent: Sequence[str] = ()) -> int:
         self.writes += 1
         return int(self.store.swap(key, value, expected_mod_revision, delete=delete, puts=puts, absent=absent))
+
+    def delete(self, key: str) -> bool:
+        self.writes += 1
+        return bool(self.store.delete(key))
+
+    def read_prefix(self, prefix: str, keys_only: bool = False) -> list[StoredKey]:
+        self.reads += 1
+        return self.store.read_prefix(prefix, keys_only)  # type: ignore[no-any-return]

@@ -72,6 +72,7 @@ class Rollout:
     max_holders_seen: int = 0
     violations: list[str] = field(default_factory=list)
     requests: dict[str, float] = field(default_factory=dict)
+    messages: dict[str, float] = field(default_factory=dict)
 
     @property
     def restart_median_s(self) -> float:
@@ -92,7 +93,7 @@ class Rollout:
             "need_reboot_to_first_acquire_ms": round(self.first_acquire_s * 1000, 1),
             "handoff_gap": summary_ms(self.gaps_s),
             "max_holders_seen": self.max_holders_seen, "safety_violations": self.violations,
-            "etcd_requests": self.requests,
+            "etcd_requests": self.requests, "etcd_messages_received": self.messages,
             "etcd_requests_per_host": round(sum(self.requests.values()) / self.hosts, 2),
         }
 
@@ -136,7 +137,9 @@ async def run_rollout(member: EtcdMember, workdir: Path, hosts: int = 10, max_sl
         await _until(all_back, timeout_s, "every host rebooted and idle")
         result.total_s = max(idle_at.values()) - t0
         await asyncio.sleep(0.2)
-        result.requests = requests_by_method(before, member.metrics())
+        after = member.metrics()
+        result.requests = requests_by_method(before, after)
+        result.messages = requests_by_method(before, after, "grpc_server_msg_received_total")
         for host in fleet:
             started = _started_at(host, 2)
             result.restart_s.append(idle_at[host.name] - started)

@@ -1,13 +1,15 @@
 """`make bench`: reboot-slot handoff, fairness and cost figures against a real local etcd.
 
 Prints a table with each target and PASS/MISS, and writes everything to
-bench/results/latest.json. ``--quick`` runs a smaller set (under 2 minutes).
+bench/results/latest.json. ``--quick`` runs a smaller set (under 2 minutes); ``--only rollout`` runs
+one section (the rollout also prints etcd requests per coordinated reboot).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -25,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.fleet_bench import measure_idle_daemon, run_rollout, start_idle_daemon, time_status  # noqa: E402
 from bench.queue_bench import QueueRun, run_queue  # noqa: E402
+from bench.stats import per_reboot  # noqa: E402
 from harness.etcd import ETCD_BIN, EtcdCluster, EtcdMember  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -120,9 +123,23 @@ def report_rollout(rollout: dict[str, Any], verdicts: Verdicts) -> list[str]:
         f"{r['acquire_to_reboot_call']['max_ms']:.0f}; Reboot call -> daemon exited {r['shutdown_s']['p50_ms']:.0f}/"
         f"{r['shutdown_s']['max_ms']:.0f}",
         f"   most holders seen {r['max_holders_seen']} of max {r['max']}; safety violations "
-        f"{len(r['safety_violations'])} {v_safe}; etcd requests per host {r['etcd_requests_per_host']:.1f} "
-        f"({', '.join(f'{k} {v:g}' for k, v in r['etcd_requests'].items())})",
+        f"{len(r['safety_violations'])} {v_safe}",
+        *report_requests(r),
     ]
+
+
+def report_requests(r: dict[str, Any]) -> list[str]:
+    """etcd's own gRPC counters over the rollout, by method, in total and per coordinated reboot."""
+    lines = [f"   etcd requests per coordinated reboot ({r['hosts']} reboots; etcd's /metrics from need_reboot to all idle",
+             "   again: each host's queueing, slot, reboot, second start, health and release; each daemon has its own",
+             "   lease, watch stream and connection; its first start and last stop are outside the window)",
+             f"     {'gRPC method':22} {'calls':>6} {'msgs':>6} | {'calls/reboot':>12} {'msgs/reboot':>11}"]
+    for method, calls, msgs, calls_each, msgs_each in per_reboot(r["etcd_requests"],
+                                                                  r.get("etcd_messages_received", {}), r["hosts"]):
+        lines.append(f"     {method:22} {calls:6.0f} {msgs:6.0f} | {calls_each:12.2f} {msgs_each:11.2f}")
+    lines.append("     (calls: unary requests and streams opened; msgs: messages etcd received: Watch msgs are"
+                 " watch creates and cancels, LeaseKeepAlive msgs keep-alives)")
+    return lines
 
 
 def report_idle(idle: dict[str, Any], quick: bool) -> list[str]:
@@ -148,7 +165,11 @@ def _etcd_version() -> str:
         return "unknown"
 
 
-async def bench(plan: Plan, quick: bool, workdir: Path) -> tuple[dict[str, Any], list[str], bool]:
+SECTIONS = ("queue", "rollout", "idle", "status")
+
+
+async def bench(plan: Plan, quick: bool, workdir: Path,
+                only: frozenset[str] = frozenset(SECTIONS)) -> tuple[dict[str, Any], list[str], bool]:
     verdicts = Verdicts()
     lines: list[str] = []
     errors: list[str] = []
@@ -168,16 +189,18 @@ async def bench(plan: Plan, quick: bool, workdir: Path) -> tuple[dict[str, Any],
                 traceback.print_exc()
                 return None
 
-        status = await section("status", asyncio.to_thread(time_status, member, plan.status_runs))
+        status = idle = rollout = None
+        if "status" in only:
+            status = await section("status", asyncio.to_thread(time_status, member, plan.status_runs))
         idle_task = None
-        started = await section("idle daemon", start_idle_daemon(member, workdir))
+        started = await section("idle daemon", start_idle_daemon(member, workdir)) if "idle" in only else None
         if started is not None:
             idle_host, to_idle_s = started
             idle_task = asyncio.create_task(measure_idle_daemon(idle_host, to_idle_s, plan.rss_after_s,
                                                                 plan.cpu_window_s))
         runs: list[QueueRun] = []
-        cases = [(n, m, HOLD_S[m]) for n in plan.waiters for m in plan.maxes]
-        if plan.saturation:
+        cases = [(n, m, HOLD_S[m]) for n in plan.waiters for m in plan.maxes] if "queue" in only else []
+        if plan.saturation and cases:
             cases.append((max(plan.waiters), 5, 0.0))
         for waiters, max_slots, hold_s in cases:
             print(f"... queue N={waiters} max={max_slots} hold={hold_s * 1000:g}ms", file=sys.stderr, flush=True)
@@ -186,15 +209,15 @@ async def bench(plan: Plan, quick: bool, workdir: Path) -> tuple[dict[str, Any],
             if run is not None:
                 runs.append(run)
         results["queue"] = [r.as_json() for r in runs]
-        print(f"... rollout of {plan.rollout_hosts} daemons", file=sys.stderr, flush=True)
-        rollout = await section("rollout", run_rollout(member, workdir / "rollout", hosts=plan.rollout_hosts))
+        if "rollout" in only:
+            print(f"... rollout of {plan.rollout_hosts} daemons", file=sys.stderr, flush=True)
+            rollout = await section("rollout", run_rollout(member, workdir / "rollout", hosts=plan.rollout_hosts))
         if idle_task is not None:
             print("... waiting for the idle-daemon window", file=sys.stderr, flush=True)
             idle = await section("idle daemon", idle_task)
             await idle_host.stop()
-        else:
-            idle = None
-    lines += report_queue(runs, verdicts)
+    if runs:
+        lines += report_queue(runs, verdicts)
     if rollout is not None:
         results["rollout"] = rollout.as_json()
         lines += report_rollout(results["rollout"], verdicts)
@@ -218,10 +241,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller run (N=10,100; shorter idle windows)")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write results [{RESULTS}]")
+    parser.add_argument("--only", action="append", choices=SECTIONS, metavar="SECTION",
+                        help=f"run only this section (repeatable; one of {', '.join(SECTIONS)}) [all]")
+    parser.add_argument("--rollout-hosts", type=int, metavar="N", help="daemons in the rollout [10]")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
+    if args.rollout_hosts:
+        plan = dataclasses.replace(plan, rollout_hosts=args.rollout_hosts)
     with tempfile.TemporaryDirectory(prefix="locksmithd-bench-") as tmp:
-        results, lines, ok = asyncio.run(bench(plan, args.quick, Path(tmp)))
+        results, lines, ok = asyncio.run(bench(plan, args.quick, Path(tmp), frozenset(args.only or SECTIONS)))
     meta = results["meta"]
     header = (f"locksmithd benchmark ({meta['mode']}): etcd {meta['etcd']} single member on loopback, "
               f"{meta['cpus']} CPUs, load average {meta['loadavg_at_start']:.2f} at start, {meta['wall_s']:.0f} s")

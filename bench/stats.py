@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
+from harness.etcd_metrics import requests_by_method as requests_by_method  # re-exported for the benchmarks
+
 
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-quantile (0..1) by nearest rank; NaN for no values."""
@@ -90,16 +92,21 @@ def max_overtakes(arrival: Mapping[str, int], served: Sequence[str]) -> int:
     return worst
 
 
-def requests_by_method(before: Mapping[str, float], after: Mapping[str, float],
-                       metric: str = "grpc_server_started_total") -> dict[str, float]:
-    """Per gRPC method (``Service/Method``), how much ``metric`` grew between two scrapes."""
-    grown: dict[str, float] = {}
-    for key, value in after.items():
-        if not key.startswith(metric + "{"):
-            continue
-        delta = value - before.get(key, 0.0)
-        if delta:
-            labels = dict(part.split("=", 1) for part in key[len(metric) + 1:-1].split(","))
-            name = f"{labels['grpc_service'].strip(chr(34)).split('.')[-1]}/{labels['grpc_method'].strip(chr(34))}"
-            grown[name] = grown.get(name, 0.0) + delta
-    return grown
+
+METHOD_ORDER = ("KV/Range", "KV/Txn", "KV/Put", "KV/DeleteRange", "Lease/LeaseGrant", "Lease/LeaseKeepAlive",
+                "Lease/LeaseRevoke", "Lease/LeaseTimeToLive", "Watch/Watch")
+
+
+def per_reboot(requests: Mapping[str, float], messages: Mapping[str, float],
+               reboots: int) -> list[tuple[str, float, float, float, float]]:
+    """Rows of (method, calls, messages, calls per reboot, messages per reboot), known methods first, then a total.
+
+    ``requests`` counts calls started (a unary call, or a stream opened), ``messages`` the messages etcd
+    received (a unary call is one; each watch create or cancel, or keep-alive, on a stream is one).
+    """
+    methods = [m for m in METHOD_ORDER if m in requests or m in messages]
+    methods += sorted((set(requests) | set(messages)) - set(methods))
+    rows = [(m, requests.get(m, 0.0), messages.get(m, 0.0)) for m in methods]
+    rows.append(("total", sum(requests.values()), sum(messages.values())))
+    n = max(reboots, 1)
+    return [(m, calls, msgs, calls / n, msgs / n) for m, calls, msgs in rows]

@@ -110,7 +110,7 @@ class TestGuardedWriteOnEtcd:
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
         """Pages of 3 keys: every key once, oldest first (keys made in one transaction in key order), at the
         first page's revision (a key written between pages is not seen), values or keys only."""
-        import locksmithd.etcd.client as client_module
+        import locksmithd.etcd.raw as raw_module
 
         store = store_for(etcd_node, key_prefix)
         prefix = f"{key_prefix}pages/"
@@ -120,14 +120,14 @@ class TestGuardedWriteOnEtcd:
                 store.put(prefix + name, name.encode())
             store.swap(prefix + "z1", b"z1", ABSENT, puts=[(prefix + "z0", b"z0")])  # one create revision
             expected = [*names, "z0", "z1"]
-            monkeypatch.setattr(client_module, "_PAGE_KEYS", 3)
-            monkeypatch.setattr(client_module, "_PAGE_VALUES", 3)
+            monkeypatch.setattr(raw_module, "PAGE_KEYS", 3)
+            monkeypatch.setattr(raw_module, "PAGE_VALUES", 3)
             for keys_only in (False, True):
                 entries = store.read_prefix(prefix, keys_only=keys_only)
                 assert [e.key[len(prefix):] for e in entries] == expected
                 assert [e.value for e in entries] == ([b""] * 12 if keys_only else [n.encode() for n in expected])
             pages: list[int] = []
-            real_range = client_module.etcdrpc.RangeRequest
+            real_range = raw_module.etcdrpc.RangeRequest
 
             def range_request(**fields: object) -> object:
                 if len(pages) == 1:  # between the first and second page: a key lands where page 3 reads
@@ -135,9 +135,9 @@ class TestGuardedWriteOnEtcd:
                 pages.append(1)
                 return real_range(**fields)
 
-            monkeypatch.setattr(client_module.etcdrpc, "RangeRequest", range_request)
+            monkeypatch.setattr(raw_module.etcdrpc, "RangeRequest", range_request)
             entries = store.read_prefix(prefix, keys_only=True)
-            monkeypatch.setattr(client_module.etcdrpc, "RangeRequest", real_range)
+            monkeypatch.setattr(raw_module.etcdrpc, "RangeRequest", real_range)
             assert len(pages) == 4 and [e.key[len(prefix):] for e in entries] == expected
             assert store.read(prefix + "k05a") is not None  # it landed, after the view was fixed
         finally:

@@ -199,9 +199,11 @@ class HealthGateOnWallClock:
         wakeup = Wakeup(final=frozenset({BOOT_FINISHED_SIGNAL}), sleep=self._sleep)  # the boot's end: at once
         following = await self._follow(wakeup)
         try:
+            # The healthy round is not progress: the caller releases the slot with it at once, and a note
+            # of it in the holder record would be an etcd write (and a read) just before that release.
             checker = HealthChecker(self.policy, self._systemd, run_command=self._run_command, clock=self._clock,
-                                    sleep=self._sleep, on_progress=lambda report: progress(report.describe()),
-                                    wakeup=wakeup)
+                                    sleep=self._sleep, wakeup=wakeup, on_progress=lambda report: None
+                                    if report.verdict is Verdict.HEALTHY else progress(report.describe()))
             report = await checker.wait_until_healthy(booted_at.timestamp(), give_up_at.timestamp())
         finally:
             if following and self._changes is not None:

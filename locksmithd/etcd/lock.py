@@ -9,7 +9,9 @@ with jitter. ``retry_races`` is that one retry (one Backoff, a log line
 before each pause): ``update``, halting and resuming (``halt.py``) and the
 FleetLock server's poll (``remote_waiter.py``) all retry through it; the queue (``queue.py``) makes single attempts from its watched
 view instead and deletes its waiter key in the same guarded write. An
-ambiguous write is resolved by reading back.
+ambiguous write is resolved by reading back. A holder's next change may start
+from the document it last wrote (``update``'s ``known``): the guard makes an
+old one a lost race, so it saves the read without risking anything.
 
 The same write carries the group's history: each event it records takes the
 next number of the document's ``history_seq`` and is put into its ring slot
@@ -26,12 +28,19 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
-
 from locksmithd.core.backoff import Backoff
 from locksmithd.core.halt import Halt, decode_halt
 from locksmithd.core.history import DEFAULT_LIMIT, HistoryEvent, ring_slot
 from locksmithd.core.semaphore import Semaphore, decode, initial_semaphore
-from locksmithd.errors import AmbiguousWrite, CorruptDocument, DocumentTooLarge, GroupHalted, NotHolder, WriteConflict
+from locksmithd.errors import (
+    AmbiguousWrite,
+    CorruptDocument,
+    DocumentTooLarge,
+    GroupHalted,
+    LocksmithError,
+    NotHolder,
+    WriteConflict,
+)
 from locksmithd.etcd.keys import halt_key, history_key, semaphore_key
 from locksmithd.etcd.store import ABSENT, KeyValueStore, Versioned
 
@@ -66,6 +75,8 @@ class Change:
 
     ``admits_holder``: the change adds a holder, so it is refused while the
     group is halted (GroupHalted) and guarded by the halt key's absence.
+    ``delete``: keys deleted in the same guarded write (a holder's alive key
+    with its release), so they go exactly when the change lands.
     """
 
     name: str
@@ -73,6 +84,7 @@ class Change:
     in_effect: Callable[[Semaphore], bool]
     events: Sequence[HistoryEvent] = ()
     admits_holder: bool = False
+    delete: Sequence[str] = ()
 
 
 class SemaphoreClient:
@@ -105,6 +117,9 @@ class SemaphoreClient:
         self._max_attempts = max_attempts
         self._rng = rng or random.Random()
         self._sleep = sleep
+        self.last_written: GroupRead | None = None
+        """The document as this client last wrote it, and its revision (the queue's winning write
+        included): a holder's next change may start from it (``update``'s ``known``) instead of a read."""
 
     def read(self) -> GroupRead:
         """The current value and halt (one request); an absent key reads as locksmith's initial value.
@@ -132,10 +147,14 @@ class SemaphoreClient:
         return self.update(Change(f"lock {holder}", lambda s: s.lock(holder, info), lambda s: s.holds(holder),
                                   events, admits_holder=True))
 
-    def unlock(self, holder: str, events: Sequence[HistoryEvent] = ()) -> Semaphore:
-        """Release ``holder``'s slot; NotHolder if it holds none."""
+    def unlock(self, holder: str, events: Sequence[HistoryEvent] = (), *, delete: Sequence[str] = (),
+               known: GroupRead | None = None) -> Semaphore:
+        """Release ``holder``'s slot (deleting ``delete`` in the same write); NotHolder if it holds none.
+
+        ``known``: as for ``update``.
+        """
         return self.update(Change(f"unlock {holder}", lambda s: s.unlock(holder), lambda s: not s.holds(holder),
-                                  events))
+                                  events, delete=tuple(delete)), known)
 
     def set_max(self, new_max: int, events: Sequence[HistoryEvent] = ()) -> Semaphore:
         """Set the maximum; values below the holder count are allowed (they drain)."""
@@ -195,18 +214,32 @@ class SemaphoreClient:
         guards = (*absent, self.halt_key) if admits_holder else tuple(absent)
         revision = self.store.swap(self.key, stored.encode(), expected_mod_revision, delete=delete,
                                    puts=[*puts, *ring], absent=guards)
+        if revision:
+            self.last_written = GroupRead(stored, revision)
         return revision, stored
 
-    def update(self, change: Change) -> Semaphore:
+    def update(self, change: Change, known: GroupRead | None = None) -> Semaphore:
         """Apply ``change`` with compare-and-swap, retrying lost races with jitter.
 
         Returns the value as written (or as found, when already in effect).
         Domain errors (SemaphoreFull, NotHolder, InvalidMax) from the first
         application propagate; after an ambiguous write they are resolved by
         ``change.in_effect`` on the value read back.
+
+        ``known`` (a group this process just read, or ``last_written``)
+        saves the first read: the first write is guarded by its revision, so
+        an old one only loses the race (nothing written) and the attempt goes
+        on with a read, without a pause. Since it may be old, it only ever leads to a write: a change it
+        shows in effect, or refused, or halted, is decided again on a read.
         """
         state = {"ambiguous": False}
-        return self.retry_races(change.name, lambda: self._try(change, state))
+        first = [known]
+
+        def attempt() -> Semaphore | None:
+            start, first[0] = first[0], None
+            return self._try(change, state, start)
+
+        return self.retry_races(change.name, attempt)
 
     def retry_races(self, name: str, attempt: Callable[[], Optional[T]], max_attempts: int | None = None) -> T:
         """Call ``attempt`` until it returns a result; None means it lost a race (nothing was written;
@@ -229,13 +262,24 @@ class SemaphoreClient:
             self._sleep(pause_s)
         raise WriteConflict(f"{name}: {self.key} kept changing; gave up after {attempts} attempts")
 
-    def _try(self, change: Change, state: dict[str, bool]) -> Semaphore | None:
+    def _try(self, change: Change, state: dict[str, bool], known: GroupRead | None = None) -> Semaphore | None:
         try:
-            return self._attempt(change, state)
+            return self._attempt(change, state, known)
         except _LostRace:
             return None
 
-    def _attempt(self, change: Change, state: dict[str, bool]) -> Semaphore:
+    def _attempt(self, change: Change, state: dict[str, bool], known: GroupRead | None = None) -> Semaphore:
+        if known is not None and known.mod_revision != ABSENT and not (
+                change.admits_holder and (known.halt is not None or known.halt_corrupt is not None)):
+            try:
+                new = change.apply(known.semaphore)
+            except LocksmithError:  # refused on what may be an old view: look again
+                new = known.semaphore
+            if new != known.semaphore and not change.in_effect(known.semaphore):
+                try:
+                    return self._write_change(change, state, new, known.mod_revision)
+                except _LostRace:
+                    pass  # it was old: no pause, this attempt goes on with a read
         group = self.read()
         if state["ambiguous"] and change.in_effect(group.semaphore):
             return group.semaphore
@@ -253,9 +297,13 @@ class SemaphoreClient:
             raise
         if new == group.semaphore and group.mod_revision != ABSENT:
             return new
+        return self._write_change(change, state, new, group.mod_revision)
+
+    def _write_change(self, change: Change, state: dict[str, bool], new: Semaphore, expected: int) -> Semaphore:
+        """The guarded write of ``change``'s result; _LostRace when it did not land."""
         try:
-            written, stored = self.write(new, group.mod_revision, events=change.events,
-                                         admits_holder=change.admits_holder)
+            written, stored = self.write(new, expected, events=change.events, admits_holder=change.admits_holder,
+                                         delete=change.delete)
         except AmbiguousWrite:
             state["ambiguous"] = True
             log.warning("%s: write outcome unknown, reading back %s", change.name, self.key)
