@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
@@ -26,7 +27,7 @@ from locksmithd.errors import CorruptDocument, NotHolder, StoreError
 from locksmithd.etcd.client import EtcdStore
 from locksmithd.etcd.halt import halt_group
 from locksmithd.etcd.keys import alive_key
-from locksmithd.etcd.lock import Change, SemaphoreClient
+from locksmithd.etcd.lock import Change, SemaphoreClient, GroupRead
 from locksmithd.etcd.lease import FAR_TTL_S
 from locksmithd.etcd.queue import GroupQueue, LeaseSession
 from locksmithd.etcd.stale import StaleHolders
@@ -72,20 +73,23 @@ class EtcdLockStrategy:
         self.queue.stale = self.stale  # the head of a full queue minds stale holders too
         self._alive_lease: int | None = None
         self._alive_task: asyncio.Task[None] | None = None
+        self._after_boot: GroupRead | None = None  # what held_from_before read: booted() starts from it
 
     async def held_from_before(self) -> AfterBoot:
-        snapshot = await asyncio.to_thread(self.semaphore.read)
+        snapshot = self._after_boot = await asyncio.to_thread(self.semaphore.read)
         holds = snapshot.semaphore.holds(self.holder)
         return after_boot(holds, snapshot.semaphore.record(self.holder) if holds else None, self.boot_id)
 
     async def rebooting(self) -> None:
         await self._update_record("rebooting", lambda record: record.with_changes(phase=PHASE_REBOOTING),
-                                  self._event("reboot-requested", self.reason or ""))
+                                  self._event("reboot-requested", self.reason or ""), known=self.semaphore.last_written)
 
     async def booted(self) -> datetime:
         """Record the first sight of the new boot (with a "booted" event) and show the host is alive."""
         await self._stay_alive()
-        snapshot = await asyncio.to_thread(self.semaphore.read)
+        snapshot, self._after_boot = self._after_boot, None
+        if snapshot is None:
+            snapshot = await asyncio.to_thread(self.semaphore.read)
         record = snapshot.semaphore.record(self.holder)
         if record is not None and self.reason is None:
             self.reason = record.reason  # why this reboot happened, for the post-boot hooks
@@ -94,13 +98,14 @@ class EtcdLockStrategy:
         now = self.now()
         written = await self._update_record(
             "booted", lambda r: r if r.booted_at else r.with_changes(booted_at=now, phase=PHASE_CHECKING_HEALTH),
-            self._event("booted", f"boot {self.boot_id or 'unknown'}"))
+            self._event("booted", f"boot {self.boot_id or 'unknown'}"), known=snapshot)
         record = written.record(self.holder) if written is not None else None
         return record.booted_at if record is not None and record.booted_at is not None else now
 
     async def note_health(self, detail: str) -> None:
         # Sent in the background: it may land after this host released its slot, which is fine.
-        await self._update_record("note health", lambda record: record.with_changes(health=detail), moot=True)
+        await self._update_record("note health", lambda record: record.with_changes(health=detail), moot=True,
+                                  known=self.semaphore.last_written)
 
     async def release_healthy(self, detail: str) -> None:
         await self._unlock(self._event("health-passed", detail), self._event("released"))
@@ -161,11 +166,16 @@ class EtcdLockStrategy:
         await asyncio.to_thread(self.store.close)
 
     async def _unlock(self, *events: HistoryEvent) -> None:
+        alive = self._alive_lease is not None
         try:
-            await asyncio.to_thread(self.semaphore.unlock, self.holder, events)
+            await asyncio.to_thread(functools.partial(self.semaphore.unlock, self.holder, events,
+                                                      delete=[self.alive_key] if alive else [],
+                                                      known=self.semaphore.last_written))
         except NotHolder:
             log.debug("%s held no slot to release", self.holder)
-        await self._stop_being_alive()
+        else:
+            alive = False  # the release deleted the alive key
+        await self._stop_being_alive(delete=alive)
 
     async def _stay_alive(self) -> None:
         """Keep this holder's lease-bound alive key while it holds a slot (re-put if the lease changes)."""
@@ -187,11 +197,13 @@ class EtcdLockStrategy:
             except StoreError as error:
                 log.warning("cannot renew this holder's alive key: %s", error.one_line())
 
-    async def _stop_being_alive(self) -> None:
+    async def _stop_being_alive(self, delete: bool = True) -> None:
         if self._alive_task is not None:
             self._alive_task.cancel()
             self._alive_task = None
         self._alive_lease = None
+        if not delete:
+            return
         try:
             await asyncio.to_thread(self.store.delete, self.alive_key)
         except StoreError as error:
@@ -201,7 +213,8 @@ class EtcdLockStrategy:
         return HistoryEvent(at=self.now(), host=self.holder, event=kind, detail=detail)
 
     async def _update_record(self, what: str, change: Callable[[Any], Any],
-                             *events: HistoryEvent, moot: bool = False) -> Semaphore | None:
+                             *events: HistoryEvent, moot: bool = False,
+                             known: GroupRead | None = None) -> Semaphore | None:
         """Apply ``change`` to this host's holder record through the CAS path; None if it holds no slot.
 
         Holding no slot is a warning (an operator released it?), or with
@@ -220,7 +233,7 @@ class EtcdLockStrategy:
 
         try:
             return await asyncio.to_thread(self.semaphore.update,
-                                           Change(f"{what} {self.holder}", apply, in_effect, events))
+                                           Change(f"{what} {self.holder}", apply, in_effect, events), known)
         except NotHolder:
             if moot:
                 log.debug("not recording %s: %s holds no slot any more", what, self.holder)
