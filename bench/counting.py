@@ -45,3 +45,7 @@ class CountingStore:
     def read_prefix(self, prefix: str, keys_only: bool = False) -> list[StoredKey]:
         self.reads += 1
         return self.store.read_prefix(prefix, keys_only)  # type: ignore[no-any-return]
+
+    def delete_if_created(self, key: str, create_revision: int) -> bool:
+        self.writes += 1
+        return bool(self.store.delete_if_created(key, create_revision))

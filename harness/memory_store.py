@@ -346,6 +346,16 @@ class MemoryStore:
                 self._revision += 1
             return existed
 
+    def delete_if_created(self, key: str, create_revision: int) -> bool:
+        """Its keys' create revision is their mod revision (a put recreates them here)."""
+        with self._lock:
+            found = self._data.get(key)
+            if found is None or found.mod_revision != create_revision:
+                return False
+            del self._data[key]
+            self._revision += 1
+            return True
+
     def put(self, key: str, value: bytes) -> None:
         """Unconditional write, for tests that plant documents."""
         with self._lock:

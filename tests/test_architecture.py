@@ -218,7 +218,7 @@ def test_settings_import_no_strategy_edge_or_entry_point() -> None:
     strategies, sources, entry points or edges. What it needs of the host (configuration files, the machine
     id, the local zone) is handed in by the entry points (``core.host_reads.HostReads``); the etcd
     connection config and its parsers are core/etcd_config.py, the stale policy core/stale_policy.py, the
-    default paths core/host_paths.py (issue 22: the settings-edge debts are all paid)."""
+    default paths core/host_defaults.py (issue 22: the settings-edge debts are all paid)."""
     checked = 0
     for module in IMPORT_GRAPH:
         if not module.startswith("locksmithd.settings"):

@@ -64,7 +64,7 @@ class TestRows:
                 assert name in {"etcd": etcd, "source": options, "": top}[kind], row.key
 
     def test_defaults_are_the_edge_modules_defaults(self) -> None:
-        """Defaults the host edge also uses (core/host_paths.py) are the ones the table documents and parses."""
+        """Defaults the host edge also uses (core/host_defaults.py) are the ones the table documents and parses."""
         assert table.STATE_FILE.default == statefile.CoordinatorFile().path
         assert identity.read_boot_id.__defaults__ == (table.BOOT_ID_PATH.default,)
         assert DaemonSettings(machine_id="m").retry_max_s == table.RETRY_MAX.default_value() == 60.0

@@ -13,9 +13,6 @@ import hashlib
 import hmac
 import re
 
-HOLDER_ID_MODES = ("machine-id", "app-specific")
-"""How the holder id is made: the machine id as is (locksmith's), or derived from it (below)."""
-
 LOCKSMITHD_APP_ID = "80266aee432a43e4bbe4ea90e30d85b5"
 """locksmithd's fixed application id (never change it: every host's holder id depends on it)."""
 

@@ -13,7 +13,7 @@ from click.core import ParameterSource
 
 from locksmithd import __version__
 from locksmithd.core.etcd_config import request_timeout_problem
-from locksmithd.core.host_paths import DEFAULT_MACHINE_ID_PATH
+from locksmithd.core.host_defaults import DEFAULT_MACHINE_ID_PATH
 from locksmithd.core.names import group_problem, printable
 from locksmithd.ctl.context import CtlContext, fail, handled, is_not_utf8, value_problem
 from locksmithd.errors import Aborted, ConfigError, ExitCode, InvalidName, LocksmithError, UsageError

@@ -85,24 +85,23 @@ def collect_status(client: SemaphoreClient, group: str, key_prefix: str, now: da
     key; ``this_host``'s place is found in the same pass. Raises CorruptDocument (naming the fault) for an invalid document or
     halt record and StoreError subclasses when etcd cannot answer.
     """
-    snapshot = client.read()
-    if snapshot.halt_corrupt is not None:
-        raise snapshot.halt_corrupt
-    semaphore = snapshot.semaphore
+    group_read = client.read()
+    if group_read.halt_corrupt is not None:
+        raise group_read.halt_corrupt
+    semaphore = group_read.semaphore
     views = tuple(read_holder_views(client, semaphore, now))
-    read_prefix = getattr(client.store, "read_prefix", None)
     queue = _Queue(this_host)
-    if read_prefix is not None:
-        prefix = waiters_prefix(group, key_prefix)
-        # The summary needs no value but the head's: etcd then sends only the keys.
-        queue.scan(read_prefix(prefix, keys_only=not list_waiters), prefix, semaphore.holders, now, list_waiters)
-        if not list_waiters and queue.head_key is not None:
-            stored = client.store.read(queue.head_key)
-            queue.head_since = decode_waiter(stored.value).since if stored is not None else None
+    prefix = waiters_prefix(group, key_prefix)
+    # The summary needs no value but the head's: etcd then sends only the keys.
+    queue.scan(client.store.read_prefix(prefix, keys_only=not list_waiters), prefix, semaphore.holders, now,
+               list_waiters)
+    if not list_waiters and queue.head_key is not None:
+        stored = client.store.read(queue.head_key)
+        queue.head_since = decode_waiter(stored.value).since if stored is not None else None
     return StatusReport(group, semaphore.max, semaphore.available, semaphore.holders,
                         {h: dict(v) for h, v in semaphore.holder_info.items()}, tuple(queue.waiters),
                         queue.count, queue.head, queue.longest_wait(now), tuple(queue.ignored),
-                        tuple(queue.leaseless), snapshot.halt, views, this_host, queue.this_host_position)
+                        tuple(queue.leaseless), group_read.halt, views, this_host, queue.this_host_position)
 
 
 class _Queue:
@@ -152,14 +151,11 @@ def remove_leaseless_waiters(client: SemaphoreClient, group: str, key_prefix: st
     """Delete the group's waiter keys bound to no lease (each guarded by its create revision); how many went.
 
     Such a key would never expire; hosts pass over it, but it is clutter an
-    operator's reset should clear. Stores without a queue remove nothing.
+    operator's reset should clear.
     """
-    read_prefix = getattr(client.store, "read_prefix", None)
-    delete_if_created = getattr(client.store, "delete_if_created", None)
-    if read_prefix is None or delete_if_created is None:
-        return 0
-    return sum(bool(delete_if_created(entry.key, entry.create_revision))
-               for entry in read_prefix(waiters_prefix(group, key_prefix), keys_only=True) if entry.lease == 0)
+    store = client.store
+    return sum(bool(store.delete_if_created(entry.key, entry.create_revision))
+               for entry in store.read_prefix(waiters_prefix(group, key_prefix), keys_only=True) if entry.lease == 0)
 
 
 def render_text(report: StatusReport, list_waiters: bool = False) -> str:

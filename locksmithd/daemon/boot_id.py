@@ -6,7 +6,7 @@ import logging
 
 from locksmithd.bus.systemd import SystemdClient
 from locksmithd.core.boot_id import container_boot_id
-from locksmithd.core.host_paths import DEFAULT_BOOT_ID_PATH
+from locksmithd.core.host_defaults import DEFAULT_BOOT_ID_PATH
 from locksmithd.core.names import printable
 from locksmithd.errors import BusError
 from locksmithd.host.identity import DEFAULT_CONTAINER_PATH, read_boot_id, read_container_manager

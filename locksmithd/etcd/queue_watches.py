@@ -18,6 +18,7 @@ from locksmithd.core import queue_pause
 from locksmithd.core.names import printable
 from locksmithd.core.queue_view import GroupView
 from locksmithd.core.queue_walk import Walk
+from locksmithd.errors import LocksmithError
 from locksmithd.etcd.keys import GroupKeys
 from locksmithd.etcd.queue_store import QueueStore
 from locksmithd.etcd.watch import WatchEvent
@@ -170,7 +171,7 @@ class QueueWatches:
     def broken(self, me: Waiter, token: object, error: BaseException) -> None:
         if not self.current(me, token):
             return
-        message = error.one_line() if hasattr(error, "one_line") else printable(str(error) or repr(error), 300)
+        message = error.one_line() if isinstance(error, LocksmithError) else printable(str(error) or repr(error), 300)
         log.warning("queue watch of %s broke (%s); re-reading", me.holder, message)
         self.stop(me)
         me.walk = queue_pause.watch_broken(me.walk, self.rng, self.retry_max_s)

@@ -50,7 +50,7 @@ class StoredKey:
 
 
 class KeyValueStore(Protocol):
-    """Five operations, all atomic, all raising StoreError subclasses on failure."""
+    """Six operations, all atomic, all raising StoreError subclasses on failure."""
 
     def read(self, key: str) -> Versioned | None:
         """The current value of ``key``, or None when it does not exist."""
@@ -75,6 +75,9 @@ class KeyValueStore(Protocol):
 
     def read_prefix(self, prefix: str, keys_only: bool = False) -> list[StoredKey]:
         """Every key under ``prefix``, oldest first (by create revision); with ``keys_only``, values may be empty."""
+
+    def delete_if_created(self, key: str, create_revision: int) -> bool:
+        """Delete ``key`` only if it is still the key created at ``create_revision``; True if deleted."""
 
 
 @dataclass(frozen=True)

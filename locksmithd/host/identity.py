@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from locksmithd.core.host_paths import DEFAULT_BOOT_ID_PATH, DEFAULT_MACHINE_ID_PATH
+from locksmithd.core.host_defaults import DEFAULT_BOOT_ID_PATH, DEFAULT_MACHINE_ID_PATH
 from locksmithd.core.names import name_problem
 from locksmithd.errors import IdentityError
 from locksmithd.host.files import read_regular_file

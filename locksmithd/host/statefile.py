@@ -6,7 +6,7 @@ import fcntl
 import os
 import shlex
 
-from locksmithd.core.host_paths import DEFAULT_STATE_FILE as DEFAULT_PATH
+from locksmithd.core.host_defaults import DEFAULT_STATE_FILE as DEFAULT_PATH
 from locksmithd.errors import AlreadyRunning, LocksmithError
 
 

@@ -12,7 +12,7 @@ from locksmithd.core.command_env import command_environment
 from locksmithd.core.duration import format_duration
 from locksmithd.core.etcd_config import EtcdSettings
 from locksmithd.core.health_policy import HealthPolicy
-from locksmithd.core.host_paths import DEFAULT_MACHINE_ID_PATH
+from locksmithd.core.host_defaults import DEFAULT_MACHINE_ID_PATH
 from locksmithd.core.host_reads import HostReads
 from locksmithd.core.schedule import Schedule
 from locksmithd.core.stale_policy import StalePolicy

@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 
 from locksmithd.core.duration import format_duration
 from locksmithd.core.health_policy import DEFAULT_RECHECK_INTERVAL_S
-from locksmithd.core.host_paths import DEFAULT_BOOT_ID_PATH, DEFAULT_MACHINE_ID_PATH, DEFAULT_STATE_FILE
+from locksmithd.core.host_defaults import DEFAULT_BOOT_ID_PATH, DEFAULT_MACHINE_ID_PATH, DEFAULT_STATE_FILE
 from locksmithd.errors import ConfigError, IdentityError
 from locksmithd.core.etcd_config import without_password
 from locksmithd.settings import values

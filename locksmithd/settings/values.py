@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from locksmithd.core.app_specific import HOLDER_ID_MODES
+from locksmithd.core.host_defaults import HOLDER_ID_MODES
 from locksmithd.core.duration import format_duration, parse_duration
 from locksmithd.core.file_kinds import file_kind
 from locksmithd.core.fleetlock_protocol import group_problem as fleetlock_group_problem
