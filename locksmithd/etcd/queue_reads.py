@@ -46,12 +46,14 @@ class QueueReads:
         """Create the waiter key at the back (one request), learning the waiter just ahead from the tail key."""
         lease_id = await self.session.ensure(far=True)  # the short one without tiers; moved when near the head
         me.walk = queue_walk.queueing(me.walk, datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+        self.session.carry(me.key, lease_id)
         try:
             result = await asyncio.to_thread(self.store.enqueue, me.key, self._value(me), lease_id, self.keys.tail)
         except LeaseLost:
             self.session.invalidate(lease_id)
             raise
         entry = result.entry
+        self.session.settled(me.key, entry.lease)
         me.departed = {}
         me.walk = queue_walk.enqueued(
             me.walk, create_revision=entry.create_revision, lease_id=lease_id, created=result.created,
@@ -63,12 +65,14 @@ class QueueReads:
 
     async def _rewrite(self, me: Waiter, lease_id: int) -> bool:
         """Write the key's value (``since``, ``after``) on ``lease_id``, keeping its place; False if it is gone."""
+        self.session.carry(me.key, lease_id)
         try:
             done = await asyncio.to_thread(self.store.reput, me.key, self._value(me), lease_id,
                                            me.walk.create_revision)
         except LeaseLost:
             self.session.invalidate(lease_id)
             raise
+        self.session.settled(me.key, lease_id if done else None)
         if done:
             me.walk = replace(me.walk, lease_id=lease_id)
         return done
