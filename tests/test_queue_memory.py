@@ -182,3 +182,27 @@ def test_a_lost_lease_queues_again_and_broken_watches_recover(store: MemoryQueue
 
     assert asyncio.run(scenario()) is True
     assert client.read().semaphore.holders == ("w",)
+
+
+def test_a_host_queueing_behind_one_that_took_its_slot_reads_nothing_more(store: MemoryQueueStore) -> None:
+    """The tail names a key whose ticket is ``served``: the enqueue's own reply places the host at the head
+    (no snapshot, no locate); behind a key still waiting it reads by name as before."""
+    SemaphoreClient(store).set_max(1)
+
+    async def scenario() -> list[dict[str, int]]:
+        seen = []
+        for holder in ("first", "second"):
+            queue = queue_on(store)
+            before = dict(store.requests)
+            try:
+                assert await asyncio.wait_for(queue.acquire(holder), TIMEOUT_S)
+            finally:
+                await queue.close()
+            seen.append({name: count - before.get(name, 0) for name, count in store.requests.items()
+                         if count != before.get(name, 0)})
+            await asyncio.to_thread(SemaphoreClient(store).unlock, holder)
+        return seen
+
+    first, second = asyncio.run(scenario())
+    assert first.get("locate") == 1  # the group's very first waiter: an empty tail proves nothing
+    assert "locate" not in second and "snapshot" not in second and second["enqueue"] == 1, second

@@ -42,6 +42,19 @@ WatchSpec = tuple[str, bool, int]
 """One watch wanted, by its first key: (end key, deletes only, start revision)."""
 
 
+def heads_by_departure(walk: Walk, departed: Mapping[str, int], watching_head: bool) -> bool:
+    """True when the one ahead was the head and left: this waiter heads the queue now (watch the head's keys)."""
+    pred = walk.predecessor
+    return (pred is not None and pred.key in departed and walk.second_known and walk.second is None
+            and not watching_head)
+
+
+def names_to_read(walk: Walk, own_key: str, semaphore_key: str, halt_key: str, served_key: str) -> list[str]:
+    """The keys READ_BY_NAME reads (at most six)."""
+    return [own_key, semaphore_key, halt_key, served_key,
+            *(entry.key for entry in (walk.predecessor, walk.second) if entry)]
+
+
 def wants_short_lease(walk: Walk, far: bool) -> bool:
     """Near the head (head or next in line) a key on the long lease moves to the short one."""
     return walk.ahead < NEAR_POSITIONS and far
