@@ -206,3 +206,24 @@ def test_a_host_queueing_behind_one_that_took_its_slot_reads_nothing_more(store:
     first, second = asyncio.run(scenario())
     assert first.get("locate") == 1  # the group's very first waiter: an empty tail proves nothing
     assert "locate" not in second and "snapshot" not in second and second["enqueue"] == 1, second
+    assert "watch" not in first and "watch" not in second  # a head with a free slot attempts before watching
+
+
+def test_a_head_that_finds_the_group_full_watches_and_takes_the_freed_slot(store: MemoryQueueStore) -> None:
+    """The impossible attempt: the head watches from its read's revision + 1 and wakes on the release."""
+    client = SemaphoreClient(store)
+    client.set_max(1)
+    client.lock("holder")
+    queue = queue_on(store)
+
+    async def scenario() -> bool:
+        task = asyncio.create_task(queue.acquire("head"))
+        try:
+            await wait_until(lambda: store.requests.get("watch", 0) >= 1, "the full group's head to watch")
+            await asyncio.to_thread(client.unlock, "holder")
+            return await asyncio.wait_for(task, TIMEOUT_S)
+        finally:
+            await queue.close()
+
+    assert asyncio.run(scenario()) is True
+    assert client.read().semaphore.holders == ("head",)

@@ -315,6 +315,17 @@ def test_wanted_watches(walk: Walk, wanted: dict[str, tuple[str, bool, int]]) ->
     assert qp.wanted_watches(walk, own_key=ME, halt_key=HALT, semaphore_key=SEM, start_revision=41) == wanted
 
 
+@pytest.mark.parametrize(("walk", "wanted"), [
+    pytest.param(AT_HEAD, {}, id="head-with-a-free-slot-attempts-before-watching"),
+    pytest.param(NEXT_IN_LINE, {B.key: (B.key + "\0", True, 41), ME: (ME + "\0", True, 41)},
+                 id="only-the-head-attempts"),
+])
+def test_a_head_that_may_attempt_watches_nothing_yet(walk: Walk, wanted: dict[str, tuple[str, bool, int]]) -> None:
+    """Q2: a won slot needs no watch; a lost or impossible attempt reads again and that read starts the watch."""
+    assert qp.wanted_watches(walk, own_key=ME, halt_key=HALT, semaphore_key=SEM, start_revision=41,
+                             may_attempt=True) == wanted
+
+
 @pytest.mark.parametrize(("walk", "departed", "watching", "heads"), [
     (replace(NEXT_IN_LINE, second_known=True), {B.key: 30}, False, True),
     (replace(NEXT_IN_LINE, second_known=True), {B.key: 30}, True, False),

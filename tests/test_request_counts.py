@@ -110,7 +110,7 @@ class TestKnownSnapshot:
 
 
 BUDGET = {"KV/Txn": 6, "KV/Put": 2, "KV/DeleteRange": 0, "Lease/LeaseGrant": 2, "Lease/LeaseRevoke": 1,
-          "Watch/Watch": 1}
+          "Watch/Watch": 0}
 """One host's coordinated reboot at most (bench/REQUESTS.md says what each is for); no Range outside a Txn."""
 SLACK = {"KV/Txn": 1}
 """The daemon's once-a-minute look at the group (one Txn, at a random phase) may fall into the window."""

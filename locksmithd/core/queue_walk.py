@@ -13,11 +13,11 @@ crashed host drops out when the lease expires); its create revision is its
 place. Like etcd's own lock recipe, each waiter then follows only the waiter
 just ahead of it (its predecessor): one watch on one key, so a handoff sends
 one event to one waiter, not one to every waiter. Only the head (no
-predecessor) watches the halt record and the semaphore, and only the head
-tries the one guarded write of ``etcd/lock.py``: the semaphore guarded by the
-revision it holds, its waiter key deleted and history recorded in the same
-transaction, refused while the group is halted. A lost race needs no retry
-loop: the watch delivers the newer document and the head decides again.
+predecessor) tries the one guarded write of ``etcd/lock.py``: the semaphore
+guarded by the revision it holds, its waiter key deleted and history recorded
+in the same transaction, refused while halted. It watches the halt record and
+the semaphore only when it cannot (or did not) win: a lost race reads again,
+watches from that read and decides again, with no retry loop.
 
 Finding one's place costs etcd a constant amount of work, whatever the
 queue length (a range bounded by create revision would make etcd read the
@@ -78,7 +78,7 @@ NOT_QUEUED              no key in etcd (new, gone, lease lost)      enqueue: put
 VERIFY_ONLY             far back, a quiet period passed             verify: read own key and ``served``
 PLACE_UNKNOWN           the keys ahead are not known by name        read place: ``locate`` (etcd scans)
 KNOWN_BY_NAME           keys ahead known by name, maybe moved       read by name: snapshot of <= 6 keys
-AT_HEAD                 located, nobody ahead                       ATTEMPT when a slot is free
+AT_HEAD                 located, nobody ahead                       ATTEMPT when a slot is free, else watch
 NEXT_IN_LINE            located, exactly one waiter ahead           watch; skip a stuck head
 FAR                     located, two or more ahead (a bound)        watch; rare VERIFY
 ======================  ==========================================  =====================================
@@ -138,7 +138,7 @@ Recovery cases
 
 Every etcd request of one coordinated reboot
 --------------------------------------------
-(Filled from ``make bench``'s count of requests per coordinated reboot.)
+Listed, each with its reason, in ``bench/REQUESTS.md``; tests/test_request_counts.py holds the budget.
 """
 
 from __future__ import annotations

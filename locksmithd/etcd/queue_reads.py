@@ -136,8 +136,9 @@ class QueueReads:
         walk = me.walk
         self.view.place(me.holder, walk.ahead, walk.predecessor is None)
         # Watch first: an event between the read and the watch's creation would reach us only by
-        # etcd's catch-up of lagging watches, which runs every 100 ms.
-        self.watches.start(me, walk.located_at + 1)
+        # etcd's catch-up of lagging watches, which runs every 100 ms. A head with a slot free
+        # attempts first and watches only after a lost or impossible attempt (its next read).
+        self.watches.start(me, walk.located_at + 1, may_attempt=self.view.may_attempt(me.holder))
         if walk.predecessor is not None:
             await self.write_own_key(me)  # the head writes after trying for a slot: a won slot deletes the key
 
