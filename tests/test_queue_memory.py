@@ -227,3 +227,21 @@ def test_a_head_that_finds_the_group_full_watches_and_takes_the_freed_slot(store
 
     assert asyncio.run(scenario()) is True
     assert client.read().semaphore.holders == ("head",)
+
+
+def test_close_while_waiting_revokes_the_lease_of_the_waiter_key(store: MemoryQueueStore) -> None:
+    """Q4 keeps revoking every lease that may carry a key: a host stopped while it waits leaves no key."""
+    client = SemaphoreClient(store)
+    client.set_max(1)
+    client.lock("holder")
+    queue = GroupQueue(store, retry_max_s=1.0, session=LeaseSession(store, 10, 3600), rng=random.Random(1))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(queue.acquire("waiting"))
+        await wait_until(lambda: waiter_key("waiting") in store.data, "the waiter key")
+        await queue.close()  # the daemon's stop: before the acquire's own clean-up
+        assert waiter_key("waiting") not in store.data and store.requests.get("revoke_lease", 0) >= 1
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
