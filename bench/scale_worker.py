@@ -42,7 +42,8 @@ class KeyCountingStore(EtcdStore):
     def enqueue(self, *args: Any) -> Enqueued:
         result = super().enqueue(*args)
         KeyCountingStore.reads += 1
-        KeyCountingStore.keys += 1  # the tail's previous value (the key itself is written, not read)
+        # the tail's previous value (the key itself is written, not read), and the semaphore, halt and served with it
+        KeyCountingStore.keys += 4 if result.group_read else 1
         return result
 
     def snapshot(self, keys: Sequence[str], semaphore_key: str = "", written_at: Sequence[int] = ()) -> Snapshot:

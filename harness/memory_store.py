@@ -143,7 +143,8 @@ class MemoryQueueStore:
 
     # -- the queue's requests ------------------------------------------------
 
-    def enqueue(self, waiter_key: str, value: bytes, lease_id: int, tail_key: str) -> Enqueued:
+    def enqueue(self, waiter_key: str, value: bytes, lease_id: int, tail_key: str, semaphore_key: str = "",
+                halt_key: str = "", served_key: str = "") -> Enqueued:
         with self.lock:
             self._count("enqueue")
             if waiter_key in self.data:
@@ -155,8 +156,14 @@ class MemoryQueueStore:
             previous = None
             if tail is not None and tail[0].value:
                 previous = StoredKey(tail[0].value.decode(), b"", tail[0].mod_revision, tail[0].mod_revision, 0)
+            group = bool(semaphore_key and halt_key and served_key)
+            sem, halt, served = ((self.data.get(semaphore_key), self.data.get(halt_key), self.data.get(served_key))
+                                 if group else (None, None, None))
             return Enqueued(self.data[waiter_key][0], created=True, previous=previous,
-                            ticket=tail[1] + 1 if tail else 1)
+                            ticket=tail[1] + 1 if tail else 1, revision=self.revision, group_read=group,
+                            semaphore=Versioned(sem[0].value, sem[0].mod_revision) if sem else None,
+                            halt=Versioned(halt[0].value, halt[0].mod_revision) if halt else None,
+                            served=Versioned(served[0].value, served[0].mod_revision) if served else None)
 
     def reput(self, key: str, value: bytes, lease_id: int, create_revision: int) -> bool:
         with self.lock:

@@ -182,3 +182,66 @@ def test_a_lost_lease_queues_again_and_broken_watches_recover(store: MemoryQueue
 
     assert asyncio.run(scenario()) is True
     assert client.read().semaphore.holders == ("w",)
+
+
+def test_a_host_queueing_behind_one_that_took_its_slot_reads_nothing_more(store: MemoryQueueStore) -> None:
+    """The tail names a key whose ticket is ``served``: the enqueue's own reply places the host at the head
+    (no snapshot, no locate); behind a key still waiting it reads by name as before."""
+    SemaphoreClient(store).set_max(1)
+
+    async def scenario() -> list[dict[str, int]]:
+        seen = []
+        for holder in ("first", "second"):
+            queue = queue_on(store)
+            before = dict(store.requests)
+            try:
+                assert await asyncio.wait_for(queue.acquire(holder), TIMEOUT_S)
+            finally:
+                await queue.close()
+            seen.append({name: count - before.get(name, 0) for name, count in store.requests.items()
+                         if count != before.get(name, 0)})
+            await asyncio.to_thread(SemaphoreClient(store).unlock, holder)
+        return seen
+
+    first, second = asyncio.run(scenario())
+    assert first.get("locate") == 1  # the group's very first waiter: an empty tail proves nothing
+    assert "locate" not in second and "snapshot" not in second and second["enqueue"] == 1, second
+    assert "watch" not in first and "watch" not in second  # a head with a free slot attempts before watching
+
+
+def test_a_head_that_finds_the_group_full_watches_and_takes_the_freed_slot(store: MemoryQueueStore) -> None:
+    """The impossible attempt: the head watches from its read's revision + 1 and wakes on the release."""
+    client = SemaphoreClient(store)
+    client.set_max(1)
+    client.lock("holder")
+    queue = queue_on(store)
+
+    async def scenario() -> bool:
+        task = asyncio.create_task(queue.acquire("head"))
+        try:
+            await wait_until(lambda: store.requests.get("watch", 0) >= 1, "the full group's head to watch")
+            await asyncio.to_thread(client.unlock, "holder")
+            return await asyncio.wait_for(task, TIMEOUT_S)
+        finally:
+            await queue.close()
+
+    assert asyncio.run(scenario()) is True
+    assert client.read().semaphore.holders == ("head",)
+
+
+def test_close_while_waiting_revokes_the_lease_of_the_waiter_key(store: MemoryQueueStore) -> None:
+    """Q4 keeps revoking every lease that may carry a key: a host stopped while it waits leaves no key."""
+    client = SemaphoreClient(store)
+    client.set_max(1)
+    client.lock("holder")
+    queue = GroupQueue(store, retry_max_s=1.0, session=LeaseSession(store, 10, 3600), rng=random.Random(1))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(queue.acquire("waiting"))
+        await wait_until(lambda: waiter_key("waiting") in store.data, "the waiter key")
+        await queue.close()  # the daemon's stop: before the acquire's own clean-up
+        assert waiter_key("waiting") not in store.data and store.requests.get("revoke_lease", 0) >= 1
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())

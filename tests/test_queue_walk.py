@@ -71,10 +71,15 @@ def place_read(*ahead: KeyRef) -> Callable[[Walk], tuple[Walk, Action]]:
     return lambda walk: (qw.settled(qw.placed_by_read(walk, list(ahead), 40), quiet=True), Action.PLACED)
 
 
-def enqueue(created: bool, previous: KeyRef | None, stored: WaiterValue | None = None) -> Callable[
-        [Walk], tuple[Walk, Action]]:
-    return lambda walk: (qw.enqueued(qw.queueing(walk, "now"), create_revision=20, lease_id=6, created=created,
-                                     previous=previous, ticket=31, stored=stored), Action.NOTHING)
+def enqueue(created: bool, previous: KeyRef | None, stored: WaiterValue | None = None,
+            group_read_at: int = 0, served: int = 0) -> Callable[[Walk], tuple[Walk, Action]]:
+    """The enqueue txn's reply (with the group read at ``group_read_at``), then settled as the I/O side does."""
+    def event(walk: Walk) -> tuple[Walk, Action]:
+        walk, action = qw.enqueued(qw.queueing(walk, "now"), create_revision=20, lease_id=6, created=created,
+                                   previous=previous, ticket=31, stored=stored, group_read_at=group_read_at,
+                                   served=served)
+        return (qw.settled(walk, quiet=True), action) if action is Action.PLACED else (walk, action)
+    return event
 
 
 def verify(mine_created: int, served: int = 0) -> Callable[[Walk], tuple[Walk, Action]]:
@@ -117,14 +122,28 @@ def stuck(now: float, slot_free: bool = True, fleetlock: bool = False) -> Callab
 SERVED_AT = frozenset({35})
 TRANSITIONS = [
     # NOT_QUEUED
-    pytest.param(NOT_QUEUED, enqueue(True, B), Mode.KNOWN_BY_NAME, Action.NOTHING,
+    pytest.param(NOT_QUEUED, enqueue(True, B), Mode.KNOWN_BY_NAME, Action.READ_BY_NAME,
                  lambda w: w.predecessor == B and not w.second_known and w.ticket == 31, id="enqueued-behind-tail"),
-    pytest.param(NOT_QUEUED, enqueue(True, None), Mode.PLACE_UNKNOWN, Action.NOTHING,
+    pytest.param(NOT_QUEUED, enqueue(True, B, group_read_at=20, served=29), Mode.KNOWN_BY_NAME,
+                 Action.READ_BY_NAME, lambda w: w.predecessor == B and w.located_at == 0,
+                 id="enqueued-behind-tail-not-served-yet"),
+    pytest.param(NOT_QUEUED, enqueue(True, B, group_read_at=20, served=30), Mode.AT_HEAD, Action.PLACED,
+                 lambda w: (w.predecessor, w.ahead, w.located_at, w.second_from, w.served_ticket)
+                 == (None, 0, 20, 21, 30),
+                 id="enqueued-behind-one-served-is-head"),
+    pytest.param(NOT_QUEUED, enqueue(True, B, served=30), Mode.KNOWN_BY_NAME, Action.READ_BY_NAME,
+                 None, id="enqueued-behind-one-served-but-group-not-read"),
+    pytest.param(NOT_QUEUED, enqueue(True, None), Mode.PLACE_UNKNOWN, Action.READ_PLACE,
                  lambda w: w.ticket == 31 and w.since == "now", id="enqueued-first-ever"),
+    pytest.param(NOT_QUEUED, enqueue(True, None, group_read_at=20, served=30), Mode.PLACE_UNKNOWN,
+                 Action.READ_PLACE, None, id="enqueued-at-empty-tail-keys-without-tail-may-wait"),
     pytest.param(NOT_QUEUED, enqueue(False, None, WaiterValue("before", 4, after=None)), Mode.PLACE_UNKNOWN,
-                 Action.NOTHING, lambda w: (w.since, w.ticket, w.after) == ("before", 4, None),
+                 Action.READ_PLACE, lambda w: (w.since, w.ticket, w.after) == ("before", 4, None),
                  id="enqueue-found-own-key-restart"),
-    pytest.param(NOT_QUEUED, enqueue(False, None, WaiterValue(None)), Mode.PLACE_UNKNOWN, Action.NOTHING,
+    pytest.param(NOT_QUEUED, enqueue(False, B, WaiterValue("before", 4, after=None), group_read_at=20, served=30),
+                 Mode.PLACE_UNKNOWN, Action.READ_PLACE, lambda w: w.located_at == 0,
+                 id="enqueue-found-own-key-never-placed-by-the-reply"),
+    pytest.param(NOT_QUEUED, enqueue(False, None, WaiterValue(None)), Mode.PLACE_UNKNOWN, Action.READ_PLACE,
                  lambda w: (w.since, w.ticket, w.after) == ("now", 0, UNKNOWN), id="enqueue-found-older-version-key"),
     # KNOWN_BY_NAME: one read of named keys
     pytest.param(KNOWN_BY_NAME, by_name(Snap((MINE, A, B))), Mode.FAR, Action.PLACED,
@@ -296,6 +315,17 @@ def test_wanted_watches(walk: Walk, wanted: dict[str, tuple[str, bool, int]]) ->
     assert qp.wanted_watches(walk, own_key=ME, halt_key=HALT, semaphore_key=SEM, start_revision=41) == wanted
 
 
+@pytest.mark.parametrize(("walk", "wanted"), [
+    pytest.param(AT_HEAD, {}, id="head-with-a-free-slot-attempts-before-watching"),
+    pytest.param(NEXT_IN_LINE, {B.key: (B.key + "\0", True, 41), ME: (ME + "\0", True, 41)},
+                 id="only-the-head-attempts"),
+])
+def test_a_head_that_may_attempt_watches_nothing_yet(walk: Walk, wanted: dict[str, tuple[str, bool, int]]) -> None:
+    """Q2: a won slot needs no watch; a lost or impossible attempt reads again and that read starts the watch."""
+    assert qp.wanted_watches(walk, own_key=ME, halt_key=HALT, semaphore_key=SEM, start_revision=41,
+                             may_attempt=True) == wanted
+
+
 @pytest.mark.parametrize(("walk", "departed", "watching", "heads"), [
     (replace(NEXT_IN_LINE, second_known=True), {B.key: 30}, False, True),
     (replace(NEXT_IN_LINE, second_known=True), {B.key: 30}, True, False),
@@ -306,7 +336,7 @@ def test_wanted_watches(walk: Walk, wanted: dict[str, tuple[str, bool, int]]) ->
 ])
 def test_heads_by_departure(walk: Walk, departed: dict[str, int], watching: bool, heads: bool) -> None:
     """Only the next in line whose head left starts the head's watch before it reads."""
-    assert qw.heads_by_departure(walk, departed, watching) is heads
+    assert qp.heads_by_departure(walk, departed, watching) is heads
 
 
 @pytest.mark.parametrize(("walk", "policy", "halted", "available", "passed", "action"), [

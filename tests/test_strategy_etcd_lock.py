@@ -50,3 +50,28 @@ def test_a_record_change_for_a_slot_an_operator_released_is_a_warning(
     assert "an operator released it?" in caplog.text
     host.store.close()
     store.close()
+
+
+def test_close_revokes_the_lease_of_the_alive_key_and_leaves_the_empty_far_lease(
+        etcd_node: EtcdCluster, key_prefix: str) -> None:
+    """SIGTERM during a reboot: the alive key goes at once (its lease revoked), while the far lease, which
+    carried only the waiter key the winning write deleted, is left to expire (one LeaseRevoke, not two)."""
+    store = make_store(etcd_node, key_prefix)
+    fresh_semaphore(store, key_prefix, 1)
+    host = strategy(etcd_node, key_prefix, "host-c")
+
+    async def scenario() -> tuple[int, int]:
+        assert await host.acquire(None)
+        session = host.queue.session
+        near, far = session.lease_id, session._far.lease_id
+        assert near is not None and far is not None and near != far
+        assert store.read(host.alive_key) is not None
+        await host.close()
+        return near, far
+
+    near, far = asyncio.run(scenario())
+    assert store.read(host.alive_key) is None  # gone at once, not after the lease's TTL
+    assert store.lease_ttl(near) == 0
+    assert store.lease_ttl(far) > 3000  # not revoked: no key on it, it expires by itself
+    store.revoke_lease(far)
+    store.close()

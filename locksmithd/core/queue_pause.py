@@ -42,6 +42,19 @@ WatchSpec = tuple[str, bool, int]
 """One watch wanted, by its first key: (end key, deletes only, start revision)."""
 
 
+def heads_by_departure(walk: Walk, departed: Mapping[str, int], watching_head: bool) -> bool:
+    """True when the one ahead was the head and left: this waiter heads the queue now (watch the head's keys)."""
+    pred = walk.predecessor
+    return (pred is not None and pred.key in departed and walk.second_known and walk.second is None
+            and not watching_head)
+
+
+def names_to_read(walk: Walk, own_key: str, semaphore_key: str, halt_key: str, served_key: str) -> list[str]:
+    """The keys READ_BY_NAME reads (at most six)."""
+    return [own_key, semaphore_key, halt_key, served_key,
+            *(entry.key for entry in (walk.predecessor, walk.second) if entry)]
+
+
 def wants_short_lease(walk: Walk, far: bool) -> bool:
     """Near the head (head or next in line) a key on the long lease moves to the short one."""
     return walk.ahead < NEAR_POSITIONS and far
@@ -159,10 +172,15 @@ def lease_lost(walk: Walk, rng: Draws, retry_max_s: float) -> Walk:
     return replace(gone(walk), jitter_s=rng.uniform(0.0, min(RECOVERY_JITTER_MAX_S, retry_max_s)))
 
 
-def wanted_watches(walk: Walk, *, own_key: str, halt_key: str, semaphore_key: str,
-                   start_revision: int) -> Mapping[str, WatchSpec]:
+def wanted_watches(walk: Walk, *, own_key: str, halt_key: str, semaphore_key: str, start_revision: int,
+                   may_attempt: bool = False) -> Mapping[str, WatchSpec]:
     """The head watches [halt, semaphore]; any other waiter the deletion of the (at most) two keys ahead
     and of its own key.
+
+    A head that ``may_attempt`` (a slot free in what it just read) watches
+    nothing yet: it attempts first, and a won slot needs no watch. A lost
+    or impossible attempt reads again, and that read's placing starts the
+    watch from its revision + 1, so no change after the read is missed.
 
     Watching two keys, not one, tells the waiter next in line at once
     that the head left, so it always knows when it is next (to move to
@@ -171,7 +189,7 @@ def wanted_watches(walk: Walk, *, own_key: str, halt_key: str, semaphore_key: st
     watched too (its host writes ``after`` once it has located itself).
     """
     if walk.predecessor is None:
-        return {halt_key: (semaphore_key + "\0", False, start_revision)}  # halt < semaphore < waiters/
+        return {} if may_attempt else {halt_key: (semaphore_key + "\0", False, start_revision)}  # halt < semaphore
     pred = walk.predecessor
     wanted: dict[str, WatchSpec] = {
         pred.key: (pred.key + "\0", walk.second_known, start_revision),

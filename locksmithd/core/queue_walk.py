@@ -13,11 +13,11 @@ crashed host drops out when the lease expires); its create revision is its
 place. Like etcd's own lock recipe, each waiter then follows only the waiter
 just ahead of it (its predecessor): one watch on one key, so a handoff sends
 one event to one waiter, not one to every waiter. Only the head (no
-predecessor) watches the halt record and the semaphore, and only the head
-tries the one guarded write of ``etcd/lock.py``: the semaphore guarded by the
-revision it holds, its waiter key deleted and history recorded in the same
-transaction, refused while the group is halted. A lost race needs no retry
-loop: the watch delivers the newer document and the head decides again.
+predecessor) tries the one guarded write of ``etcd/lock.py``: the semaphore
+guarded by the revision it holds, its waiter key deleted and history recorded
+in the same transaction, refused while halted. It watches the halt record and
+the semaphore only when it cannot (or did not) win: a lost race reads again,
+watches from that read and decides again, with no retry loop.
 
 Finding one's place costs etcd a constant amount of work, whatever the
 queue length (a range bounded by create revision would make etcd read the
@@ -78,7 +78,7 @@ NOT_QUEUED              no key in etcd (new, gone, lease lost)      enqueue: put
 VERIFY_ONLY             far back, a quiet period passed             verify: read own key and ``served``
 PLACE_UNKNOWN           the keys ahead are not known by name        read place: ``locate`` (etcd scans)
 KNOWN_BY_NAME           keys ahead known by name, maybe moved       read by name: snapshot of <= 6 keys
-AT_HEAD                 located, nobody ahead                       ATTEMPT when a slot is free
+AT_HEAD                 located, nobody ahead                       ATTEMPT when a slot is free, else watch
 NEXT_IN_LINE            located, exactly one waiter ahead           watch; skip a stuck head
 FAR                     located, two or more ahead (a bound)        watch; rare VERIFY
 ======================  ==========================================  =====================================
@@ -89,6 +89,8 @@ Transitions (event -> next state)
 from                event                                                       to
 ==================  ==========================================================  ==============================
 NOT_QUEUED          enqueued, created behind a tail key                         KNOWN_BY_NAME
+NOT_QUEUED          enqueued behind a tail key whose ticket is ``served`` (read   AT_HEAD
+                    in the same txn with the semaphore and halt): no more reads
 NOT_QUEUED          enqueued, created with no tail (first ever)                 PLACE_UNKNOWN
 NOT_QUEUED          enqueue found its own key (lost reply, daemon restart)      PLACE_UNKNOWN
 KNOWN_BY_NAME       snapshot: pred and second unchanged                         same place (by ``ahead``)
@@ -136,7 +138,7 @@ Recovery cases
 
 Every etcd request of one coordinated reboot
 --------------------------------------------
-(Filled from ``make bench``'s count of requests per coordinated reboot.)
+Listed, each with its reason, in ``bench/REQUESTS.md``; tests/test_request_counts.py holds the budget.
 """
 
 from __future__ import annotations
@@ -262,14 +264,27 @@ def own_value(walk: Walk) -> WaiterValue:
 
 
 def enqueued(walk: Walk, *, create_revision: int, lease_id: int, created: bool, previous: Entry | None,
-             ticket: int, stored: WaiterValue | None) -> Walk:
-    """After the put: created at the back behind ``previous``, or found as ``stored`` (its place kept)."""
+             ticket: int, stored: WaiterValue | None, group_read_at: int = 0,
+             served: int = 0) -> tuple[Walk, Action]:
+    """After the put: created at the back behind ``previous``, or found as ``stored`` (its place kept).
+
+    PLACED at the head, with no read of the keys ahead, when created behind
+    a predecessor that took its slot already (``served``, read in the same
+    request at revision ``group_read_at`` with the semaphore and the halt,
+    is its ticket, one before ours: it was the head then, the rule of
+    ``stepped``); else READ_BY_NAME (behind a tail key) or READ_PLACE. An
+    empty tail is not enough: keys of writers without the tail (an older
+    version) may wait ahead.
+    """
     walk = replace(walk, create_revision=create_revision, located=False, lease_id=lease_id,
                    predecessor=previous, second=None, second_known=False,
                    cheap=created and previous is not None, ticket=ticket)
     if not created and stored is not None:
         walk = replace(walk, since=stored.since or walk.since, after=stored.after, ticket=stored.ticket)
-    return walk
+    if created and previous is not None and group_read_at and served > 0 and served == ticket - 1:
+        return replace(walk, predecessor=None, cheap=True, second_known=True, located_at=group_read_at,
+                       second_from=group_read_at + 1, served_ticket=max(walk.served_ticket, served)), Action.PLACED
+    return walk, Action.READ_BY_NAME if walk.cheap else Action.READ_PLACE
 
 
 def verified(walk: Walk, *, mine_created: int, served: int) -> tuple[Walk, Action]:
@@ -282,19 +297,6 @@ def verified(walk: Walk, *, mine_created: int, served: int) -> tuple[Walk, Actio
     if walk.ahead >= 2:
         return replace(walk, ahead=bound_ahead(walk)), Action.PLACED
     return walk, Action.NOTHING
-
-
-def heads_by_departure(walk: Walk, departed: Mapping[str, int], watching_head: bool) -> bool:
-    """True when the one ahead was the head and left: this waiter heads the queue now (watch the head's keys)."""
-    pred = walk.predecessor
-    return (pred is not None and pred.key in departed and walk.second_known and walk.second is None
-            and not watching_head)
-
-
-def names_to_read(walk: Walk, own_key: str, semaphore_key: str, halt_key: str, served_key: str) -> list[str]:
-    """The keys READ_BY_NAME reads (at most six)."""
-    return [own_key, semaphore_key, halt_key, served_key,
-            *(entry.key for entry in (walk.predecessor, walk.second) if entry)]
 
 
 def _same(keys: Mapping[str, Entry], entry: Entry | None) -> Entry | None:

@@ -91,25 +91,31 @@ class EtcdStore(EtcdCalls):
         """
         return self._call(f"read {prefix}*", lambda client: read_pages(client, prefix, keys_only))
 
-    def enqueue(self, waiter_key: str, value: bytes, lease_id: int, tail_key: str) -> Enqueued:
+    def enqueue(self, waiter_key: str, value: bytes, lease_id: int, tail_key: str, semaphore_key: str = "",
+                halt_key: str = "", served_key: str = "") -> Enqueued:
         """Create ``waiter_key`` on ``lease_id`` at the back of the queue, learning the waiter just ahead.
 
         One request, one key read, whatever the queue length: the key is
         created only if it does not exist, and in the same transaction the
         tail key is set to it, returning the tail's previous value (the newest
         waiter key before it; its create revision is the tail's mod revision).
-        When the key exists (a retried request whose reply was lost, a
-        restarted daemon) nothing is written and it is returned as stored, so
-        a retry never loses a place.
+        With ``semaphore_key``, ``halt_key`` and ``served_key`` a created
+        key's request also reads those three (so a key whose predecessor took
+        its slot already, the head, needs no other read before its attempt). When the key exists (a retried
+        request whose reply was lost, a restarted daemon) nothing is written
+        and it is returned as stored, so a retry never loses a place.
         """
+        named = (semaphore_key, halt_key, served_key)
+        group = [range_op(key) for key in named] if all(named) else []
+
         def op(client: Any) -> Enqueued:
             tx = client.transactions
             mine = waiter_key.encode("utf-8", errors="surrogateescape")
             put_tail = etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(
                 key=tail_key.encode("utf-8", errors="surrogateescape"), value=mine, prev_kv=True))
-            response = txn(client, [tx.put(waiter_key, value, lease=lease_id), put_tail, range_op(waiter_key)],
-                           [tx.create(waiter_key) == 0], otherwise=[range_op(waiter_key)])
-            entry = StoredKey.from_kv(response.responses[-1].response_range.kvs[0])
+            response = txn(client, [tx.put(waiter_key, value, lease=lease_id), put_tail, range_op(waiter_key),
+                                    *group], [tx.create(waiter_key) == 0], otherwise=[range_op(waiter_key)])
+            entry = StoredKey.from_kv(response.responses[2 if response.succeeded else 0].response_range.kvs[0])
             if not response.succeeded:
                 return Enqueued(entry, created=False)
             prev = response.responses[1].response_put.prev_kv
@@ -117,7 +123,13 @@ class EtcdStore(EtcdCalls):
             if prev.key and prev.value:
                 previous = StoredKey(bytes(prev.value).decode("utf-8", errors="surrogateescape"), b"",
                                      int(prev.mod_revision), int(prev.mod_revision), 0)
-            return Enqueued(entry, created=True, previous=previous, ticket=int(prev.version) + 1 if prev.key else 1)
+            sem, halt, served = ([StoredKey.from_kv(r.response_range.kvs[0]) if r.response_range.kvs else None
+                                  for r in response.responses[3:6]] if group else [None, None, None])
+            return Enqueued(entry, created=True, previous=previous, ticket=int(prev.version) + 1 if prev.key else 1,
+                            revision=int(response.header.revision), group_read=bool(group),
+                            semaphore=Versioned(sem.value, sem.mod_revision) if sem else None,
+                            halt=Versioned(halt.value, halt.mod_revision) if halt else None,
+                            served=Versioned(served.value, served.mod_revision) if served else None)
 
         return self._call(f"enqueue {waiter_key}", op)
 

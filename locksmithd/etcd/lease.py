@@ -50,6 +50,7 @@ class LeaseSession:
         self._far = _Lease(far_ttl_s) if far_ttl_s else self._near
         self._granting = asyncio.Lock()  # concurrent waiters must share one lease, not grant one each
         self.on_lost: Callable[[], None] = lambda: None
+        self._carried: dict[str, set[int]] = {}  # key -> the leases it may be on (close revokes only these)
 
     @property
     def lease_id(self) -> int | None:
@@ -80,13 +81,34 @@ class LeaseSession:
             if lease_id is None or lease.lease_id == lease_id:
                 lease.lease_id = None
 
+    def carry(self, key: str, lease_id: int) -> None:
+        """``key`` is about to be put on ``lease_id``: from now on it may be there (as well as where it was)."""
+        self._carried.setdefault(key, set()).add(lease_id)
+
+    def settled(self, key: str, lease_id: int | None) -> None:
+        """``key`` is known to be on ``lease_id`` alone (a confirmed put), or on none (None: known deleted)."""
+        if lease_id is None:
+            self._carried.pop(key, None)
+        else:
+            self._carried[key] = {lease_id}
+
+    def carrying(self) -> set[int]:
+        """The leases that may carry a key of this process."""
+        return set().union(*self._carried.values())
+
     async def close(self) -> None:
-        """Stop keep-alives and revoke the leases (their waiter keys go with them); best effort."""
+        """Stop keep-alives and revoke the leases that may carry a key (their keys go with them); best effort.
+
+        A lease no key of this process may be on (the far lease once the
+        winning write deleted the waiter key) is left to expire: one request
+        less per reboot.
+        """
+        carrying = self.carrying()
         for lease in {id(self._near): self._near, id(self._far): self._far}.values():
             if lease.task is not None:
                 lease.task.cancel()
             lease_id, lease.lease_id = lease.lease_id, None
-            if lease_id is not None:
+            if lease_id is not None and lease_id in carrying:
                 try:
                     await asyncio.to_thread(self.store.revoke_lease, lease_id)
                 except StoreError as error:

@@ -150,7 +150,7 @@ class GroupQueue:
         return ahead + 1, 0
 
     async def close(self) -> None:
-        """Stop watching and revoke the session lease."""
+        """Stop watching and revoke the session's leases that may still carry a key (LeaseSession.close)."""
         for me in list(self._local.values()):
             self.watches.stop(me)
         await self.session.close()
@@ -176,6 +176,7 @@ class GroupQueue:
         if not revision:
             return False
         me.walk = queue_walk.gone(me.walk)  # the winning write deleted the key
+        self.session.settled(me.key, None)  # its lease carries it no more: close need not revoke it
         # Apply our own write unless the watch already delivered it or later changes:
         # document and revision must always match, since the next attempt is guarded
         # by that revision and writes that document.
@@ -265,6 +266,7 @@ class GroupQueue:
     async def _leave(self, me: Waiter) -> None:
         try:
             await asyncio.to_thread(self.store.delete, me.key)
+            self.session.settled(me.key, None)
         except StoreError as error:
             log.info("could not remove queue key of %s (its lease will): %s", me.holder, error.one_line())
 

@@ -46,29 +46,43 @@ class QueueReads:
         """Create the waiter key at the back (one request), learning the waiter just ahead from the tail key."""
         lease_id = await self.session.ensure(far=True)  # the short one without tiers; moved when near the head
         me.walk = queue_walk.queueing(me.walk, datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+        self.session.carry(me.key, lease_id)
+        news = me.news
         try:
-            result = await asyncio.to_thread(self.store.enqueue, me.key, self._value(me), lease_id, self.keys.tail)
+            result = await asyncio.to_thread(self.store.enqueue, me.key, self._value(me), lease_id, self.keys.tail,
+                                             self.keys.semaphore, self.keys.halt, self.keys.served)
         except LeaseLost:
             self.session.invalidate(lease_id)
             raise
         entry = result.entry
+        self.session.settled(me.key, entry.lease)
         me.departed = {}
-        me.walk = queue_walk.enqueued(
+        me.walk, action = queue_walk.enqueued(
             me.walk, create_revision=entry.create_revision, lease_id=lease_id, created=result.created,
             previous=result.previous, ticket=result.ticket,
-            stored=None if result.created else decode_waiter(entry.value))
+            stored=None if result.created else decode_waiter(entry.value),
+            group_read_at=result.revision if result.group_read else 0,
+            served=served_ticket(result.served.value) if result.served else 0)
+        if action is Action.PLACED:  # behind one that took its slot: the head, the group read with it
+            sem, halt = result.semaphore, result.halt
+            self.view.snapshot(result.revision, (sem.value, sem.mod_revision) if sem else None,
+                               halt.value if halt else None)
+            self.watches.wake_heads()
+            await self._placed(me, news)
         # ours from before (a lost reply, a restart): keep its place, move it to our lease
         if not result.created and entry.lease != lease_id and not await self._rewrite(me, lease_id):
             me.walk = replace(me.walk, create_revision=0)
 
     async def _rewrite(self, me: Waiter, lease_id: int) -> bool:
         """Write the key's value (``since``, ``after``) on ``lease_id``, keeping its place; False if it is gone."""
+        self.session.carry(me.key, lease_id)
         try:
             done = await asyncio.to_thread(self.store.reput, me.key, self._value(me), lease_id,
                                            me.walk.create_revision)
         except LeaseLost:
             self.session.invalidate(lease_id)
             raise
+        self.session.settled(me.key, lease_id if done else None)
         if done:
             me.walk = replace(me.walk, lease_id=lease_id)
         return done
@@ -97,7 +111,7 @@ class QueueReads:
     async def locate(self, me: Waiter) -> None:
         """Read where ``me`` stands, by name when the keys ahead are known, and watch accordingly."""
         news, departed, me.departed = me.news, me.departed, {}
-        if queue_walk.heads_by_departure(me.walk, departed, self.keys.halt in me.watches):
+        if queue_pause.heads_by_departure(me.walk, departed, self.keys.halt in me.watches):
             # The one ahead was the head and left: this host heads the queue now. Watch the semaphore
             # from now (a watch from a past revision waits for etcd's catch-up, every 100 ms) and read
             # it once etcd has set the watch up, so that no change falls between the two.
@@ -114,12 +128,17 @@ class QueueReads:
             await self._read_place(me)
             if me.walk.create_revision == 0:
                 return
+        await self._placed(me, news)
+
+    async def _placed(self, me: Waiter, news: int) -> None:
+        """The place is read: record it, watch from the read's revision, write the key's value if due."""
         me.walk = queue_walk.settled(me.walk, quiet=me.news == news)  # an event during the read: read again
         walk = me.walk
         self.view.place(me.holder, walk.ahead, walk.predecessor is None)
         # Watch first: an event between the read and the watch's creation would reach us only by
-        # etcd's catch-up of lagging watches, which runs every 100 ms.
-        self.watches.start(me, walk.located_at + 1)
+        # etcd's catch-up of lagging watches, which runs every 100 ms. A head with a slot free
+        # attempts first and watches only after a lost or impossible attempt (its next read).
+        self.watches.start(me, walk.located_at + 1, may_attempt=self.view.may_attempt(me.holder))
         if walk.predecessor is not None:
             await self.write_own_key(me)  # the head writes after trying for a slot: a won slot deletes the key
 
@@ -146,7 +165,7 @@ class QueueReads:
 
     async def _step(self, me: Waiter, departed: dict[str, int]) -> bool:
         """Re-read the keys ahead by name (one request, at most six keys); False when that cannot place ``me``."""
-        names = queue_walk.names_to_read(me.walk, me.key, self.keys.semaphore, self.keys.halt, self.keys.served)
+        names = queue_pause.names_to_read(me.walk, me.key, self.keys.semaphore, self.keys.halt, self.keys.served)
         snapshot = await asyncio.to_thread(self.store.snapshot, names, self.keys.semaphore,
                                            sorted(departed.values()))
         self._snapshot(snapshot.revision, snapshot.keys.get(self.keys.semaphore), snapshot.keys.get(self.keys.halt))

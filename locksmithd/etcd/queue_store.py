@@ -35,8 +35,10 @@ class QueueStore(KeyValueStore, LeaseStore, Protocol):
     """Everything a group's queue uses: the semaphore's five operations (``swap`` is the guarded write),
     the leases, and the queue's own requests (see ``EtcdStore`` for each one's contract)."""
 
-    def enqueue(self, waiter_key: str, value: bytes, lease_id: int, tail_key: str) -> Enqueued:
-        """Create ``waiter_key`` on ``lease_id`` if absent, setting the tail key; or return it as stored."""
+    def enqueue(self, waiter_key: str, value: bytes, lease_id: int, tail_key: str, semaphore_key: str = "",
+                halt_key: str = "", served_key: str = "") -> Enqueued:
+        """Create ``waiter_key`` on ``lease_id`` if absent, setting the tail key (and reading the semaphore, the
+        halt and ``served``, when named, at the same revision); or return it as stored."""
 
     def reput(self, key: str, value: bytes, lease_id: int, create_revision: int) -> bool:
         """Write ``key`` on ``lease_id`` only if it is still the key created at ``create_revision``."""

@@ -72,14 +72,15 @@ class QueueWatches:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.handoffs_observed = 0  # slots released, as seen by a head's watch (for metrics)
 
-    def start(self, me: Waiter, start_revision: int) -> None:
+    def start(self, me: Waiter, start_revision: int, may_attempt: bool = False) -> None:
         """Watch what ``queue_pause.wanted_watches`` asks for; watches already in place are kept.
 
         One created from a past revision is served by etcd's catch-up of
         lagging watches, every 100 ms.
         """
         wanted = queue_pause.wanted_watches(me.walk, own_key=me.key, halt_key=self.keys.halt,
-                                            semaphore_key=self.keys.semaphore, start_revision=start_revision)
+                                            semaphore_key=self.keys.semaphore, start_revision=start_revision,
+                                            may_attempt=may_attempt)
         for key in [key for key in me.watches if key not in wanted]:
             me.watches.pop(key).handle.cancel()
         for key, (end, deletes_only, since) in wanted.items():

@@ -112,6 +112,13 @@ class Enqueued:
     previous: StoredKey | None = None
     ticket: int = 0
     """This key's number in the order of arrival (the tail's version after the request); 0: not created here."""
+    revision: int = 0
+    """The request's revision; with ``group_read``, the semaphore, halt and ``served`` below are as of it."""
+    group_read: bool = False
+    """True when the request also read the semaphore, the halt and ``served`` (asked for, and the key created)."""
+    semaphore: Versioned | None = None
+    halt: Versioned | None = None
+    served: Versioned | None = None
 
 
 @dataclass(frozen=True)

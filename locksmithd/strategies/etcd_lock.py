@@ -162,7 +162,7 @@ class EtcdLockStrategy:
     async def close(self) -> None:
         if self._alive_task is not None:
             self._alive_task.cancel()
-        await self.queue.close()  # revokes the lease: the alive key goes with it
+        await self.queue.close()  # revokes the lease that carries the alive key: it goes at once
         await asyncio.to_thread(self.store.close)
 
     async def _unlock(self, *events: HistoryEvent) -> None:
@@ -174,6 +174,8 @@ class EtcdLockStrategy:
         except NotHolder:
             log.debug("%s held no slot to release", self.holder)
         else:
+            if alive:
+                self.queue.session.settled(self.alive_key, None)
             alive = False  # the release deleted the alive key
         await self._stop_being_alive(delete=alive)
 
@@ -186,7 +188,9 @@ class EtcdLockStrategy:
     async def _put_alive_key(self) -> None:
         lease_id = await self.queue.session.ensure()
         if lease_id != self._alive_lease:
+            self.queue.session.carry(self.alive_key, lease_id)  # close revokes this lease: the key goes at once
             await asyncio.to_thread(self.store.put, self.alive_key, self.holder.encode(), lease_id)
+            self.queue.session.settled(self.alive_key, lease_id)
             self._alive_lease = lease_id
 
     async def _alive_loop(self) -> None:
@@ -206,6 +210,7 @@ class EtcdLockStrategy:
             return
         try:
             await asyncio.to_thread(self.store.delete, self.alive_key)
+            self.queue.session.settled(self.alive_key, None)
         except StoreError as error:
             log.info("could not remove the alive key (its lease will): %s", error.one_line())
 
