@@ -72,12 +72,12 @@ def place_read(*ahead: KeyRef) -> Callable[[Walk], tuple[Walk, Action]]:
 
 
 def enqueue(created: bool, previous: KeyRef | None, stored: WaiterValue | None = None,
-            group_read_at: int = 0, served: int = 0) -> Callable[[Walk], tuple[Walk, Action]]:
+            group_read_at: int = 0, served: int = 0, served_at: int = 18) -> Callable[[Walk], tuple[Walk, Action]]:
     """The enqueue txn's reply (with the group read at ``group_read_at``), then settled as the I/O side does."""
     def event(walk: Walk) -> tuple[Walk, Action]:
         walk, action = qw.enqueued(qw.queueing(walk, "now"), create_revision=20, lease_id=6, created=created,
                                    previous=previous, ticket=31, stored=stored, group_read_at=group_read_at,
-                                   served=served)
+                                   served=served, served_at=served_at)
         return (qw.settled(walk, quiet=True), action) if action is Action.PLACED else (walk, action)
     return event
 
@@ -131,6 +131,8 @@ TRANSITIONS = [
                  lambda w: (w.predecessor, w.ahead, w.located_at, w.second_from, w.served_ticket)
                  == (None, 0, 20, 21, 30),
                  id="enqueued-behind-one-served-is-head"),
+    pytest.param(NOT_QUEUED, enqueue(True, B, group_read_at=20, served=30, served_at=12), Mode.KNOWN_BY_NAME,
+                 Action.READ_BY_NAME, None, id="enqueued-behind-a-ticket-served-before-its-key-was-created"),
     pytest.param(NOT_QUEUED, enqueue(True, B, served=30), Mode.KNOWN_BY_NAME, Action.READ_BY_NAME,
                  None, id="enqueued-behind-one-served-but-group-not-read"),
     pytest.param(NOT_QUEUED, enqueue(True, None), Mode.PLACE_UNKNOWN, Action.READ_PLACE,

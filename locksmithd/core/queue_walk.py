@@ -89,8 +89,7 @@ Transitions (event -> next state)
 from                event                                                       to
 ==================  ==========================================================  ==============================
 NOT_QUEUED          enqueued, created behind a tail key                         KNOWN_BY_NAME
-NOT_QUEUED          enqueued behind a tail key whose ticket is ``served`` (read   AT_HEAD
-                    in the same txn with the semaphore and halt): no more reads
+NOT_QUEUED          enqueued behind a key that took its slot (``served``)       AT_HEAD
 NOT_QUEUED          enqueued, created with no tail (first ever)                 PLACE_UNKNOWN
 NOT_QUEUED          enqueue found its own key (lost reply, daemon restart)      PLACE_UNKNOWN
 KNOWN_BY_NAME       snapshot: pred and second unchanged                         same place (by ``ahead``)
@@ -265,23 +264,24 @@ def own_value(walk: Walk) -> WaiterValue:
 
 def enqueued(walk: Walk, *, create_revision: int, lease_id: int, created: bool, previous: Entry | None,
              ticket: int, stored: WaiterValue | None, group_read_at: int = 0,
-             served: int = 0) -> tuple[Walk, Action]:
+             served: int = 0, served_at: int = 0) -> tuple[Walk, Action]:
     """After the put: created at the back behind ``previous``, or found as ``stored`` (its place kept).
 
     PLACED at the head, with no read of the keys ahead, when created behind
     a predecessor that took its slot already (``served``, read in the same
     request at revision ``group_read_at`` with the semaphore and the halt,
-    is its ticket, one before ours: it was the head then, the rule of
-    ``stepped``); else READ_BY_NAME (behind a tail key) or READ_PLACE. An
-    empty tail is not enough: keys of writers without the tail (an older
-    version) may wait ahead.
+    is its ticket, one before ours, written at ``served_at``, after that key
+    was created: it was the head then, the rule of ``stepped``; an older
+    ``served`` is from before a deleted tail key); else READ_BY_NAME (behind a
+    tail key) or READ_PLACE. An empty tail proves nothing (older versions).
     """
     walk = replace(walk, create_revision=create_revision, located=False, lease_id=lease_id,
                    predecessor=previous, second=None, second_known=False,
                    cheap=created and previous is not None, ticket=ticket)
     if not created and stored is not None:
         walk = replace(walk, since=stored.since or walk.since, after=stored.after, ticket=stored.ticket)
-    if created and previous is not None and group_read_at and served > 0 and served == ticket - 1:
+    if created and previous is not None and group_read_at and served > 0 and served == ticket - 1 \
+            and served_at > previous.create_revision:
         return replace(walk, predecessor=None, cheap=True, second_known=True, located_at=group_read_at,
                        second_from=group_read_at + 1, served_ticket=max(walk.served_ticket, served)), Action.PLACED
     return walk, Action.READ_BY_NAME if walk.cheap else Action.READ_PLACE

@@ -62,7 +62,8 @@ class QueueReads:
             previous=result.previous, ticket=result.ticket,
             stored=None if result.created else decode_waiter(entry.value),
             group_read_at=result.revision if result.group_read else 0,
-            served=served_ticket(result.served.value) if result.served else 0)
+            served=served_ticket(result.served.value) if result.served else 0,
+            served_at=result.served.mod_revision if result.served else 0)
         if action is Action.PLACED:  # behind one that took its slot: the head, the group read with it
             sem, halt = result.semaphore, result.halt
             self.view.snapshot(result.revision, (sem.value, sem.mod_revision) if sem else None,
