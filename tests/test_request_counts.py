@@ -152,3 +152,30 @@ def test_one_coordinated_reboot_stays_within_its_request_budget(tmp_path: Path, 
             if count > BUDGET.get(method, 0) + SLACK.get(method, 0)}
     assert not over, f"over budget: {over} (all: {sent})"
     assert sent.get("KV/Txn", 0) >= BUDGET["KV/Txn"] - 2, f"the count itself looks wrong: {sent}"
+
+
+def test_an_idle_daemon_renews_no_lease_after_its_release(tmp_path: Path, etcd_node: EtcdCluster,
+                                                           key_prefix: str) -> None:
+    """Once released, nothing of the host rides on its short lease: it is let expire, not renewed every
+    third of its TTL for as long as the daemon stays idle (that was 6 requests a minute per host at 30 s)."""
+    host = SimulatedHost("h-idle", tmp_path / "h-idle", etcd_node.client_urls, reboot_delay_s=0.3,
+                         options=HostOptions(key_prefix=key_prefix, extra_env={"LOCKSMITHD_QUEUE_DROP_OUT": "3s"}))
+
+    async def scenario() -> tuple[dict[str, float], dict[str, float]]:
+        await host.start()
+        try:
+            await wait_for(lambda: host.daemon_state().get("DAEMON_STATE") == "idle", 30, "the first boot idle")
+            host.need_reboot()
+            await wait_for(lambda: host.boots >= 2 and host.daemon_state().get("DAEMON_STATE") == "idle", 30,
+                           "reboot and release")
+            member = etcd_node.members[0]
+            holding = member.metrics()  # the window just after the release may still see the last renewal
+            await asyncio.sleep(2.0)
+            before = member.metrics()
+            await asyncio.sleep(4.0)  # four renewal periods of the 3 s lease
+            return requests_by_method(holding, before), requests_by_method(before, member.metrics())
+        finally:
+            await host.stop()
+
+    _, idle = asyncio.run(scenario())
+    assert idle.get("Lease/LeaseKeepAlive", 0) == 0, f"an idle daemon renewed a lease: {idle}"

@@ -66,7 +66,11 @@ class LeaseSession:
         return self.tiered and lease_id == self._far.lease_id
 
     async def ensure(self, far: bool = False) -> int:
-        """The id of the short (or, with ``far``, the long) lease, granting it and starting keep-alives if needed."""
+        """The id of the short (or, with ``far``, the long) lease, granting it and starting keep-alives if needed.
+
+        The caller ``carry``s its key on the lease before its next await: a lease that carries no key at
+        its next renewal is let go (``_keep_alive``).
+        """
         lease = self._far if far else self._near
         async with self._granting:
             if lease.lease_id is None:
@@ -125,6 +129,12 @@ class LeaseSession:
             if lease_id is None:
                 await asyncio.sleep(period_s)
                 continue
+            if lease_id not in self.carrying():
+                # Nothing of this process rides on it any more (the slot was released, the waiter key
+                # moved or took its slot): let it expire instead of renewing it for an idle daemon
+                # (6 requests a minute per host at the default 30 s); the next ``ensure`` grants anew.
+                lease.lease_id = None
+                return
             try:
                 remaining = await asyncio.to_thread(self.store.keep_alive, lease_id)
             except StoreError as error:
