@@ -50,7 +50,7 @@ class LeaseSession:
         self._far = _Lease(far_ttl_s) if far_ttl_s else self._near
         self._granting = asyncio.Lock()  # concurrent waiters must share one lease, not grant one each
         self.on_lost: Callable[[], None] = lambda: None
-        self._carried: dict[str, set[int]] = {}  # key -> the leases it may be on (close revokes only these)
+        self._carried: dict[str, set[int]] = {}  # key -> the leases it may be on (a lease none is on is revoked, not renewed)
 
     @property
     def lease_id(self) -> int | None:
@@ -86,7 +86,10 @@ class LeaseSession:
                 lease.lease_id = None
 
     def carry(self, key: str, lease_id: int) -> None:
-        """``key`` is about to be put on ``lease_id``: from now on it may be there (as well as where it was)."""
+        """``key`` is about to be put on ``lease_id``: from now on it may be there (as well as where it was).
+
+        A lease that carries no key at its next renewal is revoked, not renewed (``_keep_alive``).
+        """
         self._carried.setdefault(key, set()).add(lease_id)
 
     def settled(self, key: str, lease_id: int | None) -> None:
@@ -101,22 +104,24 @@ class LeaseSession:
         return set().union(*self._carried.values())
 
     async def close(self) -> None:
-        """Stop keep-alives and revoke the leases that may carry a key (their keys go with them); best effort.
+        """Stop keep-alives and revoke every lease still held (their keys go with them); best effort.
 
-        A lease no key of this process may be on (the far lease once the
-        winning write deleted the waiter key) is left to expire: one request
-        less per reboot.
+        A lease no key of this process is known to be on is revoked too: a
+        write whose reply was lost (a paused leader) may still land on it
+        later, and a waiter key it created must not outlive the process.
         """
-        carrying = self.carrying()
         for lease in {id(self._near): self._near, id(self._far): self._far}.values():
             if lease.task is not None:
                 lease.task.cancel()
             lease_id, lease.lease_id = lease.lease_id, None
-            if lease_id is not None and lease_id in carrying:
-                try:
-                    await asyncio.to_thread(self.store.revoke_lease, lease_id)
-                except StoreError as error:
-                    log.info("could not revoke lease %x (it expires by itself): %s", lease_id, error.one_line())
+            if lease_id is not None:
+                await self._revoke(lease_id)
+
+    async def _revoke(self, lease_id: int) -> None:
+        try:
+            await asyncio.to_thread(self.store.revoke_lease, lease_id)
+        except StoreError as error:
+            log.info("could not revoke lease %x (it expires by itself): %s", lease_id, error.one_line())
 
     async def _keep_alive(self, lease: _Lease) -> None:
         period_s = max(lease.ttl_s / 3.0, 0.5)
@@ -131,9 +136,11 @@ class LeaseSession:
                 continue
             if lease_id not in self.carrying():
                 # Nothing of this process rides on it any more (the slot was released, the waiter key
-                # moved or took its slot): let it expire instead of renewing it for an idle daemon
-                # (6 requests a minute per host at the default 30 s); the next ``ensure`` grants anew.
+                # moved or took its slot): revoke it instead of renewing it for an idle daemon (6 requests
+                # a minute per host at the default 30 s), which also removes a key a lost-reply write may
+                # have left on it; the next ``ensure`` grants anew.
                 lease.lease_id = None
+                await self._revoke(lease_id)
                 return
             try:
                 remaining = await asyncio.to_thread(self.store.keep_alive, lease_id)
