@@ -28,8 +28,11 @@ def modules() -> list[tuple[str, Path]]:
     return found
 
 
-def imports_of(path: Path, module: str) -> set[str]:
-    """Every module ``path`` imports (relative imports resolved), TYPE_CHECKING ones included."""
+def imports_of(path: Path, module: str, with_bases: bool = True) -> set[str]:
+    """Every module ``path`` imports (relative imports resolved), TYPE_CHECKING ones included.
+
+    ``from a.b import c`` gives ``a.b.c`` and, ``with_bases``, ``a.b`` too.
+    """
     tree = ast.parse(path.read_text(), str(path))
     package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
     names: set[str] = set()
@@ -40,7 +43,8 @@ def imports_of(path: Path, module: str) -> set[str]:
             base = node.module or ""
             if node.level:
                 base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
-            names.add(base)
+            if with_bases:
+                names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
     return names
 
@@ -131,18 +135,8 @@ def import_graph() -> dict[str, set[str]]:
     re-exports its modules would otherwise be a circle with each of them."""
     graph: dict[str, set[str]] = {}
     for module, path in GRAPH_MODULES.items():
-        package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
-        names: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
-                names.update(f"{base}.{alias.name}" for alias in node.names)
         targets: set[str] = set()
-        for name in names:
+        for name in imports_of(path, module, with_bases=False):
             while name and name not in GRAPH_MODULES:
                 name = name.rpartition(".")[0]
             if name and name != module:
